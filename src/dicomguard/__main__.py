@@ -1,0 +1,3 @@
+from dicomguard.cli.main import app
+
+app()

@@ -1,0 +1,71 @@
+"""Shared CLI plumbing: exit codes, errors, passphrase prompt, output."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from dicomguard.config import resolve_home
+from dicomguard.core.archive import Archive
+from dicomguard.core.passphrase import passphrase_from_environment
+from dicomguard.errors import ConfigurationError, DicomGuardError, UnsealError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some input rejected or a check failed
+EXIT_USAGE = 2  # usage or configuration error
+
+console = Console(stderr=True)
+out = Console()
+
+
+def setup_logging() -> None:
+    # Library loggers (pynetdicom, pydicom) can quote identifiers at INFO/DEBUG: keep WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def ask_passphrase(confirm: bool = False) -> str:
+    value = passphrase_from_environment()
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        fail("no passphrase: set DICOMGUARD_PASSPHRASE or DICOMGUARD_PASSPHRASE_FILE (no terminal to prompt on)")
+    value = getpass.getpass("Archive passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != value:
+        fail("passphrases differ")
+    return value
+
+
+@contextmanager
+def open_archive() -> Iterator[Archive]:
+    """Open the archive of ``$DICOMGUARD_HOME``; configuration problems exit with code 2."""
+    try:
+        archive = Archive.open(resolve_home(), ask_passphrase())
+    except UnsealError:
+        fail("cannot unseal the archive keys: wrong passphrase or damaged key file")
+    except ConfigurationError as exc:
+        fail(str(exc))
+    try:
+        yield archive
+    except DicomGuardError as exc:
+        fail(str(exc), EXIT_FAILED)
+    finally:
+        archive.close()
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout (``--json``); messages go to stderr."""
+    sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+    sys.stdout.flush()

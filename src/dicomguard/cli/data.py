@@ -1,0 +1,214 @@
+"""Data commands: import, export, ls, show, erase."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, open_archive, out, print_json
+from dicomguard.core.erase import AmbiguousPatientError
+from dicomguard.core.ingest import IngestStatus
+from dicomguard.core.query import PatientFilter, StudyFilter
+from dicomguard.errors import DicomGuardError, NotFoundError, RejectedObject, RejectReason
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    yield Path(dirpath) / name
+        else:
+            yield p
+
+
+def _loader(path: Path):  # type: ignore[no-untyped-def]
+    def load() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise RejectedObject(RejectReason.UNREADABLE, f"cannot read file: {exc.strerror}") from None
+
+    return load
+
+
+def import_cmd(
+    paths: list[Path] = typer.Argument(..., help="Files and folders (recursive)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Import DICOM Part 10 files into the archive. Exit 1 if any file was rejected."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
+    files = list(_files(paths))
+    counts: Counter[str] = Counter()
+    rejected: list[dict[str, str]] = []
+    with open_archive() as archive, Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=as_json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("import", total=len(files))
+        items = ((str(f), _loader(f)) for f in files)
+        for outcome in archive.ingest_many(items, source="cli-import"):
+            if outcome.error is not None:
+                counts["rejected"] += 1
+                rejected.append({"path": outcome.label, "reason": outcome.error.reason.value, "detail": outcome.error.detail})
+            else:
+                assert outcome.result is not None
+                counts[outcome.result.status.value] += 1
+            progress.advance(task)
+    summary = {
+        "stored": counts[IngestStatus.STORED.value],
+        "duplicate": counts[IngestStatus.DUPLICATE.value],
+        "rejected": len(rejected),
+        "rejections": rejected,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"stored {summary['stored']}, duplicate {summary['duplicate']}, rejected {summary['rejected']}")
+        for r in rejected:
+            console.print(f"  [red]rejected[/] {r['path']}: {r['reason']}: {r['detail']}", highlight=False)
+    raise typer.Exit(EXIT_FAILED if rejected else EXIT_OK)
+
+
+def export_cmd(
+    outdir: Path = typer.Argument(..., help="Folder to write DICOM files into."),
+    study: str = typer.Option(None, "--study", help="Study Instance UID."),
+    series: str = typer.Option(None, "--series", help="Series Instance UID."),
+    instance: str = typer.Option(None, "--instance", help="SOP Instance UID."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export verified objects as DICOM files: OUTDIR/<study>/<series>/<instance>.dcm."""
+    if sum(x is not None for x in (study, series, instance)) != 1:
+        fail("give exactly one of --study, --series, --instance")
+    written: list[str] = []
+    failures: list[dict[str, str]] = []
+    with open_archive() as archive:
+        records = archive.query.instances(study_uid=study, series_uid=series, sop_instance_uid=instance)
+        if not records:
+            fail("nothing to export: no such object", EXIT_FAILED)
+        for rec in records:
+            try:
+                obj = archive.retrieve(rec.sop_instance_uid)
+            except DicomGuardError as exc:
+                failures.append({"instance": rec.sop_instance_uid, "error": str(exc)})
+                continue
+            target = outdir / obj.study_uid / obj.series_uid / f"{obj.sop_instance_uid}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(obj.data)
+            tmp.replace(target)
+            written.append(str(target))
+    if as_json:
+        print_json({"written": written, "failed": failures})
+    else:
+        console.print(f"exported {len(written)} objects to {outdir}")
+        for f in failures:
+            console.print(f"  [red]refused[/] {f['instance']}: {f['error']}", highlight=False)
+    raise typer.Exit(EXIT_FAILED if failures else EXIT_OK)
+
+
+LEVELS = ("patients", "studies", "series", "instances")
+
+
+def ls_cmd(
+    level: str = typer.Argument("studies", help="patients | studies | series | instances"),
+    patient_id: str = typer.Option(None, "--patient-id", help="Patient ID (wildcards * ? allowed)."),
+    name: str = typer.Option(None, "--name", help="Patient name (wildcards allowed, case-insensitive)."),
+    study: str = typer.Option(None, "--study", help="Study Instance UID."),
+    series: str = typer.Option(None, "--series", help="Series Instance UID."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List what the archive holds."""
+    if level not in LEVELS:
+        fail(f"level must be one of {', '.join(LEVELS)}")
+    pf = PatientFilter(patient_id=patient_id, name=name)
+    with open_archive() as archive:
+        q = archive.query
+        if level == "patients":
+            rows = [r.to_json() for r in q.patients(pf)]
+            cols = ["patient_id", "issuer", "name", "birth_date", "sex", "studies", "instances"]
+        elif level == "studies":
+            rows = [r.to_json() for r in q.studies(StudyFilter(patient=pf, study_uid=study))]
+            cols = ["uid", "patient_id", "patient_name", "date", "accession_number", "modalities", "series", "instances"]
+        elif level == "series":
+            rows = [r.to_json() for r in q.series(study_uid=study)]
+            cols = ["uid", "study_uid", "modality", "number", "description", "instances"]
+        else:
+            rows = [r.to_json() for r in q.instances(study_uid=study, series_uid=series)]
+            cols = ["sop_instance_uid", "series_uid", "number", "frames", "transfer_syntax", "size"]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(*cols, title=f"{len(rows)} {level}")
+    for r in rows:
+        table.add_row(*(", ".join(v) if isinstance(v, list) else "" if v is None else str(v) for v in (r[c] for c in cols)))
+    out.print(table)
+
+
+def show_cmd(
+    uid: str = typer.Argument(..., help="A Study, Series or SOP Instance UID."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show one study, series or instance with its children."""
+    with open_archive() as archive:
+        q = archive.query
+        doc: dict[str, object]
+        if studies := q.studies(StudyFilter(study_uid=uid)):
+            doc = {"level": "study", **studies[0].to_json(), "series_list": [s.to_json() for s in q.series(study_uid=uid)]}
+        elif series := [s for s in q.series() if s.uid == uid]:
+            doc = {"level": "series", **series[0].to_json(), "instance_list": [i.to_json() for i in q.instances(series_uid=uid)]}
+        elif inst := q.instances(sop_instance_uid=uid):
+            doc = {"level": "instance", **inst[0].to_json()}
+        else:
+            fail(f"no study, series or instance {uid}", EXIT_FAILED)
+    if as_json:
+        print_json(doc)
+        return
+    table = Table("attribute", "value", title=f"{doc['level']} {uid}")
+    for k, v in doc.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            v = f"{len(v)} entries"
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+def erase_cmd(
+    patient: str = typer.Option(..., "--patient", help="Patient ID to erase."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded, sealed)."),
+    issuer: str = typer.Option(None, "--issuer", help="Issuer of Patient ID, when the ID is ambiguous."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Crypto-shred a patient: destroy their data key; their objects become unreadable everywhere."""
+    if not yes:
+        fail("erasure cannot be undone; repeat with --yes", EXIT_USAGE)
+    if not reason.strip():
+        fail("--reason must not be empty")
+    with open_archive() as archive:
+        try:
+            result = archive.erase_patient(patient, reason, issuer)
+        except NotFoundError:
+            fail("no such patient", EXIT_FAILED)
+        except AmbiguousPatientError as exc:
+            fail(str(exc))
+    if as_json:
+        print_json({"erased_patients": len(result.patient_refs), "studies": result.studies, "instances": result.instances})
+    else:
+        console.print(f"erased: {result.studies} studies, {result.instances} instances; the data key is destroyed.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_cmd)
+    app.command("export")(export_cmd)
+    app.command("ls")(ls_cmd)
+    app.command("show")(show_cmd)
+    app.command("erase")(erase_cmd)

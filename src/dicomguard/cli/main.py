@@ -1,0 +1,84 @@
+"""``dicomguard``: entry point and archive-wide commands (init, keys)."""
+
+from __future__ import annotations
+
+import secrets
+
+import typer
+
+from dicomguard.cli import data
+from dicomguard.cli.common import EXIT_USAGE, ask_passphrase, console, fail, open_archive, print_json, setup_logging
+from dicomguard.config import resolve_home
+from dicomguard.core.home import init_home
+from dicomguard.errors import ConfigurationError, HomeExistsError
+
+app = typer.Typer(
+    name="dicomguard",
+    help="Encrypted, write-once, tamper-evident DICOM archive.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Key hierarchy management.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+data.register(app)
+
+@app.callback()
+def _main() -> None:
+    setup_logging()
+
+@app.command()
+def init(
+    admin: str = typer.Option(..., "--admin", help="Name of the first administrator account."),
+    database: str = typer.Option("", "--database", help="SQLAlchemy URL of the index (default: SQLite in the home)."),
+    generate_passphrase: bool = typer.Option(
+        False, "--generate-passphrase", help="Generate the archive passphrase and show it once."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the one-time secrets as JSON."),
+) -> None:
+    """Create a new archive home: configuration, sealed keys, index, first administrator."""
+    home = resolve_home()
+    passphrase = secrets.token_urlsafe(24) if generate_passphrase else ask_passphrase(confirm=True)
+    try:
+        result = init_home(home, passphrase, admin, database)
+    except HomeExistsError as exc:
+        fail(str(exc))
+    except (ConfigurationError, ValueError) as exc:
+        fail(str(exc))
+    a = result.admin
+    if as_json:
+        doc = {"home": str(home), "admin": a.name, "password": a.password, "totp_secret": a.totp_secret}
+        if generate_passphrase:
+            doc["passphrase"] = passphrase
+        print_json(doc)
+        return
+    console.print(f"[green]Archive created[/] at {home}")
+    console.print("These secrets are shown [bold]once[/]; they are not stored in clear anywhere:")
+    if generate_passphrase:
+        console.print(f"  archive passphrase : {passphrase}")
+    console.print(f"  administrator      : {a.name}")
+    console.print(f"  password           : {a.password}")
+    console.print(f"  TOTP secret        : {a.totp_secret}")
+    console.print(f"  TOTP URI           : {a.provisioning_uri}")
+
+@keys_app.command("rotate")
+def keys_rotate(
+    change_passphrase: bool = typer.Option(False, "--change-passphrase", help="Seal the new KEK under a new passphrase."),
+) -> None:
+    """Issue a new key-encryption key and re-wrap every key under it (blobs are not re-encrypted)."""
+    passphrase = ask_passphrase()
+    new_passphrase = None
+    if change_passphrase:
+        new_passphrase = os.environ.get("DICOMGUARD_NEW_PASSPHRASE") or None
+        if new_passphrase is None:
+            fail("set DICOMGUARD_NEW_PASSPHRASE to the new passphrase", EXIT_USAGE)
+    with open_archive() as archive:
+        old = archive.ctx.keyring.kek_id
+        try:
+            count = archive.rotate_keys(passphrase, new_passphrase)
+        except ValueError as exc:
+            fail(str(exc))
+        console.print(f"KEK {old} replaced by {archive.ctx.keyring.kek_id}; {count} keys re-wrapped; the old KEK no longer opens anything.")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,161 @@
+"""Typed, immutable settings: ``HOME/config.toml`` overlaid by environment variables.
+
+Every setting can be given as ``DICOMGUARD_<SECTION>__<NAME>`` (for example
+``DICOMGUARD_DATABASE__URL``); the environment wins over the file. Bounds are
+checked when the object is built, so a bad value stops the program at start
+instead of weakening it at run time (the pattern of python-tuf's
+``ngclient/config.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dicomguard.errors import ConfigurationError
+
+HOME_ENV = "DICOMGUARD_HOME"
+DEFAULT_HOME = "dicomguard-home"
+CONFIG_FILE = "config.toml"
+
+_MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArchiveSettings(_Section):
+    ae_title: str = Field("DICOMGUARD", min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")
+    """Application Entity title of the archive (PS3.5 AE VR: 16 printable characters)."""
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """SQLAlchemy URL of the index. Empty: ``sqlite:///HOME/index.db`` (embedded default)."""
+
+
+class StorageSettings(_Section):
+    backend: Literal["filesystem"] = "filesystem"
+    path: str = "blobs"
+    """Blob folder, relative to the home unless absolute. Holds ciphertext only."""
+
+
+class LimitSettings(_Section):
+    """Ingest limits (sanitize step). Hostile files are refused before they cost memory."""
+
+    max_object_bytes: int = Field(2048 * _MiB, ge=1024, le=16384 * _MiB)
+    max_element_bytes: int = Field(64 * _MiB, ge=1024)
+    """Largest value of any element other than Pixel Data."""
+    max_elements: int = Field(200_000, ge=16)
+    max_sequence_depth: int = Field(16, ge=1, le=64)
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(64, ge=1, le=10_000)
+    """Objects per index transaction during bulk import."""
+
+
+class KdfSettings(_Section):
+    """argon2id cost used when a key-encryption key is sealed (RFC 9106 section 4)."""
+
+    time_cost: int = Field(3, ge=1, le=64)
+    memory_kib: int = Field(64 * 1024, ge=8 * 1024, le=4 * 1024 * 1024)
+    parallelism: int = Field(2, ge=1, le=64)
+
+
+class Settings(BaseSettings):
+    """All dicomguard settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DICOMGUARD_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    archive: ArchiveSettings = ArchiveSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    limits: LimitSettings = LimitSettings()
+    ingest: IngestSettings = IngestSettings()
+    kdf: KdfSettings = KdfSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment must override it.
+        return (env_settings, init_settings)
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The home folder: explicit argument, else ``$DICOMGUARD_HOME``, else ``./dicomguard-home``."""
+    chosen = home if home is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
+    return Path(chosen).expanduser().absolute()
+
+
+def load_settings(home: Path) -> Settings:
+    """Read ``home/config.toml`` (if present) and the environment into :class:`Settings`."""
+    data: dict[str, Any] = {}
+    path = home / CONFIG_FILE
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid configuration: {exc}") from exc
+
+
+def database_url(settings: Settings, home: Path) -> str:
+    return settings.database.url or f"sqlite:///{home / 'index.db'}"
+
+
+def storage_path(settings: Settings, home: Path) -> Path:
+    p = Path(settings.storage.path)
+    return p if p.is_absolute() else home / p
+
+
+def default_config_toml(database_url: str = "") -> str:
+    """The commented configuration file that ``init`` writes."""
+    return f'''# dicomguard configuration. Every setting can be overridden by an environment
+# variable DICOMGUARD_<SECTION>__<NAME>, e.g. DICOMGUARD_DATABASE__URL.
+# This file holds no secret: keys live sealed under keys/.
+
+[archive]
+ae_title = "DICOMGUARD"
+
+[database]
+# Empty: SQLite file index.db in the home (WAL mode).
+# PostgreSQL: "postgresql+psycopg://user@host:5432/dbname"
+url = "{database_url}"
+
+[storage]
+backend = "filesystem"
+path = "blobs"
+
+[limits]
+max_object_bytes = {LimitSettings().max_object_bytes}
+max_element_bytes = {LimitSettings().max_element_bytes}
+max_elements = {LimitSettings().max_elements}
+max_sequence_depth = {LimitSettings().max_sequence_depth}
+
+[ingest]
+batch_size = {IngestSettings().batch_size}
+
+[kdf]
+# argon2id parameters for sealing the key-encryption key (RFC 9106).
+time_cost = {KdfSettings().time_cost}
+memory_kib = {KdfSettings().memory_kib}
+parallelism = {KdfSettings().parallelism}
+'''

@@ -1,0 +1,1 @@
+"""The core: ingest, retrieve, query, erase. Protocol adapters call only this package."""

@@ -1,0 +1,130 @@
+"""The archive facade: one object that every adapter (CLI, DIMSE, DICOMweb) calls.
+
+``Archive.open`` unseals the KEK, brings the schema up to date and recovers
+interrupted ingests; the methods are the core services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dicomguard.config import Settings, database_url, load_settings, resolve_home, storage_path
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.erase import EraseResult, erase_patient
+from dicomguard.core.events import EventBus, KeysRotated
+from dicomguard.core.home import KEYS_DIR, kdf_params, require_home, sealed_kek_path, write_private_file
+from dicomguard.core.ingest import IngestOutcome, IngestPipeline, IngestResult, Loader, recover_interrupted_ingests
+from dicomguard.core.keyring import PURPOSE_INDEX, Keyring, current_kek_id
+from dicomguard.core.passphrase import passphrase_from_environment
+from dicomguard.core.patients import PatientDirectory
+from dicomguard.core.query import IndexQuery
+from dicomguard.core.retrieve import RetrievedObject, retrieve
+from dicomguard.crypto.blind_index import BlindIndexer
+from dicomguard.crypto.kek import Kek, check_passphrase_strength
+from dicomguard.errors import ConfigurationError
+from dicomguard.index.db import checkpoint_and_shrink, make_engine, migrate, read_session, write_session
+from dicomguard.storage.filesystem import FilesystemBlobStore
+
+log = logging.getLogger(__name__)
+
+
+class Archive:
+    def __init__(self, ctx: ArchiveContext) -> None:
+        self.ctx = ctx
+        self.query = IndexQuery(ctx)
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, passphrase: str | None = None) -> Archive:
+        """Open an existing home. The passphrase defaults to the environment (see ``core.passphrase``)."""
+        root = resolve_home(home)
+        require_home(root)
+        passphrase = passphrase or passphrase_from_environment()
+        if not passphrase:
+            raise ConfigurationError("no passphrase: set DICOMGUARD_PASSPHRASE or DICOMGUARD_PASSPHRASE_FILE")
+        settings = load_settings(root)
+        engine = make_engine(database_url(settings, root))
+        migrate(engine)
+        with read_session(engine) as s:
+            kek_id = current_kek_id(s)
+        if kek_id is None:
+            raise ConfigurationError("the index holds no archive (was 'dicomguard init' run with this database?)")
+        try:
+            sealed = sealed_kek_path(root, kek_id).read_bytes()
+        except FileNotFoundError:
+            raise ConfigurationError(f"sealed key file for KEK {kek_id} is missing from {root / KEYS_DIR}") from None
+        kek = Kek.unseal(sealed, passphrase)
+        # Stale sealed files are left alone here: one may belong to a rotation that
+        # another process is committing right now. Rotation removes them.
+        keyring = Keyring(kek, engine)
+        indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
+        store = FilesystemBlobStore(storage_path(settings, root))
+        ctx = ArchiveContext(root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus())
+        store.remove_stale_temporaries()
+        recovered = recover_interrupted_ingests(ctx)
+        if recovered:
+            log.warning("removed %d blobs of ingests interrupted before they were indexed", recovered)
+        return cls(ctx)
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def home(self) -> Path:
+        return self.ctx.home
+
+    def close(self) -> None:
+        self.ctx.engine.dispose()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- services ---------------------------------------------------------------------
+
+    def ingest(self, data: bytes, source: str = "api") -> IngestResult:
+        return IngestPipeline(self.ctx, source).ingest(data)
+
+    def ingest_many(self, items: Iterable[tuple[str, Loader]], source: str = "api") -> Iterator[IngestOutcome]:
+        return IngestPipeline(self.ctx, source).ingest_many(items)
+
+    def retrieve(self, sop_instance_uid: str) -> RetrievedObject:
+        return retrieve(self.ctx, sop_instance_uid)
+
+    def erase_patient(self, patient_id: str, reason: str, issuer: str | None = None) -> EraseResult:
+        return erase_patient(self.ctx, patient_id, reason, issuer)
+
+    def rotate_keys(self, passphrase: str, new_passphrase: str | None = None) -> int:
+        """Issue a new KEK and re-wrap every key under it (no blob is re-encrypted).
+
+        Order matters for crash safety: the new sealed file is written first,
+        the re-wrap commits in one transaction, and only then is the old sealed
+        file removed. Returns the number of keys re-wrapped.
+        """
+        new_passphrase = new_passphrase or passphrase
+        check_passphrase_strength(new_passphrase)
+        # Proves the caller knows the current passphrase, not only holds an open archive.
+        old_kek = Kek.unseal(sealed_kek_path(self.home, self.ctx.keyring.kek_id).read_bytes(), passphrase)
+        new_kek = Kek.generate()
+        write_private_file(sealed_kek_path(self.home, new_kek.kek_id), new_kek.seal_with_passphrase(new_passphrase, kdf_params(self.settings)))
+        with write_session(self.ctx.engine) as s:
+            count = self.ctx.keyring.rotate(s, new_kek)
+            self.ctx.bus.publish(s, KeysRotated(old_kek.kek_id, new_kek.kek_id, count, datetime.now(UTC)))
+        self.ctx.keyring.switch_to(new_kek)
+        _remove_stale_sealed_keks(self.home, new_kek.kek_id)
+        checkpoint_and_shrink(self.ctx.engine)
+        return count
+
+
+def _remove_stale_sealed_keks(home: Path, current: str) -> None:
+    """Delete sealed KEKs other than the current one (left by a finished or interrupted rotation)."""
+    for path in (home / KEYS_DIR).glob("kek-*.sealed"):
+        if path.name != f"kek-{current}.sealed":
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,148 @@
+"""Validate a parsed header and extract what the index needs (PS3.3 C.7, PS3.4 C.6).
+
+Validation (ingest step 3): SOP Class, SOP Instance, Study and Series Instance
+UIDs must be present and well-formed (PS3.5 9.1: digits and dots, no leading
+zeros in a component, at most 64 characters), and the File Meta Information
+must name the same SOP Instance and Class as the data set (PS3.10 7.1), or a
+file could be indexed under one identity and carry another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from dicomguard.errors import RejectedObject, RejectReason
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+
+
+@dataclass(frozen=True)
+class PatientAttributes:
+    patient_id: str
+    issuer: str
+    name: str
+    birth_date: str
+    sex: str
+
+
+@dataclass(frozen=True)
+class StudyAttributes:
+    uid: str
+    date: str
+    time: str
+    accession_number: str
+    study_id: str
+    description: str
+    referring_physician: str
+
+
+@dataclass(frozen=True)
+class SeriesAttributes:
+    uid: str
+    modality: str
+    number: int | None
+    description: str
+    date: str
+
+
+@dataclass(frozen=True)
+class InstanceAttributes:
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    number: int | None
+    frames: int | None
+    rows: int | None
+    columns: int | None
+
+
+@dataclass(frozen=True)
+class ObjectAttributes:
+    patient: PatientAttributes
+    study: StudyAttributes
+    series: SeriesAttributes
+    instance: InstanceAttributes
+
+
+def is_valid_uid(value: str) -> bool:
+    return len(value) <= 64 and bool(_UID.match(value))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a malformed value must not abort ingest of an otherwise valid object
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip(" \x00")
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    text = _text(ds, keyword)
+    try:
+        return int(float(text)) if text else None
+    except ValueError:
+        return None
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = _text(ds, keyword)
+    if not value:
+        raise RejectedObject(RejectReason.MISSING_UID, f"{keyword} is missing")
+    if not is_valid_uid(value):
+        raise RejectedObject(RejectReason.INVALID_UID, f"{keyword} is not a valid UID")
+    return value
+
+
+def validate_and_extract(ds: Dataset, transfer_syntax: str) -> ObjectAttributes:
+    """Check the identity of an object and extract its index attributes; raises :class:`RejectedObject`."""
+    sop_class = _uid(ds, "SOPClassUID")
+    sop_instance = _uid(ds, "SOPInstanceUID")
+    study_uid = _uid(ds, "StudyInstanceUID")
+    series_uid = _uid(ds, "SeriesInstanceUID")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        meta_instance = _text(meta, "MediaStorageSOPInstanceUID")
+        meta_class = _text(meta, "MediaStorageSOPClassUID")
+        if (meta_instance and meta_instance != sop_instance) or (meta_class and meta_class != sop_class):
+            raise RejectedObject(RejectReason.META_MISMATCH, "file meta information names another SOP Instance or Class")
+    return ObjectAttributes(
+        patient=PatientAttributes(
+            patient_id=_text(ds, "PatientID"),
+            issuer=_text(ds, "IssuerOfPatientID"),
+            name=_text(ds, "PatientName"),
+            birth_date=_text(ds, "PatientBirthDate"),
+            sex=_text(ds, "PatientSex"),
+        ),
+        study=StudyAttributes(
+            uid=study_uid,
+            date=_text(ds, "StudyDate"),
+            time=_text(ds, "StudyTime"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID"),
+            description=_text(ds, "StudyDescription"),
+            referring_physician=_text(ds, "ReferringPhysicianName"),
+        ),
+        series=SeriesAttributes(
+            uid=series_uid,
+            modality=_text(ds, "Modality")[:16],
+            number=_int(ds, "SeriesNumber"),
+            description=_text(ds, "SeriesDescription"),
+            date=_text(ds, "SeriesDate"),
+        ),
+        instance=InstanceAttributes(
+            sop_instance_uid=sop_instance,
+            sop_class_uid=sop_class,
+            transfer_syntax=transfer_syntax,
+            number=_int(ds, "InstanceNumber"),
+            frames=_int(ds, "NumberOfFrames"),
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+        ),
+    )

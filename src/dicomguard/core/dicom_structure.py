@@ -1,0 +1,262 @@
+"""Strict structural walk of a DICOM Part 10 file (PS3.10 section 7, PS3.5 section 7).
+
+pydicom is deliberately lenient: a truncated file reads without error. Before
+any byte is stored, this walker checks that every data element, item and
+sequence of the file lies entirely inside the file, counts elements and
+sequence depth against the configured limits, and locates the Pixel Data value
+so that header and pixels can be hashed separately. It never converts values,
+so it costs microseconds per element and no copies.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR
+
+from dicomguard.config import LimitSettings
+from dicomguard.errors import RejectedObject, RejectReason
+
+PREAMBLE_BYTES = 128
+PREFIX = b"DICM"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+# PS3.5 Table 7.1-1: VRs with a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
+# Pixel Data and its float variants (PS3.3 C.7.6.3, C.7.6.24).
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+@dataclass(frozen=True)
+class FileStructure:
+    """Where things are in a validated Part 10 file.
+
+    ``dataset`` is the data set's byte stream as encoded (inflated for the
+    Deflated transfer syntax); ``pixel_range`` is the (start, end) of the
+    Pixel Data *value* within it, or None when the object has no pixels.
+    ``dataset_offset`` is where the data set starts within the file.
+    """
+
+    transfer_syntax: str
+    dataset_offset: int
+    dataset: memoryview
+    pixel_range: tuple[int, int] | None
+    element_count: int
+    deflated: bool
+
+
+def _reject(reason: RejectReason, detail: str) -> RejectedObject:
+    return RejectedObject(reason, detail)
+
+
+class _Walker:
+    def __init__(self, buf: memoryview, little: bool, implicit: bool, limits: LimitSettings) -> None:
+        self.buf = buf
+        self.limits = limits
+        self.count = 0
+        self.pixel_range: tuple[int, int] | None = None
+        self.u16 = struct.Struct("<H" if little else ">H").unpack_from
+        self.u32 = struct.Struct("<I" if little else ">I").unpack_from
+        self.tag_le = struct.Struct("<HHI").unpack_from if little else struct.Struct(">HHI").unpack_from
+        self.little = little
+        self.implicit = implicit
+
+    def _need(self, pos: int, n: int, end: int) -> None:
+        if pos + n > end:
+            raise _reject(RejectReason.TRUNCATED, f"element at offset {pos} runs past the end of its container")
+
+    def elements(self, pos: int, end: int, depth: int, implicit: bool, until_delimiter: bool, top: bool) -> int:
+        """Walk data elements in [pos, end); with ``until_delimiter`` stop after an Item Delimitation Item."""
+        buf = self.buf
+        while pos < end:
+            self._need(pos, 8, end)
+            group, elem, raw_len = self.tag_le(buf, pos)
+            tag = (group << 16) | elem
+            if tag == _ITEM_END:
+                if not until_delimiter:
+                    raise _reject(RejectReason.MALFORMED, f"unexpected item delimiter at offset {pos}")
+                return pos + 8
+            if tag in (_ITEM, _SEQ_END):
+                raise _reject(RejectReason.MALFORMED, f"unexpected item tag at offset {pos}")
+            self.count += 1
+            if self.count > self.limits.max_elements:
+                raise _reject(RejectReason.TOO_MANY_ELEMENTS, f"more than {self.limits.max_elements} data elements")
+            if implicit:
+                vr = None
+                length = raw_len
+                value_pos = pos + 8
+            else:
+                vr = bytes(buf[pos + 4 : pos + 6])
+                if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                    raise _reject(RejectReason.MALFORMED, f"invalid VR at offset {pos}")
+                if vr in _LONG_VRS:
+                    self._need(pos, 12, end)
+                    length = self.u32(buf, pos + 8)[0]
+                    value_pos = pos + 12
+                else:
+                    length = self.u16(buf, pos + 6)[0]
+                    value_pos = pos + 8
+            is_pixel = top and tag in PIXEL_TAGS
+            if length == _UNDEFINED:
+                if is_pixel and vr in (b"OB", b"OW", None):
+                    pos = self._encapsulated(value_pos, end)
+                    # The value is the items; the Sequence Delimitation Item closes it (PS3.5 A.4).
+                    self.pixel_range = (value_pos, pos - 8)
+                    continue
+                if vr not in (b"SQ", b"UN", None):
+                    raise _reject(RejectReason.MALFORMED, f"undefined length on a {vr!r} element at offset {pos}")
+                # PS3.5 6.2.2: an undefined-length UN is an implicit VR little endian sequence.
+                inner_implicit = implicit or vr == b"UN"
+                pos = self.sequence(value_pos, end, depth + 1, inner_implicit, undefined=True)
+                continue
+            self._need(value_pos, length, end)
+            if is_pixel:
+                self.pixel_range = (value_pos, value_pos + length)
+            else:
+                if length > self.limits.max_element_bytes:
+                    raise _reject(
+                        RejectReason.ELEMENT_TOO_LARGE,
+                        f"element ({group:04X},{elem:04X}) is {length} bytes (limit {self.limits.max_element_bytes})",
+                    )
+                if vr == b"SQ" or (vr is None and _is_sequence(tag)):
+                    self.sequence(value_pos, value_pos + length, depth + 1, implicit, undefined=False)
+            pos = value_pos + length
+        if until_delimiter:
+            raise _reject(RejectReason.TRUNCATED, "item without its delimiter")
+        return pos
+
+    def sequence(self, pos: int, end: int, depth: int, implicit: bool, undefined: bool) -> int:
+        """Walk the items of a sequence (PS3.5 7.5)."""
+        if depth > self.limits.max_sequence_depth:
+            raise _reject(RejectReason.TOO_DEEP, f"sequences nested deeper than {self.limits.max_sequence_depth}")
+        buf = self.buf
+        while pos < end:
+            self._need(pos, 8, end)
+            group, elem, length = self.tag_le(buf, pos)
+            tag = (group << 16) | elem
+            if tag == _SEQ_END:
+                if not undefined:
+                    raise _reject(RejectReason.MALFORMED, f"sequence delimiter in a defined-length sequence at {pos}")
+                return pos + 8
+            if tag != _ITEM:
+                raise _reject(RejectReason.MALFORMED, f"expected an item at offset {pos}")
+            if length == _UNDEFINED:
+                pos = self.elements(pos + 8, end, depth, implicit, until_delimiter=True, top=False)
+            else:
+                self._need(pos + 8, length, end)
+                self.elements(pos + 8, pos + 8 + length, depth, implicit, until_delimiter=False, top=False)
+                pos = pos + 8 + length
+        if undefined:
+            raise _reject(RejectReason.TRUNCATED, "sequence without its delimiter")
+        return pos
+
+    def _encapsulated(self, pos: int, end: int) -> int:
+        """Walk encapsulated Pixel Data fragments (PS3.5 A.4) up to the Sequence Delimitation Item."""
+        buf = self.buf
+        while True:
+            self._need(pos, 8, end)
+            group, elem, length = self.tag_le(buf, pos)
+            tag = (group << 16) | elem
+            if tag == _SEQ_END:
+                return pos + 8
+            if tag != _ITEM or length == _UNDEFINED:
+                raise _reject(RejectReason.MALFORMED, f"bad pixel data fragment at offset {pos}")
+            self._need(pos + 8, length, end)
+            pos += 8 + length
+
+
+def _is_sequence(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _file_meta(buf: memoryview, limits: LimitSettings) -> tuple[str, int]:
+    """Walk the File Meta Information (PS3.10 7.1, always explicit VR little endian)."""
+    walker = _Walker(buf, little=True, implicit=False, limits=limits)
+    pos = PREAMBLE_BYTES + 4
+    ts = None
+    while True:
+        if pos + 8 > len(buf):
+            raise _reject(RejectReason.TRUNCATED, "file ends inside the file meta information")
+        if struct.unpack_from("<H", buf, pos)[0] != 0x0002:
+            break
+        start = pos
+        pos = walker.elements(pos, _meta_element_end(buf, pos), 0, False, False, False)
+        if struct.unpack_from("<HH", buf, start) == (0x0002, 0x0010):
+            ts = bytes(buf[start + 8 : pos]).rstrip(b"\x00 ").decode("ascii", "replace")
+    if not ts:
+        raise _reject(RejectReason.MALFORMED, "file meta information has no Transfer Syntax UID")
+    return ts, pos
+
+
+def _meta_element_end(buf: memoryview, pos: int) -> int:
+    if pos + 8 > len(buf):
+        raise _reject(RejectReason.TRUNCATED, "file meta information truncated")
+    vr = bytes(buf[pos + 4 : pos + 6])
+    if vr in _LONG_VRS:
+        if pos + 12 > len(buf):
+            raise _reject(RejectReason.TRUNCATED, "file meta information truncated")
+        length = struct.unpack_from("<I", buf, pos + 8)[0]
+        end = pos + 12 + length
+    else:
+        end = pos + 8 + struct.unpack_from("<H", buf, pos + 6)[0]
+    if end > len(buf):
+        raise _reject(RejectReason.TRUNCATED, "file meta information truncated")
+    return end
+
+
+def walk_part10(data: bytes | memoryview, limits: LimitSettings) -> FileStructure:
+    """Check the structure of a Part 10 file and locate its Pixel Data.
+
+    Raises :class:`RejectedObject` (truncated, malformed, over a limit) before
+    anything is stored. The preamble's content is ignored here; the ingest
+    pipeline zeroes it (CVE-2019-11687).
+    """
+    buf = memoryview(data)
+    if len(buf) > limits.max_object_bytes:
+        raise _reject(RejectReason.TOO_LARGE, f"object is {len(buf)} bytes (limit {limits.max_object_bytes})")
+    if len(buf) < PREAMBLE_BYTES + 4 or bytes(buf[PREAMBLE_BYTES : PREAMBLE_BYTES + 4]) != PREFIX:
+        raise _reject(RejectReason.NOT_DICOM, "not a DICOM Part 10 file (no 'DICM' prefix after the preamble)")
+    ts, offset = _file_meta(buf, limits)
+    dataset = buf[offset:]
+    deflated = ts == DEFLATED_LE
+    if deflated:
+        dataset = memoryview(_inflate(dataset, limits.max_object_bytes))
+    implicit = ts == IMPLICIT_VR_LE or (ts != EXPLICIT_VR_BE and _looks_implicit(dataset))
+    walker = _Walker(dataset, little=ts != EXPLICIT_VR_BE, implicit=implicit, limits=limits)
+    walker.elements(0, len(dataset), 0, implicit, until_delimiter=False, top=True)
+    return FileStructure(ts, offset, dataset, walker.pixel_range, walker.count, deflated)
+
+
+def _looks_implicit(dataset: memoryview) -> bool:
+    """A data set labelled explicit VR whose first element has no VR is encoded implicit.
+
+    Some modalities write such files; pydicom reads them the same way, so the
+    walk must agree with pydicom on where elements are.
+    """
+    if len(dataset) < 6:
+        return False
+    vr = bytes(dataset[4:6])
+    return not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90)
+
+
+def _inflate(raw: memoryview, limit: int) -> bytes:
+    """Inflate a Deflated Explicit VR data set (PS3.5 A.5) with a size bound (no zip bombs)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise _reject(RejectReason.MALFORMED, f"deflated data set does not inflate: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _reject(RejectReason.TOO_LARGE, f"inflated data set exceeds {limit} bytes")
+    return out

@@ -1,0 +1,82 @@
+"""Events the core publishes inside the transaction of the action they record.
+
+Subscribers (the integrity ledger, the audit trail) write in the same
+database transaction, so an action without its record cannot be committed.
+Events carry no PHI: objects are named by UID and patients by their surrogate
+reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class InstanceStored:
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    patient_ref: str
+    sop_class_uid: str
+    blob_id: str
+    size: int
+    pixel_sha256: bytes
+    header_sha256: bytes
+    stored_at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class ConflictRefused:
+    sop_instance_uid: str
+    pixel_sha256: bytes
+    header_sha256: bytes
+    source: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PatientErased:
+    patient_ref: str
+    instance_uids: tuple[str, ...]
+    study_uids: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class KeysRotated:
+    old_kek_id: str
+    new_kek_id: str
+    rewrapped: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class IntegrityViolation:
+    """A stored object failed verification on read: it was refused, never served."""
+
+    sop_instance_uid: str
+    kind: str
+    at: datetime
+
+
+Event = InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
+Subscriber = Callable[[Session, Event], None]
+
+
+class EventBus:
+    """Synchronous, in-transaction publish/subscribe. A failing subscriber aborts the transaction."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, session: Session, event: Event) -> None:
+        for subscriber in self._subscribers:
+            subscriber(session, event)

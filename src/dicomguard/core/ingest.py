@@ -1,0 +1,351 @@
+"""The ingest pipeline (issue 2, point 4), readable top to bottom in :meth:`IngestPipeline.ingest_many`.
+
+parse -> sanitize -> validate -> hash + encrypt (one pass) -> write blob atomically
+-> index -> publish ``InstanceStored`` (ledger, audit) in the same transaction.
+
+Guarantees:
+
+* **Nothing half-stored.** A blob is written (temp file, fsync, link) before the
+  index transaction that makes it visible; the blob id is journalled first, so
+  a crash between the two leaves a blob that recovery deletes. An object is
+  reported stored only after its transaction committed.
+* **Write-once.** A SOP Instance UID already stored with identical digests is
+  an idempotent success (``duplicate``); with different digests it is refused
+  (``conflict``) and recorded, and the stored object is untouched.
+* **No PHI in clear.** The blob is ciphertext; index rows hold sealed values.
+* **Polyglot defence** (CVE-2019-11687): the 128-byte preamble is stored as zeros.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import socket
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pydicom.config
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import delete, select
+
+from dicomguard._process import pid_alive
+from dicomguard.core.attributes import ObjectAttributes, validate_and_extract
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
+from dicomguard.core.events import ConflictRefused, InstanceStored
+from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
+from dicomguard.core.phi import RowSealer
+from dicomguard.crypto.blind_index import BlindField
+from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
+from dicomguard.errors import RejectedObject, RejectReason
+from dicomguard.index.db import insert_ignore, read_session, write_session
+from dicomguard.index.models import Conflict, IngestJournal, Instance, Series, Study
+
+log = logging.getLogger(__name__)
+
+# pydicom's value validation warnings quote element values, i.e. PHI: keep them out of logs.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
+
+_ZERO_PREAMBLE = bytes(PREAMBLE_BYTES)
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class IngestStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: IngestStatus
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    size: int
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """The fate of one input of a batch: ``result`` or ``error``, never both."""
+
+    label: str
+    result: IngestResult | None = None
+    error: RejectedObject | None = None
+
+
+@dataclass
+class _Prepared:
+    label: str
+    attrs: ObjectAttributes
+    patient_ref: str
+    blob_id: str
+    size: int
+    digests: ObjectDigests
+    data_key: bytes
+
+
+Loader = Callable[[], bytes]
+
+
+class IngestPipeline:
+    def __init__(self, ctx: ArchiveContext, source: str) -> None:
+        self.ctx = ctx
+        self.source = source[:128]
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    def ingest(self, data: bytes) -> IngestResult:
+        """Ingest one Part 10 object; raises :class:`RejectedObject` if refused."""
+        (outcome,) = self.ingest_many([("object", lambda: data)])
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result
+
+    def ingest_many(self, items: Iterable[tuple[str, Loader]]) -> Iterator[IngestOutcome]:
+        """Ingest many objects, one index transaction per batch; outcomes in input order."""
+        batch: list[tuple[str, Loader]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= self.ctx.settings.ingest.batch_size:
+                yield from self._ingest_batch(batch)
+                batch = []
+        if batch:
+            yield from self._ingest_batch(batch)
+
+    def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
+        blob_ids = self._reserve_blob_ids(len(batch))
+        outcomes: dict[int, IngestOutcome] = {}
+        prepared: list[tuple[int, _Prepared]] = []
+        try:
+            for i, (label, load) in enumerate(batch):
+                try:
+                    step = self._prepare(label, load, blob_ids[i])
+                except RejectedObject as exc:
+                    outcomes[i] = IngestOutcome(label, error=exc)
+                    continue
+                if isinstance(step, IngestResult):
+                    outcomes[i] = IngestOutcome(label, result=step)
+                else:
+                    prepared.append((i, step))
+            committed = self._index(prepared, blob_ids)
+        except BaseException:
+            # Nothing of this batch became visible: remove its blobs and journal entries.
+            self._discard(blob_ids)
+            raise
+        outcomes.update(committed)
+        return [outcomes[i] for i in range(len(batch))]
+
+    def _prepare(self, label: str, load: Loader, blob_id: str) -> _Prepared | IngestResult:
+        data = load()
+        # 1-2. parse and sanitize: strict structure walk with limits, then pydicom for values
+        structure = walk_part10(data, self.ctx.settings.limits)
+        dataset = _parse_header(data)
+        # 3. validate identity and extract index attributes
+        attrs = validate_and_extract(dataset, structure.transfer_syntax)
+        uid = attrs.instance.sop_instance_uid
+        existing = self._stored_digests(uid)
+        if existing is not None:
+            # Re-send of a stored UID: compare digests only, never touch the stored object.
+            return self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
+        patient_ref, data_key = self.ctx.patients.resolve(attrs.patient)
+        # 4-6. hash pixels and header while encrypting, and write the blob atomically
+        identity = blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref)
+        encryptor = BlobEncryptor(data_key, identity)
+        digest = DigestPass(structure)
+        size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest))
+        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key)
+
+    def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str]) -> dict[int, IngestOutcome]:
+        """7-8. index the batch and publish its events in one transaction."""
+        outcomes: dict[int, IngestOutcome] = {}
+        unused = set(blob_ids)
+        now = datetime.now(UTC)
+        with write_session(self.ctx.engine) as s:
+            seen: dict[str, ObjectDigests] = {}
+            for i, p in prepared:
+                a = p.attrs
+                uid = a.instance.sop_instance_uid
+                prior = seen.get(uid) or _digests_of(s.get(Instance, uid))
+                if prior is not None:
+                    # Raced with another writer (or repeated in this batch): same rules as a re-send.
+                    outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
+                    continue
+                sealer = RowSealer(p.data_key)
+                self._index_study_and_series(s, p, sealer, now)
+                s.add(
+                    Instance(
+                        sop_instance_uid=uid,
+                        series_uid=a.series.uid,
+                        study_uid=a.study.uid,
+                        patient_ref=p.patient_ref,
+                        sop_class_uid=a.instance.sop_class_uid,
+                        transfer_syntax=a.instance.transfer_syntax,
+                        instance_number=a.instance.number,
+                        number_of_frames=a.instance.frames,
+                        rows=a.instance.rows,
+                        columns=a.instance.columns,
+                        blob_id=p.blob_id,
+                        size=p.size,
+                        pixel_sha256=p.digests.pixel_sha256,
+                        header_sha256=p.digests.header_sha256,
+                        stored_at=now,
+                        erased=False,
+                    )
+                )
+                s.flush()
+                self.ctx.bus.publish(
+                    s,
+                    InstanceStored(
+                        uid, a.series.uid, a.study.uid, p.patient_ref, a.instance.sop_class_uid, p.blob_id,
+                        p.size, p.digests.pixel_sha256, p.digests.header_sha256, now, self.source,
+                    ),
+                )
+                seen[uid] = p.digests
+                unused.discard(p.blob_id)
+                outcomes[i] = IngestOutcome(
+                    p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size)
+                )
+            s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
+        for blob_id in unused:
+            self.ctx.store.delete(blob_id)
+        return outcomes
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _index_study_and_series(self, s, p: _Prepared, sealer: RowSealer, now: datetime) -> None:  # type: ignore[no-untyped-def]
+        st, se = p.attrs.study, p.attrs.series
+        year = int(st.date[:4]) if st.date[:4].isdigit() else None
+        insert_ignore(
+            s,
+            Study,
+            uid=st.uid,
+            patient_ref=p.patient_ref,
+            accession_token=self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, st.accession_number),
+            study_year=year,
+            phi=sealer.seal("studies", st.uid, _study_phi(p.attrs)),
+            created_at=now,
+        )
+        insert_ignore(
+            s,
+            Series,
+            uid=se.uid,
+            study_uid=st.uid,
+            modality=se.modality or None,
+            series_number=se.number,
+            phi=sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
+            created_at=now,
+        )
+
+    def _stored_digests(self, uid: str) -> tuple[ObjectDigests, bool] | None:
+        with read_session(self.ctx.engine) as s:
+            row = s.get(Instance, uid)
+            return (_digests_of(row), row.erased) if row is not None else None  # type: ignore[return-value]
+
+    def _resolve_resend(
+        self, uid: str, attrs: ObjectAttributes, new: ObjectDigests, existing: tuple[ObjectDigests, bool]
+    ) -> IngestResult:
+        stored, erased = existing
+        if erased:
+            raise RejectedObject(RejectReason.PATIENT_ERASED, f"{uid} belonged to an erased patient")
+        if stored == new:
+            return IngestResult(IngestStatus.DUPLICATE, uid, attrs.series.uid, attrs.study.uid, 0)
+        with write_session(self.ctx.engine) as s:
+            self._record_conflict(s, uid, new, datetime.now(UTC))
+        raise _conflict(uid)
+
+    def _resend_outcome(self, s, label: str, a: ObjectAttributes, new: ObjectDigests, prior: ObjectDigests, now: datetime) -> IngestOutcome:  # type: ignore[no-untyped-def]
+        uid = a.instance.sop_instance_uid
+        if prior == new:
+            return IngestOutcome(label, result=IngestResult(IngestStatus.DUPLICATE, uid, a.series.uid, a.study.uid, 0))
+        self._record_conflict(s, uid, new, now)
+        return IngestOutcome(label, error=_conflict(uid))
+
+    def _record_conflict(self, s, uid: str, new: ObjectDigests, now: datetime) -> None:  # type: ignore[no-untyped-def]
+        s.add(Conflict(sop_instance_uid=uid, pixel_sha256=new.pixel_sha256, header_sha256=new.header_sha256, source=self.source, received_at=now))
+        s.flush()
+        self.ctx.bus.publish(s, ConflictRefused(uid, new.pixel_sha256, new.header_sha256, self.source, now))
+        log.warning("write-once conflict refused for %s from %s", uid, self.source)
+
+    def _reserve_blob_ids(self, n: int) -> list[str]:
+        ids = [secrets.token_hex(16) for _ in range(n)]
+        now = datetime.now(UTC)
+        with write_session(self.ctx.engine) as s:
+            s.add_all(IngestJournal(blob_id=b, owner=_OWNER, created_at=now) for b in ids)
+        return ids
+
+    def _discard(self, blob_ids: list[str]) -> None:
+        for blob_id in blob_ids:
+            self.ctx.store.delete(blob_id)
+        with write_session(self.ctx.engine) as s:
+            s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
+
+
+def _parse_header(data: bytes) -> pydicom.Dataset:
+    try:
+        return dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, KeyError, EOFError, OverflowError, NotImplementedError) as exc:
+        # The exception text may quote element values (PHI): report only its type.
+        raise RejectedObject(RejectReason.MALFORMED, f"header does not parse ({type(exc).__name__})") from None
+
+
+def _seal_segments(data: memoryview, encryptor: BlobEncryptor, digest: DigestPass) -> Iterator[bytes]:
+    """One pass: each segment is hashed (header/pixel split) and encrypted; the preamble is zeroed."""
+    yield encryptor.header
+    seg = encryptor.segment_size
+    total = len(data)
+    for offset in range(0, max(total, 1), seg):
+        chunk = data[offset : offset + seg]
+        if offset == 0:
+            chunk = memoryview(_ZERO_PREAMBLE + bytes(chunk[PREAMBLE_BYTES:]))
+        digest.update(offset, chunk)
+        yield encryptor.encrypt_segment(chunk, last=offset + seg >= total)
+
+
+def _digests_of(row: Instance | None) -> ObjectDigests | None:
+    return None if row is None else ObjectDigests(row.pixel_sha256, row.header_sha256)
+
+
+def _study_phi(a: ObjectAttributes) -> dict[str, str]:
+    st = a.study
+    return {
+        "date": st.date,
+        "time": st.time,
+        "accession_number": st.accession_number,
+        "study_id": st.study_id,
+        "description": st.description,
+        "referring_physician": st.referring_physician,
+    }
+
+
+def _conflict(uid: str) -> RejectedObject:
+    return RejectedObject(RejectReason.CONFLICT, f"{uid} is already stored with different content (write-once)")
+
+
+def recover_interrupted_ingests(ctx: ArchiveContext) -> int:
+    """Remove blobs journalled by writers that died before their index transaction committed."""
+    removed = 0
+    with read_session(ctx.engine) as s:
+        rows = s.execute(select(IngestJournal.blob_id, IngestJournal.owner)).all()
+    host = socket.gethostname()
+    dead = []
+    for blob_id, owner in rows:
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            dead.append(blob_id)
+    if dead:
+        with write_session(ctx.engine) as s:
+            indexed = set(s.scalars(select(Instance.blob_id).where(Instance.blob_id.in_(dead))))
+            for blob_id in dead:
+                if blob_id not in indexed:
+                    ctx.store.delete(blob_id)
+                    removed += 1
+            s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(dead)))
+    return removed

@@ -1,0 +1,131 @@
+"""Key hierarchy bound to the index database (issue 2, point 3).
+
+Archive-wide keys (index key, identity key; the ledger signing key later) are
+stored wrapped in ``wrapped_keys``; one data key per patient is stored wrapped
+in its ``patients`` row. All are wrapped by the current KEK, whose id is in
+``archive_meta``. :meth:`Keyring.rotate` re-wraps every key under a new KEK in
+one transaction, so blobs never need re-encryption.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from dicomguard.crypto.aead import new_key
+from dicomguard.crypto.kek import Kek
+from dicomguard.errors import ErasedError
+from dicomguard.index.db import read_session
+from dicomguard.index.models import ArchiveMeta, Patient, WrappedKey
+
+PURPOSE_INDEX = "index"
+PURPOSE_IDENTITY = "identity"
+PURPOSE_PATIENT = "patient-data"
+META_KEK_ID = "kek_id"
+_CACHE = 4096
+
+
+def current_kek_id(session: Session) -> str | None:
+    row = session.get(ArchiveMeta, META_KEK_ID)
+    return row.value if row else None
+
+
+class Keyring:
+    """Unwraps keys on demand and caches them in memory (bounded LRU)."""
+
+    def __init__(self, kek: Kek, engine: Engine) -> None:
+        self._kek = kek
+        self._engine = engine
+        self._archive_keys: dict[str, bytes] = {}
+        self._patient_keys: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = Lock()
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek.kek_id
+
+    @staticmethod
+    def bootstrap(session: Session, kek: Kek) -> None:
+        """Create the archive-wide keys of a new home."""
+        session.add(ArchiveMeta(key=META_KEK_ID, value=kek.kek_id))
+        for purpose in (PURPOSE_INDEX, PURPOSE_IDENTITY):
+            session.add(WrappedKey(purpose=purpose, kek_id=kek.kek_id, wrapped=kek.wrap(purpose, "archive", new_key())))
+
+    def archive_key(self, purpose: str) -> bytes:
+        with self._lock:
+            if purpose not in self._archive_keys:
+                with read_session(self._engine) as s:
+                    row = s.get(WrappedKey, purpose)
+                    if row is None:
+                        raise KeyError(purpose)
+                    self._archive_keys[purpose] = self._kek.unwrap(purpose, "archive", row.wrapped)
+            return self._archive_keys[purpose]
+
+    def add_archive_key(self, session: Session, purpose: str, key: bytes) -> None:
+        session.add(WrappedKey(purpose=purpose, kek_id=self._kek.kek_id, wrapped=self._kek.wrap(purpose, "archive", key)))
+
+    def new_patient_key(self, patient_ref: str) -> tuple[bytes, bytes]:
+        """A fresh data key for a new patient and its wrapped form."""
+        key = new_key()
+        return key, self._kek.wrap(PURPOSE_PATIENT, patient_ref, key)
+
+    def remember_patient_key(self, patient_ref: str, key: bytes) -> None:
+        with self._lock:
+            self._patient_keys[patient_ref] = key
+            self._patient_keys.move_to_end(patient_ref)
+            while len(self._patient_keys) > _CACHE:
+                self._patient_keys.popitem(last=False)
+
+    def patient_key(self, patient_ref: str, session: Session | None = None) -> bytes:
+        """The patient's data key; raises :class:`ErasedError` once it was destroyed."""
+        with self._lock:
+            cached = self._patient_keys.get(patient_ref)
+        if cached is not None:
+            return cached
+        if session is None:
+            with read_session(self._engine) as s:
+                wrapped = s.scalar(select(Patient.wrapped_data_key).where(Patient.ref == patient_ref))
+        else:
+            wrapped = session.scalar(select(Patient.wrapped_data_key).where(Patient.ref == patient_ref))
+        if wrapped is None:
+            raise ErasedError("patient data key destroyed")
+        key = self._kek.unwrap(PURPOSE_PATIENT, patient_ref, wrapped)
+        self.remember_patient_key(patient_ref, key)
+        return key
+
+    def forget_patient_key(self, patient_ref: str) -> None:
+        with self._lock:
+            self._patient_keys.pop(patient_ref, None)
+
+    def rotate(self, session: Session, new_kek: Kek) -> int:
+        """Re-wrap every key under ``new_kek`` inside ``session``; returns the number re-wrapped.
+
+        The caller commits; until then the old KEK stays authoritative, so a
+        crash mid-rotation leaves the archive on the old KEK, intact.
+        """
+        count = 0
+        for row in session.scalars(select(WrappedKey)):
+            key = self._kek.unwrap(row.purpose, "archive", row.wrapped)
+            row.wrapped = new_kek.wrap(row.purpose, "archive", key)
+            row.kek_id = new_kek.kek_id
+            count += 1
+        rows = session.execute(select(Patient.ref, Patient.wrapped_data_key).where(Patient.wrapped_data_key.is_not(None)))
+        for ref, wrapped in rows.all():
+            key = self._kek.unwrap(PURPOSE_PATIENT, ref, wrapped)
+            session.execute(
+                update(Patient)
+                .where(Patient.ref == ref)
+                .values(wrapped_data_key=new_kek.wrap(PURPOSE_PATIENT, ref, key), kek_id=new_kek.kek_id)
+            )
+            count += 1
+        meta = session.get(ArchiveMeta, META_KEK_ID)
+        assert meta is not None
+        meta.value = new_kek.kek_id
+        return count
+
+    def switch_to(self, new_kek: Kek) -> None:
+        """Use ``new_kek`` from now on (after the rotation committed)."""
+        self._kek = new_kek

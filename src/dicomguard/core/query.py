@@ -1,0 +1,259 @@
+"""Queries over the encrypted index (patient, study, series, instance levels).
+
+Blind indexes narrow the candidates (exact tokens, or prefix tokens for a
+wildcard pattern with a literal prefix); candidates are then decrypted and
+matched exactly (:mod:`dicomguard.core.matching`), so results are exact even
+though the database never sees a name or an ID. Erased patients' rows are
+tombstones and never match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.matching import has_wildcard, literal_prefix, match_range, match_uid_list, match_value
+from dicomguard.core.phi import RowSealer
+from dicomguard.crypto.blind_index import BlindField
+from dicomguard.index.db import read_session
+from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
+
+
+@dataclass(frozen=True)
+class PatientFilter:
+    patient_id: str | None = None
+    name: str | None = None
+    birth_date: str | None = None
+
+    def is_universal(self) -> bool:
+        return not (self.patient_id or self.name or self.birth_date)
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    patient: PatientFilter = field(default_factory=PatientFilter)
+    study_uid: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = None
+    modality: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    ref: str
+    patient_id: str
+    issuer: str
+    name: str
+    birth_date: str
+    sex: str
+    studies: int
+    instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    uid: str
+    patient_ref: str
+    patient_id: str
+    patient_name: str
+    date: str
+    time: str
+    accession_number: str
+    study_id: str
+    description: str
+    referring_physician: str
+    modalities: list[str]
+    series: int
+    instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    uid: str
+    study_uid: str
+    modality: str
+    number: int | None
+    description: str
+    date: str
+    instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    number: int | None
+    frames: int | None
+    rows: int | None
+    columns: int | None
+    size: int
+    stored_at: datetime
+    pixel_sha256: str
+    header_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stored_at"] = self.stored_at.isoformat()
+        return d
+
+
+class IndexQuery:
+    """Read-side service; every method returns plain records with decrypted values."""
+
+    def __init__(self, ctx: ArchiveContext) -> None:
+        self.ctx = ctx
+
+    def _sealer(self, s: Session, patient_ref: str) -> RowSealer:
+        return RowSealer(self.ctx.keyring.patient_key(patient_ref, s))
+
+    def _narrow_patients(self, stmt: Select[Any], f: PatientFilter) -> Select[Any]:
+        ix = self.ctx.indexer
+        for pattern, exact_col, exact_field, prefix_field in (
+            (f.patient_id, Patient.id_token, BlindField.PATIENT_ID, BlindField.PATIENT_ID_PREFIX),
+            (f.name, Patient.name_token, BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX),
+        ):
+            if not pattern or pattern == "*":
+                continue
+            if not has_wildcard(pattern):
+                stmt = stmt.where(exact_col == ix.token(exact_field, pattern))
+                continue
+            token = ix.query_prefix_token(prefix_field, literal_prefix(pattern))
+            if token is not None:
+                sub = select(PatientToken.patient_ref).where(PatientToken.field == int(prefix_field), PatientToken.token == token)
+                stmt = stmt.where(Patient.ref.in_(sub))
+        if f.birth_date and "-" not in f.birth_date and not has_wildcard(f.birth_date):
+            stmt = stmt.where(Patient.birth_date_token == ix.token(BlindField.PATIENT_BIRTH_DATE, f.birth_date))
+        return stmt
+
+    @staticmethod
+    def _patient_matches(phi: dict[str, str], f: PatientFilter) -> bool:
+        return (
+            match_value(f.patient_id, phi["id"])
+            and match_value(f.name, phi["name"], person_name=True)
+            and match_range(f.birth_date, phi["birth_date"])
+        )
+
+    def patients(self, f: PatientFilter | None = None) -> list[PatientRecord]:
+        f = f or PatientFilter()
+        with read_session(self.ctx.engine) as s:
+            stmt = self._narrow_patients(select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)), f)
+            rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref)).all()
+            counts = dict(
+                s.execute(
+                    select(Instance.patient_ref, func.count()).where(Instance.erased.is_(False)).group_by(Instance.patient_ref)
+                ).all()
+            )
+            study_counts = dict(s.execute(select(Study.patient_ref, func.count()).group_by(Study.patient_ref)).all())
+            out = []
+            for ref, sealed in rows:
+                phi = self._sealer(s, ref).open("patients", ref, sealed)
+                if self._patient_matches(phi, f):
+                    out.append(
+                        PatientRecord(ref, phi["id"], phi["issuer"], phi["name"], phi["birth_date"], phi["sex"],
+                                      study_counts.get(ref, 0), counts.get(ref, 0))
+                    )
+            return out
+
+    def studies(self, f: StudyFilter | None = None) -> list[StudyRecord]:
+        f = f or StudyFilter()
+        with read_session(self.ctx.engine) as s:
+            stmt = (
+                select(Study.uid, Study.patient_ref, Study.phi, Patient.phi)
+                .join(Patient, Patient.ref == Study.patient_ref)
+                .where(Patient.erased_at.is_(None))
+            )
+            stmt = self._narrow_patients(stmt, f.patient)
+            if f.study_uid:
+                stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
+            if f.accession_number and not has_wildcard(f.accession_number):
+                stmt = stmt.where(Study.accession_token == self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, f.accession_number))
+            if f.study_date and "-" not in f.study_date and f.study_date[:4].isdigit():
+                stmt = stmt.where(Study.study_year == int(f.study_date[:4]))
+            rows = s.execute(stmt.order_by(Study.created_at, Study.uid)).all()
+            modalities: dict[str, set[str]] = {}
+            series_counts: dict[str, int] = {}
+            for study_uid, modality in s.execute(select(Series.study_uid, Series.modality)).all():
+                modalities.setdefault(study_uid, set()).add(modality or "")
+                series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
+            instance_counts = dict(
+                s.execute(select(Instance.study_uid, func.count()).where(Instance.erased.is_(False)).group_by(Instance.study_uid)).all()
+            )
+            out = []
+            for uid, ref, study_sealed, patient_sealed in rows:
+                sealer = self._sealer(s, ref)
+                pphi = sealer.open("patients", ref, patient_sealed)
+                sphi = sealer.open("studies", uid, study_sealed)
+                mods = sorted(m for m in modalities.get(uid, set()) if m)
+                if not (
+                    self._patient_matches(pphi, f.patient)
+                    and match_uid_list(f.study_uid, uid)
+                    and match_value(f.accession_number, sphi["accession_number"])
+                    and match_range(f.study_date, sphi["date"])
+                    and match_value(f.description, sphi["description"])
+                    and (not f.modality or any(match_value(f.modality, m) for m in mods))
+                ):
+                    continue
+                out.append(
+                    StudyRecord(uid, ref, pphi["id"], pphi["name"], sphi["date"], sphi["time"], sphi["accession_number"],
+                                sphi["study_id"], sphi["description"], sphi["referring_physician"], mods,
+                                series_counts.get(uid, 0), instance_counts.get(uid, 0))
+                )
+            return out
+
+    def series(self, study_uid: str | None = None, modality: str | None = None) -> list[SeriesRecord]:
+        with read_session(self.ctx.engine) as s:
+            stmt = (
+                select(Series.uid, Series.study_uid, Series.modality, Series.series_number, Series.phi, Study.patient_ref)
+                .join(Study, Study.uid == Series.study_uid)
+                .join(Patient, Patient.ref == Study.patient_ref)
+                .where(Patient.erased_at.is_(None))
+            )
+            if study_uid:
+                stmt = stmt.where(Series.study_uid == study_uid)
+            counts = dict(
+                s.execute(select(Instance.series_uid, func.count()).where(Instance.erased.is_(False)).group_by(Instance.series_uid)).all()
+            )
+            out = []
+            for uid, st_uid, mod, number, sealed, ref in s.execute(stmt.order_by(Series.series_number, Series.uid)).all():
+                if not match_value(modality, mod or ""):
+                    continue
+                phi = self._sealer(s, ref).open("series", uid, sealed)
+                out.append(SeriesRecord(uid, st_uid, mod or "", number, phi["description"], phi["date"], counts.get(uid, 0)))
+            return out
+
+    def instances(
+        self, *, study_uid: str | None = None, series_uid: str | None = None, sop_instance_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        with read_session(self.ctx.engine) as s:
+            stmt = select(Instance).where(Instance.erased.is_(False))
+            if study_uid:
+                stmt = stmt.where(Instance.study_uid == study_uid)
+            if series_uid:
+                stmt = stmt.where(Instance.series_uid == series_uid)
+            if sop_instance_uid:
+                stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
+            rows = s.scalars(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
+            return [
+                InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
+                               r.instance_number, r.number_of_frames, r.rows, r.columns, r.size, r.stored_at,
+                               r.pixel_sha256.hex(), r.header_sha256.hex())
+                for r in rows
+            ]

@@ -1,0 +1,73 @@
+"""Keyed blind indexes: search encrypted fields without storing them in clear.
+
+A blind index is ``HMAC-SHA256(field_key, normalized value)`` truncated to 16
+bytes (RFC 2104; the field key is an HKDF subkey of the index key, so indexes of
+different fields are unlinkable). Exact match compares indexes; prefix and
+wildcard match (PS3.4 C.2.2.2.4) use indexes of value prefixes of length 1 to
+:data:`MAX_PREFIX` to find candidates, which are then decrypted and matched
+exactly.
+
+Leakage, stated plainly: someone holding the database (but not the keys) can
+see which rows share a value or a prefix of a value, and nothing else. Values
+themselves are not recoverable without the index key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import IntEnum
+
+from dicomguard.crypto.aead import derive_key
+
+TOKEN_BYTES = 16
+MAX_PREFIX = 8
+
+
+class BlindField(IntEnum):
+    """Searchable encrypted fields. The number is stored; never renumber."""
+
+    PATIENT_ID = 1
+    PATIENT_NAME = 2
+    PATIENT_BIRTH_DATE = 3
+    ACCESSION_NUMBER = 4
+    PATIENT_IDENTITY = 5
+    """Issuer of Patient ID and Patient ID together: one patient row per identity."""
+    PATIENT_ID_PREFIX = 11
+    PATIENT_NAME_PREFIX = 12
+
+
+def normalize(field: BlindField, value: str) -> str:
+    """Canonical form before hashing. Person names match case-insensitively (PS3.4 C.2.2.2.1)."""
+    value = value.strip(" \x00")
+    if field in (BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX):
+        value = value.rstrip("^=").upper()
+    return value
+
+
+class BlindIndexer:
+    """Computes blind indexes with per-field keys derived from the index key."""
+
+    def __init__(self, index_key: bytes) -> None:
+        self._keys = {f: derive_key(index_key, b"dicomguard blind index v1:" + str(int(f)).encode()) for f in BlindField}
+
+    def token(self, field: BlindField, value: str) -> bytes:
+        """Blind index of a whole (normalized) value."""
+        msg = normalize(field, value).encode("utf-8")
+        return hmac.new(self._keys[field], msg, hashlib.sha256).digest()[:TOKEN_BYTES]
+
+    def prefix_tokens(self, field: BlindField, value: str) -> list[bytes]:
+        """Blind indexes of the prefixes of length 1..MAX_PREFIX (PS3.4 wildcard support)."""
+        norm = normalize(field, value)
+        key = self._keys[field]
+        return [
+            hmac.new(key, norm[:n].encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
+            for n in range(1, min(len(norm), MAX_PREFIX) + 1)
+        ]
+
+    def query_prefix_token(self, field: BlindField, prefix: str) -> bytes | None:
+        """Token that every value starting with ``prefix`` carries, or None if the prefix is empty."""
+        norm = normalize(field, prefix)[:MAX_PREFIX]
+        if not norm:
+            return None
+        return hmac.new(self._keys[field], norm.encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]

@@ -1,0 +1,78 @@
+"""Exception hierarchy: one base per trust boundary (see docs/architecture.md).
+
+Callers catch :class:`DicomGuardError`; tests check the subclass. Messages never
+contain PHI: they name objects by UID or by a reason code, never by patient name
+or ID.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DicomGuardError(Exception):
+    """Base of every error raised on purpose by dicomguard."""
+
+
+class ConfigurationError(DicomGuardError):
+    """The home, the configuration file or the environment is not usable."""
+
+
+class HomeExistsError(ConfigurationError):
+    """``init`` refuses to overwrite an existing home."""
+
+
+class UnsealError(DicomGuardError):
+    """The key-encryption key could not be unsealed.
+
+    Deliberately opaque (like Fernet's ``InvalidToken``): a wrong passphrase, a
+    corrupted sealed file and a sealed file from another home look the same.
+    """
+
+
+class RejectReason(StrEnum):
+    """Why an object was refused at ingest. Stable codes for scripts."""
+
+    NOT_DICOM = "not-dicom"
+    UNREADABLE = "unreadable"
+    TRUNCATED = "truncated"
+    MALFORMED = "malformed"
+    TOO_LARGE = "too-large"
+    ELEMENT_TOO_LARGE = "element-too-large"
+    TOO_MANY_ELEMENTS = "too-many-elements"
+    TOO_DEEP = "sequence-too-deep"
+    MISSING_UID = "missing-uid"
+    INVALID_UID = "invalid-uid"
+    META_MISMATCH = "meta-mismatch"
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported-transfer-syntax"
+    CONFLICT = "conflict"
+    PATIENT_ERASED = "patient-erased"
+
+
+class RejectedObject(DicomGuardError):
+    """An object was refused at ingest; nothing of it was stored."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class IntegrityError(DicomGuardError):
+    """Stored data does not match what was recorded at ingest.
+
+    Raised instead of returning data: a tampered object is never served as good.
+    """
+
+    def __init__(self, kind: str, uid: str, detail: str = "") -> None:
+        super().__init__(f"integrity failure ({kind}) for {uid}" + (f": {detail}" if detail else ""))
+        self.kind = kind
+        self.uid = uid
+
+
+class NotFoundError(DicomGuardError):
+    """No such object, or the caller may not know it exists."""
+
+
+class ErasedError(NotFoundError):
+    """The object belonged to a crypto-shredded patient and can never be read again."""

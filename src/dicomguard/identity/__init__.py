@@ -1,0 +1,1 @@
+"""Users, credentials and (later) sessions and policy."""

@@ -1,0 +1,165 @@
+"""Index schema (SQLAlchemy 2). Every change needs an Alembic migration in ``migrations/versions``.
+
+Plaintext columns carry only what DICOM query and integrity checks need and
+what does not identify a patient: UIDs, SOP classes, modality, numbers of
+frames/rows/columns, study year, hashes and timestamps. Identifying values are
+in the sealed ``phi`` columns (docs/security.md, "What the index reveals").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+UID = String(64)
+TOKEN = LargeBinary(16)
+HASH = LargeBinary(32)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ArchiveMeta(Base):
+    """Small key/value facts about the archive (schema-independent), e.g. the current KEK id."""
+
+    __tablename__ = "archive_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+
+class WrappedKey(Base):
+    """Archive-wide keys (index key, identity key, ledger signing key) wrapped by the KEK."""
+
+    __tablename__ = "wrapped_keys"
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(32))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Patient(Base):
+    """One patient. ``ref`` is a random surrogate; the DICOM Patient ID is only in ``phi`` and blind indexes.
+
+    Crypto-shredding sets ``wrapped_data_key`` and ``phi`` to NULL and removes
+    the blind indexes: the row remains as a tombstone.
+    """
+
+    __tablename__ = "patients"
+    ref: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str | None] = mapped_column(String(32))
+    wrapped_data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    identity_token: Mapped[bytes | None] = mapped_column(TOKEN, unique=True)
+    """Blind index of (Issuer of Patient ID, Patient ID): one row per patient identity."""
+    id_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    name_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    birth_date_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    phi: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    erase_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class PatientToken(Base):
+    """Prefix blind indexes of a patient's name and ID (wildcard matching, PS3.4 C.2.2.2.4)."""
+
+    __tablename__ = "patient_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_ref: Mapped[str] = mapped_column(ForeignKey("patients.ref", ondelete="CASCADE"), index=True)
+    field: Mapped[int] = mapped_column(SmallInteger)
+    token: Mapped[bytes] = mapped_column(TOKEN)
+    __table_args__ = (Index("ix_patient_tokens_field_token", "field", "token"),)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    patient_ref: Mapped[str] = mapped_column(ForeignKey("patients.ref"), index=True)
+    accession_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    study_year: Mapped[int | None] = mapped_column(Integer, index=True)
+    phi: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Series(Base):
+    __tablename__ = "series"
+    uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.uid"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    phi: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Instance(Base):
+    """One stored object. ``pixel_sha256``/``header_sha256`` are checked on every read."""
+
+    __tablename__ = "instances"
+    sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(ForeignKey("series.uid"), index=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    patient_ref: Mapped[str] = mapped_column(String(32), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax: Mapped[str] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    blob_id: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    pixel_sha256: Mapped[bytes] = mapped_column(HASH)
+    header_sha256: Mapped[bytes] = mapped_column(HASH)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Conflict(Base):
+    """A refused re-send: same SOP Instance UID, different content (write-once)."""
+
+    __tablename__ = "conflicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    pixel_sha256: Mapped[bytes] = mapped_column(HASH)
+    header_sha256: Mapped[bytes] = mapped_column(HASH)
+    source: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IngestJournal(Base):
+    """Blobs being written but not yet indexed; recovery removes those of dead writers."""
+
+    __tablename__ = "ingest_journal"
+    blob_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    """An account. Password hashes are argon2id (PHC string); the TOTP secret is sealed."""
+
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    totp_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,1 @@
+"""Blob stores: where encrypted objects live. They only ever see ciphertext."""

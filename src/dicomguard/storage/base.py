@@ -1,0 +1,40 @@
+"""The one interface every blob store implements (filesystem now; S3-compatible next)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from dicomguard.errors import DicomGuardError
+
+
+class BlobStoreError(DicomGuardError):
+    """The blob store failed (I/O error, disk full, missing blob)."""
+
+
+class BlobMissingError(BlobStoreError):
+    """No blob under that id."""
+
+
+class BlobStore(Protocol):
+    """Write-once storage of opaque ciphertext blobs, addressed by id.
+
+    ``put`` is atomic: after it returns the whole blob is durable; after a
+    crash at any point either the whole blob or nothing is visible under the id.
+    """
+
+    def put(self, blob_id: str, chunks: Iterable[bytes]) -> int:
+        """Store the blob; returns its size. Refuses to overwrite an existing id."""
+        ...
+
+    def read(self, blob_id: str) -> bytes: ...
+
+    def stream(self, blob_id: str, chunk_size: int = ...) -> Iterator[bytes]: ...
+
+    def exists(self, blob_id: str) -> bool: ...
+
+    def delete(self, blob_id: str) -> None:
+        """Remove a blob; missing blobs are ignored."""
+        ...
+
+    def iter_ids(self) -> Iterator[str]: ...

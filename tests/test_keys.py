@@ -1,0 +1,105 @@
+"""Key hierarchy: wrong passphrase opens nothing; rotation re-wraps and retires the old KEK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dicomguard.core.archive import Archive
+from dicomguard.core.home import KEYS_DIR, sealed_kek_path
+from dicomguard.core.keyring import PURPOSE_INDEX, PURPOSE_PATIENT
+from dicomguard.crypto.kek import Kek, KdfParams
+from dicomguard.errors import UnsealError
+from dicomguard.index.db import read_session
+from dicomguard.index.models import Instance, Patient, WrappedKey
+from tests.conftest import PASSPHRASE
+from tests.dicom_factory import ALICE, BOB, ct_series
+
+
+def test_wrong_passphrase_opens_nothing(home: Path) -> None:
+    with pytest.raises(UnsealError):
+        Archive.open(home, "not the passphrase at all")
+
+
+def test_sealed_file_records_argon2id_parameters(home: Path) -> None:
+    (sealed,) = (home / KEYS_DIR).glob("kek-*.sealed")
+    doc = json.loads(sealed.read_bytes())
+    assert doc["kdf"]["alg"] == "argon2id"
+    assert doc["kdf"]["memory_kib"] == 8192  # the test fixture's setting, recorded with the key
+    assert PASSPHRASE.encode() not in sealed.read_bytes()
+
+
+def test_default_kdf_cost_follows_rfc9106() -> None:
+    p = KdfParams()
+    assert p.memory_kib >= 64 * 1024 and p.time_cost >= 3
+
+
+def test_damaged_sealed_file_is_refused_opaquely() -> None:
+    kek = Kek.generate()
+    sealed = bytearray(kek.seal_with_passphrase("a long enough passphrase", KdfParams(1, 8192, 1)))
+    sealed[sealed.index(b'"sealed": "') + 20] ^= 1
+    with pytest.raises(UnsealError, match="wrong passphrase or damaged"):
+        Kek.unseal(bytes(sealed), "a long enough passphrase")
+
+
+def test_forged_kdf_cost_is_refused_before_hashing() -> None:
+    kek = Kek.generate()
+    doc = json.loads(kek.seal_with_passphrase("a long enough passphrase", KdfParams(1, 8192, 1)))
+    doc["kdf"]["memory_kib"] = 64 * 1024 * 1024  # 64 GiB: would exhaust memory
+    with pytest.raises(UnsealError):
+        Kek.unseal(json.dumps(doc).encode(), "a long enough passphrase")
+
+
+def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) -> None:
+    uids = []
+    with Archive.open(home, PASSPHRASE) as a:
+        for data in ct_series(ALICE, n=2) + ct_series(BOB, n=1, seed=3):
+            uids.append(a.ingest(data).sop_instance_uid)
+        old_id = a.ctx.keyring.kek_id
+        old_sealed = sealed_kek_path(home, old_id).read_bytes()
+        with read_session(a.ctx.engine) as s:
+            blobs_before = {r.blob_id for r in s.scalars(select(Instance))}
+        n = a.rotate_keys(PASSPHRASE)
+        assert n == 2 + 2  # index + identity keys, two patients
+        assert a.ctx.keyring.kek_id != old_id
+    assert not sealed_kek_path(home, old_id).exists()
+    with Archive.open(home, PASSPHRASE) as a:
+        for uid in uids:
+            assert a.retrieve(uid).data  # everything still reads, verified
+        with read_session(a.ctx.engine) as s:
+            assert {r.blob_id for r in s.scalars(select(Instance))} == blobs_before  # no blob re-encrypted
+            wrapped = list(s.scalars(select(WrappedKey)))
+            patients = list(s.scalars(select(Patient)))
+    # An attacker holding the old sealed file and the passphrase unseals the old KEK...
+    old_kek = Kek.unseal(old_sealed, PASSPHRASE)
+    # ...but it opens none of the current keys.
+    for row in wrapped:
+        with pytest.raises(UnsealError):
+            old_kek.unwrap(row.purpose, "archive", row.wrapped)
+    for p in patients:
+        with pytest.raises(UnsealError):
+            old_kek.unwrap(PURPOSE_PATIENT, p.ref, p.wrapped_data_key)
+    assert all(row.purpose in (PURPOSE_INDEX, "identity") for row in wrapped)
+
+
+def test_rotation_with_wrong_passphrase_changes_nothing(archive) -> None:
+    archive.ingest(ct_series(ALICE, n=1)[0])
+    before = archive.ctx.keyring.kek_id
+    with pytest.raises(UnsealError):
+        archive.rotate_keys("wrong passphrase entirely")
+    assert archive.ctx.keyring.kek_id == before
+    assert len(list((archive.home / KEYS_DIR).glob("kek-*.sealed"))) == 1
+
+
+def test_wrapped_key_moved_to_another_patient_does_not_open(archive) -> None:
+    """Wrapped data keys are bound to their owner: swapping them between rows fails."""
+    archive.ingest(ct_series(ALICE, n=1)[0])
+    archive.ingest(ct_series(BOB, n=1, seed=4)[0])
+    with read_session(archive.ctx.engine) as s:
+        a, b = list(s.scalars(select(Patient)))
+    kek = Kek.unseal(sealed_kek_path(archive.home, archive.ctx.keyring.kek_id).read_bytes(), PASSPHRASE)
+    with pytest.raises(UnsealError):
+        kek.unwrap(PURPOSE_PATIENT, b.ref, a.wrapped_data_key)
