@@ -26,6 +26,7 @@ from dicomguard.core.retrieve import RetrievedObject, retrieve
 from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.crypto.kek import Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError
+from dicomguard.ledger.service import Ledger
 from dicomguard.index.db import checkpoint_and_shrink, make_engine, migrate, read_session, write_session
 from dicomguard.storage.filesystem import FilesystemBlobStore
 
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 
 
 class Archive:
-    def __init__(self, ctx: ArchiveContext) -> None:
+    def __init__(self, ctx: ArchiveContext, ledger: Ledger) -> None:
         self.ctx = ctx
         self.query = IndexQuery(ctx)
+        self.ledger = ledger
 
     @classmethod
     def open(cls, home: str | Path | None = None, passphrase: str | None = None) -> Archive:
@@ -63,11 +65,12 @@ class Archive:
         indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
         store = FilesystemBlobStore(storage_path(settings, root))
         ctx = ArchiveContext(root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus())
+        ledger = Ledger.for_archive(ctx)
         store.remove_stale_temporaries()
         recovered = recover_interrupted_ingests(ctx)
         if recovered:
             log.warning("removed %d blobs of ingests interrupted before they were indexed", recovered)
-        return cls(ctx)
+        return cls(ctx, ledger)
 
     @property
     def settings(self) -> Settings:

@@ -89,6 +89,7 @@ class _Prepared:
     size: int
     digests: ObjectDigests
     data_key: bytes
+    blob_salt: bytes
 
 
 Loader = Callable[[], bytes]
@@ -161,7 +162,7 @@ class IngestPipeline:
         encryptor = BlobEncryptor(data_key, identity)
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest))
-        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key)
+        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key, encryptor.salt)
 
     def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str]) -> dict[int, IngestOutcome]:
         """7-8. index the batch and publish its events in one transaction."""
@@ -193,6 +194,7 @@ class IngestPipeline:
                         rows=a.instance.rows,
                         columns=a.instance.columns,
                         blob_id=p.blob_id,
+                        blob_salt=p.blob_salt,
                         size=p.size,
                         pixel_sha256=p.digests.pixel_sha256,
                         header_sha256=p.digests.header_sha256,

@@ -9,6 +9,7 @@ one transaction, so blobs never need re-encryption.
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from threading import Lock
 
@@ -24,7 +25,9 @@ from dicomguard.index.models import ArchiveMeta, Patient, WrappedKey
 PURPOSE_INDEX = "index"
 PURPOSE_IDENTITY = "identity"
 PURPOSE_PATIENT = "patient-data"
+PURPOSE_LEDGER = "ledger-signing"
 META_KEK_ID = "kek_id"
+META_ARCHIVE_ID = "archive_id"
 _CACHE = 4096
 
 
@@ -51,7 +54,9 @@ class Keyring:
     def bootstrap(session: Session, kek: Kek) -> None:
         """Create the archive-wide keys of a new home."""
         session.add(ArchiveMeta(key=META_KEK_ID, value=kek.kek_id))
-        for purpose in (PURPOSE_INDEX, PURPOSE_IDENTITY):
+        session.add(ArchiveMeta(key=META_ARCHIVE_ID, value=secrets.token_hex(8)))
+        # Ed25519 private keys are 32 random bytes (RFC 8032 5.1.5), so they wrap like any key.
+        for purpose in (PURPOSE_INDEX, PURPOSE_IDENTITY, PURPOSE_LEDGER):
             session.add(WrappedKey(purpose=purpose, kek_id=kek.kek_id, wrapped=kek.wrap(purpose, "archive", new_key())))
 
     def archive_key(self, purpose: str) -> bytes:

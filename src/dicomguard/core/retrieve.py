@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Stored objects passed the configured limits at ingest; re-checking them on read
 # with the widest bounds keeps a later, stricter configuration from hiding data.
-_READ_LIMITS = LimitSettings(max_object_bytes=16384 * 1024 * 1024, max_element_bytes=2**32, max_elements=10**9, max_sequence_depth=64)
+READ_LIMITS = LimitSettings(max_object_bytes=16384 * 1024 * 1024, max_element_bytes=2**32, max_elements=10**9, max_sequence_depth=64)
 
 
 class IntegrityKind:
@@ -66,7 +66,7 @@ def load_verified(ctx: ArchiveContext, row: Instance) -> bytes:
     except DecryptionError:
         raise _violation(ctx, uid, IntegrityKind.BLOB_UNAUTHENTIC) from None
     try:
-        structure = walk_part10(data, _READ_LIMITS)
+        structure = walk_part10(data, READ_LIMITS)
     except RejectedObject:
         raise _violation(ctx, uid, IntegrityKind.STRUCTURE) from None
     digests = digest_object(data, structure)

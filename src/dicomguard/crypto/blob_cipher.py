@@ -52,6 +52,7 @@ class BlobEncryptor:
 
     def __init__(self, data_key: bytes, identity: bytes, segment_size: int = DEFAULT_SEGMENT) -> None:
         salt = os.urandom(16)
+        self.salt = salt
         self.header = HEADER.pack(MAGIC, segment_size, salt)
         self.segment_size = segment_size
         self._aead = AESGCM(derive_key(data_key, _INFO + identity, salt=salt))
@@ -69,6 +70,14 @@ class BlobEncryptor:
 def ciphertext_size(plaintext_size: int, segment_size: int = DEFAULT_SEGMENT) -> int:
     segments = max(1, -(-plaintext_size // segment_size))
     return HEADER_BYTES + plaintext_size + segments * TAG_BYTES
+
+
+def blob_salt(blob_prefix: bytes) -> bytes | None:
+    """The salt in a blob's header (identifies a blob even when it sits under the wrong name)."""
+    if len(blob_prefix) < HEADER_BYTES:
+        return None
+    magic, _, salt = HEADER.unpack(blob_prefix[:HEADER_BYTES])
+    return salt if magic == MAGIC else None
 
 
 def decrypt_stream(data_key: bytes, identity: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ file, not left in a free page) and ``BEGIN IMMEDIATE`` for write transactions
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,3 +100,24 @@ def insert_ignore(session: Session, model: type, **values: object) -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
     session.execute(dialect_insert(model).values(**values).on_conflict_do_nothing())
+
+
+_BEFORE_COMMIT = "dicomguard.before_commit"
+
+
+def before_commit(session: Session, key: str, hook: Callable[[Session], None]) -> None:
+    """Run ``hook(session)`` once, just before this transaction commits (inside it).
+
+    Lets a subscriber batch its writes (e.g. all ledger leaves of an ingest batch)
+    and still commit atomically with the action that produced them.
+    """
+    hooks: dict[str, Callable[[Session], None]] = session.info.setdefault(_BEFORE_COMMIT, {})
+    hooks.setdefault(key, hook)
+
+
+@event.listens_for(Session, "before_commit")
+def _run_before_commit_hooks(session: Session) -> None:
+    hooks = session.info.pop(_BEFORE_COMMIT, None)
+    if hooks:
+        for hook in hooks.values():
+            hook(session)

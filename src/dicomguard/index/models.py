@@ -125,6 +125,8 @@ class Instance(Base):
     rows: Mapped[int | None] = mapped_column(Integer)
     columns: Mapped[int | None] = mapped_column(Integer)
     blob_id: Mapped[str] = mapped_column(String(64), unique=True)
+    blob_salt: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
+    """The salt in the blob's header: names the blob a misplaced file really is (verify)."""
     size: Mapped[int] = mapped_column(BigInteger)
     pixel_sha256: Mapped[bytes] = mapped_column(HASH)
     header_sha256: Mapped[bytes] = mapped_column(HASH)
@@ -163,3 +165,51 @@ class User(Base):
     totp_secret: Mapped[bytes] = mapped_column(LargeBinary)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerHead(Base):
+    """One row: the ledger's size. Locked (SELECT ... FOR UPDATE) by each appender: one writer sequence."""
+
+    __tablename__ = "ledger_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerLeaf(Base):
+    """An entry of the RFC 9162 log: canonical leaf bytes (no PHI) and their leaf hash."""
+
+    __tablename__ = "ledger_leaves"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerNode(Base):
+    """Hash of every complete subtree (level, index); level 0 holds the leaf hashes."""
+
+    __tablename__ = "ledger_nodes"
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(HASH)
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) written by this archive."""
+
+    __tablename__ = "ledger_checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrustedCheckpoint(Base):
+    """A checkpoint a witness vouched for (imported with ``ledger witness --import``)."""
+
+    __tablename__ = "ledger_trusted"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    source: Mapped[str] = mapped_column(String(256))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

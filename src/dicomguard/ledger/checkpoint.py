@@ -23,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from dicomguard.errors import DicomGuardError
+
 MAX_NOTE_BYTES = 1 << 20
 MAX_SIGNATURES = 100  # signed-note: verifiers SHOULD bound this and MUST accept 16
 MAX_TREE_SIZE = (1 << 64) - 1  # tree sizes are uint64 in RFC 9162 and every C2SP implementation
@@ -35,7 +37,7 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")  # signed-note: no ASCII controls
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 
 
-class CheckpointError(Exception):
+class CheckpointError(DicomGuardError):
     """A checkpoint, signed note or key string is malformed, unsigned or not trusted."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
+from dicomguard.errors import DicomGuardError
+
 HASH_SIZE = 32
 NodeId = tuple[int, int]  # (level, index)
 NodeReader = Callable[[int, int], bytes]  # (level, index) -> stored hash
@@ -25,7 +27,7 @@ Range = tuple[int, int]  # leaves [start, end)
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}), RFC 9162 2.1.1
 
 
-class ProofError(Exception):
+class ProofError(DicomGuardError):
     """An inclusion or consistency proof did not verify (the message says why)."""
 
 

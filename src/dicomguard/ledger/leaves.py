@@ -1,0 +1,79 @@
+"""Canonical leaf encodings of the ledger. No leaf carries PHI.
+
+A leaf is compact, key-sorted, ASCII JSON (so a third party can read and re-hash
+it with any tool). Its Merkle leaf hash is ``SHA-256(0x00 || leaf bytes)``
+(RFC 9162 2.1.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from dicomguard.core.events import (
+    ConflictRefused,
+    Event,
+    InstanceStored,
+    IntegrityViolation,
+    KeysRotated,
+    PatientErased,
+)
+
+LEAF_FORMAT = "dicomguard-leaf/1"
+KIND_INSTANCE = "instance"
+KIND_EVENT = "event"
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps({"f": LEAF_FORMAT, **doc}, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or doc.get("f") != LEAF_FORMAT:
+        raise ValueError("not a dicomguard leaf")
+    return doc
+
+
+def _time(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds")
+
+
+def instance_leaf(e: InstanceStored) -> bytes:
+    """Leaf of a stored object: identity, both digests, blob id and time (issue 3, point 2)."""
+    return encode(
+        {
+            "kind": KIND_INSTANCE,
+            "sop_instance_uid": e.sop_instance_uid,
+            "series_uid": e.series_uid,
+            "study_uid": e.study_uid,
+            "sop_class_uid": e.sop_class_uid,
+            "pixel_sha256": e.pixel_sha256.hex(),
+            "header_sha256": e.header_sha256.hex(),
+            "blob_id": e.blob_id,
+            "time": _time(e.stored_at),
+        }
+    )
+
+
+def leaf_for(event: Event) -> tuple[str, str, bytes]:
+    """(kind, subject, leaf bytes) for a core event."""
+    if isinstance(event, InstanceStored):
+        return KIND_INSTANCE, event.sop_instance_uid, instance_leaf(event)
+    if isinstance(event, ConflictRefused):
+        doc = {"event": "conflict-refused", "subject": event.sop_instance_uid, "pixel_sha256": event.pixel_sha256.hex(),
+               "header_sha256": event.header_sha256.hex(), "time": _time(event.at)}
+    elif isinstance(event, PatientErased):
+        listing = "\n".join(sorted(event.instance_uids)).encode()
+        doc = {"event": "patient-erased", "subject": event.patient_ref, "instances": len(event.instance_uids),
+               "instances_sha256": hashlib.sha256(listing).hexdigest(), "time": _time(event.at)}
+    elif isinstance(event, KeysRotated):
+        doc = {"event": "keys-rotated", "subject": event.new_kek_id, "old_kek_id": event.old_kek_id,
+               "rewrapped": event.rewrapped, "time": _time(event.at)}
+    elif isinstance(event, IntegrityViolation):
+        doc = {"event": "integrity-violation", "subject": event.sop_instance_uid, "problem": event.kind, "time": _time(event.at)}
+    else:  # pragma: no cover - a new event type must get a leaf encoding
+        raise TypeError(f"no leaf encoding for {type(event).__name__}")
+    return KIND_EVENT, str(doc["subject"])[:64], encode({"kind": KIND_EVENT, **doc})

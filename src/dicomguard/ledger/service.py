@@ -1,0 +1,136 @@
+"""The ledger service: appends a leaf for every core event in the event's own transaction,
+signs a checkpoint after every appending transaction, proves and witnesses.
+
+Guarantee: an instance is never indexed without its leaf (same transaction), and
+every committed state of the log has a signed checkpoint (C2SP tlog-checkpoint)
+of its exact size and root.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.events import Event
+from dicomguard.core.keyring import META_ARCHIVE_ID, PURPOSE_LEDGER
+from dicomguard.errors import NotFoundError
+from dicomguard.index.db import before_commit, insert_ignore, read_session, write_session
+from dicomguard.index.models import ArchiveMeta, LedgerCheckpoint, LedgerLeaf, TrustedCheckpoint
+from dicomguard.ledger import merkle
+from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointSigner, CheckpointVerifier
+from dicomguard.ledger.leaves import leaf_for
+from dicomguard.ledger.proofs import BUNDLE_FORMAT
+from dicomguard.ledger.store import LedgerStore
+
+_PENDING = "dicomguard.ledger.pending"
+
+
+def origin_for(archive_id: str) -> str:
+    return f"dicomguard/{archive_id}"
+
+
+class Ledger:
+    def __init__(self, engine: Engine, signer: CheckpointSigner) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.verifier: CheckpointVerifier = signer.verifier()
+
+    @classmethod
+    def for_archive(cls, ctx: ArchiveContext) -> Ledger:
+        with read_session(ctx.engine) as s:
+            archive_id = s.get(ArchiveMeta, META_ARCHIVE_ID)
+        assert archive_id is not None
+        key = Ed25519PrivateKey.from_private_bytes(ctx.keyring.archive_key(PURPOSE_LEDGER))
+        ledger = cls(ctx.engine, CheckpointSigner(origin_for(archive_id.value), key))
+        ctx.bus.subscribe(ledger.on_event)
+        return ledger
+
+    @property
+    def origin(self) -> str:
+        return self.signer.name
+
+    # -- appending ---------------------------------------------------------------------
+
+    def on_event(self, session: Session, event: Event) -> None:
+        session.info.setdefault(_PENDING, []).append(leaf_for(event))
+        before_commit(session, "ledger", self._flush)
+
+    def _flush(self, session: Session) -> None:
+        entries = session.info.pop(_PENDING, [])
+        if entries:
+            now = datetime.now(UTC)
+            size, root = LedgerStore(session).append(entries, now)
+            self._record_checkpoint(session, size, root, now)
+
+    def _record_checkpoint(self, session: Session, size: int, root: bytes, now: datetime) -> bytes:
+        note = self.signer.sign(Checkpoint(self.origin, size, root))
+        insert_ignore(session, LedgerCheckpoint, size=size, note=note, created_at=now)
+        return note
+
+    # -- reading -----------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> bytes:
+        """The newest signed checkpoint; signs one for the current tree if it has none yet."""
+        with write_session(self.engine) as s:
+            store = LedgerStore(s)
+            size = store.size(lock=True)
+            row = s.scalar(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size.desc()).limit(1))
+            if row is not None and row.size == size:
+                return row.note
+            return self._record_checkpoint(s, size, store.root(size), datetime.now(UTC))
+
+    def prove_instance(self, sop_instance_uid: str) -> dict[str, Any]:
+        """A self-contained proof bundle: leaf, inclusion proof, signed checkpoint, public key."""
+        note = self.latest_checkpoint()
+        cp = self.verifier.verify(note)
+        with read_session(self.engine) as s:
+            leaf = s.scalar(
+                select(LedgerLeaf).where(LedgerLeaf.subject == sop_instance_uid, LedgerLeaf.kind == "instance").order_by(LedgerLeaf.idx).limit(1)
+            )
+            if leaf is None or leaf.idx >= cp.size:
+                raise NotFoundError(f"no ledger entry for {sop_instance_uid}")
+            proof = LedgerStore(s).inclusion_proof(leaf.idx, cp.size)
+        return {
+            "format": BUNDLE_FORMAT,
+            "leaf": leaf.data.decode("ascii"),
+            "leaf_index": leaf.idx,
+            "tree_size": cp.size,
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+            "checkpoint": note.decode("utf-8"),
+            "public_key": self.verifier.to_verifier_key(),
+        }
+
+    def witness(self, note: bytes, source: str) -> Checkpoint:
+        """Record an externally kept checkpoint as trusted, after checking it against the tree.
+
+        Refused if its signature is not ours or if the current tree does not
+        contain it (a rolled-back or rewritten archive cannot adopt a witness).
+        """
+        cp = self.verifier.verify(note)
+        with write_session(self.engine) as s:
+            store = LedgerStore(s)
+            size = store.size()
+            if cp.size > size:
+                raise CheckpointError(f"checkpoint of size {cp.size} is ahead of the ledger ({size}): rollback?")
+            if cp.size and store.root(cp.size) != cp.root_hash:
+                raise CheckpointError("checkpoint root differs from the ledger at that size: history rewritten?")
+            s.add(TrustedCheckpoint(size=cp.size, note=note, source=source[:256], imported_at=datetime.now(UTC)))
+        return cp
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        with read_session(self.engine) as s:
+            return LedgerStore(s).consistency_proof(size1, size2)
+
+
+def verify_consistency_to(store: LedgerStore, cp: Checkpoint, current_size: int, current_root: bytes) -> None:
+    """Prove that ``cp`` is a prefix of the current tree (RFC 9162 2.1.4); raises ProofError."""
+    if cp.size == 0:
+        return
+    proof = store.consistency_proof(cp.size, current_size)
+    merkle.verify_consistency(cp.size, current_size, cp.root_hash, current_root, proof)

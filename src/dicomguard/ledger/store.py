@@ -1,0 +1,76 @@
+"""The Merkle tree persisted in the index database (same transaction as the ingest).
+
+Appends take a row lock on ``ledger_head`` (``SELECT ... FOR UPDATE``; on SQLite
+the ``BEGIN IMMEDIATE`` write lock), so concurrent writers in several processes
+form one sequence. Every complete subtree hash is stored, which makes a proof
+one indexed query and at most about 2*log2(n) rows (RFC 9162 2.1.3, 2.1.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from dicomguard.index.models import LedgerHead, LedgerLeaf, LedgerNode
+from dicomguard.ledger import merkle
+
+_CHUNK = 500  # rows per IN (...) query
+
+
+class LedgerStore:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def size(self, lock: bool = False) -> int:
+        stmt = select(LedgerHead.size).where(LedgerHead.id == 1)
+        if lock:
+            stmt = stmt.with_for_update()
+        value = self.s.scalar(stmt)
+        return int(value or 0)
+
+    def nodes(self, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[merkle.NodeId, bytes] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            rows = self.s.execute(
+                select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(tuple_(LedgerNode.level, LedgerNode.idx).in_(chunk))
+            )
+            found.update({(lvl, idx): h for lvl, idx, h in rows})
+        return found
+
+    def _reader(self, ids: list[merkle.NodeId]) -> merkle.NodeReader:
+        found = self.nodes(ids)
+
+        def get(level: int, index: int) -> bytes:
+            try:
+                return found[(level, index)]
+            except KeyError:
+                raise merkle.ProofError(f"ledger node ({level}, {index}) is missing") from None
+
+        return get
+
+    def append(self, entries: list[tuple[str, str, bytes]], now: datetime) -> tuple[int, bytes]:
+        """Append (kind, subject, leaf bytes) entries; returns the new size and root."""
+        size = self.size(lock=True)
+        appender = merkle.TreeAppender(size, self._reader(merkle.frontier_nodes(size)) if size else None)
+        new_nodes = appender.append(merkle.leaf_hash(data) for _, _, data in entries)
+        self.s.execute(
+            insert(LedgerLeaf),
+            [{"idx": size + i, "kind": k, "subject": sub, "data": d, "created_at": now} for i, (k, sub, d) in enumerate(entries)],
+        )
+        self.s.execute(insert(LedgerNode), [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
+        self.s.execute(update(LedgerHead).where(LedgerHead.id == 1).values(size=appender.size))
+        return appender.size, appender.root()
+
+    def root(self, size: int) -> bytes:
+        return merkle.root(size, self._reader(merkle.frontier_nodes(size)))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_proof(index, size, self._reader(merkle.nodes_needed_for_inclusion(index, size)))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        return merkle.consistency_proof(size1, size2, self._reader(merkle.nodes_needed_for_consistency(size1, size2)))
