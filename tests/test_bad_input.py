@@ -149,19 +149,19 @@ def _state(archive: Archive) -> tuple[int, int, int, int]:
 def test_bad_input_is_refused_with_a_clear_reason_and_stores_nothing(name, home, monkeypatch) -> None:
     build, reason, env = CASES[name]
     with Archive.open(home, PASSPHRASE) as archive:
-        kept = archive.ingest(ct_series(ALICE, n=1, seed=99)[0])  # already stored: must survive
+        kept = archive.operator.ingest(ct_series(ALICE, n=1, seed=99)[0])  # already stored: must survive
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with Archive.open(home, PASSPHRASE) as archive:
         before = _state(archive)
         data = build()
         with pytest.raises(RejectedObject) as exc:
-            archive.ingest(data)
+            archive.operator.ingest(data)
         assert exc.value.reason is reason, str(exc.value)
         assert exc.value.detail  # a message a person can act on
         instances, patients, journal, blobs = _state(archive)
         assert (instances, journal, blobs) == (before[0], 0, before[3])
-        assert archive.retrieve(kept.sop_instance_uid).data
+        assert archive.operator.retrieve(kept.sop_instance_uid).data
 
 
 @pytest.mark.parametrize(
@@ -176,26 +176,26 @@ def test_polyglot_preamble_is_sanitized_and_object_stored(archive, preamble) -> 
     ds = dataset_of(_ct())
     data = to_bytes(ds, preamble=preamble)
     assert data[:4] in (b"\x7fELF", b"MZ\x90\x00")
-    result = archive.ingest(data)
+    result = archive.operator.ingest(data)
     assert result.status is IngestStatus.STORED
-    back = archive.retrieve(result.sop_instance_uid).data
+    back = archive.operator.retrieve(result.sop_instance_uid).data
     assert back[:128] == bytes(128)
     assert back[128:] == data[128:]
 
 
 def test_conflicting_resend_is_refused_recorded_and_original_kept(archive) -> None:
     data = _ct()
-    first = archive.ingest(data)
+    first = archive.operator.ingest(data)
     ds = dataset_of(data)
     ds.PixelData = bytes(len(ds.PixelData))  # same UID, different pixels
     with pytest.raises(RejectedObject) as exc:
-        archive.ingest(to_bytes(ds))
+        archive.operator.ingest(to_bytes(ds))
     assert exc.value.reason is RejectReason.CONFLICT
     ds2 = dataset_of(data)
     ds2.StudyDescription = "ALTERED"  # same UID, different header
     with pytest.raises(RejectedObject):
-        archive.ingest(to_bytes(ds2))
-    assert archive.retrieve(first.sop_instance_uid).data[128:] == data[128:]
+        archive.operator.ingest(to_bytes(ds2))
+    assert archive.operator.retrieve(first.sop_instance_uid).data[128:] == data[128:]
     with read_session(archive.ctx.engine) as s:
         conflicts = list(s.scalars(select(Conflict)))
     assert [c.sop_instance_uid for c in conflicts] == [first.sop_instance_uid] * 2
@@ -206,7 +206,7 @@ def test_conflict_inside_one_batch(archive) -> None:
     data = _ct()
     ds = dataset_of(data)
     ds.PixelData = bytes(len(ds.PixelData))
-    outcomes = list(archive.ingest_many([("a", lambda: data), ("b", lambda: to_bytes(ds)), ("c", lambda: data)]))
+    outcomes = list(archive.operator.ingest_many([("a", lambda: data), ("b", lambda: to_bytes(ds)), ("c", lambda: data)]))
     assert outcomes[0].result.status is IngestStatus.STORED
     assert outcomes[1].error.reason is RejectReason.CONFLICT
     assert outcomes[2].result.status is IngestStatus.DUPLICATE
@@ -218,7 +218,7 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     import errno
     import os
 
-    kept = archive.ingest(ct_series(ALICE, n=1, seed=5)[0])
+    kept = archive.operator.ingest(ct_series(ALICE, n=1, seed=5)[0])
     real_write = os.write
 
     def full(fd, data):  # type: ignore[no-untyped-def]
@@ -228,9 +228,9 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     from dicomguard.storage.base import BlobStoreError
 
     with pytest.raises(BlobStoreError, match="No space left"):
-        archive.ingest(_ct())
+        archive.operator.ingest(_ct())
     monkeypatch.setattr(os, "write", real_write)
     instances, _, journal, blobs = _state(archive)
     assert (instances, journal, blobs) == (1, 0, 1)
     assert not [p for p in archive.ctx.store.root.rglob(".tmp-*")]
-    assert archive.retrieve(kept.sop_instance_uid).data
+    assert archive.operator.retrieve(kept.sop_instance_uid).data

@@ -27,7 +27,7 @@ WRITER = textwrap.dedent(
     files = sorted(Path(sys.argv[2]).iterdir())
     with Archive.open(sys.argv[1]) as a:
         items = [(str(f), (lambda f=f: f.read_bytes())) for f in files]
-        for outcome in a.ingest_many(items, source="crash-test"):
+        for outcome in a.operator.ingest_many(items, source="crash-test"):
             if outcome.result is not None:
                 print("STORED", outcome.result.sop_instance_uid, flush=True)
     print("DONE", flush=True)
@@ -72,11 +72,11 @@ def test_sigkill_mid_import_loses_nothing_acknowledged(home, tmp_path, monkeypat
         uids = {r.sop_instance_uid for r in indexed}
         assert set(acknowledged) <= uids, "an acknowledged object was lost"
         for row in indexed:  # every indexed object decrypts and verifies
-            assert a.retrieve(row.sop_instance_uid).data
+            assert a.operator.retrieve(row.sop_instance_uid).data
         assert journal == 0
         assert sorted(a.ctx.store.iter_ids()) == sorted(r.blob_id for r in indexed), "half-stored blob left behind"
         assert not list(a.ctx.store.root.rglob(".tmp-*"))
         # the interrupted import can simply be run again
-        outcomes = list(a.ingest_many([(str(f), (lambda f=f: f.read_bytes())) for f in sorted(inputs.iterdir())]))
+        outcomes = list(a.operator.ingest_many([(str(f), (lambda f=f: f.read_bytes())) for f in sorted(inputs.iterdir())]))
         assert all(o.result for o in outcomes)
         assert len(a.query.instances()) == 46

@@ -57,7 +57,7 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
     uids = []
     with Archive.open(home, PASSPHRASE) as a:
         for data in ct_series(ALICE, n=2) + ct_series(BOB, n=1, seed=3):
-            uids.append(a.ingest(data).sop_instance_uid)
+            uids.append(a.operator.ingest(data).sop_instance_uid)
         old_id = a.ctx.keyring.kek_id
         old_sealed = sealed_kek_path(home, old_id).read_bytes()
         with read_session(a.ctx.engine) as s:
@@ -68,7 +68,7 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
     assert not sealed_kek_path(home, old_id).exists()
     with Archive.open(home, PASSPHRASE) as a:
         for uid in uids:
-            assert a.retrieve(uid).data  # everything still reads, verified
+            assert a.operator.retrieve(uid).data  # everything still reads, verified
         with read_session(a.ctx.engine) as s:
             assert {r.blob_id for r in s.scalars(select(Instance))} == blobs_before  # no blob re-encrypted
             wrapped = list(s.scalars(select(WrappedKey)))
@@ -86,7 +86,7 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
 
 
 def test_rotation_with_wrong_passphrase_changes_nothing(archive) -> None:
-    archive.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.ingest(ct_series(ALICE, n=1)[0])
     before = archive.ctx.keyring.kek_id
     with pytest.raises(UnsealError):
         archive.rotate_keys("wrong passphrase entirely")
@@ -96,8 +96,8 @@ def test_rotation_with_wrong_passphrase_changes_nothing(archive) -> None:
 
 def test_wrapped_key_moved_to_another_patient_does_not_open(archive) -> None:
     """Wrapped data keys are bound to their owner: swapping them between rows fails."""
-    archive.ingest(ct_series(ALICE, n=1)[0])
-    archive.ingest(ct_series(BOB, n=1, seed=4)[0])
+    archive.operator.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.ingest(ct_series(BOB, n=1, seed=4)[0])
     with read_session(archive.ctx.engine) as s:
         a, b = list(s.scalars(select(Patient)))
     kek = Kek.unseal(sealed_kek_path(archive.home, archive.ctx.keyring.kek_id).read_bytes(), PASSPHRASE)

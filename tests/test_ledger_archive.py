@@ -32,8 +32,8 @@ def _leaves(archive) -> list[LedgerLeaf]:
 
 def test_every_stored_object_has_one_leaf_without_phi_and_a_signed_checkpoint(archive) -> None:
     objects = ct_series(ALICE, n=3) + ct_series(BOB, n=2, seed=7)
-    outcomes = list(archive.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]))
-    archive.ingest(objects[0])  # duplicate: no new leaf
+    outcomes = list(archive.operator.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]))
+    archive.operator.ingest(objects[0])  # duplicate: no new leaf
     leaves = _leaves(archive)
     assert [leaf.idx for leaf in leaves] == list(range(5))
     assert {leaf.subject for leaf in leaves} == {o.result.sop_instance_uid for o in outcomes}
@@ -54,12 +54,12 @@ def test_every_stored_object_has_one_leaf_without_phi_and_a_signed_checkpoint(ar
 
 def test_security_events_are_ledgered_too(archive) -> None:
     data = ct_series(ALICE, n=1)[0]
-    archive.ingest(data)
+    archive.operator.ingest(data)
     ds = dataset_of(data)
     ds.PatientSex = "M"
     with pytest.raises(Exception):
-        archive.ingest(to_bytes(ds))  # write-once conflict
-    archive.erase_patient(ALICE.patient_id, "request")
+        archive.operator.ingest(to_bytes(ds))  # write-once conflict
+    archive.operator.erase_patient(ALICE.patient_id, "request")
     archive.rotate_keys(PASSPHRASE)
     kinds = [(leaf.kind, decode(leaf.data).get("event")) for leaf in _leaves(archive)]
     assert kinds == [("instance", None), ("event", "conflict-refused"), ("event", "patient-erased"), ("event", "keys-rotated")]
@@ -67,7 +67,7 @@ def test_security_events_are_ledgered_too(archive) -> None:
 
 def test_checkpoint_per_transaction_and_consistency_between_them(archive) -> None:
     for seed in range(3):
-        archive.ingest(ct_series(ALICE, n=1, seed=seed)[0])
+        archive.operator.ingest(ct_series(ALICE, n=1, seed=seed)[0])
     with read_session(archive.ctx.engine) as s:
         notes = [n for (n,) in s.execute(select(LedgerCheckpoint.note).order_by(LedgerCheckpoint.size))]
     cps = [archive.ledger.verifier.verify(n) for n in notes]
@@ -113,7 +113,7 @@ def test_concurrent_writers_form_one_sequence(home, db_url) -> None:
         p = FakePatient("PIDCONC" + sys.argv[2], "CONC^" + sys.argv[2], "20000101", "ACCCONC" + sys.argv[2])
         with Archive.open(sys.argv[1]) as a:
             for seed in range(12):
-                a.ingest(ct_series(p, n=1, size=16, seed=seed * 100 + int(sys.argv[2]))[0])
+                a.operator.ingest(ct_series(p, n=1, size=16, seed=seed * 100 + int(sys.argv[2]))[0])
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -129,10 +129,10 @@ def test_concurrent_writers_form_one_sequence(home, db_url) -> None:
 
 def test_proof_bundle_verifies_offline_and_a_modified_image_does_not(archive, tmp_path) -> None:
     data = ct_series(ALICE, n=3)
-    uids = [archive.ingest(d).sop_instance_uid for d in data]
+    uids = [archive.operator.ingest(d).sop_instance_uid for d in data]
     bundle = json.dumps(archive.ledger.prove_instance(uids[1])).encode()
     key = archive.ledger.verifier.to_verifier_key()
-    proven = check_bundle(bundle, key, dicom=archive.retrieve(uids[1]).data)
+    proven = check_bundle(bundle, key, dicom=archive.operator.retrieve(uids[1]).data)
     assert proven.leaf["sop_instance_uid"] == uids[1] and proven.checkpoint.size == 3
     check_bundle(bundle, key, dicom=data[1])  # the original file, preamble and all, matches too
     ds = dataset_of(data[1])
@@ -161,7 +161,7 @@ def test_proof_bundle_verifies_offline_and_a_modified_image_does_not(archive, tm
 
 
 def test_witness_refuses_a_checkpoint_the_tree_does_not_contain(archive, tmp_path) -> None:
-    archive.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.ingest(ct_series(ALICE, n=1)[0])
     note = archive.ledger.latest_checkpoint()
     assert archive.ledger.witness(note, "usb stick").size == 1
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

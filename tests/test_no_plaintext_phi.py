@@ -29,7 +29,7 @@ def _find_leaks(blobs: dict[str, bytes]) -> list[tuple[str, bytes]]:
 def _populate(archive) -> None:
     objects = ct_series(ALICE, n=3) + ct_series(BOB, n=2, seed=5) + [us_multiframe(CAROL, frames=3)]
     for data in objects:
-        archive.ingest(data)
+        archive.operator.ingest(data)
     # Queries and listings touch caches and the WAL too.
     assert len(archive.query.patients()) == 3
     assert archive.query.studies()

@@ -12,11 +12,11 @@ from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, dataset_of, to_byt
 @pytest.fixture
 def loaded(archive):
     for d in ct_series(ALICE, n=2):
-        archive.ingest(d)
-    archive.ingest(us_multiframe(BOB))
+        archive.operator.ingest(d)
+    archive.operator.ingest(us_multiframe(BOB))
     ds = dataset_of(ct_series(CAROL, n=1, seed=4)[0])
     ds.StudyDate = "20230110"
-    archive.ingest(to_bytes(ds))
+    archive.operator.ingest(to_bytes(ds))
     return archive
 
 

@@ -60,7 +60,7 @@ def edit_blob_bytes(sc: Scene) -> str:
 
 
 def change_pixels_with_real_key(sc: Scene) -> str:
-    ds = dataset_of(sc.archive.retrieve(sc.uids[1]).data)
+    ds = dataset_of(sc.archive.operator.retrieve(sc.uids[1]).data)
     px = bytearray(ds.PixelData)
     px[10:20] = bytes(10)
     ds.PixelData = bytes(px)
@@ -69,7 +69,7 @@ def change_pixels_with_real_key(sc: Scene) -> str:
 
 
 def change_header_with_real_key(sc: Scene) -> str:
-    ds = dataset_of(sc.archive.retrieve(sc.uids[2]).data)
+    ds = dataset_of(sc.archive.operator.retrieve(sc.uids[2]).data)
     ds.PatientName = "SOMEBODY^ELSE"
     sc.reencrypt(sc.uids[2], to_bytes(ds))
     return sc.uids[2]
@@ -161,8 +161,8 @@ ATTACKS = {
 
 @pytest.fixture
 def scene(archive) -> Scene:
-    uids = [archive.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=3)]
-    uids.append(archive.ingest(ct_series(BOB, n=1, seed=6)[0]).sop_instance_uid)
+    uids = [archive.operator.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=3)]
+    uids.append(archive.operator.ingest(ct_series(BOB, n=1, seed=6)[0]).sop_instance_uid)
     assert verify_archive(archive.ctx, archive.ledger.verifier).ok
     return Scene(archive, uids)
 
@@ -184,7 +184,7 @@ def test_attack_is_detected_with_the_right_kind_and_object(scene: Scene, name: s
 def test_sampled_and_incremental_verification(scene: Scene) -> None:
     a = scene.archive
     size_before = a.ledger.verifier.verify(a.ledger.latest_checkpoint()).size
-    new = a.ingest(ct_series(BOB, n=1, seed=21)[0]).sop_instance_uid
+    new = a.operator.ingest(ct_series(BOB, n=1, seed=21)[0]).sop_instance_uid
     edit_blob_bytes(scene)  # an old object: outside --since
     r = verify_archive(a.ctx, a.ledger.verifier, since_size=size_before, raise_alerts=False)
     assert r.objects_checked == 1 and r.ok
@@ -219,11 +219,11 @@ def _snapshot(archive: Archive, home: Path, db_url: str, dest: Path) -> Callable
 def test_rollback_of_the_whole_home_is_caught_by_an_external_checkpoint(home, db_url, tmp_path) -> None:
     a = Archive.open(home, PASSPHRASE)
     for d in ct_series(ALICE, n=2):
-        a.ingest(d)
+        a.operator.ingest(d)
     restore_old = _snapshot(a, home, db_url, tmp_path / "old-home")
     a = Archive.open(home, PASSPHRASE)
     for d in ct_series(BOB, n=2, seed=3):
-        a.ingest(d)
+        a.operator.ingest(d)
     external = tmp_path / "witness.txt"  # kept on another disk
     external.write_bytes(a.ledger.latest_checkpoint())
     a.ledger.witness(external.read_bytes(), "usb")

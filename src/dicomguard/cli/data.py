@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, open_archive, out, print_json
+from dicomguard.core.access import Action
 from dicomguard.core.erase import AmbiguousPatientError
 from dicomguard.core.ingest import IngestStatus
 from dicomguard.core.query import PatientFilter, StudyFilter
@@ -56,7 +57,7 @@ def import_cmd(
     ) as progress:
         task = progress.add_task("import", total=len(files))
         items = ((str(f), _loader(f)) for f in files)
-        for outcome in archive.ingest_many(items, source="cli-import"):
+        for outcome in archive.operator.ingest_many(items, source="cli-import"):
             if outcome.error is not None:
                 counts["rejected"] += 1
                 rejected.append({"path": outcome.label, "reason": outcome.error.reason.value, "detail": outcome.error.detail})
@@ -92,12 +93,13 @@ def export_cmd(
     written: list[str] = []
     failures: list[dict[str, str]] = []
     with open_archive() as archive:
-        records = archive.query.instances(study_uid=study, series_uid=series, sop_instance_uid=instance)
+        client = archive.operator
+        records = client.find_instances(study_uid=study, series_uid=series) if instance is None else archive.query.instances(sop_instance_uid=instance)
         if not records:
             fail("nothing to export: no such object", EXIT_FAILED)
         for rec in records:
             try:
-                obj = archive.retrieve(rec.sop_instance_uid)
+                obj = client.retrieve(rec.sop_instance_uid, Action.EXPORT)
             except DicomGuardError as exc:
                 failures.append({"instance": rec.sop_instance_uid, "error": str(exc)})
                 continue
@@ -195,7 +197,7 @@ def erase_cmd(
         fail("--reason must not be empty")
     with open_archive() as archive:
         try:
-            result = archive.erase_patient(patient, reason, issuer)
+            result = archive.operator.erase_patient(patient, reason, issuer)
         except NotFoundError:
             fail("no such patient", EXIT_FAILED)
         except AmbiguousPatientError as exc:

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dicomguard.config import Settings, database_url, load_settings, resolve_home, storage_path
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.erase import EraseResult, erase_patient
+from dicomguard.core.access import InterimAuthorizer, Principal
+from dicomguard.core.client import ArchiveClient
 from dicomguard.core.events import EventBus, KeysRotated
 from dicomguard.core.home import KEYS_DIR, kdf_params, require_home, sealed_kek_path, write_private_file
-from dicomguard.core.ingest import IngestOutcome, IngestPipeline, IngestResult, Loader, recover_interrupted_ingests
+from dicomguard.core.ingest import recover_interrupted_ingests
 from dicomguard.core.keyring import PURPOSE_INDEX, Keyring, current_kek_id
 from dicomguard.core.passphrase import passphrase_from_environment
 from dicomguard.core.patients import PatientDirectory
 from dicomguard.core.query import IndexQuery
-from dicomguard.core.retrieve import RetrievedObject, retrieve
 from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.crypto.kek import Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError
@@ -64,7 +63,9 @@ class Archive:
         keyring = Keyring(kek, engine)
         indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
         store = FilesystemBlobStore(storage_path(settings, root))
-        ctx = ArchiveContext(root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus())
+        ctx = ArchiveContext(
+            root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus(), InterimAuthorizer()
+        )
         ledger = Ledger.for_archive(ctx)
         store.remove_stale_temporaries()
         recovered = recover_interrupted_ingests(ctx)
@@ -91,17 +92,18 @@ class Archive:
 
     # -- services ---------------------------------------------------------------------
 
-    def ingest(self, data: bytes, source: str = "api") -> IngestResult:
-        return IngestPipeline(self.ctx, source).ingest(data)
+    def client(self, principal: Principal) -> ArchiveClient:
+        """The core services for one verified principal: every call authorized and recorded."""
+        return ArchiveClient(self.ctx, principal)
 
-    def ingest_many(self, items: Iterable[tuple[str, Loader]], source: str = "api") -> Iterator[IngestOutcome]:
-        return IngestPipeline(self.ctx, source).ingest_many(items)
+    @property
+    def operator(self) -> ArchiveClient:
+        """The core services as the local operator, who holds the archive passphrase.
 
-    def retrieve(self, sop_instance_uid: str) -> RetrievedObject:
-        return retrieve(self.ctx, sop_instance_uid)
-
-    def erase_patient(self, patient_id: str, reason: str, issuer: str | None = None) -> EraseResult:
-        return erase_patient(self.ctx, patient_id, reason, issuer)
+        Full power by design (the passphrase decrypts everything anyway): for the
+        CLI and tests only. Network adapters must use :meth:`client`.
+        """
+        return ArchiveClient(self.ctx, Principal.operator())
 
     def rotate_keys(self, passphrase: str, new_passphrase: str | None = None) -> int:
         """Issue a new KEK and re-wrap every key under it (no blob is re-encrypted).

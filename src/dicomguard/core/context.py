@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from dicomguard.config import Settings
+from dicomguard.core.access import Authorizer
 from dicomguard.core.events import EventBus
 from dicomguard.core.keyring import Keyring
 from dicomguard.core.patients import PatientDirectory
@@ -25,3 +26,4 @@ class ArchiveContext:
     indexer: BlindIndexer
     patients: PatientDirectory
     bus: EventBus
+    authorizer: Authorizer

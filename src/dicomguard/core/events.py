@@ -14,6 +14,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from dicomguard.core.access import Action, Principal
+
 
 @dataclass(frozen=True)
 class InstanceStored:
@@ -28,6 +30,7 @@ class InstanceStored:
     header_sha256: bytes
     stored_at: datetime
     source: str
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,49 @@ class IntegrityViolation:
     at: datetime
 
 
-Event = InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
+@dataclass(frozen=True)
+class AccessRefused:
+    """A request the authorizer refused (default deny). A security alert for the audit trail."""
+
+    principal: Principal
+    action: Action
+    resource_kind: str
+    resource_uid: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class InstancesAccessed:
+    """Objects delivered to a principal (retrieve, export), one event per request."""
+
+    principal: Principal
+    action: Action
+    sop_instance_uids: tuple[str, ...]
+    study_uids: tuple[str, ...]
+    patient_refs: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class QueryPerformed:
+    """A query and how many results the principal was shown (after filtering).
+
+    ``keys`` may hold identifiers (a patient name searched for): subscribers
+    must keep it sealed at rest and out of logs.
+    """
+
+    principal: Principal
+    level: str
+    keys: tuple[tuple[str, str], ...]
+    results: int
+    at: datetime
+
+
+Event = (
+    InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
+    | AccessRefused | InstancesAccessed | QueryPerformed
+)
 Subscriber = Callable[[Session, Event], None]
 
 

@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +33,11 @@ from enum import StrEnum
 import pydicom.config
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from dicomguard._process import pid_alive
+from dicomguard.core.access import Principal
 from dicomguard.core.attributes import ObjectAttributes, validate_and_extract
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
@@ -54,6 +57,8 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
 
 _ZERO_PREAMBLE = bytes(PREAMBLE_BYTES)
+_PARALLEL_HASH_BYTES = 4 * 1024 * 1024
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomguard-hash")
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -96,9 +101,10 @@ Loader = Callable[[], bytes]
 
 
 class IngestPipeline:
-    def __init__(self, ctx: ArchiveContext, source: str) -> None:
+    def __init__(self, ctx: ArchiveContext, source: str, principal: Principal) -> None:
         self.ctx = ctx
         self.source = source[:128]
+        self.principal = principal
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -126,16 +132,19 @@ class IngestPipeline:
         outcomes: dict[int, IngestOutcome] = {}
         prepared: list[tuple[int, _Prepared]] = []
         try:
-            for i, (label, load) in enumerate(batch):
-                try:
-                    step = self._prepare(label, load, blob_ids[i])
-                except RejectedObject as exc:
-                    outcomes[i] = IngestOutcome(label, error=exc)
-                    continue
-                if isinstance(step, IngestResult):
-                    outcomes[i] = IngestOutcome(label, result=step)
-                else:
-                    prepared.append((i, step))
+            with read_session(self.ctx.engine) as lookup:
+                for i, (label, load) in enumerate(batch):
+                    try:
+                        step = self._prepare(label, load, blob_ids[i], lookup)
+                    except RejectedObject as exc:
+                        outcomes[i] = IngestOutcome(label, error=exc)
+                        continue
+                    if isinstance(step, IngestResult):
+                        outcomes[i] = IngestOutcome(label, result=step)
+                    else:
+                        prepared.append((i, step))
+            if prepared:
+                self.ctx.store.sync()  # all blobs of the batch durable before any is indexed
             committed = self._index(prepared, blob_ids)
         except BaseException:
             # Nothing of this batch became visible: remove its blobs and journal entries.
@@ -144,7 +153,7 @@ class IngestPipeline:
         outcomes.update(committed)
         return [outcomes[i] for i in range(len(batch))]
 
-    def _prepare(self, label: str, load: Loader, blob_id: str) -> _Prepared | IngestResult:
+    def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Session) -> _Prepared | IngestResult:
         data = load()
         # 1-2. parse and sanitize: strict structure walk with limits, then pydicom for values
         structure = walk_part10(data, self.ctx.settings.limits)
@@ -152,7 +161,7 @@ class IngestPipeline:
         # 3. validate identity and extract index attributes
         attrs = validate_and_extract(dataset, structure.transfer_syntax)
         uid = attrs.instance.sop_instance_uid
-        existing = self._stored_digests(uid)
+        existing = _stored_digests(lookup, uid)
         if existing is not None:
             # Re-send of a stored UID: compare digests only, never touch the stored object.
             return self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
@@ -161,7 +170,7 @@ class IngestPipeline:
         identity = blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref)
         encryptor = BlobEncryptor(data_key, identity)
         digest = DigestPass(structure)
-        size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest))
+        size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
         return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key, encryptor.salt)
 
     def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str]) -> dict[int, IngestOutcome]:
@@ -170,44 +179,32 @@ class IngestPipeline:
         unused = set(blob_ids)
         now = datetime.now(UTC)
         with write_session(self.ctx.engine) as s:
-            seen: dict[str, ObjectDigests] = {}
+            uids = [p.attrs.instance.sop_instance_uid for _, p in prepared]
+            # Stored meanwhile by another writer: decided like a re-send.
+            seen: dict[str, ObjectDigests] = {
+                uid: ObjectDigests(px, hd)
+                for uid, px, hd in s.execute(
+                    select(Instance.sop_instance_uid, Instance.pixel_sha256, Instance.header_sha256).where(Instance.sop_instance_uid.in_(uids))
+                )
+            } if uids else {}
+            parents: set[str] = set()
+            rows: list[dict[str, object]] = []
             for i, p in prepared:
                 a = p.attrs
                 uid = a.instance.sop_instance_uid
-                prior = seen.get(uid) or _digests_of(s.get(Instance, uid))
+                prior = seen.get(uid)
                 if prior is not None:
-                    # Raced with another writer (or repeated in this batch): same rules as a re-send.
                     outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
                     continue
-                sealer = RowSealer(p.data_key)
-                self._index_study_and_series(s, p, sealer, now)
-                s.add(
-                    Instance(
-                        sop_instance_uid=uid,
-                        series_uid=a.series.uid,
-                        study_uid=a.study.uid,
-                        patient_ref=p.patient_ref,
-                        sop_class_uid=a.instance.sop_class_uid,
-                        transfer_syntax=a.instance.transfer_syntax,
-                        instance_number=a.instance.number,
-                        number_of_frames=a.instance.frames,
-                        rows=a.instance.rows,
-                        columns=a.instance.columns,
-                        blob_id=p.blob_id,
-                        blob_salt=p.blob_salt,
-                        size=p.size,
-                        pixel_sha256=p.digests.pixel_sha256,
-                        header_sha256=p.digests.header_sha256,
-                        stored_at=now,
-                        erased=False,
-                    )
-                )
-                s.flush()
+                if a.series.uid not in parents:
+                    self._index_study_and_series(s, p, RowSealer(p.data_key), now)
+                    parents.add(a.series.uid)
+                rows.append(_instance_row(p, now))
                 self.ctx.bus.publish(
                     s,
                     InstanceStored(
                         uid, a.series.uid, a.study.uid, p.patient_ref, a.instance.sop_class_uid, p.blob_id,
-                        p.size, p.digests.pixel_sha256, p.digests.header_sha256, now, self.source,
+                        p.size, p.digests.pixel_sha256, p.digests.header_sha256, now, self.source, self.principal,
                     ),
                 )
                 seen[uid] = p.digests
@@ -215,6 +212,8 @@ class IngestPipeline:
                 outcomes[i] = IngestOutcome(
                     p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size)
                 )
+            if rows:
+                s.execute(insert(Instance), rows)
             s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
         for blob_id in unused:
             self.ctx.store.delete(blob_id)
@@ -245,11 +244,6 @@ class IngestPipeline:
             phi=sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
             created_at=now,
         )
-
-    def _stored_digests(self, uid: str) -> tuple[ObjectDigests, bool] | None:
-        with read_session(self.ctx.engine) as s:
-            row = s.get(Instance, uid)
-            return (_digests_of(row), row.erased) if row is not None else None  # type: ignore[return-value]
 
     def _resolve_resend(
         self, uid: str, attrs: ObjectAttributes, new: ObjectDigests, existing: tuple[ObjectDigests, bool]
@@ -299,20 +293,61 @@ def _parse_header(data: bytes) -> pydicom.Dataset:
 
 
 def _seal_segments(data: memoryview, encryptor: BlobEncryptor, digest: DigestPass) -> Iterator[bytes]:
-    """One pass: each segment is hashed (header/pixel split) and encrypted; the preamble is zeroed."""
+    """One pass: each segment is hashed (header/pixel split) and encrypted; the preamble is zeroed.
+
+    For large objects the SHA-256 of a segment runs on a second core while the
+    next one is encrypted (hashlib and OpenSSL release the GIL on large buffers).
+    """
     yield encryptor.header
     seg = encryptor.segment_size
     total = len(data)
+    pending: Future[None] | None = None
+    parallel = total > _PARALLEL_HASH_BYTES
     for offset in range(0, max(total, 1), seg):
         chunk = data[offset : offset + seg]
         if offset == 0:
-            chunk = memoryview(_ZERO_PREAMBLE + bytes(chunk[PREAMBLE_BYTES:]))
-        digest.update(offset, chunk)
+            first = bytearray(chunk)
+            first[:PREAMBLE_BYTES] = _ZERO_PREAMBLE
+            chunk = memoryview(first)
+        if parallel:
+            if pending is not None:
+                pending.result()  # segments must reach the hashers in order
+            pending = _HASHER.submit(digest.update, offset, chunk)
+        else:
+            digest.update(offset, chunk)
         yield encryptor.encrypt_segment(chunk, last=offset + seg >= total)
+    if pending is not None:
+        pending.result()
 
 
-def _digests_of(row: Instance | None) -> ObjectDigests | None:
-    return None if row is None else ObjectDigests(row.pixel_sha256, row.header_sha256)
+def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:
+    a = p.attrs.instance
+    return {
+        "sop_instance_uid": a.sop_instance_uid,
+        "series_uid": p.attrs.series.uid,
+        "study_uid": p.attrs.study.uid,
+        "patient_ref": p.patient_ref,
+        "sop_class_uid": a.sop_class_uid,
+        "transfer_syntax": a.transfer_syntax,
+        "instance_number": a.number,
+        "number_of_frames": a.frames,
+        "rows": a.rows,
+        "columns": a.columns,
+        "blob_id": p.blob_id,
+        "blob_salt": p.blob_salt,
+        "size": p.size,
+        "pixel_sha256": p.digests.pixel_sha256,
+        "header_sha256": p.digests.header_sha256,
+        "stored_at": now,
+        "erased": False,
+    }
+
+
+def _stored_digests(s: Session, uid: str) -> tuple[ObjectDigests, bool] | None:
+    row = s.execute(
+        select(Instance.pixel_sha256, Instance.header_sha256, Instance.erased).where(Instance.sop_instance_uid == uid)
+    ).first()
+    return (ObjectDigests(row[0], row[1]), bool(row[2])) if row is not None else None
 
 
 def _study_phi(a: ObjectAttributes) -> dict[str, str]:

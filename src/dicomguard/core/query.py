@@ -98,6 +98,8 @@ class InstanceRecord:
     sop_instance_uid: str
     series_uid: str
     study_uid: str
+    patient_ref: str
+    modality: str
     sop_class_uid: str
     transfer_syntax: str
     number: int | None
@@ -243,17 +245,17 @@ class IndexQuery:
         self, *, study_uid: str | None = None, series_uid: str | None = None, sop_instance_uid: str | None = None
     ) -> list[InstanceRecord]:
         with read_session(self.ctx.engine) as s:
-            stmt = select(Instance).where(Instance.erased.is_(False))
+            stmt = select(Instance, Series.modality).join(Series, Series.uid == Instance.series_uid).where(Instance.erased.is_(False))
             if study_uid:
                 stmt = stmt.where(Instance.study_uid == study_uid)
             if series_uid:
                 stmt = stmt.where(Instance.series_uid == series_uid)
             if sop_instance_uid:
                 stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
-            rows = s.scalars(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
+            rows = s.execute(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
             return [
-                InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
-                               r.instance_number, r.number_of_frames, r.rows, r.columns, r.size, r.stored_at,
-                               r.pixel_sha256.hex(), r.header_sha256.hex())
-                for r in rows
+                InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.patient_ref, modality or "", r.sop_class_uid,
+                               r.transfer_syntax, r.instance_number, r.number_of_frames, r.rows, r.columns, r.size,
+                               r.stored_at, r.pixel_sha256.hex(), r.header_sha256.hex())
+                for r, modality in rows
             ]

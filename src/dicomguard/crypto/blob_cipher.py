@@ -62,7 +62,7 @@ class BlobEncryptor:
         """Encrypt the next segment; every segment but the last must be ``segment_size`` long."""
         if not last and len(chunk) != self.segment_size:
             raise ValueError("only the last segment may be short")
-        out = self._aead.encrypt(_nonce(self._counter, last), bytes(chunk), self.header)
+        out = self._aead.encrypt(_nonce(self._counter, last), chunk, self.header)
         self._counter += 1
         return out
 

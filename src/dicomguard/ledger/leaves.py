@@ -13,12 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from dicomguard.core.events import (
+    AccessRefused,
     ConflictRefused,
     Event,
+    InstancesAccessed,
     InstanceStored,
     IntegrityViolation,
     KeysRotated,
     PatientErased,
+    QueryPerformed,
 )
 
 LEAF_FORMAT = "dicomguard-leaf/1"
@@ -39,6 +42,10 @@ def decode(data: bytes) -> dict[str, Any]:
 
 def _time(t: datetime) -> str:
     return t.isoformat(timespec="microseconds")
+
+
+def _listing_hash(uids: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
 
 
 def instance_leaf(e: InstanceStored) -> bytes:
@@ -66,14 +73,24 @@ def leaf_for(event: Event) -> tuple[str, str, bytes]:
         doc = {"event": "conflict-refused", "subject": event.sop_instance_uid, "pixel_sha256": event.pixel_sha256.hex(),
                "header_sha256": event.header_sha256.hex(), "time": _time(event.at)}
     elif isinstance(event, PatientErased):
-        listing = "\n".join(sorted(event.instance_uids)).encode()
         doc = {"event": "patient-erased", "subject": event.patient_ref, "instances": len(event.instance_uids),
-               "instances_sha256": hashlib.sha256(listing).hexdigest(), "time": _time(event.at)}
+               "instances_sha256": _listing_hash(event.instance_uids), "time": _time(event.at)}
     elif isinstance(event, KeysRotated):
         doc = {"event": "keys-rotated", "subject": event.new_kek_id, "old_kek_id": event.old_kek_id,
                "rewrapped": event.rewrapped, "time": _time(event.at)}
     elif isinstance(event, IntegrityViolation):
         doc = {"event": "integrity-violation", "subject": event.sop_instance_uid, "problem": event.kind, "time": _time(event.at)}
+    elif isinstance(event, AccessRefused):
+        doc = {"event": "access-refused", "subject": event.principal.label(), "action": event.action.value,
+               "resource": f"{event.resource_kind}:{event.resource_uid}", "time": _time(event.at)}
+    elif isinstance(event, InstancesAccessed):
+        doc = {"event": "instances-accessed", "subject": event.principal.label(), "action": event.action.value,
+               "instances": len(event.sop_instance_uids), "instances_sha256": _listing_hash(event.sop_instance_uids),
+               "time": _time(event.at)}
+    elif isinstance(event, QueryPerformed):
+        # The query keys may be identifiers (a name searched for): not even their hash is ledgered.
+        doc = {"event": "query", "subject": event.principal.label(), "level": event.level, "results": event.results,
+               "time": _time(event.at)}
     else:  # pragma: no cover - a new event type must get a leaf encoding
         raise TypeError(f"no leaf encoding for {type(event).__name__}")
     return KIND_EVENT, str(doc["subject"])[:64], encode({"kind": KIND_EVENT, **doc})

@@ -19,12 +19,17 @@ class BlobMissingError(BlobStoreError):
 class BlobStore(Protocol):
     """Write-once storage of opaque ciphertext blobs, addressed by id.
 
-    ``put`` is atomic: after it returns the whole blob is durable; after a
-    crash at any point either the whole blob or nothing is visible under the id.
+    ``put`` is atomic: after a crash at any point either the whole blob or
+    nothing is visible under the id. With ``durable=False`` the caller makes a
+    batch of blobs durable at once with :meth:`sync`, before it indexes them.
     """
 
-    def put(self, blob_id: str, chunks: Iterable[bytes]) -> int:
+    def put(self, blob_id: str, chunks: Iterable[bytes], durable: bool = True) -> int:
         """Store the blob; returns its size. Refuses to overwrite an existing id."""
+        ...
+
+    def sync(self) -> None:
+        """Make every blob written with ``durable=False`` durable."""
         ...
 
     def read(self, blob_id: str) -> bytes: ...

@@ -1,0 +1,62 @@
+"""Default-deny authorization in the core: every service checks the principal, refusals are events."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicomguard.core.access import AccessDenied, Action, Principal, PrincipalKind
+from dicomguard.core.events import AccessRefused, InstancesAccessed, QueryPerformed
+from dicomguard.errors import NotFoundError
+from tests.dicom_factory import ALICE, ct_series
+
+STORE_ONLY = Principal(PrincipalKind.DEVICE, "CT_SCANNER", attributes={"operations": ("store",)})
+VIEWER = Principal(PrincipalKind.DEVICE, "VIEWER", attributes={"operations": ("query", "retrieve")})
+RADIOLOGIST = Principal(PrincipalKind.USER, "dr.who", frozenset({"radiologist"}))
+ADMIN = Principal(PrincipalKind.USER, "root", frozenset({"admin"}))
+NOBODY = Principal(PrincipalKind.USER, "mallory")
+
+
+@pytest.fixture
+def events(archive):
+    seen: list = []
+    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
+    return seen
+
+
+def test_store_only_device_can_store_but_not_read_or_query(archive, events) -> None:
+    modality = archive.client(STORE_ONLY)
+    uid = modality.ingest(ct_series(ALICE, n=1)[0]).sop_instance_uid
+    with pytest.raises(AccessDenied):
+        modality.retrieve(uid)
+    assert modality.find_studies() == []  # filtered, not an error: nothing visible
+    refusals = [e for e in events if isinstance(e, AccessRefused)]
+    assert [(r.principal.name, r.action) for r in refusals] == [("CT_SCANNER", Action.RETRIEVE)]
+
+
+def test_read_only_device_cannot_store(archive, events) -> None:
+    with pytest.raises(AccessDenied):
+        archive.client(VIEWER).ingest(ct_series(ALICE, n=1)[0])
+    assert archive.query.instances() == []
+    assert any(isinstance(e, AccessRefused) and e.action is Action.STORE for e in events)
+
+
+def test_roles_and_default_deny(archive, events) -> None:
+    uid = archive.operator.ingest(ct_series(ALICE, n=1)[0]).sop_instance_uid
+    assert archive.client(RADIOLOGIST).retrieve(uid).data
+    assert [s.patient_id for s in archive.client(RADIOLOGIST).find_studies()] == [ALICE.patient_id]
+    for who in (ADMIN, NOBODY):
+        with pytest.raises(AccessDenied):
+            archive.client(who).retrieve(uid)
+        assert archive.client(who).find_studies() == []
+        assert archive.client(who).find_patients() == []
+        with pytest.raises(AccessDenied):
+            archive.client(who).erase_patient(ALICE.patient_id, "because")
+    accessed = [e for e in events if isinstance(e, InstancesAccessed)]
+    assert [(e.principal.name, e.sop_instance_uids) for e in accessed] == [("dr.who", (uid,))]
+    queries = [e for e in events if isinstance(e, QueryPerformed)]
+    assert {(q.principal.name, q.results) for q in queries} >= {("dr.who", 1), ("root", 0), ("mallory", 0)}
+
+
+def test_unknown_uid_is_not_found_for_everyone(archive) -> None:
+    with pytest.raises(NotFoundError):
+        archive.client(RADIOLOGIST).retrieve("1.2.3.4.5.6")
