@@ -63,7 +63,7 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
         with read_session(a.ctx.engine) as s:
             blobs_before = {r.blob_id for r in s.scalars(select(Instance))}
         n = a.rotate_keys(PASSPHRASE)
-        assert n == 3 + 2  # index, identity and ledger-signing keys, two patients
+        assert n == 5 + 2  # index, identity, ledger-signing, tls-ca, tls-server keys; two patients
         assert a.ctx.keyring.kek_id != old_id
     assert not sealed_kek_path(home, old_id).exists()
     with Archive.open(home, PASSPHRASE) as a:
@@ -82,7 +82,7 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
     for p in patients:
         with pytest.raises(UnsealError):
             old_kek.unwrap(PURPOSE_PATIENT, p.ref, p.wrapped_data_key)
-    assert {row.purpose for row in wrapped} == {PURPOSE_INDEX, "identity", "ledger-signing"}
+    assert {row.purpose for row in wrapped} == {PURPOSE_INDEX, "identity", "ledger-signing", "tls-ca", "tls-server"}
 
 
 def test_rotation_with_wrong_passphrase_changes_nothing(archive) -> None:

@@ -69,6 +69,32 @@ class KdfSettings(_Section):
     parallelism: int = Field(2, ge=1, le=64)
 
 
+class TlsSettings(_Section):
+    """TLS material. Empty: the archive's own CA (created by ``init``). Set all three to use a hospital CA."""
+
+    server_names: list[str] = []
+    """Names and addresses in the server certificate ``init`` issues (default: localhost and host name)."""
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+
+class NetworkSettings(_Section):
+    host: str = "127.0.0.1"
+    dimse_port: int = Field(11112, ge=1, le=65535)
+    https_port: int = Field(8443, ge=1, le=65535)
+    max_pdu: int = Field(0, ge=0)
+    """Maximum PDU size we receive; 0 = unlimited (fastest; PS3.8 9.3.1), bounded by the object limits."""
+    max_associations: int = Field(32, ge=1, le=1024)
+    idle_timeout_s: float = Field(60.0, gt=0)
+    rate_limit_per_minute: int = Field(6000, ge=1)
+    """Operations per device per minute (C-STORE, C-FIND, ...)."""
+    max_request_bytes: int = Field(2048 * _MiB, ge=1024)
+    """Largest STOW-RS body accepted."""
+    cors_origins: list[str] = []
+    """Browser origins (e.g. an OHIF viewer) allowed to call DICOMweb; empty: none."""
+
+
 class Settings(BaseSettings):
     """All dicomguard settings. Build with :func:`load_settings`."""
 
@@ -82,6 +108,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     ingest: IngestSettings = IngestSettings()
     kdf: KdfSettings = KdfSettings()
+    tls: TlsSettings = TlsSettings()
+    network: NetworkSettings = NetworkSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -152,6 +180,22 @@ max_sequence_depth = {LimitSettings().max_sequence_depth}
 
 [ingest]
 batch_size = {IngestSettings().batch_size}
+
+[network]
+host = "127.0.0.1"
+dimse_port = 11112
+https_port = 8443
+max_associations = 32
+idle_timeout_s = 60.0
+rate_limit_per_minute = 6000
+# Browser viewers (OHIF) allowed to call DICOMweb, e.g. ["https://viewer.example.org"]
+cors_origins = []
+
+[tls]
+# Empty: the archive's own CA made by init. A hospital CA: set all three paths.
+cert_file = ""
+key_file = ""
+client_ca_file = ""
 
 [kdf]
 # argon2id parameters for sealing the key-encryption key (RFC 9106).

@@ -6,7 +6,7 @@ import secrets
 
 import typer
 
-from dicomguard.cli import data, ledger_cmds
+from dicomguard.cli import data, device_cmds, ledger_cmds
 from dicomguard.cli.common import EXIT_USAGE, ask_passphrase, console, fail, open_archive, print_json, setup_logging
 from dicomguard.config import resolve_home
 from dicomguard.core.home import init_home
@@ -23,6 +23,7 @@ keys_app = typer.Typer(help="Key hierarchy management.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 data.register(app)
 ledger_cmds.register(app)
+device_cmds.register(app)
 
 @app.callback()
 def _main() -> None:

@@ -25,6 +25,7 @@ from dicomguard.errors import ConfigurationError, HomeExistsError
 from dicomguard.identity.users import NewUserSecrets, create_user
 from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
+from dicomguard.pki.store import default_server_names, init_pki
 
 KEYS_DIR = "keys"
 
@@ -88,6 +89,7 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
                 s.flush()
                 identity = kek.unwrap(PURPOSE_IDENTITY, "archive", s.get(WrappedKey, PURPOSE_IDENTITY).wrapped)  # type: ignore[union-attr]
                 secrets_ = create_user(s, identity, admin, "admin")
+                init_pki(s, kek, home, settings.archive.ae_title, settings.tls.server_names or default_server_names())
         finally:
             engine.dispose()
     except BaseException:

@@ -213,3 +213,41 @@ class TrustedCheckpoint(Base):
     note: Mapped[bytes] = mapped_column(LargeBinary)
     source: Mapped[str] = mapped_column(String(256))
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Device(Base):
+    """A DICOM device (modality, workstation, viewer) and the client certificate bound to its AE title."""
+
+    __tablename__ = "devices"
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    operations: Mapped[str] = mapped_column(String(128))
+    """Comma-separated actions the device may perform (interim, until policies land)."""
+    cert_serial: Mapped[str] = mapped_column(String(64))
+    cert_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    move_host: Mapped[str | None] = mapped_column(String(255))
+    """Where C-MOVE may send to this device (registered destinations only)."""
+    move_port: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApiToken(Base):
+    """A bearer token for DICOMweb, stored as SHA-256 only (the token has 256 random bits)."""
+
+    __tablename__ = "api_tokens"
+    token_sha256: Mapped[bytes] = mapped_column(HASH, primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GatewayAllow(Base):
+    """A legacy modality the plaintext gateway accepts: (AE title, source IP)."""
+
+    __tablename__ = "gateway_allow"
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
