@@ -31,6 +31,8 @@ class Action(StrEnum):
     SHARE = "share"
     AUDIT_READ = "audit-read"
     ADMINISTER = "administer"
+    CONNECT = "connect"
+    """Opening an association or session: refused connections are recorded under it."""
 
 
 class PrincipalKind(StrEnum):

@@ -27,7 +27,7 @@ from dicomguard.core.query import (
     StudyRecord,
 )
 from dicomguard.core.retrieve import RetrievedObject, retrieve
-from dicomguard.errors import ErasedError, NotFoundError
+from dicomguard.errors import DicomGuardError, ErasedError, NotFoundError
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import Instance
 
@@ -92,6 +92,50 @@ class ArchiveClient:
         objects = [retrieve(self.ctx, uid) for uid in sop_instance_uids]
         self._record_access(action, [r for r, _ in resources])
         return objects
+
+    def iter_retrieve(
+        self, sop_instance_uids: list[str], action: Action = Action.RETRIEVE
+    ) -> Iterator[tuple[str, RetrievedObject | DicomGuardError]]:
+        """Authorize all, then yield each verified object (or its error) one at a time.
+
+        Memory stays bounded by one object. One ``InstancesAccessed`` event
+        records exactly the objects delivered, even if the caller stops early.
+        """
+        records = self.authorize_instances(sop_instance_uids, action)
+        delivered: list[InstanceRecord] = []
+        try:
+            for rec in records:
+                try:
+                    obj: RetrievedObject | DicomGuardError = retrieve(self.ctx, rec.sop_instance_uid)
+                except DicomGuardError as exc:
+                    obj = exc
+                yield rec.sop_instance_uid, obj
+                if not isinstance(obj, DicomGuardError):
+                    delivered.append(rec)
+        finally:
+            self._record_access(action, delivered)
+
+    def authorize_instances(self, sop_instance_uids: list[str], action: Action = Action.RETRIEVE) -> list[InstanceRecord]:
+        """Authorize ``action`` on every instance (raises on the first refusal); returns their records."""
+        records = []
+        for uid in sop_instance_uids:
+            rec, res = self._instance_resource(uid)
+            self.authorize(action, res)
+            records.append(rec)
+        return records
+
+    def resolve_instances(
+        self, *, study_uids: list[str] = (), series_uids: list[str] = (), sop_instance_uids: list[str] = ()  # type: ignore[assignment]
+    ) -> list[str]:
+        """UIDs of the live instances named at any level (unfiltered: pass them to :meth:`iter_retrieve`)."""
+        found: list[str] = []
+        for uid in study_uids:
+            found += [r.sop_instance_uid for r in self._index.instances(study_uid=uid)]
+        for uid in series_uids:
+            found += [r.sop_instance_uid for r in self._index.instances(series_uid=uid)]
+        for uid in sop_instance_uids:
+            found += [r.sop_instance_uid for r in self._index.instances(sop_instance_uid=uid)]
+        return list(dict.fromkeys(found))
 
     def instances_of(self, *, study_uid: str | None = None, series_uid: str | None = None) -> list[InstanceRecord]:
         """Instance records of a study or series, only if the principal may read that study."""

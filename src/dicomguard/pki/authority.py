@@ -111,7 +111,8 @@ class CertificateAuthority:
             except ValueError:
                 san.append(x509.DNSName(n))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0]), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dicomguard")])
-        return self._leaf(subject, san, [ExtendedKeyUsageOID.SERVER_AUTH], days)
+        # clientAuth too: the archive is the TLS client when it sends C-MOVE sub-operations.
+        return self._leaf(subject, san, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days)
 
     def issue_device(self, ae_title: str, name: str, days: int = _DEVICE_DAYS) -> Issued:
         """A client certificate bound to one AE title (CN and SAN URI)."""

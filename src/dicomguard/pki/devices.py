@@ -53,7 +53,12 @@ class DeviceInfo:
 
 def _info(d: Device) -> DeviceInfo:
     dest = f"{d.move_host}:{d.move_port}" if d.move_host and d.move_port else None
-    return DeviceInfo(d.ae_title, d.name, tuple(filter(None, d.operations.split(","))), d.cert_sha256, d.not_after, d.revoked_at is not None, dest)
+    return DeviceInfo(d.ae_title, d.name, tuple(filter(None, d.operations.split(","))), d.cert_sha256, as_utc(d.not_after), d.revoked_at is not None, dest)
+
+
+def as_utc(t: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; all stored times are UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def check_ae_title(ae: str) -> str:
@@ -134,7 +139,7 @@ class DeviceRegistry:
             raise PeerRefused(f"certificate of {d.ae_title} is revoked")
         if d.ae_title != calling_ae.strip() or ae_title_of(cert) != d.ae_title:
             raise PeerRefused(f"calling AE title does not match the certificate (bound to {d.ae_title})")
-        if d.not_after < datetime.now(UTC):
+        if as_utc(d.not_after) < datetime.now(UTC):
             raise PeerRefused("certificate has expired")
         return _info(d)
 

@@ -1,0 +1,172 @@
+"""C-FIND SCP (PS3.4 C.4.1): Patient Root and Study Root, PATIENT/STUDY/SERIES/IMAGE levels.
+
+Matching (PS3.4 C.2.2.2) is done by the core over the encrypted index and
+results are filtered by the authorizer, so a query never reveals a study the
+device may not read. Requested return keys are filled from the index; keys the
+index does not hold, and sequence keys, are returned empty (PS3.4 C.2.2.1.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from dicomguard.core.access import AccessDenied
+from dicomguard.core.client import ArchiveClient
+from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, StudyRecord
+from dicomguard.core.matching import match_uid_list, match_value
+from dicomguard.dimse import status
+from dicomguard.dimse.session import GateRefused, Sessions
+
+log = logging.getLogger(__name__)
+Response = tuple[int, Dataset | None]
+
+
+def _value(identifier: Dataset, keyword: str) -> str | None:
+    if keyword not in identifier:
+        return None
+    v = identifier[keyword].value
+    if v is None or v == "":
+        return None
+    if isinstance(v, MultiValue | list | tuple):
+        return "\\".join(str(x) for x in v)
+    return str(v)
+
+
+def _patient_filter(q: Dataset) -> PatientFilter:
+    return PatientFilter(patient_id=_value(q, "PatientID"), name=_value(q, "PatientName"), birth_date=_value(q, "PatientBirthDate"))
+
+
+def _study_filter(q: Dataset) -> StudyFilter:
+    return StudyFilter(
+        patient=_patient_filter(q),
+        study_uid=_value(q, "StudyInstanceUID"),
+        accession_number=_value(q, "AccessionNumber"),
+        study_date=_value(q, "StudyDate"),
+        modality=_value(q, "ModalitiesInStudy"),
+        description=_value(q, "StudyDescription"),
+    )
+
+
+_PATIENT_KEYS: dict[str, Callable[[Any], object]] = {
+    "PatientID": lambda r: r.patient_id,
+    "PatientName": lambda r: r.name,
+    "PatientBirthDate": lambda r: r.birth_date,
+    "PatientSex": lambda r: r.sex,
+    "IssuerOfPatientID": lambda r: r.issuer,
+    "NumberOfPatientRelatedStudies": lambda r: r.studies,
+    "NumberOfPatientRelatedInstances": lambda r: r.instances,
+}
+_STUDY_KEYS: dict[str, Callable[[Any], object]] = {
+    "StudyInstanceUID": lambda r: r.uid,
+    "PatientID": lambda r: r.patient_id,
+    "PatientName": lambda r: r.patient_name,
+    "StudyDate": lambda r: r.date,
+    "StudyTime": lambda r: r.time,
+    "AccessionNumber": lambda r: r.accession_number,
+    "StudyID": lambda r: r.study_id,
+    "StudyDescription": lambda r: r.description,
+    "ReferringPhysicianName": lambda r: r.referring_physician,
+    "ModalitiesInStudy": lambda r: r.modalities,
+    "NumberOfStudyRelatedSeries": lambda r: r.series,
+    "NumberOfStudyRelatedInstances": lambda r: r.instances,
+}
+_SERIES_KEYS: dict[str, Callable[[Any], object]] = {
+    "SeriesInstanceUID": lambda r: r.uid,
+    "StudyInstanceUID": lambda r: r.study_uid,
+    "Modality": lambda r: r.modality,
+    "SeriesNumber": lambda r: r.number,
+    "SeriesDescription": lambda r: r.description,
+    "SeriesDate": lambda r: r.date,
+    "NumberOfSeriesRelatedInstances": lambda r: r.instances,
+}
+_IMAGE_KEYS: dict[str, Callable[[Any], object]] = {
+    "SOPInstanceUID": lambda r: r.sop_instance_uid,
+    "SOPClassUID": lambda r: r.sop_class_uid,
+    "SeriesInstanceUID": lambda r: r.series_uid,
+    "StudyInstanceUID": lambda r: r.study_uid,
+    "InstanceNumber": lambda r: r.number,
+    "NumberOfFrames": lambda r: r.frames,
+    "Rows": lambda r: r.rows,
+    "Columns": lambda r: r.columns,
+}
+
+
+def _response(q: Dataset, level: str, record: object, keys: dict[str, Callable[[Any], object]], ae_title: str) -> Dataset:
+    out = Dataset()
+    out.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: any name can be returned (PS3.5 6.1.2.5.3)
+    out.QueryRetrieveLevel = level
+    for elem in q:
+        kw = elem.keyword
+        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        if elem.VR == "SQ":
+            setattr(out, kw, [])  # sequence matching is not supported: returned empty
+            continue
+        getter = keys.get(kw)
+        value = getter(record) if getter else None
+        setattr(out, kw, "" if value is None else value)
+    out.RetrieveAETitle = ae_title
+    return out
+
+
+def _series_matches(q: Dataset, s: SeriesRecord) -> bool:
+    return (
+        match_uid_list(_value(q, "SeriesInstanceUID"), s.uid)
+        and match_value(_value(q, "SeriesDescription"), s.description)
+        and (_value(q, "SeriesNumber") is None or str(s.number) == _value(q, "SeriesNumber"))
+    )
+
+
+def _find(client: ArchiveClient, q: Dataset, level: str) -> Iterator[tuple[object, dict[str, Callable[[Any], object]]]]:
+    if level == "PATIENT":
+        for p in client.find_patients(_patient_filter(q)):
+            yield p, _PATIENT_KEYS
+        return
+    studies: list[StudyRecord] = client.find_studies(_study_filter(q))
+    if level == "STUDY":
+        for st in studies:
+            yield st, _STUDY_KEYS
+        return
+    by_uid = {st.uid: st for st in studies}
+    series: list[SeriesRecord] = [
+        se for st in studies for se in client.find_series(study_uid=st.uid, modality=_value(q, "Modality")) if _series_matches(q, se)
+    ]
+    if level == "SERIES":
+        for se in series:
+            yield se, {**_SERIES_KEYS, **{k: (lambda r, k=k: _STUDY_KEYS[k](by_uid[r.study_uid])) for k in _STUDY_KEYS if k not in _SERIES_KEYS}}
+        return
+    wanted = _value(q, "SOPInstanceUID")
+    for se in series:
+        for inst in client.find_instances(series_uid=se.uid):
+            if match_uid_list(wanted, inst.sop_instance_uid) and match_uid_list(_value(q, "SOPClassUID"), inst.sop_class_uid):
+                yield inst, _IMAGE_KEYS
+
+
+def handle_find(event, sessions: Sessions, ae_title: str) -> Iterator[Response]:  # type: ignore[no-untyped-def]
+    try:
+        session = sessions.gate(event.assoc)
+    except GateRefused as exc:
+        log.warning("C-FIND refused: %s", exc)
+        yield status.REFUSED_NOT_AUTHORIZED, None
+        return
+    q: Dataset = event.identifier
+    level = str(q.get("QueryRetrieveLevel", "")).upper()
+    if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+        yield status.FIND_IDENTIFIER_MISMATCH, None
+        return
+    try:
+        for record, keys in _find(session.client, q, level):
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, _response(q, level, record, keys, ae_title)
+    except AccessDenied:
+        yield status.REFUSED_NOT_AUTHORIZED, None
+        return
+    yield status.SUCCESS, None
+
