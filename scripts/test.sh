@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null
+  # Real peers for the tests: PostgreSQL client (pg_dump), dcmtk, stunnel (TLS for dcmtk tools
+  # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line.
+  apt-get install -y -qq --no-install-recommends \
+    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl >/dev/null
 fi
 
 # The PostgreSQL tests need the server up; on the project's machines it is installed and

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.index.models import LedgerHead, LedgerLeaf, LedgerNode
@@ -36,8 +36,12 @@ class LedgerStore:
         found: dict[merkle.NodeId, bytes] = {}
         for i in range(0, len(wanted), _CHUNK):
             chunk = wanted[i : i + _CHUNK]
+            # One OR of primary-key equalities: both SQLite and PostgreSQL answer it from the
+            # primary key index (a row-value IN list makes SQLite scan the table).
             rows = self.s.execute(
-                select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(tuple_(LedgerNode.level, LedgerNode.idx).in_(chunk))
+                select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(
+                    or_(*(and_(LedgerNode.level == lvl, LedgerNode.idx == idx) for lvl, idx in chunk))
+                )
             )
             found.update({(lvl, idx): h for lvl, idx, h in rows})
         return found

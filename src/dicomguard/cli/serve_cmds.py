@@ -1,0 +1,64 @@
+"""``dicomguard serve``: DIMSE over mutual TLS and DICOMweb over HTTPS, together, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import typer
+
+from dicomguard.cli.common import console, fail, open_archive
+
+log = logging.getLogger(__name__)
+CHECKPOINT_INTERVAL_S = 60.0
+
+
+def serve(
+    dimse_port: int = typer.Option(None, "--dimse-port", help="DIMSE (TLS) port; default from config (11112)."),
+    https_port: int = typer.Option(None, "--https-port", help="DICOMweb (HTTPS) port; default from config (8443)."),
+    host: str = typer.Option(None, "--host", help="Address to bind; default from config (127.0.0.1)."),
+) -> None:
+    """Run the archive's network services. Stops gracefully on SIGTERM or Ctrl-C."""
+    from dicomguard.dimse.server import DimseService
+    from dicomguard.web.server import serve_https
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with open_archive() as archive:
+        net = archive.settings.network
+        host = host or net.host
+        dimse = DimseService(archive, host, dimse_port if dimse_port is not None else net.dimse_port)
+        try:
+            dimse.start()
+        except OSError as exc:
+            fail(f"cannot listen for DIMSE on {host}:{dimse.port}: {exc.strerror}")
+        ready = threading.Event()
+        web_stop = threading.Event()
+        web = threading.Thread(
+            target=serve_https, args=(archive, host, https_port if https_port is not None else net.https_port),
+            kwargs={"ready": ready, "stop": web_stop}, name="https", daemon=True,
+        )
+        web.start()
+        if not ready.wait(30) or not web.is_alive():
+            dimse.stop(grace_s=1)
+            fail("the HTTPS listener did not start (port in use?)")
+        ae = archive.settings.archive.ae_title
+        console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
+        print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
+        while not stop.wait(CHECKPOINT_INTERVAL_S):
+            try:
+                archive.ledger.latest_checkpoint()  # sign a checkpoint on a timer (issue 3, point 3)
+            except Exception:  # keep serving; the next tick retries
+                log.exception("periodic checkpoint failed")
+        console.print("stopping: refusing new associations, finishing in-flight operations ...")
+        dimse.stop(grace_s=10)
+        web_stop.set()
+        web.join(timeout=15)
+        archive.ledger.latest_checkpoint()
+        console.print("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
