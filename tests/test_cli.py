@@ -133,3 +133,15 @@ def test_passphrase_from_file_must_be_private(fresh_home: Path, tmp_path: Path, 
 def test_commands_without_a_home_are_configuration_errors(fresh_home: Path) -> None:
     r = run("ls")
     assert r.exit_code == 2 and "dicomguard init" in r.output
+
+
+def test_keys_rotate_can_change_the_passphrase(fresh_home: Path, files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("init", "--admin", "alice").exit_code == 0
+    assert run("import", str(files)).exit_code == 0
+    assert run("keys", "rotate", "--change-passphrase").exit_code == 2  # needs DICOMGUARD_NEW_PASSPHRASE
+    monkeypatch.setenv("DICOMGUARD_NEW_PASSPHRASE", "a brand new long passphrase")
+    r = run("keys", "rotate", "--change-passphrase")
+    assert r.exit_code == 0, r.output
+    assert run("ls").exit_code == 2  # the old passphrase no longer opens the archive
+    monkeypatch.setenv("DICOMGUARD_PASSPHRASE", "a brand new long passphrase")
+    assert len(json.loads(run("ls", "instances", "--json").stdout)) == 4

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from dicomguard.index.db import make_engine, migrate, read_session, write_session
 from dicomguard.index.models import LedgerCheckpoint, LedgerLeaf
+from dicomguard.errors import RejectedObject
 from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import CheckpointError
 from dicomguard.ledger.leaves import decode
@@ -57,7 +58,7 @@ def test_security_events_are_ledgered_too(archive) -> None:
     archive.operator.ingest(data)
     ds = dataset_of(data)
     ds.PatientSex = "M"
-    with pytest.raises(Exception):
+    with pytest.raises(RejectedObject):
         archive.operator.ingest(to_bytes(ds))  # write-once conflict
     archive.operator.erase_patient(ALICE.patient_id, "request")
     archive.rotate_keys(PASSPHRASE)

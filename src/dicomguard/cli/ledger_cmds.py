@@ -122,7 +122,7 @@ def check_proof_cmd(
     except (OSError, DicomGuardError) as exc:
         if as_json:
             print_json({"ok": False, "error": str(exc)})
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from None
         fail(f"proof does not verify: {exc}", EXIT_FAILED)
     if as_json:
         print_json({"ok": True, "leaf": proven.leaf, "leaf_index": proven.index, "tree_size": proven.checkpoint.size})

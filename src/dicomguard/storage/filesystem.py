@@ -107,7 +107,7 @@ class FilesystemBlobStore:
     def iter_ids(self) -> Iterator[str]:
         if not self.root.exists():
             return
-        for dirpath, _dirs, files in os.walk(self.root):
+        for _dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if _ID.match(name):
                     yield name
