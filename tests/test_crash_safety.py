@@ -68,7 +68,7 @@ def test_sigkill_mid_import_loses_nothing_acknowledged(home, tmp_path, monkeypat
     with Archive.open(home, PASSPHRASE) as a:  # opens, recovers interrupted ingests
         with read_session(a.ctx.engine) as s:
             indexed = list(s.scalars(select(Instance)))
-            journal = s.scalar(select(func.count()).select_from(IngestJournal))
+            journal = sum(1 for b in s.scalars(select(IngestJournal.blob_id)) if a.ctx.store.exists(b))
         uids = {r.sop_instance_uid for r in indexed}
         assert set(acknowledged) <= uids, "an acknowledged object was lost"
         for row in indexed:  # every indexed object decrypts and verifies

@@ -89,7 +89,7 @@ def test_stored_tree_matches_rfc9162_for_any_batching(tmp_path_factory, batches)
     for b in batches:
         entries = [("event", str(n + i), f"leaf {n + i}".encode()) for i in range(b)]
         with write_session(engine) as s:
-            size, root = LedgerStore(s).append(entries, datetime.now(UTC))
+            size, root, _ = LedgerStore(s).append(entries, datetime.now(UTC))
         for _, _, d in entries:
             tree.append(d)
         n += b

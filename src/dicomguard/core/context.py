@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -16,6 +20,36 @@ from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.storage.base import BlobStore
 
 
+class BlobIdPool:
+    """Blob ids journalled ahead of use, so that a single-object ingest costs no extra commit.
+
+    Ids are recorded in ``ingest_journal`` (with this process as owner) in
+    chunks; an id leaves the journal in the index transaction that uses it.
+    Ids still journalled when the process dies are cleaned up by recovery.
+    """
+
+    CHUNK = 64
+
+    def __init__(self, engine: Engine, owner: str) -> None:
+        self._engine = engine
+        self._owner = owner
+        self._ids: deque[str] = deque()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[str]:
+        from dicomguard.index.db import write_session
+        from dicomguard.index.models import IngestJournal
+
+        with self._lock:
+            if len(self._ids) < n:
+                fresh = [secrets.token_hex(16) for _ in range(max(n - len(self._ids), self.CHUNK))]
+                now = datetime.now(UTC)
+                with write_session(self._engine) as s:
+                    s.add_all(IngestJournal(blob_id=b, owner=self._owner, created_at=now) for b in fresh)
+                self._ids.extend(fresh)
+            return [self._ids.popleft() for _ in range(n)]
+
+
 @dataclass
 class ArchiveContext:
     home: Path
@@ -27,3 +61,11 @@ class ArchiveContext:
     patients: PatientDirectory
     bus: EventBus
     authorizer: Authorizer
+    known_series: set[str] = field(default_factory=set, repr=False)
+    """Series already indexed by this process (skips a no-op insert per object)."""
+    _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
+
+    def blob_id_pool(self, owner: str) -> BlobIdPool:
+        if self._blob_ids is None:
+            self._blob_ids = BlobIdPool(self.engine, owner)
+        return self._blob_ids

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from dicomguard.config import CONFIG_FILE, database_url, default_config_toml, load_settings
+from dicomguard.config import CONFIG_FILE, database_url, default_config_toml, load_settings, storage_path
 from dicomguard.core.keyring import PURPOSE_IDENTITY, Keyring
 from dicomguard.crypto.aead import derive_key  # noqa: F401  (re-exported for tests of the hierarchy)
 from dicomguard.crypto.kek import Kek, KdfParams, check_passphrase_strength
@@ -26,6 +26,7 @@ from dicomguard.identity.users import NewUserSecrets, create_user
 from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
 from dicomguard.pki.store import default_server_names, init_pki
+from dicomguard.storage.filesystem import FilesystemBlobStore
 
 KEYS_DIR = "keys"
 
@@ -76,7 +77,7 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
         (home / CONFIG_FILE).write_text(default_config_toml(database), encoding="utf-8")
         settings = load_settings(home)
         (home / KEYS_DIR).mkdir(mode=0o700)
-        (home / settings.storage.path).mkdir(mode=0o700, exist_ok=True)
+        FilesystemBlobStore(storage_path(settings, home)).create_layout()
         engine = make_engine(database_url(settings, home))
         try:
             if inspect(engine).has_table("archive_meta"):

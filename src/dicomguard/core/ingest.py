@@ -128,7 +128,7 @@ class IngestPipeline:
             yield from self._ingest_batch(batch)
 
     def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
-        blob_ids = self._reserve_blob_ids(len(batch))
+        blob_ids = self.ctx.blob_id_pool(_OWNER).take(len(batch))
         outcomes: dict[int, IngestOutcome] = {}
         prepared: list[tuple[int, _Prepared]] = []
         try:
@@ -144,7 +144,8 @@ class IngestPipeline:
                     else:
                         prepared.append((i, step))
             if prepared:
-                self.ctx.store.sync()  # all blobs of the batch durable before any is indexed
+                # all blobs of the batch durable before any is indexed
+                self.ctx.store.sync([p.blob_id for _, p in prepared])
             committed = self._index(prepared, blob_ids)
         except BaseException:
             # Nothing of this batch became visible: remove its blobs and journal entries.
@@ -196,7 +197,7 @@ class IngestPipeline:
                 if prior is not None:
                     outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
                     continue
-                if a.series.uid not in parents:
+                if a.series.uid not in parents and a.series.uid not in self.ctx.known_series:
                     self._index_study_and_series(s, p, RowSealer(p.data_key), now)
                     parents.add(a.series.uid)
                 rows.append(_instance_row(p, now))
@@ -217,6 +218,9 @@ class IngestPipeline:
             s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
         for blob_id in unused:
             self.ctx.store.delete(blob_id)
+        if len(self.ctx.known_series) > 100_000:
+            self.ctx.known_series.clear()
+        self.ctx.known_series.update(parents)
         return outcomes
 
     # -- steps ------------------------------------------------------------------------
@@ -269,13 +273,6 @@ class IngestPipeline:
         s.flush()
         self.ctx.bus.publish(s, ConflictRefused(uid, new.pixel_sha256, new.header_sha256, self.source, now))
         log.warning("write-once conflict refused for %s from %s", uid, self.source)
-
-    def _reserve_blob_ids(self, n: int) -> list[str]:
-        ids = [secrets.token_hex(16) for _ in range(n)]
-        now = datetime.now(UTC)
-        with write_session(self.ctx.engine) as s:
-            s.add_all(IngestJournal(blob_id=b, owner=_OWNER, created_at=now) for b in ids)
-        return ids
 
     def _discard(self, blob_ids: list[str]) -> None:
         for blob_id in blob_ids:

@@ -39,11 +39,15 @@ class _Bucket:
         return False
 
 
+_RECHECK_S = 1.0
+
+
 @dataclass
 class Session:
     device: DeviceInfo
     address: str
     client: ArchiveClient
+    checked_at: float = 0.0
 
 
 class Sessions:
@@ -72,8 +76,13 @@ class Sessions:
         session = self.get(assoc)
         if session is None:
             raise GateRefused("no verified device on this association")
-        if not self.registry.still_valid(session.device.ae_title, session.device.cert_sha256):
-            raise GateRefused(f"device {session.device.ae_title} was revoked")
+        now = time.monotonic()
+        if now - session.checked_at > _RECHECK_S:
+            # Re-read revocation at most once a second per association; the sweep in
+            # the server aborts associations of revoked devices within seconds anyway.
+            if not self.registry.still_valid(session.device.ae_title, session.device.cert_sha256):
+                raise GateRefused(f"device {session.device.ae_title} was revoked")
+            session.checked_at = now
         rate = float(self.archive.settings.network.rate_limit_per_minute)
         with self._lock:
             bucket = self._buckets.setdefault(session.device.ae_title, _Bucket(rate, rate))

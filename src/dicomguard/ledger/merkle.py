@@ -261,6 +261,10 @@ class TreeAppender:
     def size(self) -> int:
         return self._size
 
+    def frontier_hashes(self) -> list[bytes]:
+        """The current right-edge subtree hashes, in :func:`frontier_nodes` order."""
+        return list(self._frontier)
+
     def root(self) -> bytes:
         """The root of the tree appended so far, from the in-memory frontier."""
         return _fold(self._frontier) if self._frontier else EMPTY_ROOT

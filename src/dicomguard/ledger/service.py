@@ -26,7 +26,7 @@ from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointSigner, CheckpointVerifier
 from dicomguard.ledger.leaves import leaf_for
 from dicomguard.ledger.proofs import BUNDLE_FORMAT
-from dicomguard.ledger.store import LedgerStore
+from dicomguard.ledger.store import Frontier, LedgerStore
 
 _PENDING = "dicomguard.ledger.pending"
 
@@ -40,6 +40,7 @@ class Ledger:
         self.engine = engine
         self.signer = signer
         self.verifier: CheckpointVerifier = signer.verifier()
+        self._frontier: Frontier | None = None
 
     @classmethod
     def for_archive(cls, ctx: ArchiveContext) -> Ledger:
@@ -65,8 +66,11 @@ class Ledger:
         entries = session.info.pop(_PENDING, [])
         if entries:
             now = datetime.now(UTC)
-            size, root = LedgerStore(session).append(entries, now)
+            size, root, frontier = LedgerStore(session).append(entries, now, self._frontier)
             self._record_checkpoint(session, size, root, now)
+            # Only valid once this transaction commits; a rollback leaves a stale size,
+            # which the size check under the lock then ignores.
+            self._frontier = frontier
 
     def _record_checkpoint(self, session: Session, size: int, root: bytes, now: datetime) -> bytes:
         note = self.signer.sign(Checkpoint(self.origin, size, root))

@@ -9,6 +9,7 @@ one indexed query and at most about 2*log2(n) rows (RFC 9162 2.1.3, 2.1.4).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -18,6 +19,22 @@ from dicomguard.index.models import LedgerHead, LedgerLeaf, LedgerNode
 from dicomguard.ledger import merkle
 
 _CHUNK = 500  # rows per IN (...) query
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """The right edge of a tree of ``size`` leaves: all an appender needs (RFC 9162 2.1.1)."""
+
+    size: int
+    nodes: dict[merkle.NodeId, bytes]
+
+    @classmethod
+    def of(cls, appender: merkle.TreeAppender) -> Frontier:
+        ids = merkle.frontier_nodes(appender.size)
+        return cls(appender.size, dict(zip(ids, appender.frontier_hashes(), strict=True)))
+
+    def reader(self) -> merkle.NodeReader:
+        return lambda level, index: self.nodes[(level, index)]
 
 
 class LedgerStore:
@@ -57,10 +74,20 @@ class LedgerStore:
 
         return get
 
-    def append(self, entries: list[tuple[str, str, bytes]], now: datetime) -> tuple[int, bytes]:
-        """Append (kind, subject, leaf bytes) entries; returns the new size and root."""
+    def append(
+        self, entries: list[tuple[str, str, bytes]], now: datetime, frontier: Frontier | None = None
+    ) -> tuple[int, bytes, Frontier]:
+        """Append (kind, subject, leaf bytes) entries; returns the new size, root and frontier.
+
+        ``frontier`` is the caller's cached right edge; it is used only if it
+        is for exactly the size found under the lock, else the edge is read.
+        """
         size = self.size(lock=True)
-        appender = merkle.TreeAppender(size, self._reader(merkle.frontier_nodes(size)) if size else None)
+        if frontier is not None and frontier.size == size:
+            reader: merkle.NodeReader | None = frontier.reader()
+        else:
+            reader = self._reader(merkle.frontier_nodes(size)) if size else None
+        appender = merkle.TreeAppender(size, reader)
         new_nodes = appender.append(merkle.leaf_hash(data) for _, _, data in entries)
         self.s.execute(
             insert(LedgerLeaf),
@@ -68,7 +95,7 @@ class LedgerStore:
         )
         self.s.execute(insert(LedgerNode), [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
         self.s.execute(update(LedgerHead).where(LedgerHead.id == 1).values(size=appender.size))
-        return appender.size, appender.root()
+        return appender.size, appender.root(), Frontier.of(appender)
 
     def root(self, size: int) -> bytes:
         return merkle.root(size, self._reader(merkle.frontier_nodes(size)))

@@ -28,8 +28,8 @@ class BlobStore(Protocol):
         """Store the blob; returns its size. Refuses to overwrite an existing id."""
         ...
 
-    def sync(self) -> None:
-        """Make every blob written with ``durable=False`` durable."""
+    def sync(self, blob_ids: list[str]) -> None:
+        """Make these blobs (written with ``durable=False``) durable."""
         ...
 
     def read(self, blob_id: str) -> bytes: ...

@@ -21,6 +21,7 @@ from dicomguard.storage.base import BlobMissingError, BlobStoreError
 
 _ID = re.compile(r"^[0-9a-f]{32,64}$")
 _TMP_PREFIX = ".tmp-"
+_SYNCFS_FROM = 4  # more blobs than this per batch: one syncfs is cheaper than many fsyncs
 
 
 class FilesystemBlobStore:
@@ -34,6 +35,12 @@ class FilesystemBlobStore:
         if not _ID.match(blob_id):
             raise BlobStoreError("invalid blob id")  # never let an id become a path traversal
         return self.root / blob_id[:2] / blob_id
+
+    def create_layout(self) -> None:
+        """Create the 256 fan-out folders up front (``init``), so that no ingest pays for a mkdir."""
+        for i in range(256):
+            (self.root / f"{i:02x}").mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fsync_dir(self.root)
 
     def _folder(self, folder: Path) -> None:
         if folder not in self._folders:
@@ -75,8 +82,22 @@ class FilesystemBlobStore:
             _fsync_dir(folder)
         return size
 
-    def sync(self) -> None:
-        _syncfs(self.root)
+    def sync(self, blob_ids: list[str]) -> None:
+        """A few blobs: fsync each file and its folder; a batch: one syncfs(2) of the file system."""
+        if len(blob_ids) > _SYNCFS_FROM:
+            _syncfs(self.root)
+            return
+        folders = set()
+        for blob_id in blob_ids:
+            path = self._path(blob_id)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            folders.add(path.parent)
+        for folder in folders:
+            _fsync_dir(folder)
 
     def read(self, blob_id: str) -> bytes:
         try:
