@@ -10,6 +10,7 @@ so it costs microseconds per element and no copies.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ _SEQ_END = 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
 # Pixel Data and its float variants (PS3.3 C.7.6.3, C.7.6.24).
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_UID_CHARS = re.compile(r"[0-9.]+")
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ def _file_meta(buf: memoryview, limits: LimitSettings) -> tuple[str, int]:
             ts = bytes(buf[start + 8 : pos]).rstrip(b"\x00 ").decode("ascii", "replace")
     if not ts:
         raise _reject(RejectReason.MALFORMED, "file meta information has no Transfer Syntax UID")
+    if len(ts) > 64 or not _UID_CHARS.fullmatch(ts):
+        raise _reject(RejectReason.MALFORMED, "Transfer Syntax UID is not a UID")
     return ts, pos
 
 

@@ -1,0 +1,160 @@
+"""Wiring and lifecycle of a running gateway: start, serve, shut down gracefully.
+
+Shutdown on SIGTERM/SIGINT, in this order: stop accepting associations; let
+associations in progress finish their stores (up to ``shutdown_grace_s``, then
+abort them - an aborted C-STORE was never acknowledged, so the modality resends
+it); stop the forwarder after its C-STORE in flight; release the upstream
+association; write the final status. Everything acknowledged is in the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import ssl
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from cryptography import x509
+
+from dicomguard.core.archive import Archive
+from dicomguard.core.keyring import PURPOSE_INDEX
+from dicomguard.gateway.allowlist import AllowList
+from dicomguard.gateway.config import QUEUE_DIR, GatewayConfig, GatewayError, GatewayFailed
+from dicomguard.gateway.forwarder import Forwarder
+from dicomguard.gateway.listener import Listener, QueueSink, StoreSink
+from dicomguard.gateway.passthrough import PassThroughSink
+from dicomguard.gateway.queue import DurableQueue, QueueLock, queue_key
+from dicomguard.gateway.status import GatewayStats, write_status
+from dicomguard.gateway.upstream import pynetdicom_settings
+from dicomguard.pki.authority import ae_title_of
+from dicomguard.pki.tls import client_context
+
+log = logging.getLogger(__name__)
+
+SPOOL_SUBDIR = "dicomguard-gateway-spool"
+STATUS_INTERVAL_S = 1.0
+
+
+def queue_folder(home: Path) -> Path:
+    return home / QUEUE_DIR
+
+
+def spool_folder(config: GatewayConfig, home: Path) -> Path:
+    """The spool of this home: purged at start, so never shared with another gateway's."""
+    if config.spool_dir is None:
+        return queue_folder(home) / SPOOL_SUBDIR
+    return config.spool_dir / f"{SPOOL_SUBDIR}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+
+
+def load_client_tls(config: GatewayConfig) -> ssl.SSLContext:
+    """The mutual-TLS client context (PS3.15 B.1) from the operator's certificate, key and upstream CA."""
+    try:
+        mode = config.key_file.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise GatewayError(f"{config.key_file} is accessible by other users; chmod 600 it")
+        cert_pem = config.cert_file.read_bytes()
+        key_pem = config.key_file.read_bytes()
+        ca_pem = config.ca_file.read_bytes()
+    except OSError as exc:
+        raise GatewayError(f"cannot read TLS files: {exc.strerror} ({exc.filename})") from exc
+    try:
+        bound = ae_title_of(x509.load_pem_x509_certificate(cert_pem))
+        ctx = client_context(ca_pem, cert_pem, key_pem, check_hostname=True)
+    except (ValueError, ssl.SSLError) as exc:
+        raise GatewayError(f"unusable TLS material: {exc}") from exc
+    if bound != config.ae_title:
+        log.warning("the client certificate names %r, the gateway calls as %r: a dicomguard upstream will refuse it", bound, config.ae_title)
+    return ctx
+
+
+def run_gateway(
+    archive: Archive, config: GatewayConfig, stop: threading.Event | None = None, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Run until ``stop`` is set or SIGTERM/SIGINT arrives (signals only when called from the main thread).
+
+    ``on_ready`` receives a one-line description once the listener is bound.
+    """
+    stop = stop or threading.Event()
+    folder = queue_folder(archive.home)
+    with QueueLock(folder), pynetdicom_settings():
+        _serve(archive, config, folder, stop, on_ready)
+
+
+def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threading.Event, on_ready: Callable[[str], None] | None) -> None:
+    tls = load_client_tls(config)
+    mode = "pass-through" if config.pass_through else "store-and-forward"
+    stats = GatewayStats(
+        mode=mode, ae_title=config.ae_title, listen=f"{config.listen[0]}:{config.listen[1]}",
+        upstream=f"{config.upstream[0]}:{config.upstream[1]}", upstream_ae=config.upstream_ae,
+    )
+    forwarder: Forwarder | None = None
+    passthrough: PassThroughSink | None = None
+    sink: StoreSink
+    if config.pass_through:
+        sink = passthrough = PassThroughSink(config, tls, stats)
+    else:
+        queue = DurableQueue(folder, queue_key(archive.ctx.keyring.archive_key(PURPOSE_INDEX)), config.max_queue_bytes)
+        sink = QueueSink(queue, stats)
+        forwarder = Forwarder(queue, config, tls, stats)
+    spool = None if config.spool == "memory" else spool_folder(config, archive.home)
+    listener = Listener(config, AllowList(archive.ctx.engine), sink, stats, spool)
+    try:
+        listener.start()
+    except OSError as exc:
+        listener.close()
+        raise GatewayError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from exc
+    restore = _install_signal_handlers(stop)
+    crashed = False
+    try:
+        if forwarder is not None:
+            forwarder.start()
+        stats.set(state="idle")
+        write_status(folder, stats)
+        host, port = listener.address
+        if on_ready is not None:
+            on_ready(f"gateway {config.ae_title} ({mode}) listening on {host}:{port} (plaintext), forwarding to {stats.snapshot()['upstream']} over mutual TLS")
+        while not stop.wait(STATUS_INTERVAL_S):
+            write_status(folder, stats)
+            if forwarder is not None and not forwarder.is_alive():
+                crashed = True  # accepting objects nobody forwards helps no one: stop, let the supervisor restart us
+                break
+    finally:
+        listener.stop_accepting()
+        stats.set(state="stopping")
+        write_status(folder, stats)
+        if not listener.wait_idle(config.shutdown_grace_s):
+            log.warning("aborting associations still open after %.0f s", config.shutdown_grace_s)
+        listener.close()
+        if forwarder is not None:
+            forwarder.stop()
+            forwarder.join(timeout=config.upstream_timeout_s + 5)
+        if passthrough is not None:
+            passthrough.close()
+        stats.set(state="failed" if crashed else "stopped", next_retry_at=None)
+        write_status(folder, stats)
+        restore()
+    if crashed:
+        raise GatewayFailed("the forwarder stopped unexpectedly; the queue is intact, restart the gateway")
+
+
+def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
+
