@@ -1,0 +1,64 @@
+"""Token commands: issue and revoke DICOMweb bearer tokens.
+
+``token create`` prints only the token on stdout (messages go to stderr) so a
+script can capture it: ``TOKEN=$(dicomguard token create --user dr.who)``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive
+from dicomguard.errors import NotFoundError
+from dicomguard.identity.tokens import (
+    create_token,
+    parse_ttl,
+    revoke_token,
+    revoke_user_tokens,
+)
+
+token_app = typer.Typer(help="Bearer tokens for DICOMweb (HTTPS).", no_args_is_help=True)
+
+
+@token_app.command("create")
+def create(
+    user: str = typer.Option(..., "--user", help="The account the token speaks for."),
+    ttl: str = typer.Option("15m", "--ttl", help="Lifetime: 15m, 8h, 1d ... (at most 30d)."),
+) -> None:
+    """Issue a token for an enabled user; prints the token (shown once, stored only as SHA-256)."""
+    try:
+        lifetime = parse_ttl(ttl)
+    except ValueError as exc:
+        fail(str(exc))
+    with open_archive() as archive:
+        try:
+            token = create_token(archive.ctx.engine, user, lifetime)
+        except NotFoundError as exc:
+            fail(str(exc), EXIT_FAILED)
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    console.print(f"token for {user} valid for {ttl}")
+
+
+@token_app.command("revoke")
+def revoke(
+    user: str = typer.Option(None, "--user", help="Revoke every live token of this user."),
+) -> None:
+    """Revoke a token read from stdin (keeps it out of process lists), or all tokens of --user."""
+    with open_archive() as archive:
+        if user:
+            n = revoke_user_tokens(archive.ctx.engine, user)
+            console.print(f"{n} tokens of {user} revoked")
+            return
+        token = sys.stdin.readline().strip()
+        if not token:
+            fail("give --user, or the token on stdin")
+        if not revoke_token(archive.ctx.engine, token):
+            fail("no such live token", EXIT_FAILED)
+    console.print("token revoked")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")

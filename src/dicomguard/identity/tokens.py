@@ -1,0 +1,141 @@
+"""Bearer tokens for DICOMweb (RFC 6750): random, stored as SHA-256 only, checked against the index on every use.
+
+Guarantees:
+
+* **Unguessable.** A token is 256 random bits from :mod:`secrets`, URL-safe
+  base64 encoded (RFC 4648 section 5) behind a fixed prefix that secret
+  scanners can recognise.
+* **Useless if the index leaks.** Only the SHA-256 of the token is stored. The
+  token has 256 bits of entropy, so a fast hash is sufficient (no password
+  stretching is needed) and a stolen ``api_tokens`` table cannot be replayed.
+* **Revocable at once.** :func:`verify_token` reads the database on *every*
+  request: a revoked or expired token, or a token of a disabled or deleted
+  user, stops working at its next use. There is no signature that would stay
+  valid until it expires.
+* **No timing oracle.** The lookup key is the SHA-256 of the presented token:
+  an attacker who varies the token cannot steer the compared bytes (that
+  would need SHA-256 preimages), and the found row's hash is compared again in
+  constant time (:func:`hmac.compare_digest`).
+* **One opaque error.** Unknown, malformed, expired, revoked and disabled all
+  raise :class:`InvalidToken` with the same message (like Fernet's
+  ``InvalidToken``): the reason is not disclosed to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, select, update
+
+from dicomguard.errors import DicomGuardError, NotFoundError
+from dicomguard.index.db import read_session, write_session
+from dicomguard.index.models import ApiToken, User
+
+TOKEN_PREFIX = "dgt_"
+TOKEN_BYTES = 32  # 256 bits
+MAX_TTL = timedelta(days=30)
+MIN_TTL = timedelta(minutes=1)
+# prefix + 43 characters of unpadded URL-safe base64 (32 bytes).
+_TOKEN_SHAPE = re.compile(r"^dgt_[A-Za-z0-9_-]{43}$")
+_TTL = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+_TTL_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+class InvalidToken(DicomGuardError):
+    """The bearer token is not (or no longer) valid. Deliberately says nothing more."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid or expired token")
+
+
+@dataclass(frozen=True)
+class TokenPrincipal:
+    """Who a valid token speaks for, as read from the index at verification time."""
+
+    user_name: str
+    role: str
+    expires_at: datetime
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``15m``, ``8h``, ``1d`` -> timedelta; between one minute and 30 days."""
+    m = _TTL.match(text.strip())
+    if not m:
+        raise ValueError("ttl is a number followed by m, h or d (e.g. 15m, 8h, 1d)")
+    ttl = timedelta(**{_TTL_UNITS[m.group(2)]: int(m.group(1))})
+    _check_ttl(ttl)
+    return ttl
+
+
+def _check_ttl(ttl: timedelta) -> None:
+    if ttl < MIN_TTL or ttl > MAX_TTL:
+        raise ValueError("ttl must be between 1 minute and 30 days")
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes for DateTime(timezone=True); values are written in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def create_token(engine: Engine, user_name: str, ttl: timedelta) -> str:
+    """Issue a token for an existing, enabled user; returns it once (only its hash is stored)."""
+    _check_ttl(ttl)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+    now = datetime.now(UTC)
+    with write_session(engine) as s:
+        user = s.get(User, user_name)
+        if user is None or user.disabled:
+            raise NotFoundError(f"no enabled user {user_name!r}")
+        s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=now + ttl, revoked_at=None))
+    return token
+
+
+def verify_token(engine: Engine, token: str, now: datetime | None = None) -> TokenPrincipal:
+    """The principal of a valid token; raises :class:`InvalidToken` otherwise (reads the index every time)."""
+    if not _TOKEN_SHAPE.match(token):
+        raise InvalidToken()  # malformed: refused without a database round trip
+    digest = token_digest(token)
+    now = now or datetime.now(UTC)
+    with read_session(engine) as s:
+        row = s.execute(
+            select(ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, User.name, User.role, User.disabled)
+            .join(User, User.name == ApiToken.user_name)
+            .where(ApiToken.token_sha256 == digest)
+        ).first()
+    if row is None or not hmac.compare_digest(bytes(row.token_sha256), digest):
+        raise InvalidToken()
+    expires_at = _aware(row.expires_at)
+    if row.revoked_at is not None or expires_at <= now or row.disabled:
+        raise InvalidToken()
+    return TokenPrincipal(row.name, row.role, expires_at)
+
+
+def revoke_token(engine: Engine, token: str) -> bool:
+    """Revoke one token; True if it existed and was not already revoked."""
+    with write_session(engine) as s:
+        result = s.execute(
+            update(ApiToken)
+            .where(ApiToken.token_sha256 == token_digest(token), ApiToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+    return bool(result.rowcount)
+
+
+def revoke_user_tokens(engine: Engine, user_name: str) -> int:
+    """Revoke every live token of a user (e.g. when a laptop is lost); returns how many."""
+    with write_session(engine) as s:
+        result = s.execute(
+            update(ApiToken)
+            .where(ApiToken.user_name == user_name, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,87 @@
+"""The DICOMweb application (PS3.18): STOW-RS, QIDO-RS and WADO-RS under ``/dicomweb``, plus health and metrics.
+
+Security properties, in request order:
+
+1. Path guard: traversal and odd bytes are refused before routing (400).
+2. CORS only for the configured origins (``[network] cors_origins``; empty: no
+   CORS headers at all; ``*`` is refused at start).
+3. Every DICOMweb route authenticates a bearer token against the index and
+   acts through ``archive.client(principal)`` (authorization and access
+   events in the core). ``/healthz`` needs no token and returns no data.
+4. Core exceptions become statuses in one place (:mod:`dicomguard.web.errors`).
+5. Every response carries HSTS, nosniff and ``Cache-Control: no-store``.
+
+OpenAPI: ``/openapi.json`` documents the non-DICOMweb endpoints only
+(``/healthz``, ``/metrics``). DICOMweb routes are excluded from it on purpose:
+their bodies (multipart/related DICOM, DICOM JSON) are specified by PS3.18 and
+the archive's conformance statement, which OpenAPI cannot express faithfully.
+There is no Swagger UI (it would load third-party scripts).
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+from starlette.middleware.cors import CORSMiddleware
+
+from dicomguard import __version__
+from dicomguard.core.archive import Archive
+from dicomguard.errors import ConfigurationError
+from dicomguard.web import errors, qido, stow, wado
+from dicomguard.web.auth import metrics_reader
+from dicomguard.web.metrics import WebMetrics
+from dicomguard.web.middleware import (
+    ObservabilityMiddleware,
+    PathGuardMiddleware,
+    SecurityHeadersMiddleware,
+)
+
+
+def create_app(archive: Archive) -> FastAPI:
+    origins = list(archive.settings.network.cors_origins)
+    if any(o.strip() == "*" for o in origins):
+        raise ConfigurationError("[network] cors_origins must list origins; '*' is refused")
+    app = FastAPI(
+        title="dicomguard",
+        version=__version__,
+        summary="Encrypted, tamper-evident DICOM archive: DICOMweb (PS3.18) under /dicomweb",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.archive = archive
+    app.state.metrics = WebMetrics()
+    errors.install(app)
+    for module in (stow, qido, wado):
+        app.include_router(module.router)  # each router carries the /dicomweb prefix in its route templates
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests (no authentication, no data)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (bearer token of role admin or security_officer)",
+        response_class=Response,
+        dependencies=[Depends(metrics_reader)],
+    )
+    def metrics() -> Response:
+        body, content_type = app.state.metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    # Added innermost first: the last one added is the outermost.
+    app.add_middleware(PathGuardMiddleware)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            expose_headers=["Warning", "Content-Location"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    return app

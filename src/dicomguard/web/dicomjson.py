@@ -1,0 +1,78 @@
+"""DICOM JSON model (PS3.18 Annex F) for responses: attributes, datasets, bulk data references.
+
+Values are emitted exactly as the index or the verified object holds them.
+Large binary values are never inlined from stored objects: they are replaced
+by a ``BulkDataURI`` (PS3.18 F.2.6) that the client fetches through WADO-RS,
+so a metadata response stays small and every byte of pixel data is delivered
+through the same authorized, audited retrieve path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+BULK_THRESHOLD = 1024
+_INLINE_ALL = 2**62
+
+
+def tag_hex(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return f"{tag:08X}"
+
+
+def attribute(keyword: str, *values: Any) -> tuple[str, JsonObject]:
+    """``(tag, {"vr": ..., "Value": [...]})`` for a dictionary keyword; empty values give no ``Value``."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    vr = dictionary_VR(tag)
+    vals = [v for v in values if v is not None and v != ""]
+    if vr == "PN":
+        vals = [{"Alphabetic": str(v)} for v in vals]
+    elif vr in ("US", "UL", "SS", "SL", "IS"):
+        vals = [int(v) for v in vals]
+    obj: JsonObject = {"vr": vr}
+    if vals:
+        obj["Value"] = vals
+    return f"{tag:08X}", obj
+
+
+def resolve_attribute(identifier: str) -> str | None:
+    """A keyword or an 8-hex-digit tag (PS3.18 8.3.4.1 attributeID) -> the dictionary keyword; None if unknown."""
+    if len(identifier) == 8 and all(c in "0123456789abcdefABCDEF" for c in identifier):
+        return keyword_for_tag(Tag(int(identifier, 16))) or None
+    if identifier.isidentifier() and tag_for_keyword(identifier) is not None:
+        return identifier
+    return None
+
+
+def dataset_to_json(ds: Dataset, bulk_uri: Callable[[int], str]) -> JsonObject:
+    """Top-level binary values above :data:`BULK_THRESHOLD` become BulkDataURI references; the rest is inlined.
+
+    File meta information (group 0002) is not part of the dataset and is not
+    returned (PS3.18 F.2). An element whose stored value cannot be converted is
+    returned with its VR and no value rather than failing the whole response.
+    """
+    out: JsonObject = {}
+    for elem in ds:
+        key = f"{int(elem.tag):08X}"
+        vr = elem.VR
+        try:
+            if isinstance(elem.value, (bytes, bytearray)) and len(elem.value) > BULK_THRESHOLD:
+                out[key] = {"vr": vr, "BulkDataURI": bulk_uri(int(elem.tag))}
+            else:
+                out[key] = elem.to_json_dict(None, _INLINE_ALL)
+        except Exception:  # noqa: BLE001 - one malformed value must not hide the rest; never log values (PHI)
+            log.debug("element %s not convertible to DICOM JSON", key)
+            out[key] = {"vr": vr}
+    return out

@@ -1,0 +1,214 @@
+"""Streaming multipart/related reader for STOW-RS request bodies (RFC 2046 section 5.1.1, RFC 2387; PS3.18 8.6.1.2).
+
+Guarantees:
+
+* **Bounded memory.** The body is parsed as it arrives; part contents go to
+  spooled temporary files, never to one big buffer. Headers of a part are
+  capped (:data:`MAX_PART_HEADER_BYTES`), and so is the number of parts.
+* **No plaintext PHI at rest, even transiently.** Each part is encrypted with
+  AES-256-GCM under a key that exists only in this process's memory for the
+  duration of one request before it touches a temporary file; the file is
+  anonymous (unlinked at creation). A crash leaves nothing readable.
+* **All or nothing framing.** A body whose framing is broken (no boundary, no
+  closing delimiter, garbage after a delimiter) raises :class:`MalformedMultipart`
+  before any part is handed to ingest, so nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_PARTS = 10_000
+MAX_PREAMBLE_BYTES = 64 * 1024
+_SEGMENT = 1024 * 1024
+_MEMORY_SPOOL = 1024 * 1024
+# RFC 2046 5.1.1: 1-70 characters from bchars, not ending in a space.
+_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+
+
+class MalformedMultipart(ValueError):
+    """The body is not a well-formed multipart/related message."""
+
+
+def valid_boundary(boundary: str) -> bool:
+    return bool(_BOUNDARY.match(boundary))
+
+
+class EncryptedSpool:
+    """One part's content, sealed in 1 MiB AES-GCM segments while it waits for ingest."""
+
+    def __init__(self, aead: AESGCM, part_index: int) -> None:
+        self._aead = aead
+        self._part = part_index
+        self._file = tempfile.SpooledTemporaryFile(max_size=_MEMORY_SPOOL)  # noqa: SIM115 (closed by close())
+        self._pending = bytearray()
+        self._segments = 0
+        self.size = 0
+
+    def _nonce(self, segment: int) -> bytes:
+        # Unique per (request key, part, segment): 4 + 8 bytes.
+        return struct.pack(">IQ", self._part, segment)
+
+    def _seal(self, plain: bytes | bytearray) -> None:
+        sealed = self._aead.encrypt(self._nonce(self._segments), bytes(plain), None)
+        self._file.write(struct.pack(">I", len(sealed)))
+        self._file.write(sealed)
+        self._segments += 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.size += len(data)
+        self._pending += data
+        while len(self._pending) >= _SEGMENT:
+            self._seal(self._pending[:_SEGMENT])
+            del self._pending[:_SEGMENT]
+
+    def finish(self) -> None:
+        if self._pending:
+            self._seal(self._pending)
+            self._pending = bytearray()
+
+    def read(self) -> bytes:
+        """The whole content (decrypted); the caller holds one part in memory at a time."""
+        self._file.seek(0)
+        out = bytearray()
+        for segment in range(self._segments):
+            (length,) = struct.unpack(">I", self._file.read(4))
+            out += self._aead.decrypt(self._nonce(segment), self._file.read(length), None)
+        return bytes(out)
+
+    def close(self) -> None:
+        self._pending = bytearray()
+        self._file.close()
+
+
+@dataclass
+class ReceivedPart:
+    index: int
+    headers: dict[str, str]
+    content: EncryptedSpool
+    content_type: str = field(default="")
+
+
+class MultipartReader:
+    """Incremental parser: :meth:`feed` chunks as they arrive, then :meth:`finish`."""
+
+    _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
+
+    def __init__(self, boundary: str) -> None:
+        self._delimiter = b"\r\n--" + boundary.encode("ascii")
+        # The first delimiter may start the body without a CRLF: pretend one precedes it.
+        self._buf = bytearray(b"\r\n")
+        self._state = self._PREAMBLE
+        self._seen_preamble = 0
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._current: ReceivedPart | None = None
+        self.parts: list[ReceivedPart] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        while self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Advance the state machine once; False when more data is needed."""
+        buf, d = self._buf, self._delimiter
+        if self._state == self._PREAMBLE:
+            i = buf.find(d)
+            if i < 0:
+                keep = len(d) - 1
+                self._seen_preamble += max(0, len(buf) - keep)
+                if self._seen_preamble > MAX_PREAMBLE_BYTES:
+                    raise MalformedMultipart("no multipart boundary found at the start of the body")
+                del buf[: max(0, len(buf) - keep)]
+                return False
+            del buf[: i + len(d)]
+            self._state = self._AFTER_DELIMITER
+            return True
+        if self._state == self._AFTER_DELIMITER:
+            if len(buf) < 2:
+                return False
+            if buf[:2] == b"--":
+                self._state = self._DONE
+                buf.clear()
+                return False
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                if len(buf) > 1024:
+                    raise MalformedMultipart("boundary line is not terminated")
+                return False
+            if buf[:eol].strip(b" \t"):
+                raise MalformedMultipart("unexpected characters after a boundary")
+            del buf[: eol + 2]
+            self._state = self._HEADERS
+            return True
+        if self._state == self._HEADERS:
+            if buf[:2] == b"\r\n":
+                end, skip = 0, 2  # no header fields
+            else:
+                end, skip = buf.find(b"\r\n\r\n"), 4
+            if end < 0:
+                if len(buf) > MAX_PART_HEADER_BYTES:
+                    raise MalformedMultipart("part headers are too long")
+                return False
+            if end > MAX_PART_HEADER_BYTES:
+                raise MalformedMultipart("part headers are too long")
+            headers = _parse_headers(bytes(buf[:end]))
+            del buf[: end + skip]
+            if len(self.parts) >= MAX_PARTS:
+                raise MalformedMultipart(f"more than {MAX_PARTS} parts")
+            index = len(self.parts)
+            self._current = ReceivedPart(index, headers, EncryptedSpool(self._aead, index), headers.get("content-type", ""))
+            self.parts.append(self._current)
+            self._state = self._BODY
+            return True
+        if self._state == self._BODY:
+            assert self._current is not None
+            i = buf.find(d)
+            if i < 0:
+                keep = len(d) - 1
+                if len(buf) > keep:
+                    self._current.content.write(buf[: len(buf) - keep])
+                    del buf[: len(buf) - keep]
+                return False
+            self._current.content.write(buf[:i])
+            self._current.content.finish()
+            self._current = None
+            del buf[: i + len(d)]
+            self._state = self._AFTER_DELIMITER
+            return True
+        # _DONE: the epilogue is ignored (RFC 2046 5.1.1).
+        buf.clear()
+        return False
+
+    def finish(self) -> list[ReceivedPart]:
+        if self._state != self._DONE:
+            raise MalformedMultipart("the body ends before the closing boundary")
+        if not self.parts:
+            raise MalformedMultipart("the body holds no parts")
+        return self.parts
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.content.close()
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if not block:
+        return headers
+    try:
+        text = block.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedMultipart("part headers are not ASCII") from None
+    for line in text.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or name != name.strip():
+            raise MalformedMultipart("malformed part header line")
+        headers[name.strip().lower()] = value.strip()
+    return headers

@@ -1,0 +1,302 @@
+"""QIDO-RS: search for studies, series and instances (PS3.18 10.6), answered in DICOM JSON (PS3.18 F).
+
+Every search goes through the principal's :class:`ArchiveClient` (``find_*``),
+so results are already filtered to what the principal may see and each search
+is recorded as a ``QueryPerformed`` event. Keys the core does not match itself
+(e.g. StudyTime, SeriesNumber) are matched here on the records the client
+returned, never on anything it withheld.
+
+Data minimisation: Patient's Birth Date, Sex and Issuer are returned only when
+a client asks for them (``includefield`` or a matching key), not by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from dicomguard.core.client import ArchiveClient
+from dicomguard.core.matching import match_range, match_uid_list, match_value
+from dicomguard.core.query import (
+    InstanceRecord,
+    PatientFilter,
+    PatientRecord,
+    SeriesRecord,
+    StudyFilter,
+    StudyRecord,
+)
+from dicomguard.web.auth import Client
+from dicomguard.web.dicomjson import JsonObject, attribute
+from dicomguard.web.errors import not_acceptable
+from dicomguard.web.media import DICOM_JSON, choose_single, parse_accept
+from dicomguard.web.qido_params import (
+    MATCH_KEYS,
+    MAX_LIMIT,
+    Level,
+    QidoQuery,
+    parse_query,
+)
+from dicomguard.web.uids import DICOMWEB_PREFIX, SeriesUID, StudyUID, dicomweb_base
+
+router = APIRouter(prefix=DICOMWEB_PREFIX)
+
+WARN_FUZZY = 'The fuzzymatching parameter is not supported. Only literal matching has been performed.'
+WARN_MORE = "There are additional results that can be requested"
+
+# Returned by default (PS3.18 Tables 10.6.3-3, -4, -5, less what the index does not hold).
+STUDY_DEFAULT = (
+    "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy", "ReferringPhysicianName",
+    "RetrieveURL", "PatientName", "PatientID", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+SERIES_DEFAULT = (
+    "Modality", "SeriesDescription", "RetrieveURL", "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances",
+    "StudyInstanceUID",
+)
+INSTANCE_DEFAULT = (
+    "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "RetrieveURL", "InstanceNumber", "Rows", "Columns",
+    "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID",
+)
+_PATIENT_DETAILS = {"PatientBirthDate", "PatientSex", "IssuerOfPatientID"}
+
+
+@dataclass
+class _Row:
+    study: StudyRecord | None = None
+    patient: PatientRecord | None = None
+    series: SeriesRecord | None = None
+    instance: InstanceRecord | None = None
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+def _study_filter(q: QidoQuery) -> StudyFilter:
+    modality = q.value("ModalitiesInStudy")
+    return StudyFilter(
+        patient=PatientFilter(q.value("PatientID"), q.value("PatientName"), q.value("PatientBirthDate")),
+        study_uid=q.value("StudyInstanceUID"),
+        accession_number=q.value("AccessionNumber"),
+        study_date=q.value("StudyDate"),
+        modality=modality if modality and "," not in modality else None,
+        description=q.value("StudyDescription"),
+    )
+
+
+def _any_code(pattern: str | None, values: list[str]) -> bool:
+    if not pattern:
+        return True
+    return any(match_value(p, v) for p in pattern.split(",") for v in values)
+
+
+def _study_matches(q: QidoQuery, s: StudyRecord) -> bool:
+    """Keys the core did not apply (or applied only in part)."""
+    return (
+        match_range(q.value("StudyTime"), s.time)
+        and match_value(q.value("ReferringPhysicianName"), s.referring_physician, person_name=True)
+        and match_value(q.value("StudyID"), s.study_id)
+        and _any_code(q.value("ModalitiesInStudy"), s.modalities)
+    )
+
+
+def _series_matches(q: QidoQuery, se: SeriesRecord) -> bool:
+    number = q.value("SeriesNumber")
+    return (
+        _any_code(q.value("Modality"), [se.modality])
+        and match_uid_list(q.value("SeriesInstanceUID"), se.uid)
+        and (number is None or se.number == int(number))
+        and match_value(q.value("SeriesDescription"), se.description)
+        and match_range(q.value("SeriesDate"), se.date)
+    )
+
+
+def _instance_matches(q: QidoQuery, i: InstanceRecord) -> bool:
+    number = q.value("InstanceNumber")
+    return (
+        match_uid_list(q.value("SOPInstanceUID"), i.sop_instance_uid)
+        and match_uid_list(q.value("SOPClassUID"), i.sop_class_uid)
+        and (number is None or i.number == int(number))
+    )
+
+
+def _has_keys(q: QidoQuery, level: Level) -> bool:
+    return any(MATCH_KEYS[k].level is level for k in q.matches)
+
+
+# -- attributes ------------------------------------------------------------------------
+
+
+def _study_attributes(r: _Row, base: str) -> dict[str, Any]:
+    s = r.study
+    assert s is not None
+    attrs = {
+        "StudyDate": (s.date,), "StudyTime": (s.time,), "AccessionNumber": (s.accession_number,),
+        "InstanceAvailability": ("ONLINE",), "ModalitiesInStudy": tuple(s.modalities),
+        "ReferringPhysicianName": (s.referring_physician,), "RetrieveURL": (f"{base}/studies/{s.uid}",),
+        "PatientName": (s.patient_name,), "PatientID": (s.patient_id,), "StudyInstanceUID": (s.uid,),
+        "StudyID": (s.study_id,), "NumberOfStudyRelatedSeries": (s.series,), "NumberOfStudyRelatedInstances": (s.instances,),
+        "StudyDescription": (s.description,),
+    }
+    if r.patient is not None:
+        attrs |= {"PatientBirthDate": (r.patient.birth_date,), "PatientSex": (r.patient.sex,), "IssuerOfPatientID": (r.patient.issuer,)}
+    return attrs
+
+
+def _series_attributes(r: _Row, base: str) -> dict[str, Any]:
+    se = r.series
+    assert se is not None
+    return {
+        "Modality": (se.modality,), "SeriesDescription": (se.description,),
+        "RetrieveURL": (f"{base}/studies/{se.study_uid}/series/{se.uid}",), "SeriesInstanceUID": (se.uid,),
+        "SeriesNumber": (se.number,), "NumberOfSeriesRelatedInstances": (se.instances,), "SeriesDate": (se.date,),
+        "StudyInstanceUID": (se.study_uid,),
+    }
+
+
+def _instance_attributes(r: _Row, base: str) -> dict[str, Any]:
+    i = r.instance
+    assert i is not None
+    return {
+        "SOPClassUID": (i.sop_class_uid,), "SOPInstanceUID": (i.sop_instance_uid,), "InstanceAvailability": ("ONLINE",),
+        "RetrieveURL": (f"{base}/studies/{i.study_uid}/series/{i.series_uid}/instances/{i.sop_instance_uid}",),
+        "InstanceNumber": (i.number,), "Rows": (i.rows,), "Columns": (i.columns,), "NumberOfFrames": (i.frames,),
+        "StudyInstanceUID": (i.study_uid,), "SeriesInstanceUID": (i.series_uid,), "AvailableTransferSyntaxUID": (i.transfer_syntax,),
+    }
+
+
+def _to_json(r: _Row, q: QidoQuery, defaults: tuple[str, ...], base: str) -> JsonObject:
+    available: dict[str, Any] = {}
+    # Lower levels last: their RetrieveURL (and UIDs) win.
+    if r.study is not None:
+        available |= _study_attributes(r, base)
+    if r.series is not None:
+        available |= _series_attributes(r, base)
+    if r.instance is not None:
+        available |= _instance_attributes(r, base)
+    wanted = set(available) if q.include_all else (set(defaults) | q.returns) & set(available)
+    out = dict(attribute(k, *available[k]) for k in wanted)
+    return dict(sorted(out.items()))
+
+
+# -- searches --------------------------------------------------------------------------
+
+
+def _patients(client: ArchiveClient, q: QidoQuery) -> dict[str, PatientRecord]:
+    if not (q.include_all or q.returns & _PATIENT_DETAILS):
+        return {}
+    return {p.ref: p for p in client.find_patients(_study_filter(q).patient)}
+
+
+def _studies(client: ArchiveClient, q: QidoQuery) -> list[StudyRecord]:
+    return [s for s in client.find_studies(_study_filter(q)) if _study_matches(q, s)]
+
+
+def search_studies(client: ArchiveClient, q: QidoQuery) -> list[_Row]:
+    patients = _patients(client, q)
+    return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in _studies(client, q)]
+
+
+def search_series(client: ArchiveClient, q: QidoQuery, study_uid: str | None) -> list[_Row]:
+    modality = q.value("Modality")
+    found = client.find_series(study_uid, modality if modality and "," not in modality else None)
+    found = [se for se in found if _series_matches(q, se)]
+    if study_uid is not None:
+        return [_Row(series=se) for se in found]
+    studies = {s.uid: s for s in _studies(client, q)}
+    patients = _patients(client, q)
+    return [
+        _Row(study=studies[se.study_uid], patient=patients.get(studies[se.study_uid].patient_ref), series=se)
+        for se in found if se.study_uid in studies
+    ]
+
+
+def search_instances(client: ArchiveClient, q: QidoQuery, study_uid: str | None, series_uid: str | None) -> list[_Row]:
+    found = [i for i in client.find_instances(study_uid=study_uid, series_uid=series_uid) if _instance_matches(q, i)]
+    series: dict[str, SeriesRecord] = {}
+    if series_uid is None or _has_keys(q, Level.SERIES) or q.include_all or q.returns:
+        modality = q.value("Modality")
+        series = {
+            se.uid: se for se in client.find_series(study_uid, modality if modality and "," not in modality else None)
+            if _series_matches(q, se)
+        }
+        found = [i for i in found if i.series_uid in series]
+    if study_uid is not None:
+        return [_Row(series=series.get(i.series_uid), instance=i) for i in found]
+    studies = {s.uid: s for s in _studies(client, q)}
+    patients = _patients(client, q)
+    return [
+        _Row(study=studies[i.study_uid], patient=patients.get(studies[i.study_uid].patient_ref), series=series.get(i.series_uid), instance=i)
+        for i in found if i.study_uid in studies
+    ]
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def _respond(request: Request, rows: list[_Row], q: QidoQuery, defaults: tuple[str, ...]) -> Response:
+    """Page, convert and answer (PS3.18 10.6.3): 204 when nothing matched; Warning headers as 8.3.4 says."""
+    warnings = []
+    if q.fuzzy:
+        warnings.append(WARN_FUZZY)
+    limit = MAX_LIMIT if q.limit is None or q.limit == 0 else min(q.limit, MAX_LIMIT)
+    page = rows[q.offset : q.offset + limit]
+    if q.offset + len(page) < len(rows):
+        warnings.append(WARN_MORE)
+    headers = {"Warning": ", ".join(f'299 dicomguard: "{w}"' for w in warnings)} if warnings else {}
+    if not page:
+        return Response(status_code=204, headers=headers)
+    base = dicomweb_base(request)
+    body = [_to_json(r, q, defaults, base) for r in page]
+    return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
+
+
+def _search(request: Request, levels: set[Level], run: Callable[[QidoQuery], list[_Row]], defaults: tuple[str, ...]) -> Response:
+    if choose_single(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"]) is None:
+        raise not_acceptable("QIDO-RS answers in application/dicom+json")
+    q = parse_query(request.query_params.multi_items(), levels)
+    return _respond(request, run(q), q, defaults)
+
+
+_S, _SE, _I = Level.STUDY, Level.SERIES, Level.INSTANCE
+
+
+@router.get("/studies", include_in_schema=False)
+def studies(request: Request, client: Client) -> Response:
+    """Search for studies (PS3.18 10.6.1, resource ``/studies``)."""
+    return _search(request, {_S}, lambda q: search_studies(client, q), STUDY_DEFAULT)
+
+
+@router.get("/studies/{study}/series", include_in_schema=False)
+def study_series(request: Request, study: StudyUID, client: Client) -> Response:
+    """Search for the series of a study (PS3.18 10.6.1, ``/studies/{study}/series``)."""
+    return _search(request, {_SE}, lambda q: search_series(client, q, study), SERIES_DEFAULT)
+
+
+@router.get("/series", include_in_schema=False)
+def all_series(request: Request, client: Client) -> Response:
+    """Search for series in all studies (PS3.18 10.6.1, ``/series``); study attributes are returned too."""
+    return _search(request, {_S, _SE}, lambda q: search_series(client, q, None), SERIES_DEFAULT)
+
+
+@router.get("/studies/{study}/series/{series}/instances", include_in_schema=False)
+def series_instances(
+    request: Request, study: StudyUID, series: SeriesUID, client: Client
+) -> Response:
+    """Search for the instances of a series (``/studies/{study}/series/{series}/instances``)."""
+    return _search(request, {_I}, lambda q: search_instances(client, q, study, series), INSTANCE_DEFAULT)
+
+
+@router.get("/studies/{study}/instances", include_in_schema=False)
+def study_instances(request: Request, study: StudyUID, client: Client) -> Response:
+    """Search for the instances of a study (``/studies/{study}/instances``); series attributes are returned too."""
+    return _search(request, {_SE, _I}, lambda q: search_instances(client, q, study, None), INSTANCE_DEFAULT + SERIES_DEFAULT)
+
+
+@router.get("/instances", include_in_schema=False)
+def all_instances(request: Request, client: Client) -> Response:
+    """Search for instances in all studies (``/instances``); study and series attributes are returned too."""
+    return _search(request, {_S, _SE, _I}, lambda q: search_instances(client, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)

@@ -1,0 +1,96 @@
+"""HTTPS listener for the DICOMweb app: uvicorn with the archive's TLS material.
+
+TLS: 1.2 minimum, forward-secret AEAD suites only, no compression or
+renegotiation (the hardened context of :mod:`dicomguard.pki.tls`, RFC 9325).
+The server key is unwrapped from the index by the KEK and handed to OpenSSL
+through an in-memory file: it never exists in clear on disk. Client
+certificates are not requested (browsers and viewers authenticate with bearer
+tokens; devices use DIMSE-TLS with mutual authentication).
+
+Logging: uvicorn's own access log is off (it prints query strings, which may
+hold patient names); :class:`dicomguard.web.middleware.ObservabilityMiddleware`
+writes one line per request with the route template instead. ``X-Forwarded-*``
+headers are not trusted (the client address in audit events is the peer's).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+from dicomguard.core.archive import Archive
+from dicomguard.errors import ConfigurationError
+from dicomguard.pki.store import load_tls_material
+from dicomguard.pki.tls import server_context
+from dicomguard.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def https_context(archive: Archive) -> ssl.SSLContext:
+    """Server-only TLS context (no client certificate requested)."""
+    material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
+    ctx = server_context(material.server_chain_pem, material.server_key_pem, client_ca_pem=None)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that reports readiness and stops when asked (from any thread)."""
+
+    def __init__(self, config: uvicorn.Config, ready: threading.Event | None, stop: threading.Event | None) -> None:
+        super().__init__(config)
+        self._ready = ready
+        self._stop = stop
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.started and self._ready is not None:
+            self._ready.set()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop is not None and self._stop.is_set():
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve_https(
+    archive: Archive,
+    host: str,
+    port: int,
+    *,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve DICOMweb over HTTPS until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
+
+    ``ready`` is set once the socket listens. Raises :class:`ConfigurationError`
+    if the address cannot be bound.
+    """
+    app = create_app(archive)
+    # uvicorn's access log prints query strings (patient names): off, whatever the logging configuration says.
+    logging.getLogger("uvicorn.access").disabled = True
+    context = https_context(archive)
+    factory: Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] = lambda _config, _default: context
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_context_factory=factory,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config, ready, stop)
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; in a library call that is a configuration error.
+        raise ConfigurationError(f"cannot serve HTTPS on {host}:{port}") from None

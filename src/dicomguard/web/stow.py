@@ -1,0 +1,248 @@
+"""STOW-RS: store instances (PS3.18 10.5) through the one ingest pipeline of the core.
+
+Order of checks, cheapest refusal first: token (401) -> may this principal
+store at all (403, recorded as ``AccessRefused``) -> media type (415) ->
+declared size (413) -> the body is streamed into encrypted spool files while
+its size is counted (413) and its multipart framing checked (400). Only a body
+that arrived complete and well framed is handed to ``ArchiveClient.ingest_many``;
+an oversized or broken request stores nothing.
+
+Each part is then accepted or refused on its own (PS3.18 10.5.3): refused
+parts appear in the FailedSOPSequence with a FailureReason, stored (or
+idempotently re-sent) parts in the ReferencedSOPSequence with their RetrieveURL.
+Status: 200 all stored, 202 some stored, 409 none stored (PS3.18 Table 10.5.3-1).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydicom import dcmread
+from starlette.concurrency import run_in_threadpool
+
+from dicomguard.config import LimitSettings
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.client import ArchiveClient
+from dicomguard.core.dicom_structure import walk_part10
+from dicomguard.core.ingest import IngestOutcome, Loader
+from dicomguard.errors import RejectedObject, RejectReason
+from dicomguard.web.auth import Client
+from dicomguard.web.dicomjson import JsonObject, attribute
+from dicomguard.web.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
+from dicomguard.web.multipart import MultipartReader, ReceivedPart, valid_boundary
+from dicomguard.web.uids import DICOMWEB_PREFIX, StudyUID, dicomweb_base
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix=DICOMWEB_PREFIX)
+
+_FEED_BYTES = 1024 * 1024
+_DRAIN_BYTES = 8 * 1024 * 1024
+
+# FailureReason values (PS3.18 10.5.3, statuses of PS3.4 B.2.3 and PS3.7 C).
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+_FAILURE_REASON = {
+    RejectReason.TOO_LARGE: OUT_OF_RESOURCES,
+    RejectReason.UNSUPPORTED_TRANSFER_SYNTAX: TRANSFER_SYNTAX_NOT_SUPPORTED,
+    RejectReason.CONFLICT: DUPLICATE_SOP_INSTANCE,
+    RejectReason.PATIENT_ERASED: PROCESSING_FAILURE,
+}
+
+
+class StudyMismatch(RejectedObject):
+    """The instance does not belong to the study named in the URL (PS3.18 10.5.1: /studies/{study})."""
+
+    def __init__(self) -> None:
+        super().__init__(RejectReason.META_MISMATCH, "instance is not part of the study of the request URL")
+
+
+@dataclass
+class _Identity:
+    sop_class: str = ""
+    sop_instance: str = ""
+    study: str = ""
+
+
+@dataclass
+class _PartResult:
+    identity: _Identity
+    outcome: IngestOutcome | None = None
+    failure: int | None = None
+
+
+def _boundary(content_type: str | None) -> str:
+    """The boundary of a ``multipart/related; type="application/dicom"`` body (PS3.18 10.5.1.1); 415/400 otherwise."""
+    if not content_type:
+        raise HTTPException(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    media = parse_media_type(content_type)
+    if media.type != MULTIPART_RELATED:
+        raise HTTPException(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    root = media.params.get("type")
+    if root is not None and parse_media_type(root).type != DICOM:
+        raise HTTPException(415, "only application/dicom parts are supported (no DICOM JSON/XML with bulk data)")
+    boundary = media.params.get("boundary", "")
+    if not valid_boundary(boundary):
+        raise HTTPException(400, "the multipart boundary parameter is missing or invalid")
+    return boundary
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read (and drop) a bounded remainder so a client that sends before reading sees the 413, not a reset."""
+    dropped = 0
+    async for chunk in chunks:
+        dropped += len(chunk)
+        if dropped > _DRAIN_BYTES:
+            return
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the request body exceeds {limit} bytes")
+
+
+async def _receive(request: Request, boundary: str, limit: int) -> MultipartReader:
+    """Stream the body into an encrypted multipart reader; 413 past ``limit`` bytes, 400 if the framing is broken."""
+    declared = request.headers.get("content-length")
+    chunks = request.stream()
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= limit + _DRAIN_BYTES:
+            await _drain(chunks)
+        raise _too_large(limit)
+    reader = MultipartReader(boundary)
+    try:
+        total = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > limit:
+                await _drain(chunks)
+                raise _too_large(limit)
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= _FEED_BYTES:
+                await run_in_threadpool(reader.feed, b"".join(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            await run_in_threadpool(reader.feed, b"".join(pending))
+        reader.finish()
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def _peek(data: bytes, limits: LimitSettings) -> _Identity | None:
+    """SOP Class, SOP Instance and Study UIDs of a part, for the response and the study check; None if unreadable."""
+    try:
+        walk_part10(data, limits)  # bounded structure check before pydicom sees the bytes
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        return _Identity(str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", "")))
+    except Exception:  # noqa: BLE001 - the core's ingest reports the precise reason
+        return None
+
+
+def _ingest(client: ArchiveClient, parts: list[ReceivedPart], study_uid: str | None, limits: LimitSettings) -> list[_PartResult]:
+    results = [_PartResult(_Identity()) for _ in parts]
+    items: list[tuple[str, Loader]] = []
+
+    def loader(part: ReceivedPart) -> Loader:
+        def load() -> bytes:
+            data = part.content.read()
+            identity = _peek(data, limits)
+            if identity is not None:
+                results[part.index].identity = identity
+            if study_uid is not None:
+                if identity is None:
+                    raise RejectedObject(RejectReason.MALFORMED, "part is not a readable DICOM object")
+                if identity.study != study_uid:
+                    raise StudyMismatch()
+            return data
+
+        return load
+
+    for part in parts:
+        media = parse_media_type(part.content_type or DICOM)
+        encoding = part.headers.get("content-transfer-encoding", "binary").lower()
+        if media.type != DICOM or encoding not in ("binary", "8bit", "7bit"):
+            results[part.index].failure = CANNOT_UNDERSTAND
+            continue
+        items.append((str(part.index), loader(part)))
+    source = f"stow-rs {client.principal.label()}"
+    for outcome in client.ingest_many(items, source=source):
+        r = results[int(outcome.label)]
+        r.outcome = outcome
+        if outcome.error is not None:
+            err = outcome.error
+            r.failure = DATASET_DOES_NOT_MATCH if isinstance(err, StudyMismatch) else _FAILURE_REASON.get(err.reason, CANNOT_UNDERSTAND)
+    return results
+
+
+def _response(request: Request, results: list[_PartResult], study_uid: str | None) -> JSONResponse:
+    """The Store Instances Response Module (PS3.18 Table 10.5.3-2) in DICOM JSON."""
+    base = dicomweb_base(request)
+    stored: list[JsonObject] = []
+    failed: list[JsonObject] = []
+    studies: set[str] = set()
+    for r in results:
+        ident = r.identity
+        if r.failure is not None or r.outcome is None or r.outcome.result is None:
+            failed.append(dict([
+                attribute("ReferencedSOPClassUID", ident.sop_class),
+                attribute("ReferencedSOPInstanceUID", ident.sop_instance),
+                attribute("FailureReason", r.failure if r.failure is not None else PROCESSING_FAILURE),
+            ]))
+            continue
+        res = r.outcome.result
+        studies.add(res.study_uid)
+        url = f"{base}/studies/{res.study_uid}/series/{res.series_uid}/instances/{res.sop_instance_uid}"
+        stored.append(dict([
+            attribute("ReferencedSOPClassUID", ident.sop_class),
+            attribute("ReferencedSOPInstanceUID", res.sop_instance_uid),
+            attribute("RetrieveURL", url),
+        ]))
+    body: JsonObject = {}
+    study = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
+    if study and stored:
+        body.update([attribute("RetrieveURL", f"{base}/studies/{study}")])
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": stored}
+    status = 200 if not failed else 202 if stored else 409
+    request.app.state.metrics.stow_instances.labels("stored").inc(len(stored))
+    request.app.state.metrics.stow_instances.labels("failed").inc(len(failed))
+    return JSONResponse(dict(sorted(body.items())), status_code=status, media_type=DICOM_JSON)
+
+
+async def _store(request: Request, client: ArchiveClient, study_uid: str | None) -> Response:
+    await run_in_threadpool(client.authorize, Action.STORE, Resource.archive())
+    boundary = _boundary(request.headers.get("content-type"))
+    settings = client.ctx.settings
+    reader = await _receive(request, boundary, settings.network.max_request_bytes)
+    try:
+        results = await run_in_threadpool(_ingest, client, reader.parts, study_uid, settings.limits)
+    finally:
+        reader.close()
+    return _response(request, results, study_uid)
+
+
+@router.post("/studies", include_in_schema=False)
+async def store(request: Request, client: Client) -> Response:
+    """Store instances (PS3.18 10.5, ``POST /studies``)."""
+    return await _store(request, client, None)
+
+
+@router.post("/studies/{study}", include_in_schema=False)
+async def store_in_study(request: Request, study: StudyUID, client: Client) -> Response:
+    """Store instances of one study (``POST /studies/{study}``): instances of other studies are refused (0xA900)."""
+    return await _store(request, client, study)
+

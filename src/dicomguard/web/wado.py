@@ -1,0 +1,362 @@
+"""WADO-RS: retrieve studies, series, instances, metadata, frames, bulk data and rendered images (PS3.18 10.4).
+
+Every byte delivered comes from ``ArchiveClient.retrieve``/``retrieve_many``,
+which authorize, decrypt, verify the object against its recorded digests and
+record the access. An object that fails verification is never served: before
+the response starts it is a 500 that says so; in the middle of a multi-part
+stream the connection is cut, so the client sees a truncated multipart body,
+never a bad object presented as good.
+
+No IDOR oracle: a study, series or instance the principal may not read is
+answered exactly like one that does not exist (404), while the core still
+publishes ``AccessRefused`` for a refused instance (PS3.18 8.1.6 leaves
+authorization to the origin server).
+
+Responses stream part by part (``multipart/related``, PS3.18 8.7.3.2); the
+archive holds at most one batch of objects (:data:`BATCH_BYTES`) in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response, StreamingResponse
+
+from dicomguard.core.access import AccessDenied
+from dicomguard.core.client import ArchiveClient
+from dicomguard.core.query import InstanceRecord
+from dicomguard.core.retrieve import RetrievedObject
+from dicomguard.errors import IntegrityError, NotFoundError
+from dicomguard.web.auth import Client
+from dicomguard.web.dicomjson import attribute, dataset_to_json
+from dicomguard.web.errors import bad_request, not_acceptable
+from dicomguard.web.media import (
+    DICOM,
+    DICOM_JSON,
+    MULTIPART_RELATED,
+    OCTET_STREAM,
+    MediaRange,
+    MultipartWriter,
+    Offer,
+    choose_multipart,
+    choose_single,
+    frame_media_type,
+    is_encapsulated,
+    parse_accept,
+    part_content_type,
+)
+from dicomguard.web.pixels import (
+    FramesUnavailable,
+    extract_frames,
+    frame_count,
+    parse_frame_list,
+    read_dataset,
+)
+from dicomguard.web.qido_params import QueryError
+from dicomguard.web.render import (
+    RENDERED_TYPES,
+    RenderUnavailable,
+    parse_render_options,
+    render,
+)
+from dicomguard.web.uids import (
+    DICOMWEB_PREFIX,
+    InstanceUID,
+    SeriesUID,
+    StudyUID,
+    dicomweb_base,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix=DICOMWEB_PREFIX)
+
+BATCH_BYTES = 64 * 1024 * 1024
+"""Objects are fetched (and verified) in batches of about this many stored bytes, one access event per batch."""
+DEFLATED = "1.2.840.10008.1.2.1.99"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_TAG_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+# -- access through the client ---------------------------------------------------------
+
+
+def _records(client: ArchiveClient, study: str, series: str | None = None) -> list[InstanceRecord]:
+    """Instance records the principal may read; none (unknown or forbidden alike) is a 404."""
+    records = client.instances_of(study_uid=study, series_uid=series)
+    if not records:
+        raise NotFoundError("no such study or series")
+    return records
+
+
+def _instance(client: ArchiveClient, study: str, series: str, instance: str) -> RetrievedObject:
+    """One verified object, only under its own study and series URL."""
+    try:
+        obj = client.retrieve(instance)
+    except AccessDenied:
+        raise NotFoundError("no such instance") from None  # AccessRefused was published by the core
+    if obj.study_uid != study or obj.series_uid != series:
+        raise NotFoundError("no such instance")
+    return obj
+
+
+def _batches(records: list[InstanceRecord]) -> list[list[str]]:
+    batches: list[list[str]] = [[]]
+    size = 0
+    for r in records:
+        if batches[-1] and size + r.size > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(r.sop_instance_uid)
+        size += r.size
+    return batches
+
+
+def _objects(client: ArchiveClient, records: list[InstanceRecord]) -> Iterator[RetrievedObject]:
+    """Verified objects batch by batch. The first batch is fetched before the response starts (errors become statuses)."""
+    batches = _batches(records)
+    first = client.retrieve_many(batches[0])
+
+    def stream() -> Iterator[RetrievedObject]:
+        yield from first
+        for batch in batches[1:]:
+            try:
+                objects = client.retrieve_many(batch)
+            except IntegrityError as exc:
+                log.error("integrity failure on %s during a streamed retrieve: response cut", exc.uid)
+                raise
+            yield from objects
+
+    return stream()
+
+
+# -- negotiation -----------------------------------------------------------------------
+
+
+def _dicom_representation(accept: list[MediaRange], syntaxes: set[str] | None, single_ok: bool) -> bool:
+    """PS3.18 8.7.3.5.2 for application/dicom; returns True for a single-part answer; 406 if nothing fits.
+
+    An absent or ``*`` transfer-syntax selects the stored syntax (the archive does
+    not transcode); a named one must be the stored syntax of every object.
+    ``syntaxes=None`` checks everything but the transfer syntax (before retrieval).
+    """
+    for r in accept:
+        if r.type in ("*/*", "multipart/*"):
+            return False
+        wanted_type = r.params.get("type", DICOM).lower() if r.type == MULTIPART_RELATED else r.type
+        if r.type != MULTIPART_RELATED and not single_ok:
+            continue
+        if wanted_type not in (DICOM, "application/*", "*/*"):
+            continue
+        ts = r.params.get("transfer-syntax")
+        if ts in (None, "*") or syntaxes is None or syntaxes == {ts}:
+            return r.type != MULTIPART_RELATED
+    raise not_acceptable('available as multipart/related; type="application/dicom" in the stored transfer syntax (no transcoding)')
+
+
+def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
+    writer = MultipartWriter(DICOM)
+
+    def body() -> Iterator[bytes]:
+        for obj in objects:
+            yield writer.part_header(f"{DICOM}; transfer-syntax={obj.transfer_syntax}")
+            yield obj.data
+        yield writer.closing()
+
+    return StreamingResponse(body(), media_type=writer.content_type)
+
+
+def _retrieve(request: Request, client: ArchiveClient, records: list[InstanceRecord]) -> Response:
+    accept = parse_accept(request.headers.get("accept"))
+    _dicom_representation(accept, {r.transfer_syntax for r in records}, single_ok=False)
+    return _stream_dicom(_objects(client, records))
+
+
+# -- metadata --------------------------------------------------------------------------
+
+
+def _metadata_json(obj: RetrievedObject, base: str) -> bytes:
+    """DICOM JSON of the stored header (PS3.18 F.2); binary values over 1 KiB by BulkDataURI (F.2.6)."""
+    ds = read_dataset(obj.data)
+    url = f"{base}/studies/{obj.study_uid}/series/{obj.series_uid}/instances/{obj.sop_instance_uid}"
+    doc = dataset_to_json(ds, lambda tag: f"{url}/bulkdata/{tag:08X}")
+    doc.update([attribute("AvailableTransferSyntaxUID", obj.transfer_syntax)])
+    return json.dumps(dict(sorted(doc.items())), separators=(",", ":")).encode("utf-8")
+
+
+def _metadata(request: Request, fetch: Callable[[], Iterator[RetrievedObject]]) -> StreamingResponse:
+    """Negotiate first (a 406 retrieves nothing), then fetch and stream a JSON array."""
+    if choose_single(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"]) is None:
+        raise not_acceptable("metadata is available as application/dicom+json")
+    base = dicomweb_base(request)
+    objects = fetch()
+
+    def body() -> Iterator[bytes]:
+        yield b"["
+        for i, obj in enumerate(objects):
+            yield (b"," if i else b"") + _metadata_json(obj, base)
+        yield b"]"
+
+    return StreamingResponse(body(), media_type=DICOM_JSON)
+
+
+# -- frames and bulk data --------------------------------------------------------------
+
+
+def _frames_response(request: Request, parts: list[bytes], media_type: str, syntax: str) -> StreamingResponse:
+    offer = Offer(media_type, syntax)
+    if choose_multipart(parse_accept(request.headers.get("accept")), [offer]) is None:
+        raise not_acceptable(f'available as multipart/related; type="{media_type}"; transfer-syntax={syntax} (no transcoding)')
+    writer = MultipartWriter(media_type)
+    part_type = part_content_type(offer)
+    return StreamingResponse(writer.parts((part_type, p) for p in parts), media_type=writer.content_type)
+
+
+def _frame_representation(transfer_syntax: str) -> tuple[str, str]:
+    media_type = frame_media_type(transfer_syntax)
+    if media_type is None:
+        raise not_acceptable("frames of video objects are not available; retrieve the instance")
+    return media_type, EXPLICIT_LE if transfer_syntax == DEFLATED else transfer_syntax
+
+
+# -- routes: retrieve --------------------------------------------------------------------
+
+_I = "/studies/{study}/series/{series}/instances/{instance}"
+
+
+@router.get("/studies/{study}", include_in_schema=False)
+def retrieve_study(request: Request, study: StudyUID, client: Client) -> Response:
+    """Retrieve a study (PS3.18 10.4.1, ``/studies/{study}``)."""
+    return _retrieve(request, client, _records(client, study))
+
+
+@router.get("/studies/{study}/series/{series}", include_in_schema=False)
+def retrieve_series(
+    request: Request, study: StudyUID, series: SeriesUID, client: Client
+) -> Response:
+    """Retrieve a series (``/studies/{study}/series/{series}``)."""
+    return _retrieve(request, client, _records(client, study, series))
+
+
+@router.get(_I, include_in_schema=False)
+def retrieve_instance(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
+    client: Client,
+) -> Response:
+    """Retrieve an instance (``.../instances/{instance}``): multipart, or bare application/dicom if asked (PS3.18 8.7.3.5)."""
+    accept = parse_accept(request.headers.get("accept"))
+    _dicom_representation(accept, None, single_ok=True)  # 406 before anything is retrieved
+    obj = _instance(client, study, series, instance)
+    if _dicom_representation(accept, {obj.transfer_syntax}, single_ok=True):
+        return Response(obj.data, media_type=f"{DICOM}; transfer-syntax={obj.transfer_syntax}")
+    return _stream_dicom(iter([obj]))
+
+
+# -- routes: metadata ----------------------------------------------------------------------
+
+
+@router.get("/studies/{study}/metadata", include_in_schema=False)
+def study_metadata(request: Request, study: StudyUID, client: Client) -> Response:
+    """Metadata of every instance of a study (PS3.18 10.4.1.1.2)."""
+    return _metadata(request, lambda: _objects(client, _records(client, study)))
+
+
+@router.get("/studies/{study}/series/{series}/metadata", include_in_schema=False)
+def series_metadata(
+    request: Request, study: StudyUID, series: SeriesUID, client: Client
+) -> Response:
+    return _metadata(request, lambda: _objects(client, _records(client, study, series)))
+
+
+@router.get(_I + "/metadata", include_in_schema=False)
+def instance_metadata(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
+    client: Client,
+) -> Response:
+    return _metadata(request, lambda: iter([_instance(client, study, series, instance)]))
+
+
+# -- routes: frames, bulk data -----------------------------------------------------------------
+
+
+@router.get(_I + "/frames/{frames}", include_in_schema=False)
+def frames(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, frames: str,
+    client: Client,
+) -> Response:
+    """Frames (PS3.18 10.4.1.1.3): native frames as application/octet-stream, encapsulated ones in their own
+    media type (image/jp2, image/jpeg, ...; PS3.18 Table 8.7.3-5), never transcoded."""
+    try:
+        numbers = parse_frame_list(frames)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    obj = _instance(client, study, series, instance)
+    media_type, syntax = _frame_representation(obj.transfer_syntax)
+    try:
+        parts = extract_frames(read_dataset(obj.data), obj.transfer_syntax, numbers)
+    except FramesUnavailable as exc:
+        raise HTTPException(501, str(exc)) from None
+    return _frames_response(request, parts, media_type, syntax)
+
+
+@router.get(_I + "/bulkdata/{tag}", include_in_schema=False)
+def bulkdata(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, tag: str,
+    client: Client,
+) -> Response:
+    """Bulk data named by a BulkDataURI of the metadata (PS3.18 10.4.1.1.5): a top-level element by its tag."""
+    if len(tag) != 8 or not set(tag) <= _TAG_HEX:
+        raise bad_request("bulk data is addressed by an 8-hex-digit tag")
+    obj = _instance(client, study, series, instance)
+    ds = read_dataset(obj.data)
+    number = int(tag, 16)
+    if number == 0x7FE00010 and "PixelData" in ds and is_encapsulated(obj.transfer_syntax):
+        media_type, syntax = _frame_representation(obj.transfer_syntax)
+        all_frames = list(range(1, frame_count(ds) + 1))
+        return _frames_response(request, extract_frames(ds, obj.transfer_syntax, all_frames), media_type, syntax)
+    elem = ds.get(number)
+    if elem is None or not isinstance(elem.value, (bytes, bytearray)):
+        raise NotFoundError("no such bulk data")
+    syntax = EXPLICIT_LE if obj.transfer_syntax == DEFLATED else obj.transfer_syntax
+    return _frames_response(request, [bytes(elem.value)], OCTET_STREAM, syntax)
+
+
+# -- routes: rendered ----------------------------------------------------------------------------
+
+
+def _rendered(request: Request, client: ArchiveClient, study: str, series: str, instance: str, frame: int) -> Response:
+    media_type = choose_single(parse_accept(request.headers.get("accept")), RENDERED_TYPES)
+    if media_type is None:
+        raise not_acceptable("rendered images are available as image/jpeg or image/png")
+    try:
+        opts = parse_render_options(request.query_params.multi_items())
+    except QueryError as exc:
+        raise bad_request(str(exc)) from None
+    obj = _instance(client, study, series, instance)
+    try:
+        image = render(read_dataset(obj.data), frame, media_type, opts)
+    except RenderUnavailable:
+        raise HTTPException(501, "this object cannot be rendered by this server") from None
+    return Response(image, media_type=media_type)
+
+
+@router.get(_I + "/rendered", include_in_schema=False)
+def instance_rendered(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
+    client: Client,
+) -> Response:
+    """Rendered instance (PS3.18 10.4.1.1.4): its first frame as image/jpeg (default) or image/png."""
+    return _rendered(request, client, study, series, instance, 1)
+
+
+@router.get(_I + "/frames/{frame}/rendered", include_in_schema=False)
+def frame_rendered(
+    request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, frame: str,
+    client: Client,
+) -> Response:
+    """One rendered frame (``.../frames/{n}/rendered``; a single frame number)."""
+    if not frame.isdigit() or len(frame) > 9 or int(frame) < 1:
+        raise bad_request("a rendered frame is addressed by one frame number")
+    return _rendered(request, client, study, series, instance, int(frame))
