@@ -60,3 +60,10 @@ def test_roles_and_default_deny(archive, events) -> None:
 def test_unknown_uid_is_not_found_for_everyone(archive) -> None:
     with pytest.raises(NotFoundError):
         archive.client(RADIOLOGIST).retrieve("1.2.3.4.5.6")
+
+
+def test_listing_a_forbidden_study_is_empty_and_recorded(archive, events) -> None:
+    study = archive.operator.ingest(ct_series(ALICE, n=2)[0]).study_uid
+    assert archive.client(NOBODY).instances_of(study_uid=study) == []
+    refusals = [e for e in events if isinstance(e, AccessRefused)]
+    assert [(r.principal.name, r.resource_kind, r.resource_uid) for r in refusals] == [("mallory", "study", study)]

@@ -48,11 +48,12 @@ class ArchiveClient:
         decision = self.ctx.authorizer.decide(self.principal, action, resource)
         if decision.allowed:
             return
-        with write_session(self.ctx.engine) as s:
-            self.ctx.bus.publish(
-                s, AccessRefused(self.principal, action, resource.kind, resource.uid, decision.reason, datetime.now(UTC))
-            )
+        self._record_refusal(action, resource, decision.reason)
         raise AccessDenied(self.principal, action, resource, decision.reason)
+
+    def _record_refusal(self, action: Action, resource: Resource, reason: str) -> None:
+        with write_session(self.ctx.engine) as s:
+            self.ctx.bus.publish(s, AccessRefused(self.principal, action, resource.kind, resource.uid, reason, datetime.now(UTC)))
 
     # -- store -------------------------------------------------------------------------
 
@@ -140,7 +141,12 @@ class ArchiveClient:
     def instances_of(self, *, study_uid: str | None = None, series_uid: str | None = None) -> list[InstanceRecord]:
         """Instance records of a study or series, only if the principal may read that study."""
         records = self._index.instances(study_uid=study_uid, series_uid=series_uid)
-        return [r for r in records if self.allowed(Action.RETRIEVE, Resource("instance", r.sop_instance_uid, r.study_uid, r.patient_ref, r.modality))]
+        visible = [r for r in records if self.allowed(Action.RETRIEVE, Resource("instance", r.sop_instance_uid, r.study_uid, r.patient_ref, r.modality))]
+        if records and not visible:
+            # The caller sees "nothing there" (no existence oracle), but the refusal is recorded.
+            first = records[0]
+            self._record_refusal(Action.RETRIEVE, Resource("study", first.study_uid, first.study_uid, first.patient_ref), "no permitted instance")
+        return visible
 
     def _record_access(self, action: Action, records: list[InstanceRecord]) -> None:
         if not records:
