@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import typer
 
-from dicomguard.cli import data, device_cmds, ledger_cmds
+from dicomguard.cli import data, device_cmds, gateway_cmds, ledger_cmds, serve_cmds, token_cmds
 from dicomguard.cli.common import EXIT_USAGE, ask_passphrase, console, fail, open_archive, print_json, setup_logging
 from dicomguard.config import resolve_home
 from dicomguard.core.home import init_home
@@ -24,10 +25,16 @@ app.add_typer(keys_app, name="keys")
 data.register(app)
 ledger_cmds.register(app)
 device_cmds.register(app)
+gateway_cmds.register(app)
+token_cmds.register(app)
+serve_cmds.register(app)
+
+
 
 @app.callback()
 def _main() -> None:
     setup_logging()
+
 
 @app.command()
 def init(
@@ -63,6 +70,7 @@ def init(
     console.print(f"  TOTP secret        : {a.totp_secret}")
     console.print(f"  TOTP URI           : {a.provisioning_uri}")
 
+
 @keys_app.command("rotate")
 def keys_rotate(
     change_passphrase: bool = typer.Option(False, "--change-passphrase", help="Seal the new KEK under a new passphrase."),
@@ -81,6 +89,7 @@ def keys_rotate(
         except ValueError as exc:
             fail(str(exc))
         console.print(f"KEK {old} replaced by {archive.ctx.keyring.kek_id}; {count} keys re-wrapped; the old KEK no longer opens anything.")
+
 
 if __name__ == "__main__":
     app()
