@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_
             if line.startswith("READY"):
                 break
         assert line.startswith("READY"), proc.stderr.read() if proc.stderr else ""
-        r = httpx.get(f"https://127.0.0.1:{https_port}/healthz", verify=str(home / "tls" / "ca.pem"))
+        r = httpx.get(f"https://127.0.0.1:{https_port}/healthz", verify=ssl.create_default_context(cafile=str(home / "tls" / "ca.pem")))
         assert r.status_code == 200
         files = []
         for i, data in enumerate(ct_series(ALICE, n=20, size=128)):
