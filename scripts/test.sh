@@ -8,9 +8,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # Real peers for the tests: PostgreSQL client (pg_dump), dcmtk, stunnel (TLS for dcmtk tools
-  # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line.
+  # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector).
   apt-get install -y -qq --no-install-recommends \
-    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl >/dev/null
+    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls >/dev/null
 fi
 
 # The PostgreSQL tests need the server up; on the project's machines it is installed and

@@ -87,12 +87,52 @@ class NetworkSettings(_Section):
     """Maximum PDU size we receive; 0 = unlimited (fastest; PS3.8 9.3.1), bounded by the object limits."""
     max_associations: int = Field(32, ge=1, le=1024)
     idle_timeout_s: float = Field(60.0, gt=0)
-    rate_limit_per_minute: int = Field(6000, ge=1)
+    rate_limit_per_minute: int = Field(60_000, ge=1)
     """Operations per device per minute (C-STORE, C-FIND, ...)."""
     max_request_bytes: int = Field(2048 * _MiB, ge=1024)
     """Largest STOW-RS body accepted."""
     cors_origins: list[str] = []
     """Browser origins (e.g. an OHIF viewer) allowed to call DICOMweb; empty: none."""
+
+
+class SyslogCollector(_Section):
+    """An audit record repository (IHE ATNA): RFC 5424 syslog over mutual TLS (RFC 5425)."""
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(6514, ge=1, le=65535)
+    """6514 is the IANA port for syslog over TLS (RFC 5425 section 4.1)."""
+    ca: str = ""
+    """PEM file of the CA that issued the collector's certificate. Empty: the archive's own CA."""
+    cert: str = ""
+    """Client certificate (PEM) presented to the collector. Empty: the archive's server certificate."""
+    key: str = ""
+    """Private key of ``cert`` (PEM). Set together with ``cert``."""
+
+
+class AuditSpoolSettings(_Section):
+    """The spool is the audit table itself: nothing is dropped; these bound how late is too late."""
+
+    warn_records: int = Field(10_000, ge=1)
+    """``audit status`` reports a collector as lagging (exit 1) beyond this many unsent records."""
+    warn_seconds: float = Field(300.0, gt=0)
+    """... or when its oldest unsent record is older than this."""
+    batch: int = Field(500, ge=1, le=10_000)
+    """Records sent per write before waiting for the collector's TCP acknowledgement."""
+    max_backoff_s: float = Field(60.0, ge=1, le=3600)
+    """Longest wait between reconnection attempts (exponential back-off with jitter)."""
+    send_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """A collector that accepts nothing for this long is treated as down (its batch is resent)."""
+
+
+class AuditSettings(_Section):
+    """DICOM audit trail (PS3.15 A.5): sources, collectors and spool bounds."""
+
+    source_id: str = Field("", max_length=64)
+    """AuditSourceID of our messages. Empty: the archive AE title."""
+    enterprise_site: str = Field("", max_length=64)
+    """AuditEnterpriseSiteID (e.g. the hospital). Empty: omitted."""
+    syslog: list[SyslogCollector] = []
+    spool: AuditSpoolSettings = AuditSpoolSettings()
 
 
 class Settings(BaseSettings):
@@ -110,6 +150,7 @@ class Settings(BaseSettings):
     kdf: KdfSettings = KdfSettings()
     tls: TlsSettings = TlsSettings()
     network: NetworkSettings = NetworkSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -187,7 +228,7 @@ dimse_port = 11112
 https_port = 8443
 max_associations = 32
 idle_timeout_s = 60.0
-rate_limit_per_minute = 6000
+rate_limit_per_minute = 60000
 # Browser viewers (OHIF) allowed to call DICOMweb, e.g. ["https://viewer.example.org"]
 cors_origins = []
 
@@ -202,4 +243,23 @@ client_ca_file = ""
 time_cost = {KdfSettings().time_cost}
 memory_kib = {KdfSettings().memory_kib}
 parallelism = {KdfSettings().parallelism}
+
+[audit]
+# AuditSourceID of the DICOM audit messages (PS3.15 A.5); empty: the archive AE title.
+source_id = ""
+enterprise_site = ""
+
+[audit.spool]
+# The audit table is the spool: nothing is ever dropped. These only say when forwarding is late.
+warn_records = {AuditSpoolSettings().warn_records}
+warn_seconds = {AuditSpoolSettings().warn_seconds}
+
+# Audit record repositories (IHE ATNA): RFC 5424 syslog over mutual TLS (RFC 5425).
+# Repeat the block for each collector. Empty ca/cert/key: the archive's own CA and server certificate.
+# [[audit.syslog]]
+# host = "siem.example.org"
+# port = 6514
+# ca = "/etc/dicomguard/siem-ca.pem"
+# cert = "/etc/dicomguard/audit-client.pem"
+# key = "/etc/dicomguard/audit-client-key.pem"
 '''

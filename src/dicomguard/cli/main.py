@@ -7,7 +7,7 @@ import secrets
 
 import typer
 
-from dicomguard.cli import data, device_cmds, gateway_cmds, ledger_cmds, serve_cmds, token_cmds
+from dicomguard.cli import audit_cmds, data, device_cmds, gateway_cmds, ledger_cmds, serve_cmds, token_cmds, user_cmds
 from dicomguard.cli.common import EXIT_USAGE, ask_passphrase, console, fail, open_archive, print_json, setup_logging
 from dicomguard.config import resolve_home
 from dicomguard.core.home import init_home
@@ -28,6 +28,8 @@ device_cmds.register(app)
 gateway_cmds.register(app)
 token_cmds.register(app)
 serve_cmds.register(app)
+audit_cmds.register(app)
+user_cmds.register(app)
 
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 import signal
 import threading
+from datetime import UTC, datetime
 
 import typer
 
+from dicomguard.audit.forwarder import start_forwarders
 from dicomguard.cli.common import console, fail, open_archive
+from dicomguard.core.events import ApplicationActivity
+from dicomguard.index.db import write_session
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 60.0
@@ -27,6 +33,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with open_archive() as archive:
+        forwarders = start_forwarders(archive.ctx)  # audit trail to the [[audit.syslog]] collectors (issue 6)
         net = archive.settings.network
         host = host or net.host
         dimse = DimseService(archive, host, dimse_port if dimse_port is not None else net.dimse_port)
@@ -46,6 +53,7 @@ def serve(
             fail("the HTTPS listener did not start (port in use?)")
         ae = archive.settings.archive.ae_title
         console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
+        _application_activity(archive, started=True)
         print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
         while not stop.wait(CHECKPOINT_INTERVAL_S):
             try:
@@ -56,8 +64,21 @@ def serve(
         dimse.stop(grace_s=10)
         web_stop.set()
         web.join(timeout=15)
+        _application_activity(archive, started=False)
         archive.ledger.latest_checkpoint()
+        for forwarder in forwarders:
+            forwarder.stop(drain_s=5.0)  # what is not sent in time waits in the spool for the next start
         console.print("stopped")
+
+
+def _application_activity(archive, started: bool) -> None:  # type: ignore[no-untyped-def]
+    """Audit Application Activity (PS3.15 A.5.3.1): the archive started or stopped, and who launched it."""
+    try:
+        launcher = getpass.getuser()
+    except (KeyError, OSError):
+        launcher = f"uid={os.getuid()}"
+    with write_session(archive.ctx.engine) as s:
+        archive.ctx.bus.publish(s, ApplicationActivity(started, "dicomguard serve", launcher, datetime.now(UTC)))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dicomguard.audit.trail import AuditTrail
 from dicomguard.config import Settings, database_url, load_settings, resolve_home, storage_path
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.access import InterimAuthorizer, Principal
@@ -67,6 +68,7 @@ class Archive:
             root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus(), InterimAuthorizer()
         )
         ledger = Ledger.for_archive(ctx)
+        AuditTrail.for_archive(ctx)  # audit trail (issue 6): subscribed after the ledger, whose leaves it extends
         store.remove_stale_temporaries()
         recovered = recover_interrupted_ingests(ctx)
         if recovered:

@@ -48,6 +48,8 @@ class PatientErased:
     instance_uids: tuple[str, ...]
     study_uids: tuple[str, ...]
     at: datetime
+    principal: Principal | None = None
+    """Who ordered the erasure, when the caller passes it (the audit trail names the archive otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,60 @@ class QueryPerformed:
     at: datetime
 
 
+@dataclass(frozen=True)
+class ApplicationActivity:
+    """The archive application started or stopped (``dicomguard serve``; PS3.15 A.5.3.1)."""
+
+    started: bool
+    application: str
+    launcher: str
+    """Who started (or stopped) it: the operating system account."""
+    at: datetime
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditLogUsed:
+    """A principal read the audit trail (search, report, export). Reading it is itself audited (PS3.15 A.5.3.2)."""
+
+    principal: Principal
+    purpose: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class UserAuthentication:
+    """A login, logout, failed login or lockout of a user account (PS3.15 A.5.3.12).
+
+    ``kind`` is ``login``, ``logout``, ``failure`` or ``lockout``. Published by
+    the identity service; ``reason`` must not contain the password or PHI.
+    """
+
+    user: str
+    kind: str
+    at: datetime
+    address: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRecorded:
+    """An audit record no core event produced (an imported message) was written: the ledger appends its leaf.
+
+    Published by the audit trail in the record's transaction. Records of core
+    events are bound to the ledger in their event's own leaf instead. Carries no
+    PHI: only the record's id and canonical SHA-256.
+    """
+
+    record_id: str
+    record_sha256: bytes
+    at: datetime
+
+
 Event = (
     InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
     | AccessRefused | InstancesAccessed | QueryPerformed
+    | ApplicationActivity | AuditLogUsed | UserAuthentication | AuditRecorded
 )
 Subscriber = Callable[[Session, Event], None]
 

@@ -33,8 +33,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select, update
 
 from dicomguard.errors import DicomGuardError, NotFoundError
+from dicomguard.identity.session_policy import DEFAULT_SESSION_POLICY, SessionPolicy
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import ApiToken, User
+from dicomguard.index.models import ApiToken, AuthSession, User, UserRole
 
 TOKEN_PREFIX = "dgt_"
 TOKEN_BYTES = 32  # 256 bits
@@ -60,6 +61,10 @@ class TokenPrincipal:
     user_name: str
     role: str
     expires_at: datetime
+    roles: frozenset[str] = frozenset()
+    """The primary role and the granted ones (read at verification time)."""
+    session_id: str | None = None
+    """The login session of an access token; None for an API token."""
 
 
 def token_digest(token: str) -> bytes:
@@ -99,24 +104,64 @@ def create_token(engine: Engine, user_name: str, ttl: timedelta) -> str:
     return token
 
 
-def verify_token(engine: Engine, token: str, now: datetime | None = None) -> TokenPrincipal:
-    """The principal of a valid token; raises :class:`InvalidToken` otherwise (reads the index every time)."""
+def verify_token(
+    engine: Engine, token: str, now: datetime | None = None, policy: SessionPolicy = DEFAULT_SESSION_POLICY
+) -> TokenPrincipal:
+    """The principal of a valid token; raises :class:`InvalidToken` otherwise (reads the index every time).
+
+    Access tokens of a login session are also refused when the session was
+    logged out or revoked, has been idle longer than the idle timeout of the
+    user's roles (the session is then signed off) or is past its absolute
+    lifetime. Refresh tokens are never accepted as bearer tokens.
+    """
     if not _TOKEN_SHAPE.match(token):
         raise InvalidToken()  # malformed: refused without a database round trip
     digest = token_digest(token)
     now = now or datetime.now(UTC)
     with read_session(engine) as s:
         row = s.execute(
-            select(ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, User.name, User.role, User.disabled)
+            select(
+                ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id,
+                User.name, User.role, User.disabled,
+                AuthSession.revoked_at.label("session_revoked_at"), AuthSession.expires_at.label("session_expires_at"),
+                AuthSession.last_seen_at,
+            )
             .join(User, User.name == ApiToken.user_name)
+            .outerjoin(AuthSession, AuthSession.id == ApiToken.session_id)
             .where(ApiToken.token_sha256 == digest)
         ).first()
+        granted = s.scalars(select(UserRole.role).where(UserRole.user_name == row.name)).all() if row is not None else []
     if row is None or not hmac.compare_digest(bytes(row.token_sha256), digest):
         raise InvalidToken()
     expires_at = _aware(row.expires_at)
-    if row.revoked_at is not None or expires_at <= now or row.disabled:
+    if row.revoked_at is not None or expires_at <= now or row.disabled or row.kind not in (None, "access"):
         raise InvalidToken()
-    return TokenPrincipal(row.name, row.role, expires_at)
+    roles = frozenset({row.role, *granted})
+    if row.session_id is not None:
+        if row.session_revoked_at is not None or row.session_expires_at is None:
+            raise InvalidToken()
+        if _aware(row.session_expires_at) <= now:
+            raise InvalidToken()  # absolute lifetime
+        last_seen = _aware(row.last_seen_at)
+        if now - last_seen > policy.idle_for(roles):
+            end_session(engine, row.session_id, now)  # automatic sign-off
+            raise InvalidToken()
+        if now - last_seen >= policy.touch_interval:
+            with write_session(engine) as s:
+                s.execute(
+                    update(AuthSession)
+                    .where(AuthSession.id == row.session_id, AuthSession.last_seen_at < now)
+                    .values(last_seen_at=now)
+                )
+    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id)
+
+
+def end_session(engine: Engine, session_id: str, now: datetime | None = None) -> None:
+    """Revoke a login session and every token issued in it (logout, idle sign-off, refresh-token reuse)."""
+    now = now or datetime.now(UTC)
+    with write_session(engine) as s:
+        s.execute(update(AuthSession).where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None)).values(revoked_at=now))
+        s.execute(update(ApiToken).where(ApiToken.session_id == session_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now))
 
 
 def revoke_token(engine: Engine, token: str) -> bool:

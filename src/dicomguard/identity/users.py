@@ -7,6 +7,7 @@ identity key (wrapped by the KEK) and bound to the user name.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -14,10 +15,22 @@ from datetime import UTC, datetime
 
 import pyotp
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.crypto.aead import derive_key, open_sealed, seal
-from dicomguard.index.models import User
+from dicomguard.errors import DicomGuardError, NotFoundError
+from dicomguard.identity._common_passwords import COMMON_PASSWORDS
+from dicomguard.index.models import (
+    ApiToken,
+    AuthFailure,
+    AuthSession,
+    RecoveryCode,
+    User,
+    UserRole,
+)
 
 ROLES = (
     "radiologist",
@@ -48,11 +61,19 @@ def _totp_key(identity_key: bytes) -> bytes:
     return derive_key(identity_key, b"dicomguard totp v1")
 
 
-def create_user(session: Session, identity_key: bytes, name: str, role: str, issuer: str = "dicomguard") -> NewUserSecrets:
-    if not _NAME.match(name):
-        raise ValueError("user names are 2-64 characters: lower-case letters, digits, '.', '_', '-'")
+def _check_role(role: str) -> None:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+
+
+def create_user(
+    session: Session, identity_key: bytes, name: str, role: str, issuer: str = "dicomguard", department: str | None = None
+) -> NewUserSecrets:
+    if not _NAME.match(name):
+        raise ValueError("user names are 2-64 characters: lower-case letters, digits, '.', '_', '-'")
+    _check_role(role)
+    if session.get(User, name) is not None:
+        raise ValueError(f"user {name!r} exists")
     password = secrets.token_urlsafe(18)
     totp_secret = pyotp.random_base32(length=32)
     session.add(
@@ -63,6 +84,7 @@ def create_user(session: Session, identity_key: bytes, name: str, role: str, iss
             totp_secret=seal(_totp_key(identity_key), totp_secret.encode(), f"users|{name}".encode()),
             disabled=False,
             created_at=datetime.now(UTC),
+            department=department,
         )
     )
     uri = pyotp.TOTP(totp_secret).provisioning_uri(name=name, issuer_name=issuer)
@@ -78,3 +100,204 @@ def verify_password(user: User, password: str) -> bool:
         return _hasher.verify(user.password_hash, password)
     except Exception:
         return False
+
+
+# -- administration (issue 5) ------------------------------------------------------------
+
+
+class PrivilegeError(DicomGuardError):
+    """The acting principal may not change this account (e.g. a user granting themselves a role)."""
+
+
+RECOVERY_CODES = 10
+MIN_PASSWORD_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    role: str
+    roles: tuple[str, ...]
+    department: str | None
+    disabled: bool
+    created_at: datetime
+
+
+def _user(session: Session, name: str, lock: bool = False) -> User:
+    user = session.get(User, name, with_for_update=lock)
+    if user is None:
+        raise NotFoundError(f"no user {name!r}")
+    return user
+
+
+def _may_administer(actor: Principal, target: str) -> None:
+    """Only the local operator or an ``admin`` user changes accounts, and nobody changes their own privileges."""
+    if actor.kind is PrincipalKind.USER and actor.name == target:
+        raise PrivilegeError("a user cannot change their own roles or account state")
+    if actor.kind is PrincipalKind.OPERATOR:
+        return
+    if actor.kind is PrincipalKind.USER and "admin" in actor.roles:
+        return
+    raise PrivilegeError(f"{actor.label()} may not administer user accounts")
+
+
+def user_roles(session: Session, name: str) -> tuple[str, ...]:
+    """The primary role followed by the granted ones, sorted."""
+    user = _user(session, name)
+    granted = session.scalars(select(UserRole.role).where(UserRole.user_name == name)).all()
+    return (user.role, *sorted(set(granted) - {user.role}))
+
+
+def list_users(session: Session) -> list[UserInfo]:
+    grants: dict[str, list[str]] = {}
+    for row in session.execute(select(UserRole.user_name, UserRole.role)):
+        grants.setdefault(row.user_name, []).append(row.role)
+    return [
+        UserInfo(u.name, u.role, (u.role, *sorted(set(grants.get(u.name, ())) - {u.role})), u.department, u.disabled, u.created_at)
+        for u in session.scalars(select(User).order_by(User.name))
+    ]
+
+
+def grant_role(session: Session, actor: Principal, name: str, role: str) -> bool:
+    """Grant an additional role; False if the user already holds it. Self-grant is refused."""
+    _may_administer(actor, name)
+    _check_role(role)
+    if role in user_roles(session, name):
+        return False
+    session.add(UserRole(user_name=name, role=role, granted_by=actor.label(), granted_at=datetime.now(UTC)))
+    return True
+
+
+def revoke_role(session: Session, actor: Principal, name: str, role: str) -> bool:
+    """Revoke a granted role (the primary role stays: disable the account instead); False if not granted."""
+    _may_administer(actor, name)
+    _check_role(role)
+    _user(session, name)
+    result = session.execute(delete(UserRole).where(UserRole.user_name == name, UserRole.role == role))
+    return bool(result.rowcount)
+
+
+def end_sessions(session: Session, name: str, now: datetime | None = None) -> None:
+    """Revoke every login session and token of a user, effective at their next request."""
+    now = now or datetime.now(UTC)
+    session.execute(update(AuthSession).where(AuthSession.user_name == name, AuthSession.revoked_at.is_(None)).values(revoked_at=now))
+    session.execute(update(ApiToken).where(ApiToken.user_name == name, ApiToken.revoked_at.is_(None)).values(revoked_at=now))
+
+
+def set_disabled(session: Session, actor: Principal, name: str, disabled: bool) -> None:
+    """Disable (sessions and tokens end at once) or re-enable an account."""
+    _may_administer(actor, name)
+    user = _user(session, name, lock=True)
+    user.disabled = disabled
+    if disabled:
+        end_sessions(session, name)
+
+
+def reset_mfa(session: Session, identity_key: bytes, actor: Principal, name: str, issuer: str = "dicomguard") -> tuple[str, str]:
+    """A new TOTP secret (the old one stops working); returns (secret, provisioning URI), shown once."""
+    _may_administer(actor, name)
+    user = _user(session, name, lock=True)
+    secret = pyotp.random_base32(length=32)
+    user.totp_secret = seal(_totp_key(identity_key), secret.encode(), f"users|{name}".encode())
+    user.totp_last_step = None
+    end_sessions(session, name)
+    return secret, pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=issuer)
+
+
+def unlock(session: Session, actor: Principal, name: str) -> None:
+    """Clear the failed-login counter and lockout of an account."""
+    _may_administer(actor, name)
+    _user(session, name)
+    session.execute(delete(AuthFailure).where(AuthFailure.key == f"user:{name}"))
+
+
+# Recovery codes: "XXXXXX-YYYYYYYYYYYY"; the id (first group) locates the row, the secret is argon2id-hashed.
+_CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_RECOVERY = re.compile(r"^([a-z2-9]{6})-([a-z2-9]{12})$")
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(n))
+
+
+def new_recovery_codes(session: Session, actor: Principal, name: str) -> list[str]:
+    """Replace a user's recovery codes with :data:`RECOVERY_CODES` new single-use codes, returned once."""
+    _may_administer(actor, name)
+    _user(session, name)
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_name == name))
+    codes, now = [], datetime.now(UTC)
+    for _ in range(RECOVERY_CODES):
+        code_id, secret = _random(6), _random(12)
+        session.add(RecoveryCode(code_id=code_id, user_name=name, code_hash=_hasher.hash(secret), created_at=now))
+        codes.append(f"{code_id}-{secret}")
+    return codes
+
+
+def is_recovery_code_shape(code: str) -> bool:
+    return bool(_RECOVERY.match(code.strip().lower()))
+
+
+def use_recovery_code(session: Session, name: str, code: str, now: datetime) -> bool:
+    """Consume a recovery code of ``name``; True once per code (the row is locked while checked)."""
+    m = _RECOVERY.match(code.strip().lower())
+    if not m:
+        return False
+    row = session.get(RecoveryCode, m.group(1), with_for_update=True)
+    if row is None or row.user_name != name or row.used_at is not None:
+        return False
+    try:
+        _hasher.verify(row.code_hash, m.group(2))
+    except (VerificationError, InvalidHashError):
+        return False
+    row.used_at = now
+    return True
+
+
+# -- passwords -------------------------------------------------------------------------------
+
+
+class PasswordPolicyError(DicomGuardError):
+    """A chosen password does not meet the policy (length, common/breached list, contains the user name)."""
+
+
+def common_passwords() -> frozenset[str]:
+    return COMMON_PASSWORDS
+
+
+def check_password_policy(name: str, password: str) -> None:
+    """NIST SP 800-63B 5.1.1.2: a minimum length, no known-common password, no context-specific word (the user name)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"passwords have at least {MIN_PASSWORD_LENGTH} characters")
+    lowered = password.lower()
+    if lowered in common_passwords() or re.sub(r"[0-9!@#$%^&*.]+$", "", lowered) in common_passwords():
+        raise PasswordPolicyError("this password is on the list of common or breached passwords")
+    if name.lower() in lowered or any(part and len(part) >= 3 and part in lowered for part in re.split(r"[._-]", name.lower())):
+        raise PasswordPolicyError("the password must not contain the user name")
+
+
+def set_password(session: Session, name: str, new_password: str) -> None:
+    """Store a user-chosen password (policy checked) as argon2id; other sessions are ended."""
+    check_password_policy(name, new_password)
+    user = _user(session, name, lock=True)
+    user.password_hash = _hasher.hash(new_password)
+
+
+def password_needs_rehash(user: User) -> bool:
+    try:
+        return _hasher.check_needs_rehash(user.password_hash)
+    except (InvalidHashError, ValueError):
+        return True
+
+
+def rehash_password(user: User, password: str) -> None:
+    """Re-hash with the current parameters (called after a successful login with an older hash)."""
+    user.password_hash = _hasher.hash(password)
+
+
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def burn_verification(password: str) -> None:
+    """Verify against a dummy hash: a missing account costs the same time as a wrong password."""
+    with contextlib.suppress(VerificationError, InvalidHashError):
+        _hasher.verify(_DUMMY_HASH, password)

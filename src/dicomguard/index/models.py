@@ -165,6 +165,9 @@ class User(Base):
     totp_secret: Mapped[bytes] = mapped_column(LargeBinary)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Last accepted RFC 6238 time step: a code of this step or an earlier one is refused (no replay)."""
 
 
 class LedgerHead(Base):
@@ -242,6 +245,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """Set for tokens of an interactive login session (the session is checked on every use)."""
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """``None`` (API token), ``access`` or ``refresh`` (login session tokens)."""
 
 
 class GatewayAllow(Base):
@@ -251,3 +258,106 @@ class GatewayAllow(Base):
     ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
     ip: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- audit trail (issue 6) -------------------------------------------------------------
+
+
+class AuditRecord(Base):
+    """One DICOM audit message (PS3.15 A.5): ours or imported, sealed, ledgered, forwarded in ``seq`` order.
+
+    ``body`` is the XML message sealed (AES-256-GCM) under the audit key; only what a
+    review needs to narrow a search is in clear: times, the DICOM event and type
+    codes, the outcome and where the message came from. Users and patients are
+    blind indexes. ``seq`` is assigned under the ledger lock, so it is also the
+    commit order: forwarders resend ``seq > forwarded_up_to`` and never skip a row.
+    """
+
+    __tablename__ = "audit_records"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(32))
+    """Random record id (128 bits): how the ledger names the record."""
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    """EventID code, e.g. ``110104`` (DCM) for DICOM Instances Transferred."""
+    event_type: Mapped[str | None] = mapped_column(String(128))
+    """Its EventTypeCode codes, space-separated (e.g. ``110122``)."""
+    action: Mapped[str | None] = mapped_column(String(1))
+    outcome: Mapped[int] = mapped_column(SmallInteger)
+    origin: Mapped[str] = mapped_column(String(128))
+    """``local`` for our own messages; ``import:...`` or ``syslog:...`` for messages of other systems."""
+    user_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    dedup_token: Mapped[bytes | None] = mapped_column(TOKEN, unique=True)
+    """Keyed hash of an imported message: the same message imported twice is stored once."""
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditPatient(Base):
+    """Blind index of each Patient ID a record names (one record may name several patients)."""
+
+    __tablename__ = "audit_patients"
+    record_seq: Mapped[int] = mapped_column(ForeignKey("audit_records.seq", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[bytes] = mapped_column(TOKEN, primary_key=True, index=True)
+
+
+class AuditCursor(Base):
+    """How far a syslog collector has acknowledged the audit records (at-least-once forwarding)."""
+
+    __tablename__ = "audit_cursors"
+    collector: Mapped[str] = mapped_column(String(255), primary_key=True)
+    forwarded_up_to: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(256))
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(128))
+    """The process forwarding to this collector (one at a time, across nodes) until ``lease_until``."""
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- identity and sessions (issue 5) ---------------------------------------------------
+
+
+class AuthSession(Base):
+    """An interactive login session: idle timeout and absolute lifetime are checked on every request."""
+
+    __tablename__ = "auth_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UserRole(Base):
+    """An additional role granted to a user (beyond ``users.role``), and who granted it."""
+
+    __tablename__ = "user_roles"
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granted_by: Mapped[str] = mapped_column(String(128))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecoveryCode(Base):
+    """A single-use MFA recovery code: looked up by its public id, the secret part argon2id-hashed."""
+
+    __tablename__ = "recovery_codes"
+    code_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuthFailure(Base):
+    """Failed-login counter of an account (``user:NAME``) or a source address (``addr:IP``)."""
+
+    __tablename__ = "auth_failures"
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_allowed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -14,6 +14,9 @@ from typing import Any
 
 from dicomguard.core.events import (
     AccessRefused,
+    ApplicationActivity,
+    AuditLogUsed,
+    AuditRecorded,
     ConflictRefused,
     Event,
     InstancesAccessed,
@@ -22,11 +25,13 @@ from dicomguard.core.events import (
     KeysRotated,
     PatientErased,
     QueryPerformed,
+    UserAuthentication,
 )
 
 LEAF_FORMAT = "dicomguard-leaf/1"
 KIND_INSTANCE = "instance"
 KIND_EVENT = "event"
+KIND_AUDIT = "audit"
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -65,10 +70,38 @@ def instance_leaf(e: InstanceStored) -> bytes:
     )
 
 
+def audit_leaf(e: AuditRecorded) -> bytes:
+    """Leaf of an audit record: its id and canonical SHA-256 only (the record is sealed; issue 6, point 2)."""
+    return encode({"kind": KIND_AUDIT, "record_id": e.record_id, "record_sha256": e.record_sha256.hex(), "time": _time(e.at)})
+
+
+def with_audit_records(entry: tuple[str, str, bytes], records: list[tuple[str, bytes]]) -> tuple[str, str, bytes]:
+    """The same leaf, also naming the audit records written for its event: ``"audit": [[id, sha256], ...]``.
+
+    The audit trail extends the leaf of the event it recorded rather than adding
+    one leaf per record (issue 6): the ledger grows by one leaf per action, and
+    every audit record is still bound to the log by its canonical hash.
+    """
+    kind, subject, data = entry
+    doc = decode(data)
+    doc.pop("f")
+    doc["audit"] = [[record_id, digest.hex()] for record_id, digest in records]
+    return kind, subject, encode(doc)
+
+
+def audit_hashes(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(record id, canonical SHA-256 hex) of the audit records a decoded leaf binds."""
+    if doc.get("kind") == KIND_AUDIT:
+        return [(str(doc.get("record_id", "")), str(doc.get("record_sha256", "")))]
+    return [(str(r[0]), str(r[1])) for r in doc.get("audit", ()) if isinstance(r, list) and len(r) == 2]
+
+
 def leaf_for(event: Event) -> tuple[str, str, bytes]:
     """(kind, subject, leaf bytes) for a core event."""
     if isinstance(event, InstanceStored):
         return KIND_INSTANCE, event.sop_instance_uid, instance_leaf(event)
+    if isinstance(event, AuditRecorded):
+        return KIND_AUDIT, event.record_id, audit_leaf(event)
     if isinstance(event, ConflictRefused):
         doc = {"event": "conflict-refused", "subject": event.sop_instance_uid, "pixel_sha256": event.pixel_sha256.hex(),
                "header_sha256": event.header_sha256.hex(), "time": _time(event.at)}
@@ -91,6 +124,13 @@ def leaf_for(event: Event) -> tuple[str, str, bytes]:
         # The query keys may be identifiers (a name searched for): not even their hash is ledgered.
         doc = {"event": "query", "subject": event.principal.label(), "level": event.level, "results": event.results,
                "time": _time(event.at)}
+    elif isinstance(event, ApplicationActivity):
+        doc = {"event": "application-start" if event.started else "application-stop", "subject": event.application,
+               "time": _time(event.at)}
+    elif isinstance(event, AuditLogUsed):
+        doc = {"event": "audit-log-used", "subject": event.principal.label(), "purpose": event.purpose, "time": _time(event.at)}
+    elif isinstance(event, UserAuthentication):
+        doc = {"event": "user-authentication", "subject": event.user, "outcome": event.kind, "time": _time(event.at)}
     else:  # pragma: no cover - a new event type must get a leaf encoding
         raise TypeError(f"no leaf encoding for {type(event).__name__}")
     return KIND_EVENT, str(doc["subject"])[:64], encode({"kind": KIND_EVENT, **doc})

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomguard.audit.verify import check_audit_trail
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import walk_part10
 from dicomguard.core.events import IntegrityViolation
@@ -118,6 +119,7 @@ def verify_archive(
     started = time.perf_counter()
     with read_session(ctx.engine) as s:
         tree = _check_log(s, report)
+        check_audit_trail(ctx, s, report)  # audit trail (issue 6): every record against its ledger leaf
         _check_checkpoints(s, verifier, tree, report)
         notes = [(f"witnessed #{t.id} ({t.source})", t.note) for t in s.scalars(select(TrustedCheckpoint))]
         _check_trusted(verifier, tree, notes + list(trusted_notes or []), report)

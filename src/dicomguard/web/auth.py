@@ -7,6 +7,10 @@ disabled account take effect at the next request. The verified user becomes a
 ``archive.client(principal)``, which authorizes and records it (zero trust:
 the network a request came from grants nothing).
 
+Both kinds of bearer token are accepted: API tokens (``dicomguard token
+create``) and access tokens of a login session (``POST /auth/login``), whose
+session is checked too (logout, idle timeout, absolute lifetime).
+
 Tokens are accepted only in the ``Authorization`` header, never in the query
 string (RFC 6750 2.3 is optional and leaks tokens into logs and histories).
 """
@@ -46,7 +50,9 @@ def verified_user(request: Request) -> TokenPrincipal:
 
 def principal_for(request: Request, user: TokenPrincipal) -> Principal:
     address = request.client.host if request.client else None
-    return Principal(PrincipalKind.USER, user.user_name, frozenset({user.role}), address=address)
+    roles = user.roles or frozenset({user.role})
+    attributes = {"session": user.session_id} if user.session_id else {}
+    return Principal(PrincipalKind.USER, user.user_name, roles, address=address, attributes=attributes)
 
 
 def authenticated_client(request: Request) -> ArchiveClient:
@@ -61,7 +67,7 @@ def authenticated_client(request: Request) -> ArchiveClient:
 def metrics_reader(request: Request) -> TokenPrincipal:
     """``/metrics`` holds no PHI but shows activity: only admin and security_officer tokens may read it (403 otherwise)."""
     user = verified_user(request)
-    if user.role not in METRICS_ROLES:
+    if not (user.roles or {user.role}) & METRICS_ROLES:
         raise HTTPException(403, "metrics are readable by the admin and security_officer roles only")
     return user
 

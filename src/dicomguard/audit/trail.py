@@ -1,0 +1,426 @@
+"""The audit trail: every core event becomes DICOM audit messages, stored in the event's own transaction.
+
+Guarantees (issue 6, point 2):
+
+* **No action without its record.** The trail is a subscriber of the core's
+  event bus, which calls it inside the action's transaction; the records are
+  inserted by a ``before_commit`` hook of that transaction. If recording fails,
+  the action rolls back.
+* **Sealed at rest.** The XML message is sealed with AES-256-GCM under a key
+  derived (HKDF, own ``info``) from the archive index key, bound to the record
+  id; users and patients are searchable only through keyed blind indexes.
+  Records survive crypto-shredding (they are not under the patient's key): an
+  erased patient's access history is kept, as audit retention requires.
+* **Ledgered.** Each record's id and canonical SHA-256 (:func:`canonical_hash`,
+  over every stored column and the plaintext message) go into the integrity
+  ledger in the same transaction: into the leaf the ledger queued for the event
+  the record describes (``"audit": [[id, sha256], ...]``; the ledger still grows
+  by one leaf per action), or, for imported messages, into a leaf of their own
+  (an ``AuditRecorded`` event). An edited, inserted, reordered or deleted row is
+  found by ``dicomguard verify``.
+* **Ordered.** ``seq`` is assigned under the ledger's row lock (SQLite: the
+  write lock), so sequence order is commit order: forwarders send records in
+  ``seq`` order and never skip one that commits late.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dicomguard.audit.mapping import (
+    InstanceInfo,
+    MappingContext,
+    PatientIdentity,
+    Source,
+    drafts_for,
+)
+from dicomguard.audit.message import AuditMessage, to_xml
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.events import AuditRecorded, Event, PatientErased
+from dicomguard.core.keyring import META_ARCHIVE_ID, PURPOSE_INDEX
+from dicomguard.core.phi import RowSealer
+from dicomguard.crypto.aead import DecryptionError, derive_key, open_sealed, seal
+from dicomguard.crypto.blind_index import BlindField, BlindIndexer
+from dicomguard.errors import ErasedError
+from dicomguard.index.db import before_commit, read_session
+from dicomguard.index.models import (
+    ArchiveMeta,
+    AuditPatient,
+    AuditRecord,
+    Instance,
+    Patient,
+    Study,
+)
+from dicomguard.ledger.leaves import leaf_for, with_audit_records
+from dicomguard.ledger.service import (
+    _PENDING as LEDGER_PENDING,  # the ledger's in-transaction leaf queue
+)
+from dicomguard.ledger.store import LedgerStore
+
+ORIGIN_LOCAL = "local"
+RECORD_FORMAT = "dicomguard-audit-record/1"
+_PENDING = "dicomguard.audit.pending"
+_LEDGER_SEEN = "dicomguard.audit.ledger-seen"
+_CHUNK = 500
+_CACHE = 4096
+_INSTANCE_CACHE = 65536
+
+_WROTE = "dicomguard.audit.wrote"
+
+
+class _Signal:
+    """A generation counter that forwarders wait on: bumped after a transaction with audit records commits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+
+RECORDS_WRITTEN = _Signal()
+"""Wakes this process's forwarders when records commit (other processes' records are found by polling)."""
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _records_committed(session: Session) -> None:
+    if session.info.pop(_WROTE, False):
+        RECORDS_WRITTEN.notify()
+
+
+def utc(t: datetime) -> datetime:
+    """Times come back naive from SQLite; every stored time is UTC."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return utc(t).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+class AuditKeys:
+    """Keys of the audit trail, all HKDF subkeys of the archive index key (RFC 5869)."""
+
+    def __init__(self, index_key: bytes) -> None:
+        self._seal = derive_key(index_key, b"dicomguard audit record v1")
+        self._user = derive_key(index_key, b"dicomguard audit token v1:user")
+        self._dedup = derive_key(index_key, b"dicomguard audit token v1:dedup")
+        # Patient IDs are normalized exactly like the index's, but under an unlinkable key.
+        self._patients = BlindIndexer(derive_key(index_key, b"dicomguard audit token v1:patient"))
+
+    @classmethod
+    def for_archive(cls, ctx: ArchiveContext) -> AuditKeys:
+        return cls(ctx.keyring.archive_key(PURPOSE_INDEX))
+
+    def user_token(self, user: str) -> bytes:
+        return hmac.new(self._user, user.strip().encode("utf-8", "replace"), hashlib.sha256).digest()[:16]
+
+    def patient_token(self, patient_id: str) -> bytes:
+        return self._patients.token(BlindField.PATIENT_ID, patient_id)
+
+    def dedup_token(self, xml: bytes) -> bytes:
+        return hmac.new(self._dedup, xml, hashlib.sha256).digest()[:16]
+
+    def seal(self, record_id: str, xml: bytes) -> bytes:
+        return seal(self._seal, xml, b"audit_records|" + record_id.encode("ascii"))
+
+    def open(self, record_id: str, body: bytes) -> bytes:
+        """Raises :class:`dicomguard.crypto.aead.DecryptionError` if the body was altered or moved."""
+        return open_sealed(self._seal, body, b"audit_records|" + record_id.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """Everything a record row holds, in clear (before sealing); the input of :func:`canonical_hash`."""
+
+    id: str
+    recorded_at: datetime
+    event_time: datetime
+    event_id: str
+    event_type: str | None
+    action: str | None
+    outcome: int
+    origin: str
+    user_token: bytes | None
+    dedup_token: bytes | None
+    patient_tokens: tuple[bytes, ...]
+    xml: bytes
+
+
+def canonical_hash(f: RecordFields) -> bytes:
+    """SHA-256 of the record's canonical JSON: sorted keys, no spaces, ASCII, UTC microsecond times,
+    the message as its SHA-256. Written out by hand for speed; equal to ``json.dumps(...,
+    sort_keys=True, separators=(",", ":"))`` of the same document (tested)."""
+    patients = ",".join(f'"{t}"' for t in sorted(t.hex() for t in f.patient_tokens))
+    doc = (
+        f'{{"action":{_json(f.action)},"dedup_token":{_json(f.dedup_token.hex() if f.dedup_token else None)},'
+        f'"event_id":{_json(f.event_id)},"event_time":"{_iso(f.event_time)}","event_type":{_json(f.event_type)},'
+        f'"f":"{RECORD_FORMAT}","id":{_json(f.id)},"origin":{_json(f.origin)},"outcome":{int(f.outcome)},'
+        f'"patients":[{patients}],"recorded_at":"{_iso(f.recorded_at)}",'
+        f'"user_token":{_json(f.user_token.hex() if f.user_token else None)},"xml_sha256":"{hashlib.sha256(f.xml).hexdigest()}"}}'
+    )
+    return hashlib.sha256(doc.encode("ascii")).digest()
+
+
+def canonical_document(f: RecordFields) -> dict[str, object]:
+    """The document :func:`canonical_hash` hashes (for third parties and tests)."""
+    return {
+        "f": RECORD_FORMAT, "id": f.id, "recorded_at": _iso(f.recorded_at), "event_time": _iso(f.event_time),
+        "event_id": f.event_id, "event_type": f.event_type, "action": f.action, "outcome": int(f.outcome), "origin": f.origin,
+        "user_token": f.user_token.hex() if f.user_token else None, "dedup_token": f.dedup_token.hex() if f.dedup_token else None,
+        "patients": sorted(t.hex() for t in f.patient_tokens), "xml_sha256": hashlib.sha256(f.xml).hexdigest(),
+    }
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+class IndexLookups:
+    """Resolves surrogate patient references to Patient IDs (decrypting the index row), with a bounded cache.
+
+    A patient erased in the current transaction (crypto-shredding publishes its
+    event after destroying the row's key) is read from the last committed state
+    through a separate connection, so the Study Deleted message still names them.
+    """
+
+    def __init__(self, ctx: ArchiveContext) -> None:
+        self.ctx = ctx
+        self._cache: OrderedDict[str, PatientIdentity] = OrderedDict()
+        self._instances: OrderedDict[str, InstanceInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def patient(self, session: Session, ref: str) -> PatientIdentity | None:
+        with self._lock:
+            hit = self._cache.get(ref)
+        if hit is not None:
+            return hit
+        ident = self._read(session, ref)
+        if ident is None:
+            with read_session(self.ctx.engine) as committed:
+                ident = self._read(committed, ref)
+        if ident is not None:
+            with self._lock:
+                self._cache[ref] = ident
+                while len(self._cache) > _CACHE:
+                    self._cache.popitem(last=False)
+        return ident
+
+    def _read(self, s: Session, ref: str) -> PatientIdentity | None:
+        row = s.execute(select(Patient.phi, Patient.wrapped_data_key).where(Patient.ref == ref)).first()
+        if row is None or row.phi is None:
+            return None
+        try:
+            key = self.ctx.keyring.patient_key(ref, s)
+        except ErasedError:
+            return None
+        try:
+            phi = RowSealer(key).open("patients", ref, row.phi)
+        except DecryptionError:
+            return None  # a damaged row is verify's business; the message names the surrogate instead
+        return PatientIdentity(str(phi.get("id", "")), str(phi.get("issuer", "") or ""))
+
+    def forget(self, ref: str) -> None:
+        with self._lock:
+            self._cache.pop(ref, None)
+
+    def instances(self, session: Session, uids: Iterable[str]) -> dict[str, InstanceInfo]:
+        """Study, patient and SOP class of stored instances (write-once facts: cached)."""
+        out: dict[str, InstanceInfo] = {}
+        wanted = []
+        with self._lock:
+            for uid in dict.fromkeys(uids):
+                hit = self._instances.get(uid)
+                if hit is None:
+                    wanted.append(uid)
+                else:
+                    out[uid] = hit
+        for i in range(0, len(wanted), _CHUNK):
+            rows = session.execute(
+                select(Instance.sop_instance_uid, Instance.study_uid, Instance.patient_ref, Instance.sop_class_uid)
+                .where(Instance.sop_instance_uid.in_(wanted[i : i + _CHUNK]))
+            )
+            out.update({uid: InstanceInfo(study, ref, cls) for uid, study, ref, cls in rows})
+        for uid in wanted:
+            if uid in out:
+                self.remember_instance(uid, out[uid])
+        return out
+
+    def remember_instance(self, uid: str, info: InstanceInfo) -> None:
+        with self._lock:
+            self._instances[uid] = info
+            if len(self._instances) > _INSTANCE_CACHE:
+                self._instances.popitem(last=False)
+
+    def studies_of(self, session: Session, ref: str) -> list[str]:
+        return list(session.scalars(select(Study.uid).where(Study.patient_ref == ref).order_by(Study.uid)))
+
+    def patient_of_study(self, session: Session, study_uid: str) -> str | None:
+        return session.scalar(select(Study.patient_ref).where(Study.uid == study_uid))
+
+
+def _operator_account() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid={os.getuid()}"
+
+
+def source_for(ctx: ArchiveContext) -> Source:
+    with read_session(ctx.engine) as s:
+        meta = s.get(ArchiveMeta, META_ARCHIVE_ID)
+    st = ctx.settings
+    return Source(
+        ae_title=st.archive.ae_title,
+        source_id=st.audit.source_id or st.archive.ae_title,
+        host=socket.gethostname(),
+        archive_id=meta.value if meta else "unknown",
+        site_id=st.audit.enterprise_site or None,
+        operator_account=_operator_account(),
+    )
+
+
+class AuditTrail:
+    """Subscriber of the core event bus (wired by ``Archive.open``, after the ledger) and the one writer of records."""
+
+    def __init__(self, ctx: ArchiveContext) -> None:
+        self.ctx = ctx
+        self.keys = AuditKeys.for_archive(ctx)
+        self.lookups = IndexLookups(ctx)
+        self.mapping = MappingContext(source_for(ctx), self.lookups)
+
+    @classmethod
+    def for_archive(cls, ctx: ArchiveContext) -> AuditTrail:
+        trail = cls(ctx)
+        ctx.bus.subscribe(trail.on_event)
+        return trail
+
+    # -- the subscriber --------------------------------------------------------------------
+
+    def on_event(self, session: Session, event: Event) -> None:
+        if isinstance(event, AuditRecorded):
+            return
+        records = [self._queue(session, d.message, ORIGIN_LOCAL, user=d.user, patients=d.patients)
+                   for d in drafts_for(self.mapping, session, event)]
+        if isinstance(event, PatientErased):
+            for ref in event.patient_ref.split(","):
+                self.lookups.forget(ref)  # no Patient ID of an erased patient stays in memory
+        if records:
+            self._ledger(session, event, records)
+
+    def _ledger(self, session: Session, event: Event, records: list[tuple[str, bytes, datetime]]) -> None:
+        """Bind the records to the ledger: in the leaf the ledger just queued for this event, else in leaves of their own.
+
+        The ledger subscribes before the trail (``Archive.open``), so the last entry
+        of its in-transaction queue is this event's leaf; it is checked, not assumed.
+        """
+        pending = session.info.get(LEDGER_PENDING)
+        # The ledger's contract: exactly one entry per event. Check that it just added it (cheaply),
+        # and on the first event of a transaction that the entry is indeed this event's leaf.
+        seen = session.info.get(_LEDGER_SEEN)
+        just_added = seen is not None and seen[0] is pending and len(pending) == seen[1] + 1
+        if pending and (just_added or pending[-1] == leaf_for(event)):
+            pending[-1] = with_audit_records(pending[-1], [(rid, digest) for rid, digest, _ in records])
+            session.info[_LEDGER_SEEN] = (pending, len(pending))
+            return
+        for rid, digest, at in records:
+            self.ctx.bus.publish(session, AuditRecorded(rid, digest, at))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record(
+        self,
+        session: Session,
+        message: AuditMessage,
+        origin: str,
+        *,
+        user: str | None,
+        patients: Iterable[str],
+        xml: bytes | None = None,
+        dedup: bool = False,
+    ) -> str:
+        """Write one record that no core event produced (an imported message): stored and ledgered in ``session``."""
+        rid, digest, at = self._queue(session, message, origin, user=user, patients=patients, xml=xml, dedup=dedup)
+        self.ctx.bus.publish(session, AuditRecorded(rid, digest, at))
+        return rid
+
+    def _queue(
+        self,
+        session: Session,
+        message: AuditMessage,
+        origin: str,
+        *,
+        user: str | None,
+        patients: Iterable[str],
+        xml: bytes | None = None,
+        dedup: bool = False,
+    ) -> tuple[str, bytes, datetime]:
+        """Queue one record in ``session`` (inserted just before it commits); returns its id, canonical hash and time."""
+        xml = xml if xml is not None else to_xml(message)
+        record_id = secrets.token_hex(16)
+        now = datetime.now(UTC)
+        fields = RecordFields(
+            id=record_id,
+            recorded_at=now,
+            event_time=utc(message.time),
+            event_id=message.event_id.code[:64],
+            event_type=" ".join(c.code for c in message.event_types)[:128] or None,
+            action=message.action[:1] if message.action else None,
+            outcome=int(message.outcome),
+            origin=origin[:128],
+            user_token=self.keys.user_token(user) if user else None,
+            dedup_token=self.keys.dedup_token(xml) if dedup else None,
+            patient_tokens=tuple(sorted({self.keys.patient_token(p) for p in patients if p})),
+            xml=xml,
+        )
+        session.info.setdefault(_PENDING, []).append((fields, self.keys.seal(record_id, xml)))
+        before_commit(session, "audit", _insert_pending)
+        return record_id, canonical_hash(fields), now
+
+
+def _insert_pending(session: Session) -> None:
+    """``before_commit``: assign ``seq`` under the ledger lock and insert the transaction's records."""
+    pending: list[tuple[RecordFields, bytes]] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    LedgerStore(session).size(lock=True)  # one writer sequence across processes: seq order == commit order
+    top = int(session.scalar(select(func.max(AuditRecord.seq))) or 0)
+    rows, tokens = [], []
+    for i, (f, body) in enumerate(pending, 1):
+        seq = top + i
+        rows.append({
+            "seq": seq, "id": f.id, "recorded_at": f.recorded_at, "event_time": f.event_time, "event_id": f.event_id,
+            "event_type": f.event_type, "action": f.action, "outcome": f.outcome, "origin": f.origin,
+            "user_token": f.user_token, "dedup_token": f.dedup_token, "body": body,
+        })
+        tokens += [{"record_seq": seq, "token": t} for t in f.patient_tokens]
+    session.execute(AuditRecord.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping per row
+    if tokens:
+        session.execute(AuditPatient.__table__.insert(), tokens)
+    session.info[_WROTE] = True
