@@ -117,6 +117,17 @@ def us_multiframe(patient: FakePatient, frames: int = 4, rows: int = 48, cols: i
     return to_bytes(ds)
 
 
+def write_files(folder, objects: list[bytes], pattern: str = "obj{:03d}.dcm") -> list:  # type: ignore[no-untyped-def]
+    """Write objects as files for peers that send files (storescu); returns their paths in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, data in enumerate(objects):
+        path = folder / pattern.format(i)
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
 def dataset_of(data: bytes) -> Dataset:
     from pydicom import dcmread
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from dicomguard.core.archive import Archive
 from dicomguard.index.db import read_session

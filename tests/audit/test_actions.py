@@ -21,20 +21,10 @@ from dicomguard.index.db import read_session
 from dicomguard.index.models import Instance
 from tests.audit.conftest import entries
 from tests.conftest import PASSPHRASE
-from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes
+from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes, write_files
 from tests.dimse.conftest import dcmtk, plain
 
 runner = CliRunner()
-
-
-def _write(folder: Path, objects: list[bytes]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, data in enumerate(objects):
-        p = folder / f"{i}.dcm"
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
 
 
 def _by_event(es, code: str, action: str | None = None):  # type: ignore[no-untyped-def]
@@ -52,7 +42,7 @@ def test_dimse_and_core_actions_each_produce_their_audit_message(archive, dimse,
     study = dataset_of(alice[0]).StudyInstanceUID
 
     # store over DIMSE-TLS: DICOM Instances Transferred (C), source = the modality, destination = the archive
-    assert dcmtk("storescu", ct1, dimse.port, files=_write(tmp_path / "in", alice)).returncode == 0
+    assert dcmtk("storescu", ct1, dimse.port, files=write_files(tmp_path / "in", alice)).returncode == 0
     # query: C-FIND naming the patient
     out = tmp_path / "find"
     out.mkdir()
@@ -71,13 +61,13 @@ def test_dimse_and_core_actions_each_produce_their_audit_message(archive, dimse,
     # conflicting re-send: same SOP Instance UID, different content
     ds = dataset_of(alice[0])
     ds.PatientSex = "M"
-    r = dcmtk("storescu", ct1, dimse.port, files=_write(tmp_path / "conflict", [to_bytes(ds)]))
+    r = dcmtk("storescu", ct1, dimse.port, files=write_files(tmp_path / "conflict", [to_bytes(ds)]))
     # export with the CLI (files leave the archive's control)
     r = runner.invoke(app, ["export", str(tmp_path / "export"), "--study", study], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     # import with the CLI (another patient, from files)
     bob = ct_series(BOB, n=1, seed=9)[0]
-    r = runner.invoke(app, ["import", str(_write(tmp_path / "bob", [bob])[0])], catch_exceptions=False)
+    r = runner.invoke(app, ["import", str(write_files(tmp_path / "bob", [bob])[0])], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     # integrity violation: a tampered blob is refused on read
     bob_uid = dataset_of(bob).SOPInstanceUID

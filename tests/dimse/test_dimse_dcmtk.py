@@ -11,18 +11,8 @@ import pytest
 from pydicom import dcmread
 
 from dicomguard.core.events import AccessRefused
-from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe
+from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe, write_files
 from tests.dimse.conftest import dcmtk, plain
-
-
-def _write(folder: Path, objects: list[bytes]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, data in enumerate(objects):
-        p = folder / f"obj{i}.dcm"
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
 
 
 def _find(creds, port, level: str, keys: dict[str, str], out: Path, root: str = "-S") -> list:
@@ -38,7 +28,7 @@ def _find(creds, port, level: str, keys: dict[str, str], out: Path, root: str = 
 def test_store_find_get_move_round_trip(archive, dimse, issue, tunnel, tmp_path) -> None:
     ct1 = issue("CT1")
     objects = ct_series(ALICE, n=3) + [us_multiframe(BOB, frames=5)]
-    files = _write(tmp_path / "in", objects)
+    files = write_files(tmp_path / "in", objects)
     r = dcmtk("storescu", ct1, dimse.port, files=files)
     assert r.returncode == 0, r.stderr
     assert len(archive.query.instances()) == 4
@@ -136,7 +126,7 @@ def test_refused_peers(archive, dimse, issue, tmp_path, alerts) -> None:
 
 def test_store_only_device_cannot_query_or_retrieve(archive, dimse, issue, tunnel, tmp_path) -> None:
     modality = issue("CTSTORE", operations=("echo", "store"))
-    files = _write(tmp_path / "in", ct_series(ALICE, n=2))
+    files = write_files(tmp_path / "in", ct_series(ALICE, n=2))
     assert dcmtk("storescu", modality, dimse.port, files=files).returncode == 0
     assert _find(modality, dimse.port, "STUDY", {"StudyInstanceUID": "", "PatientID": ""}, tmp_path / "f") == []
     study = archive.query.studies()[0].uid
@@ -149,7 +139,7 @@ def test_store_only_device_cannot_query_or_retrieve(archive, dimse, issue, tunne
 
 def test_read_only_device_cannot_store(archive, dimse, issue, tmp_path) -> None:
     viewer = issue("VIEWRO", operations=("echo", "query", "retrieve"))
-    files = _write(tmp_path / "in", ct_series(ALICE, n=1))
+    files = write_files(tmp_path / "in", ct_series(ALICE, n=1))
     r = dcmtk("storescu", viewer, dimse.port, "-v", files=files)
     assert "0x0124" in (r.stdout + r.stderr).lower() or "0x124" in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     assert archive.query.instances() == []

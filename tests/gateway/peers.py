@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dicom_factory import write_files
+
 ORTHANC = "/usr/sbin/Orthanc"
 GATEWAY_AE = "DICOMGUARD-GW"
 MODALITY_AE = "LEGACY_CT"
@@ -227,10 +229,4 @@ def storescu(
 
 
 def write_objects(folder: Path, objects: list[bytes]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, data in enumerate(objects):
-        p = folder / f"obj{i:03d}.dcm"
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
+    return write_files(folder, objects)

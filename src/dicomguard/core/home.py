@@ -26,7 +26,7 @@ from dicomguard.identity.users import NewUserSecrets, create_user
 from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
 from dicomguard.pki.store import default_server_names, init_pki
-from dicomguard.storage.filesystem import FilesystemBlobStore
+from dicomguard.storage.filesystem import FilesystemBlobStore, fsync_dir
 
 KEYS_DIR = "keys"
 
@@ -45,11 +45,7 @@ def write_private_file(path: Path, content: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
 
 
 def kdf_params(settings) -> KdfParams:  # type: ignore[no-untyped-def]

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dicomguard.storage.filesystem import fsync_dir
 from dicomguard.crypto.aead import DecryptionError, derive_key
 from dicomguard.crypto.blob_cipher import DEFAULT_SEGMENT, BlobEncryptor, decrypt_stream
 from dicomguard.gateway._memfile import memory_file
@@ -115,14 +116,6 @@ def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _seq_of(name: str) -> int | None:
@@ -215,8 +208,8 @@ def requeue_dead(folder: Path) -> int:
                 (dead / entry.name).with_suffix(".json").unlink()
             moved += 1
     if moved:
-        _fsync_dir(folder / ITEMS_DIR)
-        _fsync_dir(dead)
+        fsync_dir(folder / ITEMS_DIR)
+        fsync_dir(dead)
     return moved
 
 
@@ -306,7 +299,7 @@ class DurableQueue:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-            _fsync_dir(self._items)
+            fsync_dir(self._items)
             stored = final.stat().st_size
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -391,7 +384,7 @@ class DurableQueue:
         """The upstream confirmed the item: delete it (and make the deletion durable)."""
         with contextlib.suppress(FileNotFoundError):
             (self._items / item_name(seq)).unlink()
-        _fsync_dir(self._items)
+        fsync_dir(self._items)
         self._forget(seq)
 
     def dead_letter(self, seq: int, reason: str, status: int | None, attempts: int) -> None:
@@ -404,8 +397,8 @@ class DurableQueue:
             os.fsync(f.fileno())
         os.chmod(note_path, 0o600)
         os.replace(self._items / item_name(seq), self._dead / item_name(seq))
-        _fsync_dir(self._dead)
-        _fsync_dir(self._items)
+        fsync_dir(self._dead)
+        fsync_dir(self._items)
         self._forget(seq)
 
     def _forget(self, seq: int) -> None:

@@ -37,8 +37,8 @@ from dicomguard.identity.session_policy import (
     SessionPolicy,
 )
 from dicomguard.identity.sessions import SessionTokens, open_session
-from dicomguard.identity.tokens import InvalidToken, _aware, end_session, verify_token
-from dicomguard.index.db import write_session
+from dicomguard.identity.tokens import InvalidToken, end_session, verify_token
+from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthFailure, AuthSession, User
 
 TOTP_WINDOW = 1  # RFC 6238 5.2: accept one step of clock drift either way
@@ -136,8 +136,8 @@ class Authenticator:
             if row is None:
                 continue
             for until in (row.locked_until, row.next_allowed_at):
-                if until is not None and _aware(until) > now:
-                    waits.append(math.ceil((_aware(until) - now).total_seconds()))
+                if until is not None and as_utc(until) > now:
+                    waits.append(math.ceil((as_utc(until) - now).total_seconds()))
         return max(waits) if waits else None
 
     def _count_failure(self, s: Session, keys: list[str], now: datetime) -> bool:
@@ -148,8 +148,8 @@ class Authenticator:
             if row is None:
                 row = AuthFailure(key=key, count=0, last_at=now)
                 s.add(row)
-            elif now - _aware(row.last_at) > self.limits.failure_window or (
-                row.locked_until is not None and _aware(row.locked_until) <= now
+            elif now - as_utc(row.last_at) > self.limits.failure_window or (
+                row.locked_until is not None and as_utc(row.locked_until) <= now
             ):
                 row.count, row.locked_until, row.next_allowed_at = 0, None, None  # expired: start again
             row.count += 1

@@ -27,11 +27,10 @@ from dicomguard.identity.tokens import (
     TOKEN_BYTES,
     TOKEN_PREFIX,
     InvalidToken,
-    _aware,
     end_session,
     token_digest,
 )
-from dicomguard.index.db import write_session
+from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthSession, User, UserRole
 
 REFRESH_PREFIX = "dgr_"
@@ -98,7 +97,7 @@ def refresh_session(
             if sess is None or user is None or user.disabled or sess.revoked_at is not None:
                 raise InvalidToken()
             roles = {user.role, *s.scalars(select(UserRole.role).where(UserRole.user_name == user.name))}
-            if _aware(sess.expires_at) <= now or now - _aware(sess.last_seen_at) > policy.idle_for(roles):
+            if as_utc(sess.expires_at) <= now or now - as_utc(sess.last_seen_at) > policy.idle_for(roles):
                 raise InvalidToken()
             token.revoked_at = now
             s.execute(
@@ -106,6 +105,6 @@ def refresh_session(
                 .where(ApiToken.session_id == sess.id, ApiToken.kind == "access", ApiToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return _issue(s, user.name, sess.id, now, _aware(sess.expires_at), policy)
+            return _issue(s, user.name, sess.id, now, as_utc(sess.expires_at), policy)
     end_session(engine, reused, now)  # a refresh token was used twice: it was copied
     raise InvalidToken()

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, select, update
 
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity.session_policy import DEFAULT_SESSION_POLICY, SessionPolicy
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import as_utc, read_session, write_session
 from dicomguard.index.models import ApiToken, AuthSession, User, UserRole
 
 TOKEN_PREFIX = "dgt_"
@@ -86,11 +86,6 @@ def _check_ttl(ttl: timedelta) -> None:
         raise ValueError("ttl must be between 1 minute and 30 days")
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes for DateTime(timezone=True); values are written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def create_token(engine: Engine, user_name: str, ttl: timedelta) -> str:
     """Issue a token for an existing, enabled user; returns it once (only its hash is stored)."""
     _check_ttl(ttl)
@@ -133,16 +128,16 @@ def verify_token(
         granted = s.scalars(select(UserRole.role).where(UserRole.user_name == row.name)).all() if row is not None else []
     if row is None or not hmac.compare_digest(bytes(row.token_sha256), digest):
         raise InvalidToken()
-    expires_at = _aware(row.expires_at)
+    expires_at = as_utc(row.expires_at)
     if row.revoked_at is not None or expires_at <= now or row.disabled or row.kind not in (None, "access"):
         raise InvalidToken()
     roles = frozenset({row.role, *granted})
     if row.session_id is not None:
         if row.session_revoked_at is not None or row.session_expires_at is None:
             raise InvalidToken()
-        if _aware(row.session_expires_at) <= now:
+        if as_utc(row.session_expires_at) <= now:
             raise InvalidToken()  # absolute lifetime
-        last_seen = _aware(row.last_seen_at)
+        last_seen = as_utc(row.last_seen_at)
         if now - last_seen > policy.idle_for(roles):
             end_session(engine, row.session_id, now)  # automatic sign-off
             raise InvalidToken()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -48,6 +49,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True)
+
+
+def as_utc(t: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; every stored time is UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def is_sqlite(engine: Engine) -> bool:

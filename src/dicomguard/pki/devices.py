@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from dicomguard.core.access import Action, Principal, PrincipalKind
 from dicomguard.errors import DicomGuardError, NotFoundError
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import as_utc, read_session, write_session
 from dicomguard.index.models import Device
 from dicomguard.pki.authority import CertificateAuthority, ae_title_of, cert_pem, fingerprint, key_to_pem
 
@@ -54,11 +54,6 @@ class DeviceInfo:
 def _info(d: Device) -> DeviceInfo:
     dest = f"{d.move_host}:{d.move_port}" if d.move_host and d.move_port else None
     return DeviceInfo(d.ae_title, d.name, tuple(filter(None, d.operations.split(","))), d.cert_sha256, as_utc(d.not_after), d.revoked_at is not None, dest)
-
-
-def as_utc(t: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; all stored times are UTC."""
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def check_ae_title(ae: str) -> str:

@@ -40,13 +40,13 @@ class FilesystemBlobStore:
         """Create the 256 fan-out folders up front (``init``), so that no ingest pays for a mkdir."""
         for i in range(256):
             (self.root / f"{i:02x}").mkdir(mode=0o700, parents=True, exist_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _folder(self, folder: Path) -> None:
         if folder not in self._folders:
             if not folder.exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(folder.parent)
+                fsync_dir(folder.parent)
             self._folders.add(folder)
 
     def put(self, blob_id: str, chunks: Iterable[bytes], durable: bool = True) -> int:
@@ -79,7 +79,7 @@ class FilesystemBlobStore:
             except FileNotFoundError:
                 pass
         if durable:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         return size
 
     def sync(self, blob_ids: list[str]) -> None:
@@ -97,7 +97,7 @@ class FilesystemBlobStore:
                 os.close(fd)
             folders.add(path.parent)
         for folder in folders:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def read(self, blob_id: str) -> bytes:
         try:
@@ -123,7 +123,7 @@ class FilesystemBlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def iter_ids(self) -> Iterator[str]:
         if not self.root.exists():
@@ -166,7 +166,8 @@ except OSError:  # pragma: no cover - non-glibc platforms
     _libc = None
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync(2) a folder, so that names created or removed in it are durable (POSIX)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
