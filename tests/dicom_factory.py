@@ -39,6 +39,10 @@ BOB = FakePatient("PIDQX8842BRAVO", "MARMOSET^BARTHOLOMEUS", "19790923", "ACCQ55
 CAROL = FakePatient("PIDQX9953CHARLIE", "OCELOTTE^CAROLYNDA", "19881102", "ACCQ77703456")
 
 
+DEPARTMENT = "RADIOLOGY"
+"""Institutional Department Name of every generated object: the study's department for policies."""
+
+
 def _base(patient: FakePatient, sop_class: str, modality: str, study_uid: str, series_uid: str) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -54,6 +58,7 @@ def _base(patient: FakePatient, sop_class: str, modality: str, study_uid: str, s
     ds.AccessionNumber = patient.accession
     ds.Modality = modality
     ds.ReferringPhysicianName = "REFERRER^QUENTINA"
+    ds.InstitutionalDepartmentName = DEPARTMENT
     ds.StudyDescription = "CHEST SCREENING"
     ds.SeriesDescription = "AXIAL"
     ds.PatientName = patient.name

@@ -7,11 +7,11 @@ import pytest
 from dicomguard.core.access import AccessDenied, Action, Principal, PrincipalKind
 from dicomguard.core.events import AccessRefused, InstancesAccessed, QueryPerformed
 from dicomguard.errors import NotFoundError
-from tests.dicom_factory import ALICE, ct_series
+from tests.dicom_factory import ALICE, DEPARTMENT, ct_series
 
 STORE_ONLY = Principal(PrincipalKind.DEVICE, "CT_SCANNER", attributes={"operations": ("store",)})
 VIEWER = Principal(PrincipalKind.DEVICE, "VIEWER", attributes={"operations": ("query", "retrieve")})
-RADIOLOGIST = Principal(PrincipalKind.USER, "dr.who", frozenset({"radiologist"}))
+RADIOLOGIST = Principal(PrincipalKind.USER, "dr.who", frozenset({"radiologist"}), attributes={"department": DEPARTMENT})
 ADMIN = Principal(PrincipalKind.USER, "root", frozenset({"admin"}))
 NOBODY = Principal(PrincipalKind.USER, "mallory")
 

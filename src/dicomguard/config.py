@@ -135,6 +135,33 @@ class AuditSettings(_Section):
     spool: AuditSpoolSettings = AuditSpoolSettings()
 
 
+class SessionSettings(_Section):
+    """Login sessions (issue 5): automatic sign-off and lifetimes."""
+
+    access_ttl_s: int = Field(300, ge=1, le=3600)
+    """Lifetime of an access token (refreshed with the refresh token)."""
+    idle_timeout_min: float = Field(15, gt=0, le=720)
+    """Automatic sign-off after this long without a request (roles not listed in ``idle_by_role``)."""
+    idle_by_role: dict[str, float] = {"admin": 10, "security_officer": 10}
+    """Per-role idle timeout in minutes; a user with several roles gets the shortest."""
+    absolute_lifetime_h: float = Field(12, gt=0, le=24)
+    """A session ends this long after login, active or not."""
+
+
+class PolicySettings(_Section):
+    """Authorization (issue 5): Cedar policy files and the limits of break-glass and step-up."""
+
+    directory: str = "policies"
+    """Folder of ``*.cedar`` files, relative to the home; ``init`` writes the shipped defaults there."""
+    default_department: str = Field("", max_length=64)
+    """Department of a study stored by a principal with none, when the header names none either."""
+    step_up_window_s: int = Field(3600, ge=60, le=7 * 86400)
+    """Window over which distinct retrieved/exported studies are counted for the bulk step-up guard."""
+    break_glass_minutes: int = Field(60, ge=1, le=24 * 60)
+    break_glass_min_reason: int = Field(10, ge=1, le=500)
+    """Shortest accepted break-glass reason, in characters (a typed justification, not "x")."""
+
+
 class Settings(BaseSettings):
     """All dicomguard settings. Build with :func:`load_settings`."""
 
@@ -151,6 +178,8 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     network: NetworkSettings = NetworkSettings()
     audit: AuditSettings = AuditSettings()
+    policy: PolicySettings = PolicySettings()
+    sessions: SessionSettings = SessionSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -243,6 +272,28 @@ client_ca_file = ""
 time_cost = {KdfSettings().time_cost}
 memory_kib = {KdfSettings().memory_kib}
 parallelism = {KdfSettings().parallelism}
+
+[sessions]
+# Automatic sign-off: minutes without a request (per role: the shortest of the user's roles applies).
+access_ttl_s = {SessionSettings().access_ttl_s}
+idle_timeout_min = {SessionSettings().idle_timeout_min}
+absolute_lifetime_h = {SessionSettings().absolute_lifetime_h}
+
+[sessions.idle_by_role]
+admin = 10
+security_officer = 10
+
+[policy]
+# Cedar policy files (relative to the home), validated at start: an invalid file refuses to start.
+# Test a request with: dicomguard policy test --principal user:NAME --action retrieve --resource study:UID
+directory = "{PolicySettings().directory}"
+# Department of a study whose storer (device/user) and header name none.
+default_department = ""
+# Step-up: distinct studies retrieved/exported are counted over this window (the threshold is in guards.cedar).
+step_up_window_s = {PolicySettings().step_up_window_s}
+# Break-glass: lifetime of an emergency grant, and the shortest accepted reason.
+break_glass_minutes = {PolicySettings().break_glass_minutes}
+break_glass_min_reason = {PolicySettings().break_glass_min_reason}
 
 [audit]
 # AuditSourceID of the DICOM audit messages (PS3.15 A.5); empty: the archive AE title.

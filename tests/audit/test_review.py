@@ -28,11 +28,11 @@ from dicomguard.errors import IntegrityError
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import Instance
 from tests.audit.conftest import entries
-from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, dataset_of
+from tests.dicom_factory import ALICE, BOB, CAROL, DEPARTMENT, ct_series, dataset_of
 
 runner = CliRunner()
-DR_A = Principal(PrincipalKind.USER, "dr.a", frozenset({"radiologist"}), "10.0.0.1")
-DR_B = Principal(PrincipalKind.USER, "dr.b", frozenset({"cardiologist"}), "10.0.0.2")
+DR_A = Principal(PrincipalKind.USER, "dr.a", frozenset({"radiologist"}), "10.0.0.1", {"department": DEPARTMENT})
+DR_B = Principal(PrincipalKind.USER, "dr.b", frozenset({"cardiologist"}), "10.0.0.2", {"department": DEPARTMENT})
 MALLORY = Principal(PrincipalKind.USER, "mallory", frozenset(), "10.6.6.6")
 OFFICER = Principal(PrincipalKind.USER, "sec.officer", frozenset({"security_officer"}), "10.0.0.9")
 

@@ -35,7 +35,7 @@ def test_user_lifecycle(home) -> None:
     r = run("user", "add", "dr.who", "--role", "radiologist", "--department", "radiology", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["name"] == "dr.who" and doc["role"] == "radiologist" and doc["department"] == "radiology"
+    assert doc["name"] == "dr.who" and doc["role"] == "radiologist" and doc["department"] == "RADIOLOGY"  # canonical form
     assert len(doc["password"]) >= 16 and doc["provisioning_uri"].startswith("otpauth://totp/")
     totp = pyotp.TOTP(doc["totp_secret"])
     assert run("user", "add", "dr.who", "--role", "radiologist").exit_code == 2  # exists
@@ -69,6 +69,43 @@ def test_user_lifecycle(home) -> None:
         _login(home, "dr.who", doc["password"], codes[0])
 
     assert run("user", "disable", "nobody").exit_code == 1
+
+
+def test_qr_enrolment_file_is_private_and_never_overwritten(home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import stat
+
+    import segno
+
+    qr = tmp_path / "enrol.png"
+    r = run("user", "add", "t.qr", "--role", "technologist", "--qr", str(qr), "--json")
+    assert r.exit_code == 0, r.output
+    uri = json.loads(r.stdout)["provisioning_uri"]  # the QR notice goes to stderr
+    assert stat.S_IMODE(qr.stat().st_mode) == 0o600
+    expected = io.BytesIO()
+    segno.make(uri, error="m").save(expected, kind="png", scale=6)
+    assert qr.read_bytes() == expected.getvalue()  # the code of this user's own provisioning URI
+    again = run("user", "reset-mfa", "t.qr", "--qr", str(qr))
+    assert again.exit_code == 2 and "never written over" in again.output
+    assert run("user", "add", "t.qr2", "--role", "technologist", "--qr", str(tmp_path / "enrol.txt")).exit_code == 2
+
+
+def test_account_changes_are_security_configuration_audit_events(home) -> None:  # type: ignore[no-untyped-def]
+    from dicomguard.audit.store import AuditStore
+
+    assert run("user", "add", "dr.audit", "--role", "radiologist").exit_code == 0
+    assert run("user", "grant", "dr.audit", "--role", "cardiologist").exit_code == 0
+    assert run("user", "set", "dr.audit", "--department", "cardiology").exit_code == 0
+    assert run("user", "disable", "dr.audit").exit_code == 0
+    archive = Archive.open(home, PASSPHRASE)
+    try:
+        changes = [e for e in AuditStore(archive.ctx).iter_all() if e.event_type and "110129" in e.event_type.split()]
+        descriptions = [e.message.outcome_description for e in changes]
+    finally:
+        archive.close()
+    assert descriptions[-4:] == ["account created with role radiologist", "role cardiologist granted",
+                                 "policy attributes changed: department", "account disabled"]
+    assert all("password" not in (d or "") for d in descriptions)
 
 
 def test_unlock_after_brute_force(home, monkeypatch) -> None:

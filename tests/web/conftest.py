@@ -15,6 +15,7 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from tests.dicom_factory import DEPARTMENT
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.tokens import create_token
 from dicomguard.identity.users import create_user
@@ -40,13 +41,14 @@ class WebServer:
     def dicomweb(self) -> str:
         return self.url + "/dicomweb"
 
-    def user(self, name: str, role: str) -> None:
+    def user(self, name: str, role: str, department: str | None = DEPARTMENT) -> None:
+        """A user of the generated studies' department unless told otherwise."""
         with write_session(self.archive.ctx.engine) as s:  # type: ignore[attr-defined]
-            create_user(s, self.archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role)  # type: ignore[attr-defined]
+            create_user(s, self.archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role, department=department)  # type: ignore[attr-defined]
 
-    def token(self, name: str, role: str | None = None, ttl: timedelta = timedelta(hours=1)) -> str:
+    def token(self, name: str, role: str | None = None, ttl: timedelta = timedelta(hours=1), department: str | None = DEPARTMENT) -> str:
         if role is not None:
-            self.user(name, role)
+            self.user(name, role, department)
         return create_token(self.archive.ctx.engine, name, ttl)  # type: ignore[attr-defined]
 
     def http(self, token: str | None = None) -> httpx.Client:

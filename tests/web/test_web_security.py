@@ -384,7 +384,8 @@ def test_healthz_openapi_and_metrics(web, stored_ct) -> None:
     with web.http() as anonymous:
         assert anonymous.get("/healthz").json() == {"status": "ok"}
         paths = set(anonymous.get("/openapi.json").json()["paths"])
-        assert paths == {"/healthz", "/metrics", "/auth/login", "/auth/refresh", "/auth/logout", "/auth/password"}
+        assert paths == {"/healthz", "/metrics", "/auth/login", "/auth/refresh", "/auth/logout", "/auth/password",
+                         "/auth/step-up", "/auth/break-glass", "/admin/erase"}
         assert anonymous.get("/docs").status_code == 404
         assert anonymous.get("/metrics").status_code == 401
     with web.http(web.token("dr.m", "radiologist")) as http:

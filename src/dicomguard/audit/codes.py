@@ -99,6 +99,9 @@ class EventTypes:
     KEYS_ROTATED = local("keys-rotated", "Key-encryption key rotated")
     LOGIN_FAILED = local("login-failed", "Login failed")
     LOCKOUT = local("lockout", "Account locked out")
+    BREAK_THE_GLASS = Code("BTG", "HL7 ActReason", "break the glass")
+    """HL7 v3 ActReason (purpose of use) BTG: marks every access made under an emergency grant."""
+    STEP_UP_REQUIRED = local("step-up-required", "Refused until a fresh MFA confirmation")
 
 
 class Roles:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -53,6 +53,7 @@ from dicomguard.core.events import (
     ApplicationActivity,
     AuditLogUsed,
     AuditRecorded,
+    BreakGlassStarted,
     ConflictRefused,
     Event,
     InstancesAccessed,
@@ -61,6 +62,7 @@ from dicomguard.core.events import (
     KeysRotated,
     PatientErased,
     QueryPerformed,
+    SecurityConfigurationChanged,
     UserAuthentication,
 )
 
@@ -303,7 +305,7 @@ def _instances_accessed(c: MappingContext, s: Session, e: InstancesAccessed) -> 
             participants = [c.principal(e.principal, requestor=True), c.archive()]
             msg = c.message(EventIds.INSTANCES_ACCESSED, e.at, Outcome.SUCCESS, ActionCode.READ, participants, objects,
                             description=f"action {e.action.value}")
-        drafts.append(Draft(msg, e.principal.name, (pid,)))
+        drafts.append(Draft(_marked_emergency(msg) if e.emergency else msg, e.principal.name, (pid,)))
     return drafts
 
 
@@ -323,7 +325,39 @@ def _query(c: MappingContext, s: Session, e: QueryPerformed) -> list[Draft]:
         patients = (pid,)
     msg = c.message(EventIds.QUERY, e.at, Outcome.SUCCESS, ActionCode.EXECUTE,
                     [c.principal(e.principal, Roles.SOURCE, requestor=True), c.archive(Roles.DESTINATION)], objects)
-    return [Draft(msg, e.principal.name, patients)]
+    return [Draft(_marked_emergency(msg) if e.emergency else msg, e.principal.name, patients)]
+
+
+def _marked_emergency(msg: AuditMessage) -> AuditMessage:
+    """Mark an access made under a break-glass grant: EventTypeCode BTG and a description a reviewer sees."""
+    note = "emergency access (break-glass)"
+    return replace(msg, event_types=(*msg.event_types, EventTypes.BREAK_THE_GLASS),
+                   outcome_description=f"{msg.outcome_description}; {note}" if msg.outcome_description else note)
+
+
+def _security_configuration(c: MappingContext, s: Session, e: SecurityConfigurationChanged) -> list[Draft]:
+    """A.5.3.11 Security Alert "Security Configuration": accounts, roles, devices, study access attributes."""
+    objects = [alert_subject(f"urn:dicomguard:{e.subject}", e.change)]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.UPDATE,
+                    [c.principal(e.principal, requestor=True), c.archive()], objects,
+                    (EventTypes.SECURITY_CONFIGURATION,), e.change)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def _break_glass(c: MappingContext, s: Session, e: BreakGlassStarted) -> list[Draft]:
+    """A.5.3.11 Security Alert "Emergency Override Started": who, which patient(s), until when, and the typed reason."""
+    objects: list[ParticipantObject] = []
+    pids: list[str] = []
+    for ref in e.patient_refs:
+        patient, pid = c.patient_object(s, ref)
+        objects.append(patient)
+        pids.append(pid)
+    objects.append(alert_subject(f"urn:dicomguard:break-glass:{e.grant_id}", e.reason, Expires=e.expires_at.isoformat()))
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE,
+                    [c.principal(e.principal, requestor=True), c.archive()], objects,
+                    (EventTypes.EMERGENCY_OVERRIDE_STARTED, EventTypes.BREAK_THE_GLASS),
+                    f"break-glass until {e.expires_at.isoformat()}: {e.reason}")
+    return [Draft(msg, e.principal.name, tuple(pids))]
 
 
 def _access_refused(c: MappingContext, s: Session, e: AccessRefused) -> list[Draft]:
@@ -448,6 +482,8 @@ MAPPERS: dict[type, Mapper] = {
     ApplicationActivity: _application,  # type: ignore[dict-item]
     AuditLogUsed: _audit_log_used,  # type: ignore[dict-item]
     UserAuthentication: _user_authentication,  # type: ignore[dict-item]
+    BreakGlassStarted: _break_glass,  # type: ignore[dict-item]
+    SecurityConfigurationChanged: _security_configuration,  # type: ignore[dict-item]
 }
 NOT_AUDITED: dict[type, str] = {
     AuditRecorded: "it is the ledger entry of an audit record, published by the audit trail itself",

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dicomguard.config import resolve_home
 from dicomguard.core.archive import Archive
@@ -32,7 +33,7 @@ def setup_logging() -> None:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # messages may contain [brackets]
     raise typer.Exit(code)
 
 

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from cryptography import x509
 from rich.table import Table
 
-from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive, out, print_json
+from dicomguard.cli.common import (
+    EXIT_FAILED,
+    console,
+    fail,
+    open_archive,
+    out,
+    print_json,
+)
+from dicomguard.core.access import Principal
+from dicomguard.core.archive import Archive
+from dicomguard.core.events import SecurityConfigurationChanged
 from dicomguard.errors import NotFoundError
+from dicomguard.index.db import write_session
 from dicomguard.pki.devices import DEFAULT_OPERATIONS, DeviceRegistry
 from dicomguard.pki.store import load_tls_material
 
 device_app = typer.Typer(help="Devices (modalities, workstations, viewers) and their certificates.", no_args_is_help=True)
+
+
+def _record(archive: Archive, ae: str, change: str) -> None:
+    """A Security Configuration audit event for a registry change (committed right after the change)."""
+    with write_session(archive.ctx.engine) as s:
+        archive.ctx.bus.publish(s, SecurityConfigurationChanged(Principal.operator(), f"device:{ae}", change, datetime.now(UTC)))
 
 
 @device_app.command("add")
@@ -25,6 +43,10 @@ def add(
     cert: Path = typer.Option(None, "--cert", help="Register an existing certificate (hospital CA) instead of issuing one."),
     move_destination: str = typer.Option(None, "--move-destination", help="HOST:PORT where C-MOVE may send to this AE."),
     p12: bool = typer.Option(False, "--p12", help="Also write device.p12 (PKCS#12, password from DICOMGUARD_P12_PASSWORD)."),
+    department: str = typer.Option(
+        None, "--department",
+        help="Department whose studies the device may query/retrieve; none: an archive-wide peer (e.g. a PACS).",
+    ),
 ) -> None:
     """Register a device and issue its client certificate and key (shown once, written to --out)."""
     if cert is None and out_dir is None:
@@ -42,10 +64,11 @@ def add(
             creds = DeviceRegistry(archive.ctx.engine).add(
                 ae, name, authority=material.authority, ca_pem=material.client_ca_pem,
                 operations=tuple(o.strip() for o in operations.split(",") if o.strip()), existing_cert=existing,
-                move_destination=dest,
+                move_destination=dest, department=department,
             )
         except ValueError as exc:
             fail(str(exc))
+        _record(archive, ae, f"device registered for {operations} ({'department ' + department if department else 'archive-wide'})")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "cert.pem").write_bytes(creds.cert_pem)
@@ -56,7 +79,8 @@ def add(
             key_path.write_bytes(creds.key_pem)
             if p12:
                 _write_p12(out_dir / "device.p12", creds.cert_pem, creds.key_pem, creds.ca_pem, ae)
-    console.print(f"device {ae} registered" + (f"; credentials in {out_dir}" if out_dir else ""))
+    scope = f"department {department.strip()}" if department and department.strip() else "archive-wide"
+    console.print(f"device {ae} registered ({scope})" + (f"; credentials in {out_dir}" if out_dir else ""), highlight=False)
 
 
 def _write_p12(path: Path, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, ae: str) -> None:
@@ -84,15 +108,17 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
         devices = DeviceRegistry(archive.ctx.engine).list()
     rows = [
         {"ae_title": d.ae_title, "name": d.name, "operations": list(d.operations), "cert_sha256": d.cert_sha256,
-         "not_after": d.not_after.isoformat(), "revoked": d.revoked, "move_destination": d.move_destination}
+         "not_after": d.not_after.isoformat(), "revoked": d.revoked, "move_destination": d.move_destination,
+         "department": d.department}
         for d in devices
     ]
     if as_json:
         print_json(rows)
         return
-    table = Table("AE title", "name", "operations", "expires", "revoked", title=f"{len(rows)} devices")
+    table = Table("AE title", "name", "operations", "department", "expires", "revoked", title=f"{len(rows)} devices")
     for r in rows:
-        table.add_row(r["ae_title"], r["name"], ",".join(r["operations"]), r["not_after"][:10], "yes" if r["revoked"] else "")
+        table.add_row(r["ae_title"], r["name"], ",".join(r["operations"]), r["department"] or "(archive-wide)", r["not_after"][:10],
+                      "yes" if r["revoked"] else "")
     out.print(table)
 
 
@@ -104,6 +130,7 @@ def revoke(ae: str = typer.Option(..., "--ae")) -> None:
             DeviceRegistry(archive.ctx.engine).revoke(ae)
         except NotFoundError as exc:
             fail(str(exc), EXIT_FAILED)
+        _record(archive, ae, "device certificate revoked")
     console.print(f"device {ae} revoked")
 
 

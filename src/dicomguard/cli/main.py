@@ -7,8 +7,27 @@ import secrets
 
 import typer
 
-from dicomguard.cli import audit_cmds, data, device_cmds, gateway_cmds, ledger_cmds, serve_cmds, token_cmds, user_cmds
-from dicomguard.cli.common import EXIT_USAGE, ask_passphrase, console, fail, open_archive, print_json, setup_logging
+from dicomguard.cli import (
+    audit_cmds,
+    data,
+    device_cmds,
+    gateway_cmds,
+    ledger_cmds,
+    policy_cmds,
+    serve_cmds,
+    study_cmds,
+    token_cmds,
+    user_cmds,
+)
+from dicomguard.cli.common import (
+    EXIT_USAGE,
+    ask_passphrase,
+    console,
+    fail,
+    open_archive,
+    print_json,
+    setup_logging,
+)
 from dicomguard.config import resolve_home
 from dicomguard.core.home import init_home
 from dicomguard.errors import ConfigurationError, HomeExistsError
@@ -30,6 +49,8 @@ token_cmds.register(app)
 serve_cmds.register(app)
 audit_cmds.register(app)
 user_cmds.register(app)
+policy_cmds.register(app)
+study_cmds.register(app)
 
 
 

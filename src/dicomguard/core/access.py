@@ -1,21 +1,23 @@
-"""Who may do what: principals, actions, resources and the authorizer seam.
+"""Who may do what: principals, actions, resources, request context and the authorizer seam.
 
 Every core service takes the verified :class:`Principal` of the request and
 asks the archive's :class:`Authorizer` before it touches patient data (zero
 trust: a request is authorized at the point of use, whatever network it came
-from). Refusals raise :class:`AccessDenied` and are published as
-``AccessRefused`` events for the audit trail.
+from). Refusals raise :class:`AccessDenied` (or :class:`StepUpRequired` when a
+fresh MFA confirmation would permit it) and are published as ``AccessRefused``
+events for the audit trail.
 
-Until the policy engine of the identity issue lands, :class:`InterimAuthorizer`
-decides with a fixed, default-deny table: devices may do only the operations
-listed for them; users by role; the local operator (who holds the archive
-passphrase and could decrypt everything anyway) may do everything.
+The authorizer is the Cedar policy engine (:mod:`dicomguard.policy.engine`);
+this module holds only the vocabulary it decides on, so the core does not
+depend on the policy language.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -33,6 +35,8 @@ class Action(StrEnum):
     ADMINISTER = "administer"
     CONNECT = "connect"
     """Opening an association or session: refused connections are recorded under it."""
+    BREAK_GLASS = "break-glass"
+    """Claiming emergency access to one patient (issue 5, point 4)."""
 
 
 class PrincipalKind(StrEnum):
@@ -59,9 +63,44 @@ class Principal:
         return f"{self.kind.value}:{self.name}"
 
 
+_LABEL = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+def normalize_department(name: str) -> str:
+    """Departments compare case- and spacing-insensitively: stored and compared upper-case, single-spaced."""
+    value = " ".join(name.split()).upper()
+    if len(value) > 64:
+        raise ValueError("a department name has at most 64 characters")
+    return value
+
+
+def normalize_label(label: str) -> str:
+    """A study label or clearance: lower-case letters, digits, '_' and '-', 1-32 characters."""
+    value = label.strip().lower()
+    if not _LABEL.match(value):
+        raise ValueError(f"invalid label {label!r}: 1-32 of a-z, 0-9, '_', '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class StudyAccess:
+    """What policies know of a study: none of it identifies the patient."""
+
+    department: str = ""
+    site: str = ""
+    labels: frozenset[str] = frozenset()
+    modalities: frozenset[str] = frozenset()
+    referring_token: str = ""
+    """Blind index (hex) of the Referring Physician's Name, or ``""``."""
+    stored_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Resource:
-    """What an action touches. ``kind`` is archive, patient, study, series or instance."""
+    """What an action touches. ``kind`` is archive, patient, study, series, instance or audit-log.
+
+    Study-level kinds carry :class:`StudyAccess`; without it the authorizer denies.
+    """
 
     kind: str
     uid: str = ""
@@ -69,10 +108,56 @@ class Resource:
     patient_ref: str = ""
     modality: str = ""
     attributes: Mapping[str, object] = field(default_factory=dict)
+    access: StudyAccess | None = None
 
     @classmethod
     def archive(cls) -> Resource:
         return cls("archive")
+
+    @classmethod
+    def patient(cls, patient_ref: str) -> Resource:
+        return cls("patient", patient_ref, patient_ref=patient_ref)
+
+    @classmethod
+    def study(cls, study_uid: str, patient_ref: str, access: StudyAccess, kind: str = "study", uid: str = "") -> Resource:
+        return cls(kind, uid or study_uid, study_uid, patient_ref, ",".join(sorted(access.modalities)), access=access)
+
+
+NO_MFA_AGE = 2**31
+"""``mfa_age`` of a principal with no interactive session: never fresh."""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The Cedar request context (see ``policy/schema.cedarschema``)."""
+
+    now: datetime
+    mfa_age_s: int = NO_MFA_AGE
+    emergency_patients: frozenset[str] = frozenset()
+    studies_in_window: int = 0
+    external: bool = False
+
+    @classmethod
+    def now_for(cls, principal: Principal) -> RequestContext:
+        """The context of a principal as far as the principal itself tells (its session's MFA time)."""
+        now = datetime.now(UTC)
+        return cls(now, mfa_age_of(principal, now))
+
+    def to_cedar(self) -> dict[str, object]:
+        return {
+            "now": int(self.now.timestamp()),
+            "mfa_age": self.mfa_age_s,
+            "emergency_patients": sorted(self.emergency_patients),
+            "studies_in_window": self.studies_in_window,
+            "external": self.external,
+        }
+
+
+def mfa_age_of(principal: Principal, now: datetime) -> int:
+    mfa_at = principal.attributes.get("mfa_at")
+    if not isinstance(mfa_at, datetime):
+        return NO_MFA_AGE
+    return max(0, int((now - mfa_at).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -80,6 +165,11 @@ class Decision:
     allowed: bool
     reason: str
     policies: tuple[str, ...] = ()
+    """Ids of the policies that determined the decision (Cedar's reasons)."""
+    step_up: bool = False
+    """Refused only by step-up guards: a fresh MFA confirmation would permit it."""
+    break_glass: bool = False
+    """Permitted under a break-glass grant: the access is marked as emergency access."""
 
 
 class AccessDenied(DicomGuardError):
@@ -93,36 +183,13 @@ class AccessDenied(DicomGuardError):
         self.reason = reason
 
 
+class StepUpRequired(AccessDenied):
+    """Refused until the principal confirms a fresh TOTP code (``POST /auth/step-up``)."""
+
+
 class Authorizer(Protocol):
-    def decide(self, principal: Principal, action: Action, resource: Resource) -> Decision: ...
+    def decide(self, principal: Principal, action: Action, resource: Resource, context: RequestContext | None = None) -> Decision: ...
 
-
-# Interim role table (identity issue replaces it with Cedar policies).
-_CLINICAL_READ = frozenset({Action.QUERY, Action.RETRIEVE})
-_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
-    "radiologist": _CLINICAL_READ | {Action.EXPORT},
-    "cardiologist": _CLINICAL_READ | {Action.EXPORT},
-    "technologist": _CLINICAL_READ | {Action.STORE},
-    "sonographer": _CLINICAL_READ | {Action.STORE},
-    "referring_physician": _CLINICAL_READ,
-    "researcher": frozenset(),
-    "security_officer": frozenset({Action.AUDIT_READ}),
-    "admin": frozenset({Action.ADMINISTER}),
-}
-
-
-class InterimAuthorizer:
-    """Default-deny decisions from a fixed table (see module docstring)."""
-
-    def decide(self, principal: Principal, action: Action, resource: Resource) -> Decision:
-        if principal.kind is PrincipalKind.OPERATOR:
-            return Decision(True, "local operator holds the archive keys", ("operator",))
-        if principal.kind is PrincipalKind.DEVICE:
-            allowed = principal.attributes.get("operations", ())
-            if action.value in allowed:  # type: ignore[operator]
-                return Decision(True, f"device may {action.value}", ("device-operations",))
-            return Decision(False, f"device is not allowed to {action.value}", ("device-operations",))
-        for role in principal.roles:
-            if action in _ROLE_ACTIONS.get(role, frozenset()):
-                return Decision(True, f"role {role} may {action.value}", (f"role:{role}",))
-        return Decision(False, "no rule permits it (default deny)", ())
+    def decide_many(
+        self, principal: Principal, action: Action, resources: Sequence[Resource], context: RequestContext | None = None
+    ) -> list[Decision]: ...

@@ -12,12 +12,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dicomguard.audit.trail import AuditTrail
-from dicomguard.config import Settings, database_url, load_settings, resolve_home, storage_path
-from dicomguard.core.context import ArchiveContext
-from dicomguard.core.access import InterimAuthorizer, Principal
+from dicomguard.config import (
+    Settings,
+    database_url,
+    load_settings,
+    resolve_home,
+    storage_path,
+)
+from dicomguard.core.access import Principal
 from dicomguard.core.client import ArchiveClient
+from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import EventBus, KeysRotated
-from dicomguard.core.home import KEYS_DIR, kdf_params, require_home, sealed_kek_path, write_private_file
+from dicomguard.core.home import (
+    KEYS_DIR,
+    kdf_params,
+    require_home,
+    sealed_kek_path,
+    write_private_file,
+)
 from dicomguard.core.ingest import recover_interrupted_ingests
 from dicomguard.core.keyring import PURPOSE_INDEX, Keyring, current_kek_id
 from dicomguard.core.passphrase import passphrase_from_environment
@@ -26,11 +38,35 @@ from dicomguard.core.query import IndexQuery
 from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.crypto.kek import Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError
+from dicomguard.index.db import (
+    checkpoint_and_shrink,
+    make_engine,
+    migrate,
+    read_session,
+    write_session,
+)
 from dicomguard.ledger.service import Ledger
-from dicomguard.index.db import checkpoint_and_shrink, make_engine, migrate, read_session, write_session
+from dicomguard.policy.engine import PolicyEngine, install_default_policies
 from dicomguard.storage.filesystem import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
+
+
+def policy_directory(root: Path, settings: Settings) -> Path:
+    return root / settings.policy.directory
+
+
+def load_policies(root: Path, settings: Settings) -> PolicyEngine:
+    """The archive's validated Cedar policies; raises :class:`PolicyError` (refuse to start) if any is invalid.
+
+    A home made before policies existed gets the shipped defaults written in
+    first (they are least privilege); an existing folder is never touched.
+    """
+    folder = policy_directory(root, settings)
+    if not folder.exists():
+        log.warning("no policy folder %s: writing the shipped default policies there", folder)
+        install_default_policies(folder)
+    return PolicyEngine.load(folder)
 
 
 class Archive:
@@ -65,7 +101,8 @@ class Archive:
         indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
         store = FilesystemBlobStore(storage_path(settings, root))
         ctx = ArchiveContext(
-            root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus(), InterimAuthorizer()
+            root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus(),
+            load_policies(root, settings),
         )
         ledger = Ledger.for_archive(ctx)
         AuditTrail.for_archive(ctx)  # audit trail (issue 6): subscribed after the ledger, whose leaves it extends
@@ -74,6 +111,10 @@ class Archive:
         if recovered:
             log.warning("removed %d blobs of ingests interrupted before they were indexed", recovered)
         return cls(ctx, ledger)
+
+    def reload_policies(self) -> None:
+        """Load the policy files again; on any error the running policies stay (raises :class:`PolicyError`)."""
+        self.ctx.authorizer = load_policies(self.home, self.settings)
 
     @property
     def settings(self) -> Settings:

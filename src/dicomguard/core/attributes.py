@@ -37,6 +37,8 @@ class StudyAttributes:
     study_id: str
     description: str
     referring_physician: str
+    department: str = ""
+    """Institutional Department Name (0008,1040) of the first object stored: a policy attribute."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def validate_and_extract(ds: Dataset, transfer_syntax: str) -> ObjectAttributes:
             study_id=_text(ds, "StudyID"),
             description=_text(ds, "StudyDescription"),
             referring_physician=_text(ds, "ReferringPhysicianName"),
+            department=_text(ds, "InstitutionalDepartmentName")[:64],
         ),
         series=SeriesAttributes(
             uid=series_uid,

@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 
+from dicomguard.core.access import Principal
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import PatientErased
 from dicomguard.core.keyring import PURPOSE_IDENTITY
-from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.aead import derive_key, seal
-from dicomguard.crypto.blind_index import BlindField
 from dicomguard.errors import DicomGuardError, NotFoundError
-from dicomguard.index.db import checkpoint_and_shrink, read_session, write_session
+from dicomguard.index.db import checkpoint_and_shrink, write_session
 from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
 
 
@@ -35,18 +34,13 @@ class EraseResult:
     instances: int
 
 
-def erase_patient(ctx: ArchiveContext, patient_id: str, reason: str, issuer: str | None = None) -> EraseResult:
+def erase_patient(
+    ctx: ArchiveContext, patient_id: str, reason: str, issuer: str | None = None, principal: Principal | None = None
+) -> EraseResult:
     """Crypto-shred one patient identified by Patient ID (and issuer when ambiguous)."""
     if not reason.strip():
         raise ValueError("an erasure needs a reason")
-    token = ctx.indexer.token(BlindField.PATIENT_ID, patient_id)
-    with read_session(ctx.engine) as s:
-        candidates = s.execute(select(Patient.ref, Patient.phi).where(Patient.id_token == token, Patient.erased_at.is_(None))).all()
-        matches = []
-        for ref, sealed in candidates:
-            phi = RowSealer(ctx.keyring.patient_key(ref, s)).open("patients", ref, sealed)
-            if phi["id"] == patient_id.strip() and (issuer is None or phi["issuer"] == issuer):
-                matches.append((ref, phi["issuer"]))
+    matches = ctx.patients.find(patient_id, issuer)
     if not matches:
         raise NotFoundError("no such patient")
     if issuer is None and len({i for _, i in matches}) > 1:
@@ -70,7 +64,7 @@ def erase_patient(ctx: ArchiveContext, patient_id: str, reason: str, issuer: str
         s.execute(update(Study).where(Study.patient_ref.in_(refs)).values(phi=None, accession_token=None))
         s.execute(update(Series).where(Series.study_uid.in_(study_uids)).values(phi=None))
         s.execute(update(Instance).where(Instance.patient_ref.in_(refs)).values(erased=True))
-        ctx.bus.publish(s, PatientErased(",".join(refs), tuple(r.sop_instance_uid for r in rows), study_uids, now))
+        ctx.bus.publish(s, PatientErased(",".join(refs), tuple(r.sop_instance_uid for r in rows), study_uids, now, principal))
     for ref in refs:
         ctx.patients.forget(ref)
     # The key is gone; the ciphertext is now noise. Removing it frees space.

@@ -91,6 +91,8 @@ class InstancesAccessed:
     study_uids: tuple[str, ...]
     patient_refs: tuple[str, ...]
     at: datetime
+    emergency: bool = False
+    """Delivered under a break-glass grant (issue 5, point 4): the audit message is marked."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class QueryPerformed:
     keys: tuple[tuple[str, str], ...]
     results: int
     at: datetime
+    emergency: bool = False
+    """A result was shown under a break-glass grant: the audit message is marked."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,36 @@ class UserAuthentication:
 
 
 @dataclass(frozen=True)
+class BreakGlassStarted:
+    """A clinician claimed emergency access to a patient: a security alert for the officer's review.
+
+    ``reason`` is the typed justification; it may name the patient, so
+    subscribers keep it sealed at rest (the audit trail seals its messages).
+    """
+
+    principal: Principal
+    grant_id: str
+    patient_refs: tuple[str, ...]
+    reason: str
+    expires_at: datetime
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SecurityConfigurationChanged:
+    """An account, role, device or study access attribute was changed (PS3.15 Security Alert, 110129).
+
+    ``subject`` names what changed (``user:NAME``, ``study:UID``); ``change`` says how, without
+    secrets or PHI (never a password, TOTP secret or physician name).
+    """
+
+    principal: Principal
+    subject: str
+    change: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class AuditRecorded:
     """An audit record no core event produced (an imported message) was written: the ledger appends its leaf.
 
@@ -161,7 +195,8 @@ class AuditRecorded:
 Event = (
     InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
     | AccessRefused | InstancesAccessed | QueryPerformed
-    | ApplicationActivity | AuditLogUsed | UserAuthentication | AuditRecorded
+    | ApplicationActivity | AuditLogUsed | UserAuthentication | BreakGlassStarted
+    | SecurityConfigurationChanged | AuditRecorded
 )
 Subscriber = Callable[[Session, Event], None]
 

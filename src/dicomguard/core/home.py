@@ -17,15 +17,22 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from dicomguard.config import CONFIG_FILE, database_url, default_config_toml, load_settings, storage_path
+from dicomguard.config import (
+    CONFIG_FILE,
+    database_url,
+    default_config_toml,
+    load_settings,
+    storage_path,
+)
 from dicomguard.core.keyring import PURPOSE_IDENTITY, Keyring
 from dicomguard.crypto.aead import derive_key  # noqa: F401  (re-exported for tests of the hierarchy)
-from dicomguard.crypto.kek import Kek, KdfParams, check_passphrase_strength
+from dicomguard.crypto.kek import KdfParams, Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError, HomeExistsError
 from dicomguard.identity.users import NewUserSecrets, create_user
 from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
 from dicomguard.pki.store import default_server_names, init_pki
+from dicomguard.policy.engine import install_default_policies
 from dicomguard.storage.filesystem import FilesystemBlobStore, fsync_dir
 
 KEYS_DIR = "keys"
@@ -74,6 +81,7 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
         settings = load_settings(home)
         (home / KEYS_DIR).mkdir(mode=0o700)
         FilesystemBlobStore(storage_path(settings, home)).create_layout()
+        install_default_policies(home / settings.policy.directory)
         engine = make_engine(database_url(settings, home))
         try:
             if inspect(engine).has_table("archive_meta"):

@@ -23,8 +23,8 @@ import logging
 import os
 import socket
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,7 +36,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from dicomguard._process import pid_alive
-from dicomguard.core.access import Principal
+from dicomguard.core.access import Principal, normalize_department
 from dicomguard.core.attributes import ObjectAttributes, validate_and_extract
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
@@ -236,6 +236,10 @@ class IngestPipeline:
             study_year=year,
             phi=sealer.seal("studies", st.uid, _study_phi(p.attrs)),
             created_at=now,
+            department=self._department(st.department),
+            site=str(self.principal.attributes.get("site") or "")[:64] or None,
+            referring_token=self.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, st.referring_physician)
+            if st.referring_physician.strip(" ^=\x00") else None,
         )
         insert_ignore(
             s,
@@ -247,6 +251,11 @@ class IngestPipeline:
             phi=sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
             created_at=now,
         )
+
+    def _department(self, from_header: str) -> str | None:
+        """Who stored it decides first (a device or user of a department), then the header, then the configured default."""
+        chosen = str(self.principal.attributes.get("department") or "") or from_header or self.ctx.settings.policy.default_department
+        return normalize_department(chosen)[:64] or None
 
     def _resolve_resend(
         self, uid: str, attrs: ObjectAttributes, new: ObjectDigests, existing: tuple[ObjectDigests, bool]
@@ -377,7 +386,8 @@ def recover_interrupted_ingests(ctx: ArchiveContext) -> int:
         with write_session(ctx.engine) as s:
             indexed = set(s.scalars(select(Instance.blob_id).where(Instance.blob_id.in_(dead))))
             for blob_id in dead:
-                if blob_id not in indexed:
+                # Most journalled ids were reserved ahead of use and never written: count real blobs only.
+                if blob_id not in indexed and ctx.store.exists(blob_id):
                     ctx.store.delete(blob_id)
                     removed += 1
             s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(dead)))

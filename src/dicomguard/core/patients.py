@@ -53,6 +53,18 @@ class PatientDirectory:
             return ref, key
         raise ErasedError("patient erased repeatedly during ingest")
 
+    def find(self, patient_id: str, issuer: str | None = None) -> list[tuple[str, str]]:
+        """``(ref, issuer)`` of each live patient with this Patient ID (and issuer, if given)."""
+        token = self._indexer.token(BlindField.PATIENT_ID, patient_id)
+        with read_session(self._engine) as s:
+            candidates = s.execute(select(Patient.ref, Patient.phi).where(Patient.id_token == token, Patient.erased_at.is_(None))).all()
+            matches = []
+            for ref, sealed in candidates:
+                phi = RowSealer(self._keyring.patient_key(ref, s)).open("patients", ref, sealed)
+                if phi["id"] == patient_id.strip() and (issuer is None or phi["issuer"] == issuer):
+                    matches.append((ref, phi["issuer"]))
+        return matches
+
     def _lookup(self, token: bytes) -> str | None:
         with read_session(self._engine) as s:
             return s.scalar(select(Patient.ref).where(Patient.identity_token == token))

@@ -9,6 +9,7 @@ tombstones and never match.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,11 +17,18 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from dicomguard.core.access import StudyAccess
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.matching import has_wildcard, literal_prefix, match_range, match_uid_list, match_value
+from dicomguard.core.matching import (
+    has_wildcard,
+    literal_prefix,
+    match_range,
+    match_uid_list,
+    match_value,
+)
 from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.blind_index import BlindField
-from dicomguard.index.db import read_session
+from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
 
 
@@ -153,6 +161,28 @@ class IndexQuery:
             and match_range(f.birth_date, phi["birth_date"])
         )
 
+    def study_access(self, study_uids: Iterable[str]) -> dict[str, tuple[str, StudyAccess]]:
+        """Patient reference and policy attributes of each known study (no PHI is decrypted)."""
+        uids = list(dict.fromkeys(study_uids))
+        out: dict[str, tuple[str, StudyAccess]] = {}
+        with read_session(self.ctx.engine) as s:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start:start + 500]
+                modalities: dict[str, set[str]] = {}
+                for study_uid, modality in s.execute(select(Series.study_uid, Series.modality).where(Series.study_uid.in_(chunk))):
+                    if modality:
+                        modalities.setdefault(study_uid, set()).add(modality)
+                rows = s.execute(
+                    select(Study.uid, Study.patient_ref, Study.department, Study.site, Study.labels, Study.referring_token, Study.created_at)
+                    .where(Study.uid.in_(chunk))
+                )
+                for uid, ref, department, site, labels, referring, created in rows:
+                    out[uid] = (ref, StudyAccess(
+                        department or "", site or "", frozenset(filter(None, (labels or "").split(","))),
+                        frozenset(modalities.get(uid, ())), bytes(referring).hex() if referring else "", as_utc(created),
+                    ))
+        return out
+
     def patients(self, f: PatientFilter | None = None) -> list[PatientRecord]:
         f = f or PatientFilter()
         with read_session(self.ctx.engine) as s:
@@ -242,8 +272,18 @@ class IndexQuery:
             return out
 
     def instances(
-        self, *, study_uid: str | None = None, series_uid: str | None = None, sop_instance_uid: str | None = None
+        self, *, study_uid: str | None = None, series_uid: str | None = None, sop_instance_uid: str | None = None,
+        sop_instance_uids: Iterable[str] | None = None,
     ) -> list[InstanceRecord]:
+        """Live instances matching every key given; ``sop_instance_uids`` looks many up in a few queries."""
+        if sop_instance_uids is not None:
+            wanted = list(dict.fromkeys(sop_instance_uids))
+            return [r for start in range(0, len(wanted), 500)
+                    for r in self._instances(study_uid, series_uid, sop_instance_uid, wanted[start:start + 500])]
+        return self._instances(study_uid, series_uid, sop_instance_uid, None)
+
+    def _instances(self, study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None,
+                   uids: list[str] | None) -> list[InstanceRecord]:
         with read_session(self.ctx.engine) as s:
             stmt = select(Instance, Series.modality).join(Series, Series.uid == Instance.series_uid).where(Instance.erased.is_(False))
             if study_uid:
@@ -252,6 +292,8 @@ class IndexQuery:
                 stmt = stmt.where(Instance.series_uid == series_uid)
             if sop_instance_uid:
                 stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
+            if uids is not None:
+                stmt = stmt.where(Instance.sop_instance_uid.in_(uids))
             rows = s.execute(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
             return [
                 InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.patient_ref, modality or "", r.sop_class_uid,

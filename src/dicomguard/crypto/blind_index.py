@@ -33,6 +33,8 @@ class BlindField(IntEnum):
     ACCESSION_NUMBER = 4
     PATIENT_IDENTITY = 5
     """Issuer of Patient ID and Patient ID together: one patient row per identity."""
+    REFERRING_PHYSICIAN = 6
+    """Referring Physician's Name of a study, matched against a user's account for policies."""
     PATIENT_ID_PREFIX = 11
     PATIENT_NAME_PREFIX = 12
 
@@ -40,7 +42,7 @@ class BlindField(IntEnum):
 def normalize(field: BlindField, value: str) -> str:
     """Canonical form before hashing. Person names match case-insensitively (PS3.4 C.2.2.2.1)."""
     value = value.strip(" \x00")
-    if field in (BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX):
+    if field in (BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX, BlindField.REFERRING_PHYSICIAN):
         value = value.rstrip("^=").upper()
     return value
 

@@ -42,6 +42,8 @@ from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthFailure, AuthSession, User
 
 TOTP_WINDOW = 1  # RFC 6238 5.2: accept one step of clock drift either way
+STEP_UP_MAX_AGE_S = 300
+"""How long a step-up confirmation counts: mirrors ``context.mfa_age <= 300`` of the shipped ``guards.cedar``."""
 
 
 class AuthenticationFailed(DicomGuardError):
@@ -161,6 +163,51 @@ class Authenticator:
             elif key.startswith("user:") and row.count >= self.limits.delay_after:
                 row.next_allowed_at = now + self.limits.delay(row.count)
         return locked
+
+    # -- step-up ---------------------------------------------------------------------------
+
+    def step_up(self, session_id: str, user_name: str, code: str, address: str | None, now: datetime | None = None) -> datetime:
+        """Confirm a fresh TOTP code inside a login session: the session's ``mfa_at`` becomes ``now``.
+
+        Same guarantees as :meth:`login`: the code is replay-protected (its step is
+        recorded, so the code that opened the session cannot be reused), failures
+        count towards the account's and address's throttling and lockout, and every
+        outcome is published as a ``UserAuthentication`` event. Only TOTP codes are
+        accepted (a recovery code is for a lost authenticator, not for confirmations).
+        Raises :class:`AuthenticationFailed` or :class:`LoginThrottled`.
+        """
+        now = now or datetime.now(UTC)
+        keys = [f"user:{user_name}"] + ([f"addr:{address}"] if address else [])
+        outcome: datetime | LoginThrottled | AuthenticationFailed
+        with write_session(self.engine) as s:
+            wait = self._throttled(s, keys, now)
+            if wait is not None:
+                self._publish(s, user_name, "failure", now, address, "step-up attempt while throttled or locked")
+                outcome = LoginThrottled(wait)
+            else:
+                user = s.get(User, user_name, with_for_update=True)
+                session = s.get(AuthSession, session_id, with_for_update=True)
+                code = (code or "").strip()
+                live = (
+                    user is not None and not user.disabled and session is not None and session.user_name == user_name
+                    and session.revoked_at is None and as_utc(session.expires_at) > now
+                )
+                if live and len(code) == 6 and code.isdigit() and self.check_second_factor(s, user, code, now):  # type: ignore[arg-type]
+                    assert session is not None
+                    session.mfa_at = now
+                    counter = s.get(AuthFailure, keys[0])
+                    if counter is not None:
+                        s.delete(counter)  # like a login: the account's counter only
+                    self._publish(s, user_name, "login", now, address, "step-up: TOTP confirmed in the session")
+                    outcome = now
+                else:
+                    locked = self._count_failure(s, keys, now)
+                    self._publish(s, user_name, "lockout" if locked else "failure", now, address,
+                                  "too many failed logins" if locked else "step-up refused: invalid code")
+                    outcome = AuthenticationFailed()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     # -- logout and password change --------------------------------------------------------
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 
+from dicomguard.config import SessionSettings
+
 IDLE_TIMEOUT_BY_ROLE: Mapping[str, timedelta] = MappingProxyType(
     {
         # Roles with no image access but powerful rights sign off sooner.
@@ -67,6 +69,16 @@ class LoginPolicy:
 
     def delay(self, failures: int) -> timedelta:
         return self.delay_base * (2 ** (failures - self.delay_after)) if failures >= self.delay_after else timedelta(0)
+
+
+def session_policy_from(settings: SessionSettings) -> SessionPolicy:
+    """The session policy configured in ``[sessions]`` (bounds are checked here: bad values stop the start)."""
+    return SessionPolicy(
+        access_ttl=timedelta(seconds=settings.access_ttl_s),
+        idle_timeout=timedelta(minutes=settings.idle_timeout_min),
+        idle_by_role=MappingProxyType({role: timedelta(minutes=m) for role, m in settings.idle_by_role.items()}),
+        absolute_lifetime=timedelta(hours=settings.absolute_lifetime_h),
+    )
 
 
 DEFAULT_SESSION_POLICY = SessionPolicy()

@@ -69,7 +69,7 @@ def open_session(
     session_id = secrets.token_hex(16)
     expires_at = now + policy.absolute_lifetime
     s.add(AuthSession(id=session_id, user_name=user_name, created_at=now, last_seen_at=now, expires_at=expires_at,
-                      revoked_at=None, address=address))
+                      revoked_at=None, address=address, mfa_at=now))  # login confirmed a TOTP code
     s.flush()
     return _issue(s, user_name, session_id, now, expires_at, policy)
 

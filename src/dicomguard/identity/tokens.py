@@ -23,11 +23,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
@@ -65,6 +67,11 @@ class TokenPrincipal:
     """The primary role and the granted ones (read at verification time)."""
     session_id: str | None = None
     """The login session of an access token; None for an API token."""
+    department: str | None = None
+    attributes: dict[str, object] = field(default_factory=dict)
+    """Policy attributes of the account (site, modalities, referring_token, clearances)."""
+    mfa_at: datetime | None = None
+    """Last TOTP confirmation of the session (login or step-up); None for an API token."""
 
 
 def token_digest(token: str) -> bytes:
@@ -117,9 +124,9 @@ def verify_token(
         row = s.execute(
             select(
                 ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id,
-                User.name, User.role, User.disabled,
+                User.name, User.role, User.disabled, User.department, User.attributes,
                 AuthSession.revoked_at.label("session_revoked_at"), AuthSession.expires_at.label("session_expires_at"),
-                AuthSession.last_seen_at,
+                AuthSession.last_seen_at, AuthSession.mfa_at,
             )
             .join(User, User.name == ApiToken.user_name)
             .outerjoin(AuthSession, AuthSession.id == ApiToken.session_id)
@@ -148,7 +155,19 @@ def verify_token(
                     .where(AuthSession.id == row.session_id, AuthSession.last_seen_at < now)
                     .values(last_seen_at=now)
                 )
-    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id)
+    mfa_at = as_utc(row.mfa_at) if row.session_id is not None and row.mfa_at is not None else None
+    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, user_attributes(row.attributes), mfa_at)
+
+
+def user_attributes(stored: str | None) -> dict[str, object]:
+    """The account's policy attributes (a JSON object in ``users.attributes``); malformed or absent: none."""
+    if not stored:
+        return {}
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def end_session(engine: Engine, session_id: str, now: datetime | None = None) -> None:

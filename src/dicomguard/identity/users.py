@@ -8,6 +8,7 @@ identity key (wrapped by the KEK) and bound to the user name.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -19,7 +20,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from dicomguard.core.access import Principal, PrincipalKind
+from dicomguard.core.access import (
+    Principal,
+    PrincipalKind,
+    normalize_department,
+    normalize_label,
+)
 from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity._common_passwords import COMMON_PASSWORDS
@@ -67,11 +73,20 @@ def _check_role(role: str) -> None:
 
 
 def create_user(
-    session: Session, identity_key: bytes, name: str, role: str, issuer: str = "dicomguard", department: str | None = None
+    session: Session,
+    identity_key: bytes,
+    name: str,
+    role: str,
+    issuer: str = "dicomguard",
+    department: str | None = None,
+    attributes: dict[str, object] | None = None,
 ) -> NewUserSecrets:
+    """Create an account. ``attributes`` are its policy attributes (see :func:`check_attributes`)."""
     if not _NAME.match(name):
         raise ValueError("user names are 2-64 characters: lower-case letters, digits, '.', '_', '-'")
     _check_role(role)
+    department = check_department(department)
+    stored_attributes = encode_attributes(attributes) if attributes else None
     if session.get(User, name) is not None:
         raise ValueError(f"user {name!r} exists")
     password = secrets.token_urlsafe(18)
@@ -85,10 +100,112 @@ def create_user(
             disabled=False,
             created_at=datetime.now(UTC),
             department=department,
+            attributes=stored_attributes,
         )
     )
     uri = pyotp.TOTP(totp_secret).provisioning_uri(name=name, issuer_name=issuer)
     return NewUserSecrets(name, role, password, totp_secret, uri)
+
+
+# -- policy attributes (issue 5) -------------------------------------------------------------
+
+ATTRIBUTE_KEYS = ("site", "modalities", "referring_token", "clearances")
+"""Keys of ``users.attributes`` (a JSON object); the department is a column of its own."""
+_MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
+_TOKEN_HEX = re.compile(r"^[0-9a-f]{32}$")
+_MAX_ATTRIBUTES_JSON = 2048
+
+
+def check_department(department: str | None) -> str | None:
+    """A department name as stored (``None`` for none): canonical upper case (see ``normalize_department``)."""
+    return None if department is None else normalize_department(department) or None
+
+
+check_label = normalize_label
+"""A study label or clearance: lower case, ``[a-z0-9_-]{1,32}``."""
+
+
+def check_attributes(attributes: dict[str, object]) -> dict[str, object]:
+    """Validated, canonical policy attributes: site (str), modalities (upper case), referring_token (hex), clearances."""
+    unknown = set(attributes) - set(ATTRIBUTE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown user attributes {sorted(unknown)}; known: {', '.join(ATTRIBUTE_KEYS)}")
+    out: dict[str, object] = {}
+    site = str(attributes.get("site") or "").strip()
+    if len(site) > 64:
+        raise ValueError("a site name has at most 64 characters")
+    if site:
+        out["site"] = site
+    modalities = sorted({str(m).strip().upper() for m in (attributes.get("modalities") or ())})  # type: ignore[attr-defined]
+    for m in modalities:
+        if not _MODALITY.match(m):
+            raise ValueError(f"invalid modality {m!r} (e.g. CT, MR, US)")
+    if modalities:
+        out["modalities"] = modalities
+    token = str(attributes.get("referring_token") or "").strip().lower()
+    if token:
+        if not _TOKEN_HEX.match(token):
+            raise ValueError("referring_token is the hex blind index of a name, not a name")
+        out["referring_token"] = token
+    clearances = sorted({check_label(str(c)) for c in (attributes.get("clearances") or ())})  # type: ignore[attr-defined]
+    if clearances:
+        out["clearances"] = clearances
+    return out
+
+
+def encode_attributes(attributes: dict[str, object]) -> str | None:
+    value = check_attributes(attributes)
+    if not value:
+        return None
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if len(text) > _MAX_ATTRIBUTES_JSON:
+        raise ValueError("too many user attributes")
+    return text
+
+
+def decode_attributes(stored: str | None) -> dict[str, object]:
+    """The stored policy attributes of an account; malformed or absent: none."""
+    if not stored:
+        return {}
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return {}
+    return {k: v for k, v in value.items() if k in ATTRIBUTE_KEYS} if isinstance(value, dict) else {}
+
+
+_UNCHANGED: object = object()
+
+
+def set_attributes(
+    session: Session,
+    actor: Principal,
+    name: str,
+    *,
+    department: str | None | object = _UNCHANGED,
+    **changes: object,
+) -> dict[str, object]:
+    """Change an account's department and/or policy attributes (keys of :data:`ATTRIBUTE_KEYS`).
+
+    A key given as ``None`` or empty clears it; keys not given stay. Returns the
+    resulting attributes (with ``department``). The actor must be allowed to
+    administer the account (nobody changes their own).
+    """
+    _may_administer(actor, name)
+    user = _user(session, name, lock=True)
+    if department is not _UNCHANGED:
+        user.department = check_department(department)  # type: ignore[arg-type]
+    merged = {**decode_attributes(user.attributes), **changes}
+    user.attributes = encode_attributes(merged)
+    return {"department": user.department or "", **decode_attributes(user.attributes)}
+
+
+def user_principal(session: Session, name: str) -> Principal:
+    """The :class:`Principal` a user's request carries, as the web layer builds it (no session, no MFA)."""
+    user = _user(session, name)
+    attributes: dict[str, object] = dict(decode_attributes(user.attributes))
+    attributes["department"] = user.department or ""
+    return Principal(PrincipalKind.USER, name, frozenset(user_roles(session, name)), attributes=attributes)
 
 
 def totp_secret(identity_key: bytes, user: User) -> str:

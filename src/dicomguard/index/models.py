@@ -98,6 +98,13 @@ class Study(Base):
     study_year: Mapped[int | None] = mapped_column(Integer, index=True)
     phi: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Access attributes for policies (issue 5): none identifies the patient.
+    department: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    labels: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    """Comma-separated lower-case labels set by an administrator (e.g. ``vip``)."""
+    referring_token: Mapped[bytes | None] = mapped_column(TOKEN, nullable=True, index=True)
+    """Blind index of the Referring Physician's Name (never the name)."""
 
 
 class Series(Base):
@@ -166,6 +173,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attributes: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    """JSON object of policy attributes: site, modalities, referring_token, clearances."""
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """Last accepted RFC 6238 time step: a code of this step or an earlier one is refused (no replay)."""
 
@@ -234,6 +243,8 @@ class Device(Base):
     move_host: Mapped[str | None] = mapped_column(String(255))
     """Where C-MOVE may send to this device (registered destinations only)."""
     move_port: Mapped[int | None] = mapped_column(Integer)
+    department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Department whose studies the device may query/retrieve; ``None``: archive-wide peer."""
 
 
 class ApiToken(Base):
@@ -329,6 +340,8 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mfa_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Last TOTP confirmation in this session (login or step-up): step-up policies read its age."""
 
 
 class UserRole(Base):
@@ -361,3 +374,25 @@ class AuthFailure(Base):
     last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     next_allowed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class BreakGlassGrant(Base):
+    """Emergency access of one user to one patient, time-boxed; the reason is sealed (it may name the patient)."""
+
+    __tablename__ = "break_glass_grants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    patient_ref: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class StudyAccessWindow(Base):
+    """When a principal last retrieved or exported a study: the step-up window counts these."""
+
+    __tablename__ = "study_access_window"
+    principal: Mapped[str] = mapped_column(String(160), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

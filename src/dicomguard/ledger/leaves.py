@@ -17,6 +17,7 @@ from dicomguard.core.events import (
     ApplicationActivity,
     AuditLogUsed,
     AuditRecorded,
+    BreakGlassStarted,
     ConflictRefused,
     Event,
     InstancesAccessed,
@@ -25,6 +26,7 @@ from dicomguard.core.events import (
     KeysRotated,
     PatientErased,
     QueryPerformed,
+    SecurityConfigurationChanged,
     UserAuthentication,
 )
 
@@ -131,6 +133,13 @@ def leaf_for(event: Event) -> tuple[str, str, bytes]:
         doc = {"event": "audit-log-used", "subject": event.principal.label(), "purpose": event.purpose, "time": _time(event.at)}
     elif isinstance(event, UserAuthentication):
         doc = {"event": "user-authentication", "subject": event.user, "outcome": event.kind, "time": _time(event.at)}
+    elif isinstance(event, SecurityConfigurationChanged):
+        doc = {"event": "security-configuration", "subject": event.principal.label(), "object": event.subject,
+               "change": event.change, "time": _time(event.at)}
+    elif isinstance(event, BreakGlassStarted):
+        # The reason may name the patient: it is in the sealed audit record, not in the leaf.
+        doc = {"event": "break-glass", "subject": event.principal.label(), "grant": event.grant_id,
+               "patients": len(event.patient_refs), "expires": _time(event.expires_at), "time": _time(event.at)}
     else:  # pragma: no cover - a new event type must get a leaf encoding
         raise TypeError(f"no leaf encoding for {type(event).__name__}")
     return KIND_EVENT, str(doc["subject"])[:64], encode({"kind": KIND_EVENT, **doc})

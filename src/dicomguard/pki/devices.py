@@ -15,11 +15,22 @@ from datetime import UTC, datetime
 from cryptography import x509
 from sqlalchemy import Engine, select
 
-from dicomguard.core.access import Action, Principal, PrincipalKind
+from dicomguard.core.access import (
+    Action,
+    Principal,
+    PrincipalKind,
+    normalize_department,
+)
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.index.db import as_utc, read_session, write_session
 from dicomguard.index.models import Device
-from dicomguard.pki.authority import CertificateAuthority, ae_title_of, cert_pem, fingerprint, key_to_pem
+from dicomguard.pki.authority import (
+    CertificateAuthority,
+    ae_title_of,
+    cert_pem,
+    fingerprint,
+    key_to_pem,
+)
 
 _AE = re.compile(r"^[A-Za-z0-9_.\-]{1,16}$")
 DEFAULT_OPERATIONS = ("echo", Action.STORE.value)
@@ -46,14 +57,25 @@ class DeviceInfo:
     not_after: datetime
     revoked: bool
     move_destination: str | None
+    department: str | None = None
+    """Department whose studies it may query/retrieve; ``None``: an archive-wide peer."""
 
     def principal(self, address: str | None) -> Principal:
-        return Principal(PrincipalKind.DEVICE, self.ae_title, frozenset({"device"}), address, {"operations": self.operations})
+        attributes = {"operations": self.operations, "department": self.department or ""}
+        return Principal(PrincipalKind.DEVICE, self.ae_title, frozenset({"device"}), address, attributes)
 
 
 def _info(d: Device) -> DeviceInfo:
     dest = f"{d.move_host}:{d.move_port}" if d.move_host and d.move_port else None
-    return DeviceInfo(d.ae_title, d.name, tuple(filter(None, d.operations.split(","))), d.cert_sha256, as_utc(d.not_after), d.revoked_at is not None, dest)
+    return DeviceInfo(
+        d.ae_title, d.name, tuple(filter(None, d.operations.split(","))), d.cert_sha256, as_utc(d.not_after),
+        d.revoked_at is not None, dest, d.department or None,
+    )
+
+
+def check_department(department: str | None) -> str | None:
+    """A device department as stored: ``None`` (archive-wide peer) or its canonical upper-case name."""
+    return None if department is None else normalize_department(department) or None
 
 
 def check_ae_title(ae: str) -> str:
@@ -76,9 +98,15 @@ class DeviceRegistry:
         operations: tuple[str, ...] = DEFAULT_OPERATIONS,
         existing_cert: x509.Certificate | None = None,
         move_destination: tuple[str, int] | None = None,
+        department: str | None = None,
     ) -> DeviceCredentials:
-        """Register a device: issue a certificate bound to its AE title, or register an existing one."""
+        """Register a device: issue a certificate bound to its AE title, or register an existing one.
+
+        ``department``: the device reads only that department's studies (Cedar
+        device policies); ``None`` registers an archive-wide peer.
+        """
         check_ae_title(ae_title)
+        department = check_department(department)
         unknown = set(operations) - set(KNOWN_OPERATIONS)
         if unknown:
             raise ValueError(f"unknown operations {sorted(unknown)}; known: {', '.join(KNOWN_OPERATIONS)}")
@@ -100,6 +128,7 @@ class DeviceRegistry:
                     ae_title=ae_title, name=name[:128], operations=",".join(operations), cert_serial=format(cert.serial_number, "x"),
                     cert_sha256=fingerprint(cert), not_after=cert.not_valid_after_utc, created_at=datetime.now(UTC), revoked_at=None,
                     move_host=move_destination[0] if move_destination else None, move_port=move_destination[1] if move_destination else None,
+                    department=department,
                 )
             )
         return DeviceCredentials(cert_pem(cert), key_pem, ca_pem)

@@ -12,7 +12,7 @@ Security properties, in request order:
 5. Every response carries HSTS, nosniff and ``Cache-Control: no-store``.
 
 OpenAPI: ``/openapi.json`` documents the non-DICOMweb endpoints only
-(``/healthz``, ``/metrics``, ``/auth/*``). DICOMweb routes are excluded from it on purpose:
+(``/healthz``, ``/metrics``, ``/auth/*``, ``/admin/*``). DICOMweb routes are excluded from it on purpose:
 their bodies (multipart/related DICOM, DICOM JSON) are specified by PS3.18 and
 the archive's conformance statement, which OpenAPI cannot express faithfully.
 There is no Swagger UI (it would load third-party scripts).
@@ -27,7 +27,8 @@ from starlette.middleware.cors import CORSMiddleware
 from dicomguard import __version__
 from dicomguard.core.archive import Archive
 from dicomguard.errors import ConfigurationError
-from dicomguard.web import auth_routes, errors, qido, stow, wado
+from dicomguard.identity.session_policy import session_policy_from
+from dicomguard.web import admin_routes, auth_routes, errors, qido, stow, wado
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
 from dicomguard.web.middleware import (
@@ -50,11 +51,13 @@ def create_app(archive: Archive) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.archive = archive
+    app.state.session_policy = session_policy_from(archive.settings.sessions)  # bad [sessions] values stop the start
     app.state.metrics = WebMetrics()
     errors.install(app)
     for module in (stow, qido, wado):
         app.include_router(module.router)  # each router carries the /dicomweb prefix in its route templates
-    app.include_router(auth_routes.router)  # /auth: login, refresh, logout, password (in the OpenAPI document)
+    app.include_router(auth_routes.router)  # /auth: login, refresh, logout, password, step-up, break-glass (in the OpenAPI document)
+    app.include_router(admin_routes.router)  # /admin: erase (in the OpenAPI document)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests (no authentication, no data)")
     def healthz() -> dict[str, str]:

@@ -43,7 +43,7 @@ def _bearer(request: Request) -> str:
 def verified_user(request: Request) -> TokenPrincipal:
     archive: Archive = request.app.state.archive
     try:
-        return verify_token(archive.ctx.engine, _bearer(request))
+        return verify_token(archive.ctx.engine, _bearer(request), policy=request.app.state.session_policy)
     except InvalidToken:
         raise unauthorized() from None
 
@@ -51,7 +51,14 @@ def verified_user(request: Request) -> TokenPrincipal:
 def principal_for(request: Request, user: TokenPrincipal) -> Principal:
     address = request.client.host if request.client else None
     roles = user.roles or frozenset({user.role})
-    attributes = {"session": user.session_id} if user.session_id else {}
+    attributes: dict[str, object] = {
+        k: v for k, v in user.attributes.items() if k in ("site", "modalities", "referring_token", "clearances")
+    }
+    attributes["department"] = user.department or ""
+    if user.session_id:
+        attributes["session"] = user.session_id
+    if user.mfa_at is not None:
+        attributes["mfa_at"] = user.mfa_at
     return Principal(PrincipalKind.USER, user.user_name, roles, address=address, attributes=attributes)
 
 

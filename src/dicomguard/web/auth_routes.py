@@ -1,4 +1,4 @@
-"""Login, token refresh, logout and password change (issue 5) under ``/auth``.
+"""Login, token refresh, logout, password change, step-up and break-glass (issue 5) under ``/auth``.
 
 The routes only parse input and call :class:`dicomguard.identity.auth.Authenticator`
 (one core for every entry point). Failures are opaque: 401 for any wrong
@@ -6,6 +6,11 @@ factor or invalid token (RFC 6750 3.1 challenge), 429 with ``Retry-After``
 (RFC 6585 4) while an account or address is throttled or locked. Bodies never
 echo the submitted values. Responses carry ``Cache-Control: no-store``
 (RFC 6749 5.1) like every response of the application.
+
+``/auth/step-up`` answers the RFC 9470 challenge (401 ``insufficient_user_authentication``,
+see :mod:`dicomguard.web.errors`): a fresh TOTP code renews the session's MFA time.
+``/auth/break-glass`` claims emergency access to one patient through the core
+(:meth:`dicomguard.core.client.ArchiveClient.break_glass`), which decides, records and alerts.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ from pydantic import BaseModel, Field
 
 from dicomguard.core.archive import Archive
 from dicomguard.core.keyring import PURPOSE_IDENTITY
-from dicomguard.identity.auth import AuthenticationFailed, Authenticator, LoginThrottled
+from dicomguard.identity.auth import (
+    STEP_UP_MAX_AGE_S,
+    AuthenticationFailed,
+    Authenticator,
+    LoginThrottled,
+)
 from dicomguard.identity.sessions import refresh_session
 from dicomguard.identity.tokens import InvalidToken
 from dicomguard.identity.users import PasswordPolicyError
-from dicomguard.web.auth import _bearer, verified_user
+from dicomguard.web.auth import _bearer, authenticated_client, verified_user
 from dicomguard.web.errors import problem, unauthorized
 
 router = APIRouter(prefix="/auth", tags=["authentication"])
@@ -42,6 +52,27 @@ class PasswordChange(BaseModel):
     totp: str = Field(max_length=64)
 
 
+class StepUpRequest(BaseModel):
+    totp: str = Field(max_length=64, description="A fresh 6-digit TOTP code (RFC 6238); a code already used is refused")
+
+
+class StepUpResponse(BaseModel):
+    mfa_at: str = Field(description="When the session's second factor was confirmed (ISO 8601, UTC)")
+    max_age: int = Field(description="Seconds the confirmation satisfies step-up policies")
+
+
+class BreakGlassRequest(BaseModel):
+    patient_id: str = Field(max_length=64, description="Patient ID (0010,0020)")
+    reason: str = Field("", max_length=2000, description="Typed justification; required (see policy.break_glass_min_reason)")
+    issuer: str | None = Field(None, max_length=64, description="Issuer of Patient ID (0010,0021), when ambiguous")
+
+
+class BreakGlassResponse(BaseModel):
+    grant_id: str
+    expires_at: str
+    patients: int = Field(description="Patient records covered by the grant (one per issuer of the Patient ID)")
+
+
 class TokenResponse(BaseModel):
     access_token: str
     refresh_token: str
@@ -54,7 +85,8 @@ def authenticator(request: Request) -> Authenticator:
     auth = getattr(state, "authenticator", None)
     if auth is None:
         archive: Archive = state.archive
-        auth = Authenticator(archive.ctx.engine, archive.ctx.bus, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY))
+        auth = Authenticator(archive.ctx.engine, archive.ctx.bus, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY),
+                             sessions=state.session_policy)
         state.authenticator = auth
     return auth
 
@@ -129,3 +161,38 @@ def change_password(body: PasswordChange, request: Request) -> Response:
     except AuthenticationFailed:
         return _login_failed()
     return Response(status_code=204)
+
+
+@router.post(
+    "/step-up",
+    summary="Confirm a fresh TOTP code in the current login session (RFC 9470 step-up), e.g. before an erasure",
+    response_model=StepUpResponse,
+    responses={400: {"description": "The bearer token is an API token: step-up needs a login session"},
+               401: {"description": "Invalid token, or wrong or replayed code"},
+               429: {"description": "Throttled or locked out; see Retry-After"}},
+)
+def step_up(body: StepUpRequest, request: Request) -> JSONResponse:
+    user = verified_user(request)
+    if user.session_id is None:
+        return problem(400, "bad-request", "step-up needs a login session (POST /auth/login); API tokens cannot step up")
+    try:
+        mfa_at = authenticator(request).step_up(user.session_id, user.user_name, body.totp, _address(request))
+    except AuthenticationFailed:
+        return _login_failed()
+    except LoginThrottled as exc:
+        return _throttled(exc)
+    return JSONResponse({"mfa_at": mfa_at.isoformat(), "max_age": STEP_UP_MAX_AGE_S})
+
+
+@router.post(
+    "/break-glass",
+    status_code=201,
+    summary="Claim time-boxed emergency access to one patient, with a typed reason (alerted and audited)",
+    response_model=BreakGlassResponse,
+    responses={400: {"description": "Reason missing or too short"}, 401: {"description": "Invalid token"},
+               403: {"description": "The role may not claim break-glass"}, 404: {"description": "No such patient"}},
+)
+def break_glass(body: BreakGlassRequest, request: Request) -> JSONResponse:
+    client = authenticated_client(request)
+    grant = client.break_glass(body.patient_id, body.reason, body.issuer or None)
+    return JSONResponse(grant.to_json(), status_code=201)

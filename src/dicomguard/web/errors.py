@@ -17,13 +17,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from dicomguard.core.access import AccessDenied
+from dicomguard.core.access import AccessDenied, StepUpRequired
+from dicomguard.core.break_glass import BreakGlassRefused
+from dicomguard.core.erase import AmbiguousPatientError
 from dicomguard.errors import (
     DicomGuardError,
     IntegrityError,
     NotFoundError,
     RejectedObject,
 )
+from dicomguard.identity.auth import STEP_UP_MAX_AGE_S
 from dicomguard.identity.tokens import InvalidToken
 from dicomguard.web.multipart import MalformedMultipart
 from dicomguard.web.qido_params import QueryError
@@ -53,7 +56,7 @@ def unauthorized(error_code: str | None = "invalid_token") -> HTTPException:
 
 
 _REASONS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-            406: "not-acceptable", 413: "payload-too-large", 415: "unsupported-media-type", 501: "not-implemented"}
+            406: "not-acceptable", 409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 501: "not-implemented"}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -61,7 +64,12 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    names = sorted({str(e.get("loc", ("", ""))[-1]) for e in exc.errors()})
+    errors = exc.errors()
+    if any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors):
+        fields = sorted({str(e["loc"][-1]) for e in errors if len(e.get("loc", ())) > 1 and e["loc"][0] == "body"})
+        what = f"missing or invalid {', '.join(fields)}" if fields else "the body must be a JSON object"
+        return problem(400, "bad-request", f"invalid request body: {what}")
+    names = sorted({str(e.get("loc", ("", ""))[-1]) for e in errors})
     return problem(400, "bad-request", f"invalid {', '.join(names)}: path parameters must be DICOM UIDs")
 
 
@@ -72,6 +80,32 @@ async def _query_error(request: Request, exc: Exception) -> JSONResponse:
 async def _access_denied(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AccessDenied)
     return problem(403, "forbidden", f"not permitted to {exc.action.value}")
+
+
+STEP_UP_DESCRIPTION = "a TOTP confirmation at most 300 seconds old is required: POST /auth/step-up"
+
+
+def step_up_challenge() -> str:
+    """RFC 9470 3: the step-up challenge, with the acceptable authentication age."""
+    return (f'{BEARER_CHALLENGE}, error="insufficient_user_authentication", '
+            f'error_description="{STEP_UP_DESCRIPTION}", max_age={STEP_UP_MAX_AGE_S}')
+
+
+async def _step_up_required(request: Request, exc: Exception) -> JSONResponse:
+    """RFC 9470: refused until the user confirms a fresh second factor; the client steps up and retries."""
+    assert isinstance(exc, StepUpRequired)
+    return problem(401, "insufficient_user_authentication",
+                   f"{exc.action.value} needs a recent second-factor confirmation (POST /auth/step-up, then retry)",
+                   {"WWW-Authenticate": step_up_challenge()})
+
+
+async def _break_glass_refused(request: Request, exc: Exception) -> JSONResponse:
+    # The core's messages name the rule broken (reason too short), never the submitted values.
+    return problem(400, "bad-request", str(exc))
+
+
+async def _ambiguous(request: Request, exc: Exception) -> JSONResponse:
+    return problem(409, "conflict", "the Patient ID exists under several issuers: name the issuer")
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -108,6 +142,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(QueryError, _query_error)
     app.add_exception_handler(MalformedMultipart, _query_error)
     app.add_exception_handler(AccessDenied, _access_denied)
+    app.add_exception_handler(StepUpRequired, _step_up_required)  # the most specific class wins (MRO lookup)
+    app.add_exception_handler(BreakGlassRefused, _break_glass_refused)
+    app.add_exception_handler(AmbiguousPatientError, _ambiguous)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(InvalidToken, _invalid_token)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
-from dicomguard.core.access import AccessDenied
+from dicomguard.core.access import AccessDenied, StepUpRequired
 from dicomguard.core.client import ArchiveClient
 from dicomguard.core.query import InstanceRecord
 from dicomguard.core.retrieve import RetrievedObject
@@ -95,6 +95,8 @@ def _instance(client: ArchiveClient, study: str, series: str, instance: str) -> 
     """One verified object, only under its own study and series URL."""
     try:
         obj = client.retrieve(instance)
+    except StepUpRequired:
+        raise  # 401 with the RFC 9470 challenge: a fresh MFA confirmation would permit it
     except AccessDenied:
         raise NotFoundError("no such instance") from None  # AccessRefused was published by the core
     if obj.study_uid != study or obj.series_uid != series:

@@ -1,0 +1,262 @@
+"""Cedar policy engine: every authorization decision of the archive (issue 5, point 3).
+
+Policies are Cedar files an administrator can read, edit and test
+(``HOME/policies/*.cedar``; the shipped defaults are in ``policy/defaults``).
+They are validated against :file:`schema.cedarschema` when loaded: a file that
+does not parse, does not type-check, or reuses a policy id raises
+:class:`PolicyError` and the archive refuses to start. It never falls back to
+a more permissive set.
+
+Decisions are Cedar's: default deny, a ``forbid`` overrides every ``permit``.
+One thing is stricter than Cedar: a policy whose evaluation *errors* is
+skipped by Cedar, which would silently drop a ``forbid``; here any evaluation
+error denies the request (fail closed).
+
+Two annotations give a policy a meaning beyond permit/forbid:
+
+* ``@step_up("true")`` on a ``forbid``: the refusal means "confirm your
+  identity again" (a fresh TOTP), not "never" (issue 5, point 5).
+* ``@break_glass("true")`` on a ``permit``: access it grants is emergency
+  access, marked in every audit event (issue 5, point 4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import cedarpy
+
+from dicomguard.core.access import (
+    Action,
+    Decision,
+    Principal,
+    PrincipalKind,
+    RequestContext,
+    Resource,
+    normalize_department,
+)
+from dicomguard.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+POLICY_SUFFIX = ".cedar"
+
+
+class PolicyError(ConfigurationError):
+    """A policy file is invalid: the archive does not start with it (never falls open)."""
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    id: str
+    file: str
+    effect: str
+    annotations: dict[str, str]
+
+    @property
+    def step_up(self) -> bool:
+        return self.annotations.get("step_up") == "true"
+
+    @property
+    def break_glass(self) -> bool:
+        return self.annotations.get("break_glass") == "true"
+
+
+def schema_text() -> str:
+    return resources.files("dicomguard.policy").joinpath("schema.cedarschema").read_text(encoding="utf-8")
+
+
+def default_policy_files() -> dict[str, str]:
+    """The shipped default policies, by file name."""
+    folder = resources.files("dicomguard.policy").joinpath("defaults")
+    return {f.name: f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(POLICY_SUFFIX)}
+
+
+def install_default_policies(directory: Path) -> None:
+    """Write the shipped defaults into ``directory`` (``init``; never overwrites an existing file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in default_policy_files().items():
+        target = directory / name
+        if not target.exists():
+            target.write_text(text, encoding="utf-8")
+
+
+class PolicyEngine:
+    """A validated, parsed Cedar policy set and schema; decisions in microseconds."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        if not files:
+            raise PolicyError("no policy files: with no policy nothing would be permitted; refusing to start")
+        self._schema = cedarpy.Schema.from_str(schema_text())
+        combined: dict[str, object] = {}
+        self.policies: dict[str, LoadedPolicy] = {}
+        for name in sorted(files):
+            for policy_id, policy in self._parse_file(name, files[name]):
+                if policy_id in self.policies:
+                    raise PolicyError(f"{name}: policy id {policy_id!r} is already used in {self.policies[policy_id].file}")
+                annotations = {k: str(v) for k, v in (policy.get("annotations") or {}).items()}
+                self.policies[policy_id] = LoadedPolicy(policy_id, name, str(policy["effect"]), annotations)
+                combined[policy_id] = policy
+        self._policy_set = cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": combined, "templates": {}, "templateLinks": []}))
+
+    def _parse_file(self, name: str, text: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+        try:
+            parsed = json.loads(cedarpy.policies_to_json_str(text))
+        except ValueError as exc:
+            raise PolicyError(f"{name}: does not parse: {exc}") from None
+        result = cedarpy.validate_policies(text, self._schema)
+        if not result.validation_passed:
+            ids = result.id_annotations_by_policy_id or {}
+            problems = "; ".join(f"{ids.get(e.policy_id, e.policy_id)}: {e.error}" for e in result.errors)
+            raise PolicyError(f"{name}: does not validate against the schema: {problems}")
+        out = []
+        stem = name.removesuffix(POLICY_SUFFIX)
+        # Cedar numbers policies policy0, policy1, ... in file order.
+        statics = parsed.get("staticPolicies", {})
+        for n in range(len(statics)):
+            policy = statics[f"policy{n}"]
+            policy_id = (policy.get("annotations") or {}).get("id") or f"{stem}#{n}"
+            out.append((policy_id, policy))
+        if parsed.get("templates"):
+            raise PolicyError(f"{name}: policy templates are not supported; write static policies")
+        return out
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyEngine:
+        """Load and validate every ``*.cedar`` file of ``directory``; raises :class:`PolicyError`."""
+        if not directory.is_dir():
+            raise PolicyError(f"policy directory {directory} does not exist")
+        files = {p.name: p.read_text(encoding="utf-8") for p in sorted(directory.glob(f"*{POLICY_SUFFIX}"))}
+        if not files:
+            raise PolicyError(f"no {POLICY_SUFFIX} files in {directory}: refusing to start with no policy")
+        engine = cls(files)
+        log.info("loaded %d policies from %d files in %s", len(engine.policies), len(files), directory)
+        return engine
+
+    @classmethod
+    def defaults(cls) -> PolicyEngine:
+        return cls(default_policy_files())
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def decide(self, principal: Principal, action: Action, resource: Resource, context: RequestContext | None = None) -> Decision:
+        (decision,) = self.decide_many(principal, action, [resource], context)
+        return decision
+
+    def decide_many(
+        self, principal: Principal, action: Action, resources: Sequence[Resource], context: RequestContext | None = None
+    ) -> list[Decision]:
+        """One decision per resource (one Cedar batch call)."""
+        if not resources:
+            return []
+        context = context or RequestContext.now_for(principal)
+        p_entity = principal_entity(principal)
+        entities = [p_entity]
+        requests = []
+        refused: dict[int, Decision] = {}
+        seen: set[tuple[str, str]] = set()
+        for i, res in enumerate(resources):
+            r_entity = resource_entity(res)
+            if r_entity is None:
+                refused[i] = Decision(False, f"the archive knows no access attributes of this {res.kind}: denied")
+                continue
+            key = (r_entity["uid"]["type"], r_entity["uid"]["id"])
+            if key not in seen:
+                seen.add(key)
+                entities.append(r_entity)
+            requests.append((i, {
+                "principal": p_entity["uid"], "action": {"type": "Action", "id": action.value},
+                "resource": r_entity["uid"], "context": context.to_cedar(),
+            }))
+        results = cedarpy.is_authorized_batch([r for _, r in requests], self._policy_set, entities, self._schema) if requests else []
+        decisions = dict(refused)
+        retry: list[tuple[int, dict[str, object]]] = []
+        for (i, request), result in zip(requests, results, strict=True):
+            decisions[i] = self._decision(result)
+            if decisions[i].step_up:
+                retry.append((i, {**request, "context": {**request["context"], "mfa_age": 0}}))  # type: ignore[dict-item]
+        if retry:
+            # Step-up is offered only if a fresh MFA confirmation would actually permit the request.
+            confirmed = cedarpy.is_authorized_batch([r for _, r in retry], self._policy_set, entities, self._schema)
+            for (i, _), result in zip(retry, confirmed, strict=True):
+                if not result.allowed or result.diagnostics.errors:
+                    decisions[i] = replace(decisions[i], step_up=False)
+        return [decisions[i] for i in range(len(resources))]
+
+    def _decision(self, result: cedarpy.AuthzResult) -> Decision:
+        diagnostics = result.diagnostics
+        reasons = tuple(sorted(diagnostics.reasons))
+        errors = list(diagnostics.errors)
+        if errors:
+            # Cedar skips an erroring policy; a skipped forbid must not become a permit.
+            return Decision(False, "policy evaluation error (denied): " + "; ".join(str(e) for e in errors)[:300], reasons)
+        policies = [self.policies[r] for r in reasons if r in self.policies]
+        if result.allowed:
+            return Decision(True, "permitted by " + ", ".join(reasons), reasons, break_glass=any(p.break_glass for p in policies))
+        if not reasons:
+            return Decision(False, "no policy permits it (default deny)", ())
+        step_up = bool(policies) and all(p.step_up for p in policies)  # confirmed by a re-run with a fresh MFA
+        return Decision(False, "forbidden by " + ", ".join(reasons), reasons, step_up=step_up)
+
+
+# -- entities -----------------------------------------------------------------------
+
+
+def _strings(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return [str(v) for v in value]  # type: ignore[attr-defined]
+
+
+def _department(value: object) -> str:
+    """Departments of principals and studies compare in one canonical form, however they were stored."""
+    return normalize_department(str(value)[:256])[:64] if value else ""
+
+
+def principal_entity(p: Principal) -> dict[str, object]:
+    a = p.attributes
+    if p.kind is PrincipalKind.OPERATOR:
+        return {"uid": {"type": "Operator", "id": p.name}, "attrs": {}, "parents": []}
+    if p.kind is PrincipalKind.DEVICE:
+        return {"uid": {"type": "Device", "id": p.name}, "parents": [], "attrs": {
+            "operations": _strings(a.get("operations")), "department": _department(a.get("department")),
+        }}
+    return {"uid": {"type": "User", "id": p.name}, "parents": [], "attrs": {
+        "roles": sorted(p.roles),
+        "department": _department(a.get("department")),
+        "site": str(a.get("site") or ""),
+        "modalities": _strings(a.get("modalities")),
+        "referring_token": str(a.get("referring_token") or ""),
+        "clearances": _strings(a.get("clearances")),
+    }}
+
+
+_SIMPLE_KINDS = {"archive": "Archive", "audit-log": "AuditLog"}
+_STUDY_KINDS = frozenset({"study", "series", "instance"})
+
+
+def resource_entity(r: Resource) -> dict[str, object] | None:
+    """The Cedar entity of a resource; ``None`` when a study's access attributes are unknown (deny)."""
+    if r.kind in _SIMPLE_KINDS:
+        return {"uid": {"type": _SIMPLE_KINDS[r.kind], "id": r.uid or r.kind}, "attrs": {}, "parents": []}
+    if r.kind == "patient":
+        return {"uid": {"type": "Patient", "id": r.patient_ref or r.uid or "*"}, "attrs": {}, "parents": []}
+    if r.kind in _STUDY_KINDS and r.access is not None:
+        s = r.access
+        return {"uid": {"type": "Study", "id": r.study_uid or r.uid}, "parents": [], "attrs": {
+            "patient": r.patient_ref,
+            "department": _department(s.department),
+            "site": s.site,
+            "labels": sorted(s.labels),
+            "modalities": sorted(s.modalities),
+            "referring_token": s.referring_token,
+            "stored_at": int(s.stored_at.timestamp()),
+        }}
+    return None
