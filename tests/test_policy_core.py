@@ -203,3 +203,28 @@ def test_study_access_changes_are_administered_normalized_and_audited(archive, e
     assert len([e for e in events if isinstance(e, SecurityConfigurationChanged)]) == 1
     records = entries(archive)
     assert any(r.event_type and "110129" in r.event_type.split() for r in records)
+
+
+def test_query_decisions_are_reused_within_a_request_but_not_across_attribute_changes(archive) -> None:  # type: ignore[no-untyped-def]
+    _store(archive, ALICE, 1)
+    _store(archive, BOB, 1)
+    engine = archive.ctx.authorizer
+    asked: list[tuple[Action, int]] = []
+
+    class Counting:
+        def decide(self, *a, **k):  # type: ignore[no-untyped-def]
+            return engine.decide(*a, **k)
+
+        def decide_many(self, principal, action, resources, context=None):  # type: ignore[no-untyped-def]
+            asked.append((action, len(resources)))
+            return engine.decide_many(principal, action, resources, context)
+
+    archive.ctx.authorizer = Counting()
+    client = archive.client(RAD)
+    assert len(client.find_studies()) == 2
+    assert len(client.find_patients()) == 2  # same studies: no new decisions
+    assert asked == [(Action.QUERY, 2)]
+    study_uid = client.find_studies()[0].uid
+    archive.operator.set_study_access(study_uid, add_labels=["vip"])
+    assert len(client.find_studies()) == 1  # the changed study is decided again, and now hidden
+    assert asked[-1] == (Action.QUERY, 1)

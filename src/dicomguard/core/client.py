@@ -76,6 +76,8 @@ class ArchiveClient:
         self._index = IndexQuery(ctx)
         self._context_cache: dict[str, tuple[datetime, frozenset[str]]] = {}
         self._accessed: frozenset[str] = frozenset()
+        self._query_memo: dict[str, tuple[Resource, Decision]] = {}
+        self._query_memo_at: datetime | None = None
         """Studies this client delivered (counted in the step-up window even before a reload)."""
 
     # -- authorization -----------------------------------------------------------------
@@ -85,14 +87,16 @@ class ArchiveClient:
 
         Only users have grants and a window; devices and the operator get the
         bare context without a database round trip. Each is read at most once per
-        ``CONTEXT_TTL`` per client, and the window only for retrieve/export.
+        ``CONTEXT_TTL`` per client; grants only for actions on studies (the
+        only resources a grant opens), the window only for retrieve/export.
         """
         now = datetime.now(UTC)
         bulk = action in (Action.RETRIEVE, Action.EXPORT)
         emergency: frozenset[str] = frozenset()
         counted = 0
         if self.principal.kind is PrincipalKind.USER:
-            emergency = self._cached("emergency", now, lambda s: emergency_patients(s, self.principal.name, now))
+            if action is None or action in _STUDY_ACTIONS:
+                emergency = self._cached("emergency", now, lambda s: emergency_patients(s, self.principal.name, now))
             if bulk:
                 since = now - timedelta(seconds=self.ctx.settings.policy.step_up_window_s)
                 window = self._cached("window", now, lambda s: frozenset(s.scalars(select(StudyAccessWindow.study_uid).where(
@@ -139,10 +143,22 @@ class ArchiveClient:
         return {uid: Resource.study(uid, ref, access, kind) for uid, (ref, access) in self._index.study_access(study_uids).items()}
 
     def _decide_studies(self, action: Action, resources: dict[str, Resource]) -> dict[str, Decision]:
-        uids = list(resources)
+        """One decision per study. Query decisions are reused within ``CONTEXT_TTL`` (a QIDO request asks at
+        several levels); retrieve/export decisions never are (they depend on the growing step-up window)."""
+        now = datetime.now(UTC)
+        if self._query_memo_at is None or now - self._query_memo_at > self.CONTEXT_TTL:
+            self._query_memo, self._query_memo_at = {}, now
+        memo = self._query_memo if action is Action.QUERY else {}
+        known = {u: memo[u] for u in resources if u in memo and memo[u][0] == resources[u]}
+        uids = [u for u in resources if u not in known]
         context = self.request_context(action, uids)
-        decisions = self.ctx.authorizer.decide_many(self.principal, action, [resources[u] for u in uids], context)
-        return dict(zip(uids, decisions, strict=True))
+        decisions = self.ctx.authorizer.decide_many(self.principal, action, [resources[u] for u in uids], context) if uids else []
+        out = {u: d for u, (_, d) in known.items()}
+        for u, d in zip(uids, decisions, strict=True):
+            out[u] = d
+            if action is Action.QUERY:
+                self._query_memo[u] = (resources[u], d)
+        return out
 
     # -- store -------------------------------------------------------------------------
 
@@ -367,6 +383,7 @@ class ArchiveClient:
             grant = new_grant(self.ctx, s, self.principal.name, refs, reason, now)
             self.ctx.bus.publish(s, BreakGlassStarted(self.principal, grant.id, refs, reason, grant.expires_at, now))
         self._context_cache.pop("emergency", None)
+        self._query_memo_at = None
         log.warning("break-glass granted to %s (grant %s) until %s", self.principal.label(), grant.id, grant.expires_at.isoformat())
         return grant
 
@@ -376,6 +393,7 @@ class ArchiveClient:
 
 
 _DENY = Decision(False, "the study has no access attributes")
+_STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action.SHARE})
 
 
 def _patient_keys(f: PatientFilter) -> dict[str, str | None]:
