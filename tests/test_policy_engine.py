@@ -246,3 +246,15 @@ def test_local_policy_extends_defaults(tmp_path: Path) -> None:
     assert d.allowed and d.policies == ("neuro-reading-for-radiology",)
     assert loaded.policies["neuro-reading-for-radiology"].file == "local.cedar"
     assert not loaded.decide(CARDIO, Action.RETRIEVE, study("NEURO"), ctx()).allowed
+
+
+def test_scoped_token_is_limited_before_any_policy(tmp_path: Path) -> None:
+    """No policy edit can widen a scoped token: even an allow-everything policy set."""
+    allow_all = PolicyEngine({"all.cedar": '@id("everything")\npermit (principal, action, resource);'})
+    scoped = user("svc.up", "radiologist", department="RADIOLOGY", token_scopes=("store",))
+    assert allow_all.decide(scoped, Action.STORE, Resource.archive(), ctx()).allowed
+    d = allow_all.decide(scoped, Action.RETRIEVE, study(), ctx())
+    assert not d.allowed and d.policies == ("token-scope",) and "limited to store" in d.reason
+    nothing = user("svc.none", "radiologist", token_scopes=())
+    assert not allow_all.decide(nothing, Action.STORE, Resource.archive(), ctx()).allowed
+    assert allow_all.decide(user("svc.all", "radiologist"), Action.RETRIEVE, study(), ctx()).allowed  # unscoped

@@ -20,7 +20,7 @@ from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.tokens import token_digest
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import ApiToken, AuthSession, BreakGlassGrant
+from dicomguard.index.models import ApiToken, AuthSession, BreakGlassGrant, User
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of
 from tests.web.multipart_util import encode, split
 
@@ -250,3 +250,45 @@ def test_stow_needs_the_store_permission(web, events) -> None:
         r = http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
         assert r.status_code == 200, r.text
     assert {i.sop_instance_uid for i in web.archive.query.instances()} == {dataset_of(d).SOPInstanceUID for d in data}
+
+
+# -- scoped API tokens ---------------------------------------------------------------------------
+
+
+def test_scoped_tokens_cannot_step_outside_their_scope(web, events) -> None:
+    """A store-only service token is write-only even for a user whose role may read; a query-only one cannot store."""
+    from dicomguard.identity.tokens import create_token
+
+    stored = _store(web, ALICE)
+    study, series, sop = stored[ALICE.patient_id]
+    web.user("svc.upload", "radiologist")  # the account could read RADIOLOGY studies; the token may not
+    store_only = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["store"])
+    query_only = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["query"])
+    unscoped = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1))
+    ctype, body = encode(ct_series(BOB, n=1, seed=9))
+    with web.http(store_only) as http:
+        assert http.get("/dicomweb/studies").status_code == 204  # nothing visible
+        assert http.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}").status_code == 404
+    with web.http(query_only) as http:
+        assert _study_uids(http.get("/dicomweb/studies")) == [study]
+        assert http.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}").status_code == 404  # no retrieve
+        assert http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype}).status_code == 403
+    with web.http(unscoped) as http:
+        assert http.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}").status_code == 200
+    refused = [e for e in events if isinstance(e, AccessRefused) and e.principal.name == "svc.upload"]
+    assert {e.action for e in refused} == {Action.RETRIEVE, Action.STORE}
+    assert all("limited to" in e.reason for e in refused)
+    with read_session(web.archive.ctx.engine) as s:
+        assert set(s.scalars(select(ApiToken.scopes).where(ApiToken.user_name == "svc.upload"))) == {None, "query", "store"}
+
+    # an upload service: a technologist account (store + recent own work) behind a store-only token
+    web.user("svc.modality", "technologist")
+    with write_session(web.archive.ctx.engine) as s:
+        s.execute(update(User).where(User.name == "svc.modality").values(attributes='{"modalities": ["CT"]}'))
+    uploader = create_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1), ["store"])
+    with web.http(uploader) as http:
+        assert http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
+        assert http.get("/dicomweb/studies").status_code == 204  # cannot read back even what it stored
+    assert len(web.archive.query.instances()) == 2
+    with web.http(create_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1))) as http:
+        assert len(_study_uids(http.get("/dicomweb/studies"))) == 2  # the account itself may: the scope is what refused

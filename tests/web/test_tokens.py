@@ -109,6 +109,10 @@ def test_cli_token_create_prints_only_the_token(home, archive) -> None:
     assert timedelta(hours=7, minutes=59) < principal.expires_at - datetime.now(UTC) <= timedelta(hours=8)
     assert runner.invoke(app, ["token", "create", "--user", "admin", "--ttl", "31d"]).exit_code == 2
     assert runner.invoke(app, ["token", "create", "--user", "ghost"]).exit_code == 1
+    assert principal.scopes is None  # unscoped: the user's full rights
+    scoped = runner.invoke(app, ["token", "create", "--user", "admin", "--scope", "Store", "--scope", "query"])
+    assert scoped.exit_code == 0 and verify_token(archive.ctx.engine, scoped.stdout.strip()).scopes == ("query", "store")
+    assert runner.invoke(app, ["token", "create", "--user", "admin", "--scope", "teleport"]).exit_code == 2
     r = runner.invoke(app, ["token", "revoke"], input=token + "\n")
     assert r.exit_code == 0, r.output
     with pytest.raises(InvalidToken):

@@ -13,6 +13,8 @@ import typer
 from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive
 from dicomguard.errors import NotFoundError
 from dicomguard.identity.tokens import (
+    TOKEN_SCOPES,
+    check_scopes,
     create_token,
     parse_ttl,
     revoke_token,
@@ -26,20 +28,28 @@ token_app = typer.Typer(help="Bearer tokens for DICOMweb (HTTPS).", no_args_is_h
 def create(
     user: str = typer.Option(..., "--user", help="The account the token speaks for."),
     ttl: str = typer.Option("15m", "--ttl", help="Lifetime: 15m, 8h, 1d ... (at most 30d)."),
+    scope: list[str] = typer.Option(
+        None, "--scope", help=f"Limit the token to this action; repeatable ({', '.join(TOKEN_SCOPES)}). Default: the user's full rights.",
+    ),
 ) -> None:
-    """Issue a token for an enabled user; prints the token (shown once, stored only as SHA-256)."""
+    """Issue a token for an enabled user; prints the token (shown once, stored only as SHA-256).
+
+    A service account should get a scoped token: ``--scope store`` makes an upload
+    service write-only (a stolen token reads nothing back).
+    """
     try:
         lifetime = parse_ttl(ttl)
+        scopes = check_scopes(scope)
     except ValueError as exc:
         fail(str(exc))
     with open_archive() as archive:
         try:
-            token = create_token(archive.ctx.engine, user, lifetime)
+            token = create_token(archive.ctx.engine, user, lifetime, scopes)
         except NotFoundError as exc:
             fail(str(exc), EXIT_FAILED)
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
-    console.print(f"token for {user} valid for {ttl}")
+    console.print(f"token for {user} valid for {ttl}" + (f", limited to {', '.join(scopes)}" if scopes else ""))
 
 
 @token_app.command("revoke")

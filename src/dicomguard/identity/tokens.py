@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import hashlib
 import hmac
@@ -72,6 +73,8 @@ class TokenPrincipal:
     """Policy attributes of the account (site, modalities, referring_token, clearances)."""
     mfa_at: datetime | None = None
     """Last TOTP confirmation of the session (login or step-up); None for an API token."""
+    scopes: tuple[str, ...] | None = None
+    """Actions a scoped API token is limited to; None: unscoped."""
 
 
 def token_digest(token: str) -> bytes:
@@ -93,16 +96,38 @@ def _check_ttl(ttl: timedelta) -> None:
         raise ValueError("ttl must be between 1 minute and 30 days")
 
 
-def create_token(engine: Engine, user_name: str, ttl: timedelta) -> str:
-    """Issue a token for an existing, enabled user; returns it once (only its hash is stored)."""
+TOKEN_SCOPES = ("store", "query", "retrieve", "export", "audit-read", "administer")
+"""Actions an API token can be limited to (``--scope``); the policies still decide within them."""
+
+
+def check_scopes(scopes: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Canonical scopes (sorted, known actions only); ``None`` or empty input: unscoped."""
+    if not scopes:
+        return None
+    wanted = sorted({s.strip().lower() for s in scopes if s.strip()})
+    unknown = [s for s in wanted if s not in TOKEN_SCOPES]
+    if unknown:
+        raise ValueError(f"unknown scope {unknown[0]!r}; one of {', '.join(TOKEN_SCOPES)}")
+    return tuple(wanted) or None
+
+
+def create_token(engine: Engine, user_name: str, ttl: timedelta, scopes: Iterable[str] | None = None) -> str:
+    """Issue a token for an existing, enabled user; returns it once (only its hash is stored).
+
+    With ``scopes`` the token can be used only for those actions (e.g. ``store``
+    for an upload service: a stolen token cannot read anything back); the
+    user's roles and the policies still decide within them.
+    """
     _check_ttl(ttl)
+    scoped = check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     now = datetime.now(UTC)
     with write_session(engine) as s:
         user = s.get(User, user_name)
         if user is None or user.disabled:
             raise NotFoundError(f"no enabled user {user_name!r}")
-        s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=now + ttl, revoked_at=None))
+        s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=now + ttl, revoked_at=None,
+                       scopes=",".join(scoped) if scoped else None))
     return token
 
 
@@ -123,7 +148,7 @@ def verify_token(
     with read_session(engine) as s:
         row = s.execute(
             select(
-                ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id,
+                ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id, ApiToken.scopes,
                 User.name, User.role, User.disabled, User.department, User.attributes,
                 AuthSession.revoked_at.label("session_revoked_at"), AuthSession.expires_at.label("session_expires_at"),
                 AuthSession.last_seen_at, AuthSession.mfa_at,
@@ -156,7 +181,9 @@ def verify_token(
                     .values(last_seen_at=now)
                 )
     mfa_at = as_utc(row.mfa_at) if row.session_id is not None and row.mfa_at is not None else None
-    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, user_attributes(row.attributes), mfa_at)
+    scopes = tuple(filter(None, row.scopes.split(","))) if row.scopes is not None else None
+    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, user_attributes(row.attributes), mfa_at,
+                          scopes)
 
 
 def user_attributes(stored: str | None) -> dict[str, object]:

@@ -260,6 +260,8 @@ class ApiToken(Base):
     """Set for tokens of an interactive login session (the session is checked on every use)."""
     kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """``None`` (API token), ``access`` or ``refresh`` (login session tokens)."""
+    scopes: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """Comma-separated actions an API token is limited to (``None``: the user's full rights)."""
 
 
 class GatewayAllow(Base):

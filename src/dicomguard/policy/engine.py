@@ -12,6 +12,10 @@ One thing is stricter than Cedar: a policy whose evaluation *errors* is
 skipped by Cedar, which would silently drop a ``forbid``; here any evaluation
 error denies the request (fail closed).
 
+One guard comes before the policies: a scoped API token (``dicomguard token
+create --scope store``) can be used only for its scopes, whatever its user's
+roles and the policies permit; no policy edit can widen it.
+
 Two annotations give a policy a meaning beyond permit/forbid:
 
 * ``@step_up("true")`` on a ``forbid``: the refusal means "confirm your
@@ -155,6 +159,11 @@ class PolicyEngine:
         if not resources:
             return []
         context = context or RequestContext.now_for(principal)
+        scopes = principal.attributes.get("token_scopes")
+        if scopes is not None and action.value not in scopes:  # type: ignore[operator]
+            # Built in, before any policy: no policy edit can widen a scoped token.
+            return [Decision(False, f"the API token is limited to {', '.join(scopes) or 'nothing'}", ("token-scope",))  # type: ignore[arg-type]
+                    for _ in resources]
         p_entity = principal_entity(principal)
         entities = [p_entity]
         requests = []

@@ -59,6 +59,8 @@ def principal_for(request: Request, user: TokenPrincipal) -> Principal:
         attributes["session"] = user.session_id
     if user.mfa_at is not None:
         attributes["mfa_at"] = user.mfa_at
+    if user.scopes is not None:
+        attributes["token_scopes"] = user.scopes
     return Principal(PrincipalKind.USER, user.user_name, roles, address=address, attributes=attributes)
 
 
