@@ -9,6 +9,7 @@ arrive exactly once when the upstream comes back.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import signal
@@ -22,6 +23,7 @@ from pynetdicom import AE
 from typer.testing import CliRunner
 
 from dicomguard.cli.main import app
+from dicomguard.gateway.runner import SPOOL_SUBDIR
 from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe
 from tests.gateway.peers import GATEWAY_AE, MODALITY_AE, dcmtk, storescu, wait_until, write_objects
 
@@ -130,7 +132,10 @@ def test_upstream_down_then_back_everything_arrives_once_even_across_a_restart(h
         for secret in ALICE.secrets():
             assert secret.encode() not in raw
         assert b"DICM" not in raw
-    assert list((home / "gateway-queue" / "dicomguard-gateway-spool").iterdir()) == []
+    # The default spool is a private folder on the memory file system, empty once each object is queued.
+    spool = Path("/dev/shm") / f"{SPOOL_SUBDIR}-{hashlib.sha256(str(home.absolute()).encode()).hexdigest()[:12]}"
+    assert spool.stat().st_mode & 0o777 == 0o700 and list(spool.iterdir()) == []
+    assert not (home / "gateway-queue" / "dicomguard-gateway-spool").exists()  # nothing plaintext under the home
 
     status = runner.invoke(app, ["gateway", "status", "--json"])
     assert status.exit_code == 0, status.output

@@ -157,3 +157,26 @@ def test_purge_spool_only_removes_files(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"x")
     assert purge_spool(tmp_path) == 1
     assert (tmp_path / "sub").is_dir()
+
+
+def test_spool_defaults_to_the_memory_file_system_and_warns_on_a_disk(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Secure by default: received plaintext is spooled on a tmpfs (or held in memory), never on the home's disk."""
+    import dataclasses
+    import logging
+
+    from dicomguard.gateway.runner import filesystem_type, spool_folder
+
+    config = GatewayConfig(listen=("127.0.0.1", 1), upstream=("127.0.0.1", 2), upstream_ae="UP", cert_file=Path("c"),
+                           key_file=Path("k"), ca_file=Path("a"))
+    default = spool_folder(config, tmp_path / "home")
+    if filesystem_type(Path("/dev/shm")) == "tmpfs":
+        assert default is not None and default.parent == Path("/dev/shm")
+    else:
+        assert default is None  # no memory file system: in-memory receive
+    assert spool_folder(dataclasses.replace(config, spool="memory"), tmp_path / "home") is None
+    assert spool_folder(config, tmp_path / "other-home") != default  # one spool per home (purged at start)
+    with caplog.at_level(logging.WARNING, logger="dicomguard.gateway.runner"):
+        on_disk = spool_folder(dataclasses.replace(config, spool_dir=tmp_path), tmp_path / "home")
+    assert on_disk is not None and on_disk.parent == tmp_path
+    if filesystem_type(tmp_path) not in ("tmpfs", "ramfs"):
+        assert "not on a memory file system" in caplog.text

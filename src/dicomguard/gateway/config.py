@@ -92,9 +92,10 @@ class GatewayConfig:
     pass_through: bool = False
     """Forward each C-STORE synchronously and answer with the upstream's status; no local queue."""
     spool: Literal["disk", "memory"] = "disk"
-    """How a received dataset is held until it is encrypted: a private spool file (fast) or memory only."""
+    """How a received dataset is held until it is encrypted: a private spool file (streamed, fast) or memory only."""
     spool_dir: Path | None = None
-    """Folder for spool files; default ``HOME/gateway-queue/spool``. A tmpfs keeps plaintext off disks."""
+    """Parent folder of the spool; default the memory file system ``/dev/shm`` (or memory only where there is
+    none), so plaintext never reaches a disk. A folder on a persistent disk is honoured with a warning."""
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 60.0
     dead_letter_after: int = 3

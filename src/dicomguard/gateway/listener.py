@@ -25,11 +25,12 @@ Security properties:
 
 Receiving: with ``spool="disk"`` (fast; pynetdicom's
 ``STORE_RECV_CHUNKED_DATASET``) the dataset is streamed to a plaintext spool
-file in a private folder while it arrives, encrypted into the queue as soon as
-it is complete and unlinked at once (the window is the transfer time plus the
-encryption; a crash inside it leaves a spool file, which the next start
-deletes - put the spool on a tmpfs to keep plaintext off disks entirely). With
-``spool="memory"`` the dataset is held in memory only.
+file in a private (0700) folder while it arrives, encrypted into the queue as
+soon as it is complete and unlinked at once; a crash inside that window leaves
+a spool file, which the next start deletes. The folder is on the memory file
+system (``/dev/shm``) unless the operator names another
+(:func:`dicomguard.gateway.runner.spool_folder`), so by default plaintext never
+reaches a disk. With ``spool="memory"`` the dataset is held in memory only.
 """
 
 from __future__ import annotations

@@ -44,11 +44,43 @@ def queue_folder(home: Path) -> Path:
     return home / QUEUE_DIR
 
 
-def spool_folder(config: GatewayConfig, home: Path) -> Path:
-    """The spool of this home: purged at start, so never shared with another gateway's."""
+MEMORY_FS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system holding ``path`` (from /proc/mounts), or None if unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    resolved = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and (resolved == fields[1] or resolved.startswith(fields[1].rstrip("/") + "/")) and len(fields[1]) >= len(best):
+            best, kind = fields[1], fields[2]
+    return kind
+
+
+def spool_folder(config: GatewayConfig, home: Path) -> Path | None:
+    """Where received plaintext is spooled until encrypted; ``None``: in memory only.
+
+    Secure by default: without ``spool_dir`` the spool is a private folder on a
+    memory file system (``/dev/shm``) so plaintext never reaches a disk; where
+    there is none, datasets are held in memory. A ``spool_dir`` on a persistent
+    disk is honoured (it is faster for very large objects) but logged as a warning.
+    The folder name is per home: purged at start, never shared with another gateway.
+    """
+    if config.spool == "memory":
+        return None
+    name = f"{SPOOL_SUBDIR}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
     if config.spool_dir is None:
-        return queue_folder(home) / SPOOL_SUBDIR
-    return config.spool_dir / f"{SPOOL_SUBDIR}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+        shm = Path("/dev/shm")
+        return shm / name if shm.is_dir() and filesystem_type(shm) in MEMORY_FS else None
+    if filesystem_type(config.spool_dir) not in MEMORY_FS:
+        log.warning("the gateway spool %s is not on a memory file system: received plaintext reaches that disk until "
+                    "it is encrypted (seconds); prefer a tmpfs or --spool memory", config.spool_dir)
+    return config.spool_dir / name
 
 
 def load_client_tls(config: GatewayConfig) -> ssl.SSLContext:
@@ -101,7 +133,7 @@ def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threadin
         queue = DurableQueue(folder, queue_key(archive.ctx.keyring.archive_key(PURPOSE_INDEX)), config.max_queue_bytes)
         sink = QueueSink(queue, stats)
         forwarder = Forwarder(queue, config, tls, stats)
-    spool = None if config.spool == "memory" else spool_folder(config, archive.home)
+    spool = spool_folder(config, archive.home)
     listener = Listener(config, AllowList(archive.ctx.engine), sink, stats, spool)
     try:
         listener.start()
