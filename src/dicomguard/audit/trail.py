@@ -66,16 +66,12 @@ from dicomguard.index.models import (
     Patient,
     Study,
 )
-from dicomguard.ledger.leaves import leaf_for, with_audit_records
-from dicomguard.ledger.service import (
-    _PENDING as LEDGER_PENDING,  # the ledger's in-transaction leaf queue
-)
+from dicomguard.ledger.service import bind_to_pending_leaf
 from dicomguard.ledger.store import LedgerStore
 
 ORIGIN_LOCAL = "local"
 RECORD_FORMAT = "dicomguard-audit-record/1"
 _PENDING = "dicomguard.audit.pending"
-_LEDGER_SEEN = "dicomguard.audit.ledger-seen"
 _CHUNK = 500
 _CACHE = 4096
 _INSTANCE_CACHE = 65536
@@ -338,16 +334,9 @@ class AuditTrail:
         """Bind the records to the ledger: in the leaf the ledger just queued for this event, else in leaves of their own.
 
         The ledger subscribes before the trail (``Archive.open``), so the last entry
-        of its in-transaction queue is this event's leaf; it is checked, not assumed.
+        of its in-transaction queue is this event's leaf; the ledger checks it.
         """
-        pending = session.info.get(LEDGER_PENDING)
-        # The ledger's contract: exactly one entry per event. Check that it just added it (cheaply),
-        # and on the first event of a transaction that the entry is indeed this event's leaf.
-        seen = session.info.get(_LEDGER_SEEN)
-        just_added = seen is not None and seen[0] is pending and len(pending) == seen[1] + 1
-        if pending and (just_added or pending[-1] == leaf_for(event)):
-            pending[-1] = with_audit_records(pending[-1], [(rid, digest) for rid, digest, _ in records])
-            session.info[_LEDGER_SEEN] = (pending, len(pending))
+        if bind_to_pending_leaf(session, event, [(rid, digest) for rid, digest, _ in records]):
             return
         for rid, digest, at in records:
             self.ctx.bus.publish(session, AuditRecorded(rid, digest, at))

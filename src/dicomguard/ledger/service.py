@@ -24,11 +24,34 @@ from dicomguard.index.db import before_commit, insert_ignore, read_session, writ
 from dicomguard.index.models import ArchiveMeta, LedgerCheckpoint, LedgerLeaf, TrustedCheckpoint
 from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointSigner, CheckpointVerifier
-from dicomguard.ledger.leaves import leaf_for
+from dicomguard.ledger.leaves import leaf_for, with_audit_records
 from dicomguard.ledger.proofs import BUNDLE_FORMAT
 from dicomguard.ledger.store import Frontier, LedgerStore
 
 _PENDING = "dicomguard.ledger.pending"
+_BOUND = "dicomguard.ledger.bound"
+
+
+def bind_to_pending_leaf(session: Session, event: Event, records: list[tuple[str, bytes]]) -> bool:
+    """Name audit records ``(id, canonical SHA-256)`` in the leaf the ledger queued for ``event`` in this transaction.
+
+    The hook subscribers that record an event (the audit trail) use to bind their
+    records to the event's own leaf, so the log grows by one leaf per action
+    (issue 6). Returns False when the last queued leaf is not this event's (the
+    caller then appends leaves of its own). The check is cheap after the first
+    event of a transaction: the queue must have grown by exactly one entry since
+    the last binding; otherwise the leaf is compared with a fresh encoding.
+    """
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return False
+    seen = session.info.get(_BOUND)
+    just_added = seen is not None and seen[0] is pending and len(pending) == seen[1] + 1
+    if not (just_added or pending[-1] == leaf_for(event)):
+        return False
+    pending[-1] = with_audit_records(pending[-1], records)
+    session.info[_BOUND] = (pending, len(pending))
+    return True
 
 
 def origin_for(archive_id: str) -> str:
