@@ -91,6 +91,10 @@ class NetworkSettings(_Section):
     """Operations per device per minute (C-STORE, C-FIND, ...)."""
     max_request_bytes: int = Field(2048 * _MiB, ge=1024)
     """Largest STOW-RS body accepted."""
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    """HTTPS: a request line and headers must arrive within this time (slowloris guard)."""
+    body_idle_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """HTTPS: a request body that pauses longer than this ends the request (408)."""
     cors_origins: list[str] = []
     """Browser origins (e.g. an OHIF viewer) allowed to call DICOMweb; empty: none."""
 

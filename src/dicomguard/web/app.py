@@ -31,6 +31,7 @@ from dicomguard.identity.session_policy import session_policy_from
 from dicomguard.web import admin_routes, auth_routes, errors, qido, stow, wado
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
+from dicomguard.web.slow_clients import BodyIdleTimeoutMiddleware
 from dicomguard.web.middleware import (
     ObservabilityMiddleware,
     PathGuardMiddleware,
@@ -86,6 +87,7 @@ def create_app(archive: Archive) -> FastAPI:
             allow_credentials=False,
             max_age=600,
         )
+    app.add_middleware(BodyIdleTimeoutMiddleware, timeout_s=archive.settings.network.body_idle_timeout_s)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     return app

@@ -11,6 +11,10 @@ Logging: uvicorn's own access log is off (it prints query strings, which may
 hold patient names); :class:`dicomguard.web.middleware.ObservabilityMiddleware`
 writes one line per request with the route template instead. ``X-Forwarded-*``
 headers are not trusted (the client address in audit events is the peer's).
+
+Slow clients: a request head must be complete within ``network.header_timeout_s``
+and a request body may not stall longer than ``network.body_idle_timeout_s``
+(:mod:`dicomguard.web.slow_clients`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,21 @@ from dicomguard.errors import ConfigurationError
 from dicomguard.pki.store import load_tls_material
 from dicomguard.pki.tls import server_context
 from dicomguard.web.app import create_app
+from dicomguard.web.slow_clients import head_deadline_protocol
 
 log = logging.getLogger(__name__)
+
+
+def _http_protocol() -> type:
+    """uvicorn's fastest available HTTP/1.1 protocol (httptools, else h11), to be given a head deadline."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:  # httptools not installed
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
 
 
 def https_context(archive: Archive) -> ssl.SSLContext:
@@ -87,6 +104,7 @@ def serve_https(
         log_config=None,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        http=head_deadline_protocol(_http_protocol(), archive.settings.network.header_timeout_s),
     )
     server = _Server(config, ready, stop)
     try:
