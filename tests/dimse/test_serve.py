@@ -62,3 +62,71 @@ def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_
         report = verify_archive(a.ctx, a.ledger.verifier)
     assert report.ok, report.problems  # whatever was acknowledged is whole; nothing half-stored
     assert stored <= 20
+
+
+def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None:
+    from datetime import timedelta
+
+    from dicomguard.audit.store import AuditStore
+    from dicomguard.core.archive import Archive
+    from dicomguard.core.keyring import PURPOSE_IDENTITY
+    from dicomguard.identity.tokens import create_token
+    from dicomguard.identity.users import create_user
+    from dicomguard.index.db import write_session
+    from tests.conftest import PASSPHRASE
+    from tests.dicom_factory import DEPARTMENT
+
+    with Archive.open(home, PASSPHRASE) as a:
+        a.operator.ingest(ct_series(ALICE, n=1)[0])
+        with write_session(a.ctx.engine) as s:
+            create_user(s, a.ctx.keyring.archive_key(PURPOSE_IDENTITY), "r.search", "researcher", department=DEPARTMENT)
+        token = create_token(a.ctx.engine, "r.search", timedelta(hours=1))
+    https_port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomguard", "serve", "--dimse-port", str(free_port()), "--https-port", str(https_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    verify = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
+
+    def studies_seen() -> int:
+        r = httpx.get(f"https://127.0.0.1:{https_port}/dicomweb/studies", headers={"Authorization": f"Bearer {token}"}, verify=verify)
+        assert r.status_code in (200, 204), r.text
+        return 0 if r.status_code == 204 else len(r.json())
+
+    def eventually(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        deadline = time.monotonic() + 15
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                break
+        assert studies_seen() == 0  # researchers read de-identified studies only
+        local = home / "policies" / "zz-local.cedar"
+        local.write_text('permit (principal, action, resource) when { principal.nonsense };')
+        proc.send_signal(signal.SIGHUP)
+        import time
+
+        time.sleep(1.5)
+        assert proc.poll() is None and studies_seen() == 0  # refused: the running policies stay, nothing opens
+        local.write_text('@id("research-reads-radiology")\npermit (principal is User, action == Action::"query", resource is Study)\n'
+                         'when { principal.roles.contains("researcher") && resource.department == "RADIOLOGY" };')
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: studies_seen() == 1, "the reloaded policy takes effect")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Archive.open(home, PASSPHRASE) as a:
+        changes = [e.message.outcome_description or "" for e in AuditStore(a.ctx).iter_all()
+                   if e.event_type and "110129" in e.event_type.split()]
+    assert any("refused" in c and "zz-local.cedar" in c for c in changes)
+    assert any(c.startswith("policies reloaded:") and "sha256" in c for c in changes)

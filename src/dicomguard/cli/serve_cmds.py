@@ -7,14 +7,17 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 
 import typer
 
 from dicomguard.audit.forwarder import start_forwarders
 from dicomguard.cli.common import console, fail, open_archive
-from dicomguard.core.events import ApplicationActivity
+from dicomguard.core.access import Principal
+from dicomguard.core.events import ApplicationActivity, SecurityConfigurationChanged
 from dicomguard.index.db import write_session
+from dicomguard.policy.engine import PolicyError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 60.0
@@ -25,13 +28,23 @@ def serve(
     https_port: int = typer.Option(None, "--https-port", help="DICOMweb (HTTPS) port; default from config (8443)."),
     host: str = typer.Option(None, "--host", help="Address to bind; default from config (127.0.0.1)."),
 ) -> None:
-    """Run the archive's network services. Stops gracefully on SIGTERM or Ctrl-C."""
+    """Run the archive's network services. Stops gracefully on SIGTERM or Ctrl-C; SIGHUP reloads the policy files."""
     from dicomguard.dimse.server import DimseService
     from dicomguard.web.server import serve_https
 
-    stop = threading.Event()
+    stop, wake, reload_requested = threading.Event(), threading.Event(), threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+        wake.set()
+
+    def request_reload(*_: object) -> None:
+        reload_requested.set()
+        wake.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     with open_archive() as archive:
         forwarders = start_forwarders(archive.ctx)  # audit trail to the [[audit.syslog]] collectors (issue 6)
         net = archive.settings.network
@@ -55,11 +68,21 @@ def serve(
         console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
         _application_activity(archive, started=True)
         print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
-        while not stop.wait(CHECKPOINT_INTERVAL_S):
-            try:
-                archive.ledger.latest_checkpoint()  # sign a checkpoint on a timer (issue 3, point 3)
-            except Exception:  # keep serving; the next tick retries
-                log.exception("periodic checkpoint failed")
+        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        while not stop.is_set():
+            wake.wait(max(0.0, next_checkpoint - time.monotonic()))
+            wake.clear()
+            if stop.is_set():
+                break
+            if reload_requested.is_set():
+                reload_requested.clear()
+                _reload_policies(archive)
+            if time.monotonic() >= next_checkpoint:
+                next_checkpoint += CHECKPOINT_INTERVAL_S
+                try:
+                    archive.ledger.latest_checkpoint()  # sign a checkpoint on a timer (issue 3, point 3)
+                except Exception:  # keep serving; the next tick retries
+                    log.exception("periodic checkpoint failed")
         console.print("stopping: refusing new associations, finishing in-flight operations ...")
         dimse.stop(grace_s=10)
         web_stop.set()
@@ -69,6 +92,25 @@ def serve(
         for forwarder in forwarders:
             forwarder.stop(drain_s=5.0)  # what is not sent in time waits in the spool for the next start
         console.print("stopped")
+
+
+def _reload_policies(archive) -> None:  # type: ignore[no-untyped-def]
+    """SIGHUP: load the policy files again. A set that does not validate is refused and the running one stays.
+
+    Either way the attempt is a Security Configuration audit event naming the
+    policy set by its SHA-256 (or the validation error).
+    """
+    try:
+        archive.reload_policies()
+    except PolicyError as exc:
+        change = f"policy reload refused, the running policies stay: {exc}"
+        log.error("%s", change)
+    else:
+        engine = archive.ctx.authorizer
+        change = f"policies reloaded: {len(engine.policies)} policies from {engine.files} files, sha256 {engine.fingerprint}"
+        console.print(change, highlight=False)
+    with write_session(archive.ctx.engine) as s:
+        archive.ctx.bus.publish(s, SecurityConfigurationChanged(Principal.operator("serve"), "policies", change[:1000], datetime.now(UTC)))
 
 
 def _application_activity(archive, started: bool) -> None:  # type: ignore[no-untyped-def]

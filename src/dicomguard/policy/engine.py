@@ -26,6 +26,7 @@ Two annotations give a policy a meaning beyond permit/forbid:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -97,6 +98,12 @@ class PolicyEngine:
         if not files:
             raise PolicyError("no policy files: with no policy nothing would be permitted; refusing to start")
         self._schema = cedarpy.Schema.from_str(schema_text())
+        digest = hashlib.sha256()
+        for name in sorted(files):
+            digest.update(name.encode() + b"\x00" + files[name].encode() + b"\x00")
+        self.fingerprint = digest.hexdigest()
+        """SHA-256 over the file names and texts: names the exact policy set in audit messages."""
+        self.files = len(files)
         combined: dict[str, object] = {}
         self.policies: dict[str, LoadedPolicy] = {}
         for name in sorted(files):
