@@ -277,6 +277,9 @@ def _dicomguard_env(home: Path) -> dict[str, str]:
     return env | {"DICOMGUARD_HOME": str(home), "DICOMGUARD_PASSPHRASE": BENCH.PASSPHRASE}
 
 
+BENCH_DEPARTMENT = "BENCH"
+
+
 def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
     """A new home, a device certificate for storescu and a technologist token for DICOMweb."""
     from dicomguard.core.archive import Archive
@@ -287,15 +290,17 @@ def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
 
     init_home(home, BENCH.PASSPHRASE, "admin")
     cmd = [*_dicomguard_cli(), "device", "add", "--ae", DEVICE_AE, "--name", "bench storescu",
-           "--out", str(device_dir), "--operations", "echo,store,query,retrieve"]
+           "--out", str(device_dir), "--operations", "echo,store,query,retrieve", "--department", BENCH_DEPARTMENT]
     proc = subprocess.run(cmd, check=False, env=_dicomguard_env(home), capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"dicomguard device add failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-    # The admin role may not store: STOW-RS and WADO-RS run as a technologist (store + retrieve).
+    # The admin role may not store: STOW-RS and WADO-RS run as a technologist of the device's department
+    # (the default policies: store, and read back recent work of their own modalities in their department).
     with Archive.open(home, BENCH.PASSPHRASE) as archive:
         identity_key = archive.ctx.keyring.archive_key("identity")
         with write_session(archive.ctx.engine) as s:
-            create_user(s, identity_key, TECH_USER, "technologist")
+            create_user(s, identity_key, TECH_USER, "technologist", department=BENCH_DEPARTMENT,
+                        attributes={"modalities": ["CT", "US"]})
         return create_token(archive.ctx.engine, TECH_USER, dt.timedelta(hours=1))
 
 

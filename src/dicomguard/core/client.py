@@ -56,7 +56,7 @@ from dicomguard.core.query import (
     StudyFilter,
     StudyRecord,
 )
-from dicomguard.core.retrieve import RetrievedObject, retrieve
+from dicomguard.core.retrieve import RetrievedObject, retrieve_each
 from dicomguard.errors import DicomGuardError, ErasedError, NotFoundError
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import Instance, Study, StudyAccessWindow
@@ -191,7 +191,11 @@ class ArchiveClient:
 
     def retrieve_many(self, sop_instance_uids: list[str], action: Action = Action.RETRIEVE) -> list[RetrievedObject]:
         records, emergency = self._authorize_records(sop_instance_uids, action)
-        objects = [retrieve(self.ctx, uid) for uid in sop_instance_uids]
+        objects = []
+        for _, obj in retrieve_each(self.ctx, sop_instance_uids):
+            if isinstance(obj, DicomGuardError):
+                raise obj
+            objects.append(obj)
         self._record_access(action, records, emergency)
         return objects
 
@@ -206,12 +210,8 @@ class ArchiveClient:
         records, emergency = self._authorize_records(sop_instance_uids, action)
         delivered: list[InstanceRecord] = []
         try:
-            for rec in records:
-                try:
-                    obj: RetrievedObject | DicomGuardError = retrieve(self.ctx, rec.sop_instance_uid)
-                except DicomGuardError as exc:
-                    obj = exc
-                yield rec.sop_instance_uid, obj
+            for rec, (uid, obj) in zip(records, retrieve_each(self.ctx, [r.sop_instance_uid for r in records]), strict=True):
+                yield uid, obj
                 if not isinstance(obj, DicomGuardError):
                     delivered.append(rec)
         finally:

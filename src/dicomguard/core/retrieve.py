@@ -10,8 +10,11 @@ equal those recorded at ingest. Anything else raises
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from sqlalchemy import select
 
 from dicomguard.config import LimitSettings
 from dicomguard.core.context import ArchiveContext
@@ -20,7 +23,7 @@ from dicomguard.core.events import IntegrityViolation
 from dicomguard.core.hashing import digest_object
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blob_cipher import blob_identity, decrypt_blob
-from dicomguard.errors import ErasedError, IntegrityError, NotFoundError, RejectedObject
+from dicomguard.errors import DicomGuardError, ErasedError, IntegrityError, NotFoundError, RejectedObject
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import Instance
 from dicomguard.storage.base import BlobMissingError
@@ -78,12 +81,34 @@ def load_verified(ctx: ArchiveContext, row: Instance) -> bytes:
 
 
 def retrieve(ctx: ArchiveContext, sop_instance_uid: str) -> RetrievedObject:
-    with read_session(ctx.engine) as s:
-        row = s.get(Instance, sop_instance_uid)
-    if row is None:
-        raise NotFoundError(f"no instance {sop_instance_uid}")
-    data = load_verified(ctx, row)
-    return RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax, data)
+    """One verified object; raises :class:`IntegrityError`, :class:`NotFoundError` or :class:`ErasedError`."""
+    ((_, outcome),) = retrieve_each(ctx, [sop_instance_uid])
+    if isinstance(outcome, DicomGuardError):
+        raise outcome
+    return outcome
+
+
+ROW_BATCH = 256
+"""Index rows looked up per query: many objects cost a few queries, memory stays one object's worth."""
+
+
+def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, RetrievedObject | DicomGuardError]]:
+    """Each object verified, in order, loaded one at a time; a failure is yielded in its place (not raised)."""
+    for start in range(0, len(sop_instance_uids), ROW_BATCH):
+        part = sop_instance_uids[start:start + ROW_BATCH]
+        with read_session(ctx.engine) as s:
+            rows = {r.sop_instance_uid: r for r in s.scalars(select(Instance).where(Instance.sop_instance_uid.in_(set(part))))}
+        for uid in part:
+            row = rows.get(uid)
+            if row is None:
+                yield uid, NotFoundError(f"no instance {uid}")
+                continue
+            try:
+                data = load_verified(ctx, row)
+            except DicomGuardError as exc:
+                yield uid, exc
+                continue
+            yield uid, RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax, data)
 
 
 def _violation(ctx: ArchiveContext, uid: str, kind: str) -> IntegrityError:
