@@ -200,12 +200,12 @@ def test_user_attributes_are_stored_as_tokens_and_round_trip(home: Path, study: 
     assert changed["referring_token"] != token
     assert decide("user:dr.ref", "retrieve", f"study:{study}")[0] == 1
     assert run("user", "set", "dr.ref", "--clear-modalities", "--clear-clearances", "--department", "").exit_code == 0
-    from dicomguard.identity.tokens import user_attributes
+    from dicomguard.identity.users import decode_attributes
 
     with Archive.open(home, PASSPHRASE) as archive, read_session(archive.ctx.engine) as s:
         user = s.get(User, "dr.ref")
         assert user is not None and user.department is None
-        assert user_attributes(user.attributes) == {"referring_token": changed["referring_token"]}
+        assert decode_attributes(user.attributes) == {"referring_token": changed["referring_token"]}
 
     assert run("user", "set", "nobody", "--site", "x").exit_code == 1
     assert run("user", "set", "dr.ref").exit_code == 2  # nothing to change

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from dicomguard.cli.main import app
 from dicomguard.errors import IntegrityError
 from dicomguard.index.db import read_session
 from dicomguard.index.models import Instance
+from tests.serve_process import serve_process, stop_gracefully
 from tests.audit.conftest import entries
 from tests.conftest import PASSPHRASE
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes, write_files
@@ -142,24 +140,8 @@ def test_dimse_and_core_actions_each_produce_their_audit_message(archive, dimse,
 
 
 def test_serve_start_and_stop_are_application_activity(home: Path, valid) -> None:
-    from dicomguard.dimse.server import free_port
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomguard", "serve", "--dimse-port", str(free_port()), "--https-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("READY"):
-                break
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with serve_process() as proc:
+        stop_gracefully(proc)
     from dicomguard.core.archive import Archive
 
     with Archive.open(home, PASSPHRASE) as a:

@@ -14,6 +14,7 @@ from dicomguard.config import AuditSpoolSettings, SyslogCollector
 from dicomguard.core.access import AccessDenied, Principal, PrincipalKind
 from dicomguard.core.query import StudyFilter
 from dicomguard.dimse.server import free_port
+from tests.serve_process import serve_process, stop_gracefully
 from tests.dicom_factory import ALICE, ct_series
 
 DR = Principal(PrincipalKind.USER, "dr.sys", frozenset({"radiologist"}), "10.0.0.3")
@@ -138,29 +139,13 @@ def test_two_forwarders_for_one_collector_send_each_record_once(archive, rsyslog
 
 
 def test_serve_forwards_its_start_and_stop_and_metrics_show_the_spool(archive, rsyslog, home, valid) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
 
     from dicomguard.audit.forwarder import prometheus_text
 
     with open(home / "config.toml", "a") as f:
         f.write(f'\n[[audit.syslog]]\nhost = "127.0.0.1"\nport = {rsyslog.port}\nca = "{rsyslog.ca}"\n')
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "dicomguard", "serve", "--dimse-port", str(free_port()), "--https-port", str(free_port())],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("READY"):
-                break
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with serve_process() as proc:
+        stop_gracefully(proc)
     lines = rsyslog.wait_for(2, timeout=20)
     assert [b"110120" in line for line in lines] == [True, False] and b"110121" in lines[1]
     for line in lines:

@@ -21,8 +21,6 @@ from dicomguard.audit.store import AuditStore
 from dicomguard.core.access import Action
 from dicomguard.core.events import AccessRefused
 from dicomguard.dimse.server import free_port
-from dicomguard.pki.devices import DeviceRegistry
-from dicomguard.pki.store import load_tls_material
 from tests.dicom_factory import (
     ALICE,
     BOB,
@@ -35,25 +33,6 @@ from tests.dimse.conftest import Creds, dcmtk, plain
 from tests.dimse.test_dimse_dcmtk import _find
 
 READ = ("echo", "query", "retrieve")
-
-
-@pytest.fixture
-def issue_in(archive, tmp_path):
-    """Like ``issue``, with the device's department (None: an archive-wide peer)."""
-    material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
-    registry = DeviceRegistry(archive.ctx.engine)
-
-    def _issue(ae: str, department: str | None, operations: tuple[str, ...] = READ, move: tuple[str, int] | None = None) -> Creds:
-        creds = registry.add(ae, f"test {ae}", authority=material.authority, ca_pem=material.client_ca_pem,
-                             operations=operations, move_destination=move, department=department)
-        d = tmp_path / f"dev-{ae}"
-        d.mkdir()
-        (d / "key.pem").write_bytes(creds.key_pem or b"")
-        (d / "cert.pem").write_bytes(creds.cert_pem)
-        (d / "ca.pem").write_bytes(creds.ca_pem)
-        return Creds(ae, d / "key.pem", d / "cert.pem", d / "ca.pem")
-
-    return _issue
 
 
 @pytest.fixture
@@ -80,18 +59,18 @@ def _security_alerts(archive, ae: str, action: Action) -> list:  # type: ignore[
     ]
 
 
-def test_find_shows_a_device_only_its_departments_studies(archive, dimse, issue_in, radiology_study, tmp_path) -> None:
+def test_find_shows_a_device_only_its_departments_studies(archive, dimse, issue, radiology_study, tmp_path) -> None:
     # A cardiology echo cart stores BOB's ultrasound: the storing device's department wins over the header's.
-    echo = issue_in("ECHO1", "CARDIOLOGY", ("echo", "store"))
+    echo = issue("ECHO1", ("echo", "store"), department="CARDIOLOGY")
     assert dcmtk("storescu", echo, dimse.port, files=write_files(tmp_path / "us", [us_multiframe(BOB, frames=2)])).returncode == 0
     access = archive.query.study_access(s.uid for s in archive.query.studies())
     by_department = {a.department: uid for uid, (_, a) in access.items()}
     assert set(by_department) == {DEPARTMENT, "CARDIOLOGY"} and by_department[DEPARTMENT] == radiology_study
     cardiology_study = by_department["CARDIOLOGY"]
 
-    cardws = issue_in("CARDWS", "CARDIOLOGY")
-    radws = issue_in("RADWS", DEPARTMENT)
-    pacs = issue_in("PACS", None)  # archive-wide peer
+    cardws = issue("CARDWS", READ, department="CARDIOLOGY")
+    radws = issue("RADWS", READ, department=DEPARTMENT)
+    pacs = issue("PACS", READ, department=None)  # archive-wide peer
     keys = {"StudyInstanceUID": "", "PatientID": "", "ModalitiesInStudy": ""}
 
     seen = {ae: sorted(s.StudyInstanceUID for s in _find(creds, dimse.port, "STUDY", keys, tmp_path / f"f-{ae}"))
@@ -110,13 +89,13 @@ def test_find_shows_a_device_only_its_departments_studies(archive, dimse, issue_
 
 
 def test_get_and_move_of_another_departments_study_deliver_nothing(
-    archive, dimse, issue_in, tunnel, radiology_study, refusals, tmp_path: Path
+    archive, dimse, issue, tunnel, radiology_study, refusals, tmp_path: Path
 ) -> None:
-    cardws = issue_in("CARDWS", "CARDIOLOGY")
-    radws = issue_in("RADWS", DEPARTMENT)
-    store_only = issue_in("CTSTORE", DEPARTMENT, ("echo", "store"))
+    cardws = issue("CARDWS", READ, department="CARDIOLOGY")
+    radws = issue("RADWS", READ, department=DEPARTMENT)
+    store_only = issue("CTSTORE", ("echo", "store"), department=DEPARTMENT)
     port = free_port()
-    issue_in("VIEWER1", DEPARTMENT, ("echo",), move=("127.0.0.1", port))
+    issue("VIEWER1", ("echo",), move=("127.0.0.1", port), department=DEPARTMENT)
     viewer = Path(tmp_path / "dev-VIEWER1")
     viewer_creds = Creds("VIEWER1", viewer / "key.pem", viewer / "cert.pem", viewer / "ca.pem")
     query = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={radiology_study}"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,23 +13,13 @@ import httpx
 from dicomguard.dimse.server import free_port
 from tests.dicom_factory import ALICE, ct_series
 from tests.dimse.conftest import dcmtk
+from tests.serve_process import serve_process, stop_gracefully
 
 
 def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_path) -> None:
     creds = issue("CTSERVE")
     dimse_port, https_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomguard", "serve", "--dimse-port", str(dimse_port), "--https-port", str(https_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        line = ""
-        for line in proc.stdout:
-            if line.startswith("READY"):
-                break
-        assert line.startswith("READY"), proc.stderr.read() if proc.stderr else ""
+    with serve_process(dimse_port, https_port) as proc:
         r = httpx.get(f"https://127.0.0.1:{https_port}/healthz", verify=ssl.create_default_context(cafile=str(home / "tls" / "ca.pem")))
         assert r.status_code == 200
         files = []
@@ -50,9 +38,6 @@ def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_
         assert "stopped" in out + err
         for secret in ALICE.secrets():
             assert secret not in out + err  # no PHI in logs
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     from dicomguard.core.archive import Archive
     from dicomguard.ledger.verify import verify_archive
     from tests.conftest import PASSPHRASE
@@ -82,11 +67,6 @@ def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None
             create_user(s, a.ctx.keyring.archive_key(PURPOSE_IDENTITY), "r.search", "researcher", department=DEPARTMENT)
         token = create_token(a.ctx.engine, "r.search", timedelta(hours=1))
     https_port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomguard", "serve", "--dimse-port", str(free_port()), "--https-port", str(https_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
     verify = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
 
     def studies_seen() -> int:
@@ -102,11 +82,7 @@ def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None
             assert time.monotonic() < deadline, what
             time.sleep(0.2)
 
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("READY"):
-                break
+    with serve_process(https_port=https_port) as proc:
         assert studies_seen() == 0  # researchers read de-identified studies only
         local = home / "policies" / "zz-local.cedar"
         local.write_text('permit (principal, action, resource) when { principal.nonsense };')
@@ -119,12 +95,7 @@ def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None
                          'when { principal.roles.contains("researcher") && resource.department == "RADIOLOGY" };')
         proc.send_signal(signal.SIGHUP)
         eventually(lambda: studies_seen() == 1, "the reloaded policy takes effect")
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_gracefully(proc)
     with Archive.open(home, PASSPHRASE) as a:
         changes = [e.message.outcome_description or "" for e in AuditStore(a.ctx).iter_all()
                    if e.event_type and "110129" in e.event_type.split()]

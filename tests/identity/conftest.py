@@ -27,9 +27,9 @@ class Account:
         return pyotp.TOTP(self.secret).at(datetime.now(UTC) + timedelta(seconds=30 * steps))
 
 
-def add_user(archive, name: str, role: str = "radiologist") -> Account:  # type: ignore[no-untyped-def]
+def add_user(archive, name: str, role: str = "radiologist", department: str | None = None) -> Account:  # type: ignore[no-untyped-def]
     with write_session(archive.ctx.engine) as s:
-        new = create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role)
+        new = create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role, department=department)
     return Account(name, new.password, new.totp_secret)
 
 

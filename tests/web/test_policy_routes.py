@@ -7,20 +7,17 @@ grant marked BTG).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 from sqlalchemy import select, update
 
 from dicomguard.audit.store import AuditStore
 from dicomguard.core.access import Action
 from dicomguard.core.events import AccessRefused, UserAuthentication
-from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.tokens import token_digest
-from dicomguard.identity.users import create_user
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import ApiToken, AuthSession, BreakGlassGrant, User
+from tests.identity.conftest import Account, add_user
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of
 from tests.web.multipart_util import encode, split
 
@@ -31,20 +28,8 @@ EMERGENCY_OVERRIDE_STARTED, BTG = "110127", "BTG"
 # -- helpers -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Account:
-    name: str
-    password: str
-    secret: str
-
-    def code(self, steps: int = 0) -> str:
-        return pyotp.TOTP(self.secret).at(datetime.now(UTC) + timedelta(seconds=30 * steps))
-
-
 def _account(archive, name: str, role: str, department: str | None = "RADIOLOGY") -> Account:  # type: ignore[no-untyped-def]
-    with write_session(archive.ctx.engine) as s:
-        new = create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role, department=department)
-    return Account(name, new.password, new.totp_secret)
+    return add_user(archive, name, role, department)
 
 
 def _audit(archive, user: str | None = None) -> list[dict]:  # type: ignore[no-untyped-def]

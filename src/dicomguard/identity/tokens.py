@@ -23,13 +23,11 @@ Guarantees:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +35,7 @@ from sqlalchemy import Engine, select, update
 
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity.session_policy import DEFAULT_SESSION_POLICY, SessionPolicy
+from dicomguard.identity.users import decode_attributes
 from dicomguard.index.db import as_utc, read_session, write_session
 from dicomguard.index.models import ApiToken, AuthSession, User, UserRole
 
@@ -182,19 +181,8 @@ def verify_token(
                 )
     mfa_at = as_utc(row.mfa_at) if row.session_id is not None and row.mfa_at is not None else None
     scopes = tuple(filter(None, row.scopes.split(","))) if row.scopes is not None else None
-    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, user_attributes(row.attributes), mfa_at,
+    return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, decode_attributes(row.attributes), mfa_at,
                           scopes)
-
-
-def user_attributes(stored: str | None) -> dict[str, object]:
-    """The account's policy attributes (a JSON object in ``users.attributes``); malformed or absent: none."""
-    if not stored:
-        return {}
-    try:
-        value = json.loads(stored)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def end_session(engine: Engine, session_id: str, now: datetime | None = None) -> None:
