@@ -228,3 +228,16 @@ def test_query_decisions_are_reused_within_a_request_but_not_across_attribute_ch
     archive.operator.set_study_access(study_uid, add_labels=["vip"])
     assert len(client.find_studies()) == 1  # the changed study is decided again, and now hidden
     assert asked[-1] == (Action.QUERY, 1)
+
+
+def test_the_step_up_window_forgets_old_accesses(archive) -> None:  # type: ignore[no-untyped-def]
+    from dicomguard.index.models import StudyAccessWindow
+
+    old, new = _store(archive, ALICE, 1)[0], _store(archive, BOB, 1)[0]
+    archive.client(RAD).retrieve(old)
+    with write_session(archive.ctx.engine) as s:
+        s.execute(update(StudyAccessWindow).values(last_at=datetime.now(UTC) - timedelta(hours=2)))
+    archive.client(RAD).retrieve(new)  # records the new access and drops the one out of the window
+    with read_session(archive.ctx.engine) as s:
+        rows = s.execute(select(StudyAccessWindow.study_uid)).scalars().all()
+    assert rows == [archive.query.instances(sop_instance_uid=new)[0].study_uid]

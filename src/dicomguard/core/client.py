@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import (
@@ -76,9 +76,9 @@ class ArchiveClient:
         self._index = IndexQuery(ctx)
         self._context_cache: dict[str, tuple[datetime, frozenset[str]]] = {}
         self._accessed: frozenset[str] = frozenset()
+        """Studies this client delivered (counted in the step-up window even before a reload)."""
         self._query_memo: dict[str, tuple[Resource, Decision]] = {}
         self._query_memo_at: datetime | None = None
-        """Studies this client delivered (counted in the step-up window even before a reload)."""
 
     # -- authorization -----------------------------------------------------------------
 
@@ -115,7 +115,8 @@ class ArchiveClient:
         return hit[1]
 
     def decide(self, action: Action, resource: Resource) -> Decision:
-        return self.ctx.authorizer.decide(self.principal, action, resource, self.request_context(action, [resource.study_uid] if resource.study_uid else ()))
+        context = self.request_context(action, [resource.study_uid] if resource.study_uid else ())
+        return self.ctx.authorizer.decide(self.principal, action, resource, context)
 
     def allowed(self, action: Action, resource: Resource) -> bool:
         return self.decide(action, resource).allowed
@@ -281,7 +282,10 @@ class ArchiveClient:
             )
             if self.principal.kind is PrincipalKind.USER and action in (Action.RETRIEVE, Action.EXPORT):
                 label = self.principal.label()
-                s.execute(delete(StudyAccessWindow).where(StudyAccessWindow.principal == label, StudyAccessWindow.study_uid.in_(study_uids)))
+                since = now - timedelta(seconds=self.ctx.settings.policy.step_up_window_s)
+                # this principal's rows: the studies accessed now are renewed, those out of the window dropped
+                s.execute(delete(StudyAccessWindow).where(StudyAccessWindow.principal == label, or_(
+                    StudyAccessWindow.study_uid.in_(study_uids), StudyAccessWindow.last_at <= since)))
                 s.execute(insert(StudyAccessWindow), [{"principal": label, "study_uid": u, "last_at": now} for u in study_uids])
         self._accessed = self._accessed | set(study_uids)
 
