@@ -128,7 +128,7 @@ def add(
     if as_json:
         print_json({"name": new.name, "role": new.role, "department": users.check_department(department), "password": new.password,
                     "totp_secret": new.totp_secret, "provisioning_uri": new.provisioning_uri,
-                    "attributes": _attributes_json(department, attributes)})
+                    "attributes": _attributes_json(users.check_department(department), attributes)})
         return
     console.print(f"[green]User {new.name}[/] ({new.role}) created. Shown [bold]once[/]:")
     console.print(f"  password    : {new.password}")
