@@ -89,16 +89,11 @@ class Authenticator:
                     assert user is not None
                     if users.password_needs_rehash(user):
                         users.rehash_password(user, password)
-                    counter = s.get(AuthFailure, keys[0])
-                    if counter is not None:
-                        s.delete(counter)  # the account's counter only: the address keeps its count
+                    self._clear_account_failures(s, keys)
                     outcome = open_session(s, user.name, address, now, self.sessions)
                     self._publish(s, user.name, "login", now, address)
                 else:
-                    locked = self._count_failure(s, keys, now)
-                    self._publish(s, name, "lockout" if locked else "failure", now, address,
-                                  "too many failed logins" if locked else "invalid credentials")
-                    outcome = AuthenticationFailed()
+                    outcome = self._failed(s, name, keys, now, address, "invalid credentials")
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -141,6 +136,18 @@ class Authenticator:
                 if until is not None and as_utc(until) > now:
                     waits.append(math.ceil((as_utc(until) - now).total_seconds()))
         return max(waits) if waits else None
+
+    def _clear_account_failures(self, s: Session, keys: list[str]) -> None:
+        """After a success: the account's counter only (``keys[0]``); the address keeps its count."""
+        counter = s.get(AuthFailure, keys[0])
+        if counter is not None:
+            s.delete(counter)
+
+    def _failed(self, s: Session, name: str, keys: list[str], now: datetime, address: str | None, reason: str) -> AuthenticationFailed:
+        """Count a failed attempt against the account and the address, and publish it (as a lockout once it locks)."""
+        locked = self._count_failure(s, keys, now)
+        self._publish(s, name, "lockout" if locked else "failure", now, address, "too many failed logins" if locked else reason)
+        return AuthenticationFailed()
 
     def _count_failure(self, s: Session, keys: list[str], now: datetime) -> bool:
         """Count a failure for the account and the address; True if this one locked the account or address."""
@@ -195,16 +202,11 @@ class Authenticator:
                 if live and len(code) == 6 and code.isdigit() and self.check_second_factor(s, user, code, now):  # type: ignore[arg-type]
                     assert session is not None
                     session.mfa_at = now
-                    counter = s.get(AuthFailure, keys[0])
-                    if counter is not None:
-                        s.delete(counter)  # like a login: the account's counter only
+                    self._clear_account_failures(s, keys)
                     self._publish(s, user_name, "login", now, address, "step-up: TOTP confirmed in the session")
                     outcome = now
                 else:
-                    locked = self._count_failure(s, keys, now)
-                    self._publish(s, user_name, "lockout" if locked else "failure", now, address,
-                                  "too many failed logins" if locked else "step-up refused: invalid code")
-                    outcome = AuthenticationFailed()
+                    outcome = self._failed(s, user_name, keys, now, address, "step-up refused: invalid code")
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
