@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import func, select
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
 from dicomguard.core.ingest import IngestStatus
 from dicomguard.errors import RejectedObject, RejectReason
 from dicomguard.index.db import read_session
@@ -151,19 +151,19 @@ def _state(archive: Archive) -> tuple[int, int, int, int]:
 def test_bad_input_is_refused_with_a_clear_reason_and_stores_nothing(name, home, monkeypatch) -> None:
     build, reason, env = CASES[name]
     with Archive.open(home, PASSPHRASE) as archive:
-        kept = archive.operator.ingest(ct_series(ALICE, n=1, seed=99)[0])  # already stored: must survive
+        kept = archive.operator.store.ingest(ct_series(ALICE, n=1, seed=99)[0])  # already stored: must survive
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with Archive.open(home, PASSPHRASE) as archive:
         before = _state(archive)
         data = build()
         with pytest.raises(RejectedObject) as exc:
-            archive.operator.ingest(data)
+            archive.operator.store.ingest(data)
         assert exc.value.reason is reason, str(exc.value)
         assert exc.value.detail  # a message a person can act on
         instances, patients, journal, blobs = _state(archive)
         assert (instances, journal, blobs) == (before[0], 0, before[3])
-        assert archive.operator.retrieve(kept.sop_instance_uid).data
+        assert archive.operator.retrieve.instance(kept.sop_instance_uid).data
 
 
 @pytest.mark.parametrize(
@@ -178,26 +178,26 @@ def test_polyglot_preamble_is_sanitized_and_object_stored(archive, preamble) -> 
     ds = dataset_of(_ct())
     data = to_bytes(ds, preamble=preamble)
     assert data[:4] in (b"\x7fELF", b"MZ\x90\x00")
-    result = archive.operator.ingest(data)
+    result = archive.operator.store.ingest(data)
     assert result.status is IngestStatus.STORED
-    back = archive.operator.retrieve(result.sop_instance_uid).data
+    back = archive.operator.retrieve.instance(result.sop_instance_uid).data
     assert back[:128] == bytes(128)
     assert back[128:] == data[128:]
 
 
 def test_conflicting_resend_is_refused_recorded_and_original_kept(archive) -> None:
     data = _ct()
-    first = archive.operator.ingest(data)
+    first = archive.operator.store.ingest(data)
     ds = dataset_of(data)
     ds.PixelData = bytes(len(ds.PixelData))  # same UID, different pixels
     with pytest.raises(RejectedObject) as exc:
-        archive.operator.ingest(to_bytes(ds))
+        archive.operator.store.ingest(to_bytes(ds))
     assert exc.value.reason is RejectReason.CONFLICT
     ds2 = dataset_of(data)
     ds2.StudyDescription = "ALTERED"  # same UID, different header
     with pytest.raises(RejectedObject):
-        archive.operator.ingest(to_bytes(ds2))
-    assert archive.operator.retrieve(first.sop_instance_uid).data[128:] == data[128:]
+        archive.operator.store.ingest(to_bytes(ds2))
+    assert archive.operator.retrieve.instance(first.sop_instance_uid).data[128:] == data[128:]
     with read_session(archive.ctx.engine) as s:
         conflicts = list(s.scalars(select(Conflict)))
     assert [c.sop_instance_uid for c in conflicts] == [first.sop_instance_uid] * 2
@@ -208,7 +208,7 @@ def test_conflict_inside_one_batch(archive) -> None:
     data = _ct()
     ds = dataset_of(data)
     ds.PixelData = bytes(len(ds.PixelData))
-    outcomes = list(archive.operator.ingest_many([("a", lambda: data), ("b", lambda: to_bytes(ds)), ("c", lambda: data)]))
+    outcomes = list(archive.operator.store.ingest_many([("a", lambda: data), ("b", lambda: to_bytes(ds)), ("c", lambda: data)]))
     assert outcomes[0].result.status is IngestStatus.STORED
     assert outcomes[1].error.reason is RejectReason.CONFLICT
     assert outcomes[2].result.status is IngestStatus.DUPLICATE
@@ -220,7 +220,7 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     import errno
     import os
 
-    kept = archive.operator.ingest(ct_series(ALICE, n=1, seed=5)[0])
+    kept = archive.operator.store.ingest(ct_series(ALICE, n=1, seed=5)[0])
     real_write = os.write
 
     def full(fd, data):  # type: ignore[no-untyped-def]
@@ -230,9 +230,9 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     from dicomguard.storage.base import BlobStoreError
 
     with pytest.raises(BlobStoreError, match="No space left"):
-        archive.operator.ingest(_ct())
+        archive.operator.store.ingest(_ct())
     monkeypatch.setattr(os, "write", real_write)
     instances, _, journal, blobs = _state(archive)
     assert (instances, journal, blobs) == (1, 0, 1)
     assert not [p for p in archive.ctx.store.root.rglob(".tmp-*")]
-    assert archive.operator.retrieve(kept.sop_instance_uid).data
+    assert archive.operator.retrieve.instance(kept.sop_instance_uid).data

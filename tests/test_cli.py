@@ -19,11 +19,11 @@ def run(*args: str, **kw):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_db_url: str) -> Path:
     home = tmp_path / "cli-home"
     monkeypatch.setenv("DICOMGUARD_HOME", str(home))
-    if db_url:
-        monkeypatch.setenv("DICOMGUARD_DATABASE__URL", db_url)
+    if empty_db_url:
+        monkeypatch.setenv("DICOMGUARD_DATABASE__URL", empty_db_url)
     return home
 
 
@@ -37,8 +37,8 @@ def files(tmp_path: Path) -> Path:
     return folder.parent
 
 
-def test_init_prints_one_time_secrets_and_refuses_to_overwrite(fresh_home: Path, db_url: str) -> None:
-    r = run("init", "--admin", "alice", "--json", *(["--database", db_url] if db_url else []))
+def test_init_prints_one_time_secrets_and_refuses_to_overwrite(fresh_home: Path, empty_db_url: str) -> None:
+    r = run("init", "--admin", "alice", "--json", *(["--database", empty_db_url] if empty_db_url else []))
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert set(doc) == {"home", "admin", "password", "totp_secret"}
@@ -59,8 +59,8 @@ def test_init_refuses_a_short_passphrase(fresh_home: Path, monkeypatch: pytest.M
     assert not fresh_home.exists()
 
 
-def test_import_ls_show_export_erase(fresh_home: Path, files: Path, tmp_path: Path, db_url: str) -> None:
-    assert run("init", "--admin", "alice", *(["--database", db_url] if db_url else [])).exit_code == 0
+def test_import_ls_show_export_erase(fresh_home: Path, files: Path, tmp_path: Path, empty_db_url: str) -> None:
+    assert run("init", "--admin", "alice", *(["--database", empty_db_url] if empty_db_url else [])).exit_code == 0
     (files / "notes.txt").write_text("not dicom")
     r = run("import", str(files), "--json")
     assert r.exit_code == 1, "a rejected file makes the exit code 1"

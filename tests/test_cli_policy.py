@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from dicomguard.app.archive import Archive
 from dicomguard.cli.main import app
-from dicomguard.core.archive import Archive
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.index.db import read_session
 from dicomguard.index.models import Device, User

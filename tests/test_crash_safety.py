@@ -13,21 +13,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
+from dicomguard.core.query import IndexQuery
 from dicomguard.index.db import read_session
 from dicomguard.index.models import IngestJournal, Instance
 from tests.conftest import PASSPHRASE
 from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe
 
+pytestmark = pytest.mark.slow  # kills import subprocesses
+
 WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from dicomguard.core.archive import Archive
+    from dicomguard.app.archive import Archive
     files = sorted(Path(sys.argv[2]).iterdir())
     with Archive.open(sys.argv[1]) as a:
         items = [(str(f), (lambda f=f: f.read_bytes())) for f in files]
-        for outcome in a.operator.ingest_many(items, source="crash-test"):
+        for outcome in a.operator.store.ingest_many(items, source="crash-test"):
             if outcome.result is not None:
                 print("STORED", outcome.result.sop_instance_uid, flush=True)
     print("DONE", flush=True)
@@ -42,7 +45,6 @@ def _inputs(folder: Path) -> None:
         (folder / f"{i:03d}.dcm").write_bytes(data)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_lines", [1, 9, 25])
 def test_sigkill_mid_import_loses_nothing_acknowledged(home, tmp_path, monkeypatch, kill_after_lines) -> None:
     inputs = tmp_path / "in"
@@ -72,11 +74,11 @@ def test_sigkill_mid_import_loses_nothing_acknowledged(home, tmp_path, monkeypat
         uids = {r.sop_instance_uid for r in indexed}
         assert set(acknowledged) <= uids, "an acknowledged object was lost"
         for row in indexed:  # every indexed object decrypts and verifies
-            assert a.operator.retrieve(row.sop_instance_uid).data
+            assert a.operator.retrieve.instance(row.sop_instance_uid).data
         assert journal == 0
         assert sorted(a.ctx.store.iter_ids()) == sorted(r.blob_id for r in indexed), "half-stored blob left behind"
         assert not list(a.ctx.store.root.rglob(".tmp-*"))
         # the interrupted import can simply be run again
-        outcomes = list(a.operator.ingest_many([(str(f), (lambda f=f: f.read_bytes())) for f in sorted(inputs.iterdir())]))
+        outcomes = list(a.operator.store.ingest_many([(str(f), (lambda f=f: f.read_bytes())) for f in sorted(inputs.iterdir())]))
         assert all(o.result for o in outcomes)
-        assert len(a.query.instances()) == 46
+        assert len(IndexQuery(a.ctx).instances()) == 46

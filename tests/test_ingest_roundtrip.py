@@ -8,6 +8,7 @@ import pytest
 from pydicom import dcmread
 
 from dicomguard.core.ingest import IngestStatus
+from dicomguard.core.query import IndexQuery
 from tests.conftest import pydicom_test_file
 from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe
 
@@ -36,12 +37,12 @@ def _mixed_set() -> list[bytes]:
 
 def test_import_then_export_is_element_for_element_identical(archive) -> None:
     objects = _mixed_set()
-    outcomes = list(archive.operator.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]))
+    outcomes = list(archive.operator.store.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]))
     rejected = [(o.label, o.error) for o in outcomes if o.error]
     assert not rejected
     assert all(o.result.status is IngestStatus.STORED for o in outcomes)
     for data, outcome in zip(objects, outcomes, strict=True):
-        back = archive.operator.retrieve(outcome.result.sop_instance_uid).data
+        back = archive.operator.retrieve.instance(outcome.result.sop_instance_uid).data
         assert back[:128] == bytes(128), "preamble must be stored as zeros"
         assert back[128:] == data[128:], "bytes after the preamble must be identical"
         original, restored = dcmread(io.BytesIO(data)), dcmread(io.BytesIO(back))
@@ -51,11 +52,11 @@ def test_import_then_export_is_element_for_element_identical(archive) -> None:
 
 def test_reimport_of_identical_object_is_an_idempotent_success(archive) -> None:
     data = ct_series(ALICE, n=1)[0]
-    first = archive.operator.ingest(data)
-    again = archive.operator.ingest(data)
+    first = archive.operator.store.ingest(data)
+    again = archive.operator.store.ingest(data)
     assert first.status is IngestStatus.STORED
     assert again.status is IngestStatus.DUPLICATE
-    assert len(archive.query.instances()) == 1
+    assert len(IndexQuery(archive.ctx).instances()) == 1
 
 
 def test_same_object_from_another_sender_is_a_duplicate_not_a_conflict(archive) -> None:
@@ -63,22 +64,22 @@ def test_same_object_from_another_sender_is_a_duplicate_not_a_conflict(archive) 
     from tests.dicom_factory import dataset_of, to_bytes
 
     data = ct_series(ALICE, n=1)[0]
-    archive.operator.ingest(data)
+    archive.operator.store.ingest(data)
     ds = dataset_of(data)
     ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
     ds.file_meta.SourceApplicationEntityTitle = "MODALITY2"
-    assert archive.operator.ingest(to_bytes(ds)).status is IngestStatus.DUPLICATE
+    assert archive.operator.store.ingest(to_bytes(ds)).status is IngestStatus.DUPLICATE
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_outcomes_keep_input_order_across_batches(home, monkeypatch, batch_size) -> None:
-    from dicomguard.core.archive import Archive
+    from dicomguard.app.archive import Archive
     from tests.conftest import PASSPHRASE
 
     monkeypatch.setenv("DICOMGUARD_INGEST__BATCH_SIZE", str(batch_size))
     objects = ct_series(ALICE, n=5)
     objects.insert(2, b"not dicom at all")
     with Archive.open(home, PASSPHRASE) as a:
-        outcomes = list(a.operator.ingest_many([(f"f{i}", (lambda d=d: d)) for i, d in enumerate(objects)]))
+        outcomes = list(a.operator.store.ingest_many([(f"f{i}", (lambda d=d: d)) for i, d in enumerate(objects)]))
     assert [o.label for o in outcomes] == [f"f{i}" for i in range(6)]
     assert outcomes[2].error is not None and all(o.result for i, o in enumerate(outcomes) if i != 2)

@@ -16,8 +16,8 @@ from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes
 
 @pytest.fixture
 def stored(archive):
-    uids = [archive.operator.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=2)]
-    uids.append(archive.operator.ingest(ct_series(BOB, n=1, seed=8)[0]).sop_instance_uid)
+    uids = [archive.operator.store.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=2)]
+    uids.append(archive.operator.store.ingest(ct_series(BOB, n=1, seed=8)[0]).sop_instance_uid)
     events: list = []
     archive.ctx.bus.subscribe(lambda s, e: events.append(e))
     return archive, uids, events
@@ -34,7 +34,7 @@ def _blob_path(archive, uid):
 
 def _assert_refused(archive, uid, kind, events) -> None:
     with pytest.raises(IntegrityError) as exc:
-        archive.operator.retrieve(uid)
+        archive.operator.retrieve.instance(uid)
     assert exc.value.kind == kind and exc.value.uid == uid
     assert any(isinstance(e, IntegrityViolation) and e.sop_instance_uid == uid and e.kind == kind for e in events)
 
@@ -46,7 +46,7 @@ def test_flipped_ciphertext_byte_is_refused(stored) -> None:
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))
     _assert_refused(archive, uids[0], IntegrityKind.BLOB_UNAUTHENTIC, events)
-    assert archive.operator.retrieve(uids[1]).data  # neighbours unaffected
+    assert archive.operator.retrieve.instance(uids[1]).data  # neighbours unaffected
 
 
 def test_blob_swapped_with_another_objects_blob_is_refused(stored) -> None:
@@ -80,7 +80,7 @@ def _reencrypt(archive, uid, data: bytes) -> None:
 
 def test_pixels_changed_under_the_real_key_are_refused(stored) -> None:
     archive, uids, events = stored
-    ds = dataset_of(archive.operator.retrieve(uids[0]).data)
+    ds = dataset_of(archive.operator.retrieve.instance(uids[0]).data)
     pixels = bytearray(ds.PixelData)
     pixels[100] ^= 0xFF
     ds.PixelData = bytes(pixels)
@@ -90,7 +90,7 @@ def test_pixels_changed_under_the_real_key_are_refused(stored) -> None:
 
 def test_header_changed_under_the_real_key_is_refused(stored) -> None:
     archive, uids, events = stored
-    ds = dataset_of(archive.operator.retrieve(uids[0]).data)
+    ds = dataset_of(archive.operator.retrieve.instance(uids[0]).data)
     ds.PatientSex = "M"
     _reencrypt(archive, uids[0], to_bytes(ds))
     _assert_refused(archive, uids[0], IntegrityKind.HEADER_CHANGED, events)

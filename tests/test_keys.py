@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dicomguard.core.archive import Archive
-from dicomguard.core.home import KEYS_DIR, sealed_kek_path
+from dicomguard.app.archive import Archive
+from dicomguard.app.home import KEYS_DIR, sealed_kek_path
 from dicomguard.core.keyring import PURPOSE_INDEX, PURPOSE_PATIENT
-from dicomguard.crypto.kek import Kek, KdfParams
+from dicomguard.crypto.kek import KdfParams, Kek
 from dicomguard.errors import UnsealError
 from dicomguard.index.db import read_session
 from dicomguard.index.models import Instance, Patient, WrappedKey
@@ -57,18 +57,18 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
     uids = []
     with Archive.open(home, PASSPHRASE) as a:
         for data in ct_series(ALICE, n=2) + ct_series(BOB, n=1, seed=3):
-            uids.append(a.operator.ingest(data).sop_instance_uid)
+            uids.append(a.operator.store.ingest(data).sop_instance_uid)
         old_id = a.ctx.keyring.kek_id
         old_sealed = sealed_kek_path(home, old_id).read_bytes()
         with read_session(a.ctx.engine) as s:
             blobs_before = {r.blob_id for r in s.scalars(select(Instance))}
-        n = a.rotate_keys(PASSPHRASE)
+        n = a.operator.keys.rotate(PASSPHRASE).rewrapped
         assert n == 5 + 2  # index, identity, ledger-signing, tls-ca, tls-server keys; two patients
         assert a.ctx.keyring.kek_id != old_id
     assert not sealed_kek_path(home, old_id).exists()
     with Archive.open(home, PASSPHRASE) as a:
         for uid in uids:
-            assert a.operator.retrieve(uid).data  # everything still reads, verified
+            assert a.operator.retrieve.instance(uid).data  # everything still reads, verified
         with read_session(a.ctx.engine) as s:
             assert {r.blob_id for r in s.scalars(select(Instance))} == blobs_before  # no blob re-encrypted
             wrapped = list(s.scalars(select(WrappedKey)))
@@ -86,18 +86,18 @@ def test_rotation_rewraps_keys_retires_old_kek_and_data_still_reads(home: Path) 
 
 
 def test_rotation_with_wrong_passphrase_changes_nothing(archive) -> None:
-    archive.operator.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.store.ingest(ct_series(ALICE, n=1)[0])
     before = archive.ctx.keyring.kek_id
     with pytest.raises(UnsealError):
-        archive.rotate_keys("wrong passphrase entirely")
+        archive.operator.keys.rotate("wrong passphrase entirely")
     assert archive.ctx.keyring.kek_id == before
     assert len(list((archive.home / KEYS_DIR).glob("kek-*.sealed"))) == 1
 
 
 def test_wrapped_key_moved_to_another_patient_does_not_open(archive) -> None:
     """Wrapped data keys are bound to their owner: swapping them between rows fails."""
-    archive.operator.ingest(ct_series(ALICE, n=1)[0])
-    archive.operator.ingest(ct_series(BOB, n=1, seed=4)[0])
+    archive.operator.store.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.store.ingest(ct_series(BOB, n=1, seed=4)[0])
     with read_session(archive.ctx.engine) as s:
         a, b = list(s.scalars(select(Patient)))
     kek = Kek.unseal(sealed_kek_path(archive.home, archive.ctx.keyring.kek_id).read_bytes(), PASSPHRASE)

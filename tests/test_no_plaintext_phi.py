@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from dicomguard.core.query import IndexQuery
 from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, us_multiframe
 
 
@@ -29,10 +30,10 @@ def _find_leaks(blobs: dict[str, bytes]) -> list[tuple[str, bytes]]:
 def _populate(archive) -> None:
     objects = ct_series(ALICE, n=3) + ct_series(BOB, n=2, seed=5) + [us_multiframe(CAROL, frames=3)]
     for data in objects:
-        archive.operator.ingest(data)
+        archive.operator.store.ingest(data)
     # Queries and listings touch caches and the WAL too.
-    assert len(archive.query.patients()) == 3
-    assert archive.query.studies()
+    assert len(IndexQuery(archive.ctx).patients()) == 3
+    assert IndexQuery(archive.ctx).studies()
 
 
 def test_needles_are_really_in_the_input() -> None:

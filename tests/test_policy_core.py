@@ -16,9 +16,10 @@ from dicomguard.core.access import AccessDenied, Action, Principal, PrincipalKin
 from dicomguard.core.break_glass import BreakGlassRefused
 from dicomguard.core.events import AccessRefused, BreakGlassStarted, InstancesAccessed, QueryPerformed
 from dicomguard.core.keyring import PURPOSE_IDENTITY
+from dicomguard.core.query import IndexQuery
 from dicomguard.crypto.blind_index import BlindField
-from dicomguard.identity.users import create_user
 from dicomguard.errors import NotFoundError
+from dicomguard.identity.users import create_user
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import BreakGlassGrant, Study
 from tests.audit.conftest import entries
@@ -36,8 +37,8 @@ def events(archive):  # type: ignore[no-untyped-def]
 
 
 def _store(archive, patient=ALICE, n: int = 2, principal: Principal | None = None) -> list[str]:  # type: ignore[no-untyped-def]
-    client = archive.client(principal) if principal else archive.operator
-    return [client.ingest(obj).sop_instance_uid for obj in ct_series(patient, n=n)]
+    services = archive.services(principal) if principal else archive.operator
+    return [services.store.ingest(obj).sop_instance_uid for obj in ct_series(patient, n=n)]
 
 
 def test_study_department_comes_from_who_stored_it_then_the_header(archive) -> None:  # type: ignore[no-untyped-def]
@@ -46,8 +47,8 @@ def test_study_department_comes_from_who_stored_it_then_the_header(archive) -> N
     by_operator = _store(archive, BOB, 1)[0]
     with read_session(archive.ctx.engine) as s:
         dept = dict(s.execute(select(Study.uid, Study.department)).all())
-    tech_study = archive.query.instances(sop_instance_uid=by_tech)[0].study_uid
-    op_study = archive.query.instances(sop_instance_uid=by_operator)[0].study_uid
+    tech_study = IndexQuery(archive.ctx).instances(sop_instance_uid=by_tech)[0].study_uid
+    op_study = IndexQuery(archive.ctx).instances(sop_instance_uid=by_operator)[0].study_uid
     assert dept == {tech_study: "CARDIOLOGY", op_study: DEPARTMENT}
 
 
@@ -59,25 +60,26 @@ def test_referring_physician_is_a_blind_index_not_the_name(archive) -> None:  # 
     referrer = Principal(PrincipalKind.USER, "dr.q", frozenset({"referring_physician"}), attributes={"referring_token": bytes(token).hex()})
     other = Principal(PrincipalKind.USER, "dr.o", frozenset({"referring_physician"}),
                       attributes={"referring_token": archive.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, "OTHER^DOC").hex()})
-    assert [s.patient_id for s in archive.client(referrer).find_studies()] == [ALICE.patient_id]
-    assert archive.client(other).find_studies() == []
+    assert [s.patient_id for s in archive.services(referrer).query.find_studies()] == [ALICE.patient_id]
+    assert archive.services(other).query.find_studies() == []
 
 
 def test_other_department_sees_nothing_and_cannot_retrieve_by_guessed_uid(archive, events) -> None:  # type: ignore[no-untyped-def]
     uids = _store(archive)
-    study_uid = archive.query.instances(sop_instance_uid=uids[0])[0].study_uid
-    assert [s.uid for s in archive.client(RAD).find_studies()] == [study_uid]
-    cardio = archive.client(CARDIO)
-    assert cardio.find_studies() == []
-    assert cardio.find_patients() == []
-    assert cardio.find_series(study_uid=study_uid) == []
-    assert cardio.find_instances(study_uid=study_uid) == []
+    study_uid = IndexQuery(archive.ctx).instances(sop_instance_uid=uids[0])[0].study_uid
+    assert [s.uid for s in archive.services(RAD).query.find_studies()] == [study_uid]
+    cardio = archive.services(CARDIO)
+    assert cardio.query.find_studies() == []
+    assert cardio.query.find_patients() == []
+    assert cardio.query.find_series(study_uid=study_uid) == []
+    assert cardio.query.find_instances(study_uid=study_uid) == []
     with pytest.raises(AccessDenied):
-        cardio.retrieve(uids[0])  # IDOR: knowing the UID is not a permission
+        cardio.retrieve.instance(uids[0])  # IDOR: knowing the UID is not a permission
     with pytest.raises(AccessDenied):
-        list(cardio.iter_retrieve(uids))
+        cardio.retrieve.plan(sop_instance_uids=uids)
     refused = [e for e in events if isinstance(e, AccessRefused) and e.principal.name == "dr.heart"]
-    assert {e.action for e in refused} == {Action.RETRIEVE}
+    # listings of the named study filtered to nothing (queries), and the retrievals
+    assert {e.action for e in refused} == {Action.QUERY, Action.RETRIEVE}
     assert not any(isinstance(e, InstancesAccessed) and e.principal.name == "dr.heart" for e in events)
     queries = [e for e in events if isinstance(e, QueryPerformed) and e.principal.name == "dr.heart"]
     assert queries and all(q.results == 0 for q in queries)
@@ -85,14 +87,14 @@ def test_other_department_sees_nothing_and_cannot_retrieve_by_guessed_uid(archiv
 
 def test_vip_label_hides_a_study_from_its_own_department(archive) -> None:  # type: ignore[no-untyped-def]
     uid = _store(archive, ALICE, 1)[0]
-    study_uid = archive.query.instances(sop_instance_uid=uid)[0].study_uid
+    study_uid = IndexQuery(archive.ctx).instances(sop_instance_uid=uid)[0].study_uid
     with write_session(archive.ctx.engine) as s:
         s.execute(update(Study).where(Study.uid == study_uid).values(labels="vip"))
-    assert archive.client(RAD).find_studies() == []
+    assert archive.services(RAD).query.find_studies() == []
     with pytest.raises(AccessDenied, match="vip-needs-clearance"):
-        archive.client(RAD).retrieve(uid)
+        archive.services(RAD).retrieve.instance(uid)
     cleared = Principal(PrincipalKind.USER, "dr.vip", frozenset({"radiologist"}), attributes={"department": DEPARTMENT, "clearances": ["vip"]})
-    assert archive.client(cleared).retrieve(uid).data
+    assert archive.services(cleared).retrieve.instance(uid).data
 
 
 def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(archive, events) -> None:  # type: ignore[no-untyped-def]
@@ -100,31 +102,31 @@ def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(arc
         create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), CARDIO.name, "cardiologist", department="CARDIOLOGY")
     alice = _store(archive, ALICE, 1)[0]
     bob = _store(archive, BOB, 1)[0]
-    cardio = archive.client(CARDIO)
+    cardio = archive.services(CARDIO)
     for reason in ("", "   ", "urgent"):
         with pytest.raises(BreakGlassRefused, match="reason"):
-            cardio.break_glass(ALICE.patient_id, reason)
+            cardio.break_glass.claim(ALICE.patient_id, reason)
     assert sum(isinstance(e, AccessRefused) and e.action is Action.BREAK_GLASS for e in events) == 3
     with pytest.raises(NotFoundError):
-        cardio.break_glass("NO-SUCH-PATIENT", "trauma bay 2, unconscious, prior CT needed")
+        cardio.break_glass.claim("NO-SUCH-PATIENT", "trauma bay 2, unconscious, prior CT needed")
     with pytest.raises(AccessDenied):
-        archive.client(Principal(PrincipalKind.USER, "sec", frozenset({"security_officer"}))).break_glass(
+        archive.services(Principal(PrincipalKind.USER, "sec", frozenset({"security_officer"}))).break_glass.claim(
             ALICE.patient_id, "curious about the images here")
 
-    grant = cardio.break_glass(ALICE.patient_id, "trauma bay 2, unconscious, prior CT needed")
+    grant = cardio.break_glass.claim(ALICE.patient_id, "trauma bay 2, unconscious, prior CT needed")
     assert grant.expires_at - datetime.now(UTC) > timedelta(minutes=59)
     started = [e for e in events if isinstance(e, BreakGlassStarted)]
     assert len(started) == 1 and started[0].principal.name == "dr.heart" and started[0].reason.startswith("trauma")
 
-    assert [s.patient_id for s in cardio.find_studies()] == [ALICE.patient_id]  # Alice only, not Bob
-    assert cardio.retrieve(alice).data
+    assert [s.patient_id for s in cardio.query.find_studies()] == [ALICE.patient_id]  # Alice only, not Bob
+    assert cardio.retrieve.instance(alice).data
     with pytest.raises(AccessDenied):
-        cardio.retrieve(bob)
+        cardio.retrieve.instance(bob)
     accessed = [e for e in events if isinstance(e, InstancesAccessed) and e.principal.name == "dr.heart"]
     assert [e.emergency for e in accessed] == [True]
     assert any(isinstance(e, QueryPerformed) and e.emergency for e in events)
     # the radiologist's own-department access is not marked
-    archive.client(RAD).retrieve(alice)
+    archive.services(RAD).retrieve.instance(alice)
     assert [e.emergency for e in events if isinstance(e, InstancesAccessed) and e.principal.name == "dr.rad"] == [False]
 
     # the audit trail: an Emergency Override Started alert with the reason, and the access marked BTG
@@ -138,43 +140,43 @@ def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(arc
     # time-boxed: once expired, the access is gone again
     with write_session(archive.ctx.engine) as s:
         s.execute(update(BreakGlassGrant).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    late = archive.client(CARDIO)
-    assert late.find_studies() == []
+    late = archive.services(CARDIO)
+    assert late.query.find_studies() == []
     with pytest.raises(AccessDenied):
-        late.retrieve(alice)
+        late.retrieve.instance(alice)
 
 
 def test_bulk_retrieval_needs_step_up_and_the_window_outlives_the_client(archive, events) -> None:  # type: ignore[no-untyped-def]
     studies = [_store(archive, ALICE, 1)[0] for _ in range(21)]
-    first = archive.client(RAD)
+    first = archive.services(RAD)
     for uid in studies[:20]:
-        first.retrieve(uid)
+        first.retrieve.instance(uid)
     with pytest.raises(StepUpRequired):
-        archive.client(RAD).retrieve(studies[20])  # a new request: the window is in the database
+        archive.services(RAD).retrieve.instance(studies[20])  # a new request: the window is in the database
     refusal = [e for e in events if isinstance(e, AccessRefused) and e.principal.name == "dr.rad"][-1]
     assert "step-up-bulk-retrieve" in refusal.reason
-    assert archive.client(RAD).retrieve(studies[0]).data  # a study already in the window adds nothing
+    assert archive.services(RAD).retrieve.instance(studies[0]).data  # a study already in the window adds nothing
     fresh = Principal(PrincipalKind.USER, "dr.rad", RAD.roles, attributes={**RAD.attributes, "mfa_at": datetime.now(UTC)})
-    assert archive.client(fresh).retrieve(studies[20]).data
+    assert archive.services(fresh).retrieve.instance(studies[20]).data
 
 
 def test_erase_by_non_admin_is_refused_and_audited_and_admin_needs_fresh_mfa(archive, events) -> None:  # type: ignore[no-untyped-def]
     _store(archive, ALICE, 1)
     with pytest.raises(AccessDenied) as refused:
-        archive.client(RAD).erase_patient(ALICE.patient_id, "request of the patient")
+        archive.services(RAD).erase.patient(ALICE.patient_id, "request of the patient")
     assert not isinstance(refused.value, StepUpRequired)
     admin = Principal(PrincipalKind.USER, "a.admin", frozenset({"admin"}), attributes={"mfa_at": datetime.now(UTC) - timedelta(minutes=10)})
     with pytest.raises(StepUpRequired):
-        archive.client(admin).erase_patient(ALICE.patient_id, "request of the patient")
-    assert len(archive.query.instances()) == 1  # nothing erased by a refused request
+        archive.services(admin).erase.patient(ALICE.patient_id, "request of the patient")
+    assert len(IndexQuery(archive.ctx).instances()) == 1  # nothing erased by a refused request
     assert [e.principal.name for e in events if isinstance(e, AccessRefused) and e.action is Action.ERASE] == ["dr.rad", "a.admin"]
     confirmed = Principal(PrincipalKind.USER, "a.admin", frozenset({"admin"}), attributes={"mfa_at": datetime.now(UTC)})
-    archive.client(confirmed).erase_patient(ALICE.patient_id, "request of the patient")
-    assert archive.query.instances() == []
+    archive.services(confirmed).erase.patient(ALICE.patient_id, "request of the patient")
+    assert IndexQuery(archive.ctx).instances() == []
 
 
 def test_archive_refuses_to_open_with_an_invalid_policy(home) -> None:  # type: ignore[no-untyped-def]
-    from dicomguard.core.archive import Archive
+    from dicomguard.app.archive import Archive
     from dicomguard.policy.engine import PolicyError
 
     (home / "policies" / "broken.cedar").write_text("permit (principal, action, resource) when { principal.nope };")
@@ -186,20 +188,20 @@ def test_study_access_changes_are_administered_normalized_and_audited(archive, e
     from dicomguard.core.events import SecurityConfigurationChanged
 
     uid = _store(archive, ALICE, 1)[0]
-    study_uid = archive.query.instances(sop_instance_uid=uid)[0].study_uid
+    study_uid = IndexQuery(archive.ctx).instances(sop_instance_uid=uid)[0].study_uid
     with pytest.raises(AccessDenied):
-        archive.client(RAD).set_study_access(study_uid, add_labels=["vip"])  # nobody labels their own way in
-    access = archive.operator.set_study_access(study_uid, department="  cardiology ", add_labels=["VIP", "teaching"])
+        archive.services(RAD).studies.set_access(study_uid, add_labels=["vip"])  # nobody labels their own way in
+    access = archive.operator.studies.set_access(study_uid, department="  cardiology ", add_labels=["VIP", "teaching"])
     assert access.department == "CARDIOLOGY" and access.labels == {"vip", "teaching"}
     changes = [e for e in events if isinstance(e, SecurityConfigurationChanged)]
     assert [(e.subject, e.change) for e in changes] == [
         (f"study:{study_uid}", "department RADIOLOGY -> CARDIOLOGY; labels (none) -> teaching,vip")]
     # a cardiologist whose department was typed in lower case still matches
     lower = Principal(PrincipalKind.USER, "dr.lower", frozenset({"cardiologist"}), attributes={"department": "Cardiology", "clearances": ["vip"]})
-    assert archive.client(lower).retrieve(uid).data
+    assert archive.services(lower).retrieve.instance(uid).data
     with pytest.raises(ValueError):
-        archive.operator.set_study_access(study_uid, add_labels=["not a label"])
-    archive.operator.set_study_access(study_uid, department="CARDIOLOGY")  # no change: no event
+        archive.operator.studies.set_access(study_uid, add_labels=["not a label"])
+    archive.operator.studies.set_access(study_uid, department="CARDIOLOGY")  # no change: no event
     assert len([e for e in events if isinstance(e, SecurityConfigurationChanged)]) == 1
     records = entries(archive)
     assert any(r.event_type and "110129" in r.event_type.split() for r in records)
@@ -220,12 +222,12 @@ def test_query_decisions_are_reused_within_a_request_but_not_across_attribute_ch
             return engine.decide_many(principal, action, resources, context)
 
     archive.ctx.authorizer = Counting()
-    client = archive.client(RAD)
+    client = archive.services(RAD).query
     assert len(client.find_studies()) == 2
     assert len(client.find_patients()) == 2  # same studies: no new decisions
     assert asked == [(Action.QUERY, 2)]
     study_uid = client.find_studies()[0].uid
-    archive.operator.set_study_access(study_uid, add_labels=["vip"])
+    archive.operator.studies.set_access(study_uid, add_labels=["vip"])
     assert len(client.find_studies()) == 1  # the changed study is decided again, and now hidden
     assert asked[-1] == (Action.QUERY, 1)
 
@@ -234,10 +236,10 @@ def test_the_step_up_window_forgets_old_accesses(archive) -> None:  # type: igno
     from dicomguard.index.models import StudyAccessWindow
 
     old, new = _store(archive, ALICE, 1)[0], _store(archive, BOB, 1)[0]
-    archive.client(RAD).retrieve(old)
+    archive.services(RAD).retrieve.instance(old)
     with write_session(archive.ctx.engine) as s:
         s.execute(update(StudyAccessWindow).values(last_at=datetime.now(UTC) - timedelta(hours=2)))
-    archive.client(RAD).retrieve(new)  # records the new access and drops the one out of the window
+    archive.services(RAD).retrieve.instance(new)  # records the new access and drops the one out of the window
     with read_session(archive.ctx.engine) as s:
         rows = s.execute(select(StudyAccessWindow.study_uid)).scalars().all()
-    assert rows == [archive.query.instances(sop_instance_uid=new)[0].study_uid]
+    assert rows == [IndexQuery(archive.ctx).instances(sop_instance_uid=new)[0].study_uid]

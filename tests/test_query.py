@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 
 from dicomguard.core.matching import match_range, match_uid_list, match_value
-from dicomguard.core.query import PatientFilter, StudyFilter
+from dicomguard.core.query import IndexQuery, PatientFilter, StudyFilter
 from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, dataset_of, to_bytes, us_multiframe
 
 
 @pytest.fixture
 def loaded(archive):
     for d in ct_series(ALICE, n=2):
-        archive.operator.ingest(d)
-    archive.operator.ingest(us_multiframe(BOB))
+        archive.operator.store.ingest(d)
+    archive.operator.store.ingest(us_multiframe(BOB))
     ds = dataset_of(ct_series(CAROL, n=1, seed=4)[0])
     ds.StudyDate = "20230110"
-    archive.operator.ingest(to_bytes(ds))
+    archive.operator.store.ingest(to_bytes(ds))
     return archive
 
 
@@ -44,12 +44,12 @@ def loaded(archive):
     ],
 )
 def test_patient_matching(loaded, flt, expected) -> None:
-    got = {p.patient_id for p in loaded.query.patients(flt)}
+    got = {p.patient_id for p in IndexQuery(loaded.ctx).patients(flt)}
     assert got == {p.patient_id for p in expected}
 
 
 def test_study_level_filters(loaded) -> None:
-    q = loaded.query
+    q = IndexQuery(loaded.ctx)
     assert {s.patient_id for s in q.studies(StudyFilter(accession_number=BOB.accession))} == {BOB.patient_id}
     assert {s.patient_id for s in q.studies(StudyFilter(accession_number="ACCQ7*"))} == {CAROL.patient_id}
     assert {s.patient_id for s in q.studies(StudyFilter(study_date="20230101-20231231"))} == {CAROL.patient_id}
@@ -62,7 +62,7 @@ def test_study_level_filters(loaded) -> None:
 
 
 def test_series_and_instances(loaded) -> None:
-    q = loaded.query
+    q = IndexQuery(loaded.ctx)
     study = q.studies(StudyFilter(patient=PatientFilter(name="ZEBRA*")))[0]
     (series,) = q.series(study_uid=study.uid)
     assert series.modality == "CT" and series.instances == 2 and series.description == "AXIAL"

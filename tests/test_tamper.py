@@ -16,14 +16,15 @@ import pytest
 import sqlalchemy
 from sqlalchemy import delete, select, update
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
+from dicomguard.app.verify import verify_archive
 from dicomguard.core.events import IntegrityViolation
+from dicomguard.core.integrity import ProblemKind
 from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import Instance, LedgerCheckpoint, LedgerHead, LedgerLeaf, LedgerNode
 from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import Checkpoint
-from dicomguard.ledger.verify import ProblemKind, verify_archive
 from tests.conftest import PASSPHRASE
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes
 
@@ -60,7 +61,7 @@ def edit_blob_bytes(sc: Scene) -> str:
 
 
 def change_pixels_with_real_key(sc: Scene) -> str:
-    ds = dataset_of(sc.archive.operator.retrieve(sc.uids[1]).data)
+    ds = dataset_of(sc.archive.operator.retrieve.instance(sc.uids[1]).data)
     px = bytearray(ds.PixelData)
     px[10:20] = bytes(10)
     ds.PixelData = bytes(px)
@@ -69,7 +70,7 @@ def change_pixels_with_real_key(sc: Scene) -> str:
 
 
 def change_header_with_real_key(sc: Scene) -> str:
-    ds = dataset_of(sc.archive.operator.retrieve(sc.uids[2]).data)
+    ds = dataset_of(sc.archive.operator.retrieve.instance(sc.uids[2]).data)
     ds.PatientName = "SOMEBODY^ELSE"
     sc.reencrypt(sc.uids[2], to_bytes(ds))
     return sc.uids[2]
@@ -161,9 +162,9 @@ ATTACKS = {
 
 @pytest.fixture
 def scene(archive) -> Scene:
-    uids = [archive.operator.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=3)]
-    uids.append(archive.operator.ingest(ct_series(BOB, n=1, seed=6)[0]).sop_instance_uid)
-    assert verify_archive(archive.ctx, archive.ledger.verifier).ok
+    uids = [archive.operator.store.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=3)]
+    uids.append(archive.operator.store.ingest(ct_series(BOB, n=1, seed=6)[0]).sop_instance_uid)
+    assert archive.operator.verify.run().ok
     return Scene(archive, uids)
 
 
@@ -173,7 +174,7 @@ def test_attack_is_detected_with_the_right_kind_and_object(scene: Scene, name: s
     alerts: list[IntegrityViolation] = []
     scene.archive.ctx.bus.subscribe(lambda s, e: alerts.append(e) if isinstance(e, IntegrityViolation) else None)
     subject = attack.run(scene)
-    report = verify_archive(scene.archive.ctx, scene.archive.ledger.verifier)
+    report = scene.archive.operator.verify.run()
     assert not report.ok
     matching = [p for p in report.problems if p.kind is attack.kind and attack.subject(subject)(p.subject)]
     assert matching, f"expected {attack.kind} on {subject}, got {report.problems}"
@@ -184,14 +185,14 @@ def test_attack_is_detected_with_the_right_kind_and_object(scene: Scene, name: s
 def test_sampled_and_incremental_verification(scene: Scene) -> None:
     a = scene.archive
     size_before = a.ledger.verifier.verify(a.ledger.latest_checkpoint()).size
-    new = a.operator.ingest(ct_series(BOB, n=1, seed=21)[0]).sop_instance_uid
+    new = a.operator.store.ingest(ct_series(BOB, n=1, seed=21)[0]).sop_instance_uid
     edit_blob_bytes(scene)  # an old object: outside --since
-    r = verify_archive(a.ctx, a.ledger.verifier, since_size=size_before, raise_alerts=False)
+    r = verify_archive(a.ctx, a.ledger.verifier, since_size=size_before)
     assert r.objects_checked == 1 and r.ok
     swap_blobs(Scene(a, [new, scene.uids[1]]))
-    r = verify_archive(a.ctx, a.ledger.verifier, since_size=size_before, raise_alerts=False)
+    r = verify_archive(a.ctx, a.ledger.verifier, since_size=size_before)
     assert [p.subject for p in r.problems] == [new]
-    r = verify_archive(a.ctx, a.ledger.verifier, sample=2, raise_alerts=False)
+    r = verify_archive(a.ctx, a.ledger.verifier, sample=2)
     assert r.objects_checked == 2
 
 
@@ -219,20 +220,20 @@ def _snapshot(archive: Archive, home: Path, db_url: str, dest: Path) -> Callable
 def test_rollback_of_the_whole_home_is_caught_by_an_external_checkpoint(home, db_url, tmp_path) -> None:
     a = Archive.open(home, PASSPHRASE)
     for d in ct_series(ALICE, n=2):
-        a.operator.ingest(d)
+        a.operator.store.ingest(d)
     restore_old = _snapshot(a, home, db_url, tmp_path / "old-home")
     a = Archive.open(home, PASSPHRASE)
     for d in ct_series(BOB, n=2, seed=3):
-        a.operator.ingest(d)
+        a.operator.store.ingest(d)
     external = tmp_path / "witness.txt"  # kept on another disk
     external.write_bytes(a.ledger.latest_checkpoint())
-    a.ledger.witness(external.read_bytes(), "usb")
+    a.operator.ledger.witness(external.read_bytes(), "usb")
     a.close()
     restore_old()  # the attacker copies the old home back: its witness records are gone too
     with Archive.open(home, PASSPHRASE) as a:
-        alone = verify_archive(a.ctx, a.ledger.verifier, raise_alerts=False)
+        alone = verify_archive(a.ctx, a.ledger.verifier)
         assert alone.ok, "a consistent old copy verifies on its own: only an outside checkpoint can tell"
-        report = verify_archive(a.ctx, a.ledger.verifier, trusted_notes=[("external", external.read_bytes())])
+        report = a.operator.verify.run(trusted_notes_from_outside=[("external", external.read_bytes())])
     assert [(p.kind, p.subject) for p in report.problems] == [(ProblemKind.ROLLBACK, "external")]
 
 
@@ -243,10 +244,11 @@ def test_history_rewritten_with_the_real_keys_is_caught_by_a_witnessed_checkpoin
     leaves = []
     with read_session(a.ctx.engine) as s:
         leaves = [(l.idx, l.data) for l in s.scalars(select(LedgerLeaf).order_by(LedgerLeaf.idx))]
-    # replace object 0's digest in its leaf and in the index, then rebuild nodes and checkpoints
-    idx0, data0 = leaves[0]
+    # replace the first object's digest in its leaf and in the index, then rebuild nodes and checkpoints
+    k = next(i for i, (_, d) in enumerate(leaves) if b'"pixel_sha256"' in d)
+    idx0, data0 = leaves[k]
     forged = data0.replace(b'"pixel_sha256":"', b'"pixel_sha256":"f', 1)
-    leaves[0] = (idx0, forged)
+    leaves[k] = (idx0, forged)
     tree = merkle.TreeAppender()
     with write_session(a.ctx.engine) as s:
         s.execute(update(LedgerLeaf).where(LedgerLeaf.idx == idx0).values(data=forged))
@@ -258,5 +260,5 @@ def test_history_rewritten_with_the_real_keys_is_caught_by_a_witnessed_checkpoin
         from datetime import UTC, datetime
 
         s.add(LedgerCheckpoint(size=tree.size, note=a.ledger.signer.sign(Checkpoint(a.ledger.origin, tree.size, tree.root())), created_at=datetime.now(UTC)))
-    report = verify_archive(a.ctx, a.ledger.verifier, trusted_notes=[("witness", external)], raise_alerts=False)
+    report = verify_archive(a.ctx, a.ledger.verifier, trusted_notes_from_outside=[("witness", external)])
     assert (ProblemKind.LEDGER_FORKED, "witness") in {(p.kind, p.subject) for p in report.problems}

@@ -45,11 +45,17 @@ def valid(schema) -> Callable[[bytes], None]:  # type: ignore[no-untyped-def]
     return check
 
 
-def entries(archive):  # type: ignore[no-untyped-def]
-    """Every audit record, decrypted (test helper: bypasses the audited reader)."""
+def entries(archive, include_creation: bool = False):  # type: ignore[no-untyped-def]
+    """Every audit record after the archive's own creation record (``init`` writes it first), decrypted.
+
+    A test helper: it bypasses the audited reader. ``include_creation`` keeps the creation record.
+    """
     from dicomguard.audit.store import AuditStore
 
-    return list(AuditStore(archive.ctx).iter_all())
+    found = list(AuditStore(archive.ctx).iter_all())
+    if not include_creation and found and "archive created" in (found[0].message.outcome_description or ""):
+        found = found[1:]
+    return found
 
 
 @dataclass

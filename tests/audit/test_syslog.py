@@ -14,8 +14,10 @@ from dicomguard.config import AuditSpoolSettings, SyslogCollector
 from dicomguard.core.access import AccessDenied, Principal, PrincipalKind
 from dicomguard.core.query import StudyFilter
 from dicomguard.dimse.server import free_port
-from tests.serve_process import serve_process, stop_gracefully
 from tests.dicom_factory import ALICE, ct_series
+from tests.serve_process import serve_process, stop_gracefully
+
+pytestmark = pytest.mark.slow  # a real rsyslog over TLS
 
 DR = Principal(PrincipalKind.USER, "dr.sys", frozenset({"radiologist"}), "10.0.0.3")
 # RFC 5424 section 6, as a regular expression over the raw line rsyslog stored
@@ -38,15 +40,17 @@ def _sequence_ids(lines: list[bytes]) -> list[int]:
 def test_messages_arrive_as_rfc5424_over_mutual_tls_and_validate(archive, rsyslog, valid) -> None:
     fw = _forwarder(archive, rsyslog.port, rsyslog.ca)
     try:
-        archive.client(Principal(PrincipalKind.USER, "tech", frozenset({"technologist"}))).ingest(ct_series(ALICE, n=1)[0])
-        archive.client(DR).find_studies(StudyFilter(description="LONG" * 10_000))  # a 50+ KiB message
+        archive.services(Principal(PrincipalKind.USER, "tech", frozenset({"technologist"}))).store.ingest(ct_series(ALICE, n=1)[0])
+        archive.services(DR).query.find_studies(StudyFilter(description="LONG" * 10_000))  # a 50+ KiB message
         with pytest.raises(AccessDenied):
-            archive.client(Principal(PrincipalKind.USER, "mallory")).erase_patient(ALICE.patient_id, "curiosity")
-        lines = rsyslog.wait_for(3, timeout=30)
+            archive.services(Principal(PrincipalKind.USER, "mallory")).erase.patient(ALICE.patient_id, "curiosity")
+        lines = rsyslog.wait_for(4, timeout=30)
     finally:
         fw.stop()
-    assert len(lines) == 3  # store, query, refused erasure
-    assert _sequence_ids(lines) == [1, 2, 3]
+    assert len(lines) == 4  # the archive's creation (written by init), then store, query, refused erasure
+    assert _sequence_ids(lines) == [1, 2, 3, 4]
+    assert b"archive created" in lines[0]
+    lines = lines[1:]
     assert max(len(line) for line in lines) > 48 * 1024
     severities = []
     for line in lines:
@@ -64,8 +68,8 @@ def test_messages_arrive_as_rfc5424_over_mutual_tls_and_validate(archive, rsyslo
 def test_collector_down_then_back_all_1000_arrive_in_order_none_twice(archive, rsyslog) -> None:
     fw = _forwarder(archive, rsyslog.port, rsyslog.ca)
     try:
-        client = archive.client(DR)
-        for _ in range(5):
+        client = archive.services(DR).query
+        for _ in range(4):  # with the archive's creation record: 5
             client.find_studies()
         assert len(rsyslog.wait_for(5, timeout=30)) == 5
         rsyslog.stop()  # the collector goes away (its connections close)
@@ -102,12 +106,12 @@ def test_unreachable_or_untrusted_collectors_lose_nothing(archive, rsyslog, home
     untrusted = _forwarder(archive, rsyslog.port, rsyslog.ca, cert=str(home / "rogue.pem"), key=str(home / "rogue.key"))
     try:
         for _ in range(7):
-            archive.client(DR).find_studies()
+            archive.services(DR).query.find_studies()
         time.sleep(2.0)
     finally:
         dead.stop(drain_s=0.5)
         untrusted.stop(drain_s=0.5)
-    assert rsyslog.lines() == [] and dead.cursor == 0 and untrusted.cursor == 0
+    assert rsyslog.lines() == [] and dead.cursor == 0 and untrusted.cursor == 0  # nothing, not even the creation record
     assert dead.last_error and untrusted.last_error
     # both as seen by `audit status` (collectors configured in the TOML file)
     with open(home / "config.toml", "a") as f:
@@ -119,17 +123,17 @@ def test_unreachable_or_untrusted_collectors_lose_nothing(archive, rsyslog, home
     import json
 
     doc = json.loads(r.stdout)
-    assert doc["records"] == 7
+    assert doc["records"] == 8  # with the archive's creation record
     assert [(c["collector"], c["pending"], c["lagging"], bool(c["last_error"])) for c in doc["collectors"]] == [
-        (f"127.0.0.1:{dead_port}", 7, True, True), (f"127.0.0.1:{rsyslog.port}", 7, True, True)]
+        (f"127.0.0.1:{dead_port}", 8, True, True), (f"127.0.0.1:{rsyslog.port}", 8, True, True)]
 
 
 def test_two_forwarders_for_one_collector_send_each_record_once(archive, rsyslog) -> None:
     """Several `serve` nodes with the same collector: a lease lets one forward at a time."""
     a, b = _forwarder(archive, rsyslog.port, rsyslog.ca), _forwarder(archive, rsyslog.port, rsyslog.ca)
     try:
-        for _ in range(50):
-            archive.client(DR).find_studies()
+        for _ in range(49):  # with the archive's creation record: 50
+            archive.services(DR).query.find_studies()
         lines = rsyslog.wait_for(50, timeout=30)
     finally:
         a.stop()
@@ -146,14 +150,15 @@ def test_serve_forwards_its_start_and_stop_and_metrics_show_the_spool(archive, r
         f.write(f'\n[[audit.syslog]]\nhost = "127.0.0.1"\nport = {rsyslog.port}\nca = "{rsyslog.ca}"\n')
     with serve_process() as proc:
         stop_gracefully(proc)
-    lines = rsyslog.wait_for(2, timeout=20)
+    creation, *lines = rsyslog.wait_for(3, timeout=20)
+    assert b"archive created" in creation
     assert [b"110120" in line for line in lines] == [True, False] and b"110121" in lines[1]
     for line in lines:
         valid(parse_message(line).payload())
-    from dicomguard.core.archive import Archive
+    from dicomguard.app.archive import Archive
     from tests.conftest import PASSPHRASE
 
     with Archive.open(home, PASSPHRASE) as a:
         metrics = prometheus_text(a.ctx)
-    assert "dicomguard_audit_records 2" in metrics
+    assert "dicomguard_audit_records 3" in metrics
     assert f'dicomguard_audit_spool_pending{{collector="127.0.0.1:{rsyslog.port}"}} 0' in metrics

@@ -12,15 +12,16 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, text, update
 from typer.testing import CliRunner
 
+from dicomguard.app.verify import verify_archive
 from dicomguard.audit.trail import canonical_hash
 from dicomguard.audit.verify import AuditProblemKind
 from dicomguard.cli.main import app
 from dicomguard.core.access import AccessDenied, Principal, PrincipalKind
 from dicomguard.core.events import InstanceStored, UserAuthentication
+from dicomguard.core.query import IndexQuery
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import AuditPatient, AuditRecord, LedgerLeaf
 from dicomguard.ledger.leaves import audit_hashes, decode
-from dicomguard.ledger.verify import verify_archive
 from tests.audit.conftest import entries
 from tests.dicom_factory import ALICE, ct_series
 
@@ -38,8 +39,8 @@ def test_an_action_and_its_audit_record_commit_together(archive) -> None:
 
     archive.ctx.bus.subscribe(fail_on_store)  # after the trail: the trail has already queued its record
     with pytest.raises(Boom):
-        archive.operator.ingest(ct_series(ALICE, n=1)[0])
-    assert archive.query.instances() == [] and entries(archive) == []
+        archive.operator.store.ingest(ct_series(ALICE, n=1)[0])
+    assert IndexQuery(archive.ctx).instances() == [] and entries(archive) == []
 
 
 def test_no_action_without_its_record(archive, monkeypatch) -> None:
@@ -49,14 +50,14 @@ def test_no_action_without_its_record(archive, monkeypatch) -> None:
 
     monkeypatch.setattr("dicomguard.audit.trail.canonical_hash", broken)
     with pytest.raises(Boom):
-        archive.operator.ingest(ct_series(ALICE, n=1)[0])
-    assert archive.query.instances() == []
+        archive.operator.store.ingest(ct_series(ALICE, n=1)[0])
+    assert IndexQuery(archive.ctx).instances() == []
 
 
 def test_records_are_sealed_and_indexed_blind(archive, home, db_url) -> None:
     for d in ct_series(ALICE, n=2):
-        archive.client(Principal(PrincipalKind.USER, "dr.quinn", frozenset({"technologist"}))).ingest(d)
-    archive.client(DR).find_studies()
+        archive.services(Principal(PrincipalKind.USER, "dr.quinn", frozenset({"technologist"}))).store.ingest(d)
+    archive.services(DR).query.find_studies()
     secrets = [s.encode() for s in ALICE.secrets()] + [b"dr.quinn", b"AuditMessage"]
     with read_session(archive.ctx.engine) as s:
         rows = s.execute(text("select * from audit_records")).all() + s.execute(text("select * from audit_patients")).all()
@@ -74,14 +75,14 @@ def test_records_are_sealed_and_indexed_blind(archive, home, db_url) -> None:
 
 
 def test_every_record_is_bound_to_a_ledger_leaf_and_the_ledger_grows_one_leaf_per_action(archive) -> None:
-    list(archive.operator.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(ct_series(ALICE, n=3))]))
-    archive.client(DR).find_studies()
+    list(archive.operator.store.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(ct_series(ALICE, n=3))]))
+    archive.services(DR).query.find_studies()
     with read_session(archive.ctx.engine) as s:
         leaves = [decode(leaf.data) for leaf in s.scalars(select(LedgerLeaf).order_by(LedgerLeaf.idx))]
-    assert len(leaves) == 4  # 3 objects and 1 query: no extra leaf for their audit records
+    assert len(leaves) == 1 + 4  # the archive's creation, 3 objects and 1 query: no extra leaf for their audit records
     bound = dict(h for leaf in leaves for h in audit_hashes(leaf))
-    records = entries(archive)
-    assert len(records) == 4 and set(bound) == {e.id for e in records}
+    records = entries(archive, include_creation=True)
+    assert len(records) == 1 + 4 and set(bound) == {e.id for e in records}
 
 
 # -- tampering: one table of named attacks, one runner ------------------------------------------
@@ -94,8 +95,9 @@ class Attack:
 
 
 def _seqs(archive, event_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """Records of one event id after the archive's creation record (seq 1)."""
     with read_session(archive.ctx.engine) as s:
-        return list(s.scalars(select(AuditRecord.seq).where(AuditRecord.event_id == event_id).order_by(AuditRecord.seq)))
+        return list(s.scalars(select(AuditRecord.seq).where(AuditRecord.event_id == event_id, AuditRecord.seq > 1).order_by(AuditRecord.seq)))
 
 
 def _sql(archive, *stmts) -> None:  # type: ignore[no-untyped-def]
@@ -159,13 +161,13 @@ ATTACKS: dict[str, Attack] = {
 
 @pytest.fixture
 def scene(archive):  # type: ignore[no-untyped-def]
-    archive.operator.ingest(ct_series(ALICE, n=1)[0])
+    archive.operator.store.ingest(ct_series(ALICE, n=1)[0])
     with pytest.raises(AccessDenied):
-        archive.client(Principal(PrincipalKind.USER, "mallory")).erase_patient(ALICE.patient_id, "curiosity")
+        archive.services(Principal(PrincipalKind.USER, "mallory")).erase.patient(ALICE.patient_id, "curiosity")
     with write_session(archive.ctx.engine) as s:
         for kind in ("login", "logout"):
             archive.ctx.bus.publish(s, UserAuthentication("dr.quinn", kind, datetime.now(UTC)))
-    assert verify_archive(archive.ctx, archive.ledger.verifier, raise_alerts=False).ok
+    assert verify_archive(archive.ctx, archive.ledger.verifier).ok
     return archive
 
 
@@ -174,7 +176,7 @@ def test_tampering_with_the_trail_is_found_by_verify(scene, name: str) -> None:
     archive = scene
     (store,) = _seqs(archive, "110104")
     ATTACKS[name].run(archive, Targets(_seqs(archive, "110113")[0], _seqs(archive, "110114"), store))
-    report = verify_archive(archive.ctx, archive.ledger.verifier)
+    report = archive.operator.verify.run()
     kinds = {p.kind for p in report.problems}
     assert ATTACKS[name].kind in kinds, report.problems
     # the finding is itself a Security Alert in the trail

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dicomguard.dimse.server import DimseService
+from dicomguard.index.db import write_session
 from dicomguard.pki.devices import DeviceRegistry
 from dicomguard.pki.store import load_tls_material
 
@@ -42,15 +43,15 @@ def dimse(archive):
 @pytest.fixture
 def issue(archive, tmp_path):
     material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
-    registry = DeviceRegistry(archive.ctx.engine)
 
     def _issue(
         ae: str, operations: tuple[str, ...] = ("echo", "store", "query", "retrieve"), move: tuple[str, int] | None = None,
         department: str | None = None,
     ) -> Creds:
         """A registered device and its credentials; ``department`` None: an archive-wide peer."""
-        creds = registry.add(ae, f"test {ae}", authority=material.authority, ca_pem=material.client_ca_pem, operations=operations,
-                             move_destination=move, department=department)
+        with write_session(archive.ctx.engine) as s:  # test set-up: registered directly, no administration record
+            creds = DeviceRegistry.add(s, ae, f"test {ae}", authority=material.authority, ca_pem=material.client_ca_pem,
+                                       operations=operations, move_destination=move, department=department)
         d = tmp_path / f"dev-{ae}"
         d.mkdir()
         (d / "key.pem").write_bytes(creds.key_pem or b"")

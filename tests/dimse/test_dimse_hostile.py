@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import signal
 import socket
 import ssl
@@ -9,8 +11,11 @@ import subprocess
 import threading
 import time
 
+from dicomguard.core.query import IndexQuery
 from tests.dicom_factory import BOB, us_multiframe
 from tests.dimse.conftest import dcmtk
+
+pytestmark = pytest.mark.slow  # a DIMSE server and hostile peers
 
 
 def _tls_socket(creds, port: int) -> ssl.SSLSocket:
@@ -41,7 +46,7 @@ def test_malformed_pdus_are_dropped_and_the_server_keeps_serving(archive, dimse,
         finally:
             s.close()
     assert dcmtk("echoscu", creds, dimse.port).returncode == 0
-    assert archive.query.instances() == []
+    assert IndexQuery(archive.ctx).instances() == []
 
 
 class SlowProxy:
@@ -89,6 +94,6 @@ def test_peer_killed_mid_store_leaves_nothing_half_stored(archive, dimse, issue,
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     time.sleep(1.5)
-    assert archive.query.instances() == []
+    assert IndexQuery(archive.ctx).instances() == []
     assert list(archive.ctx.store.iter_ids()) == []
     assert dcmtk("echoscu", creds, dimse.port).returncode == 0

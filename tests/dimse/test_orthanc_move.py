@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 import io
 import json
 
 from pydicom import dcmread
 
+from dicomguard.core.query import IndexQuery
 from tests.dicom_factory import ALICE, ct_series
 from tests.dimse.conftest import plain
 from tests.gateway.peers import OrthancServer, PkiFiles, private_file
+
+pytestmark = pytest.mark.slow  # Orthanc as a C-MOVE destination
 
 
 def test_c_move_to_orthanc_over_tls(archive, dimse, issue, tunnel, tmp_path) -> None:
@@ -22,9 +27,9 @@ def test_c_move_to_orthanc_over_tls(archive, dimse, issue, tunnel, tmp_path) -> 
     private_file(pki.server_key, dest.key.read_bytes())
     (tmp_path / "orthanc").mkdir()
     orthanc = OrthancServer(tmp_path / "orthanc", pki)
-    from dicomguard.pki.devices import DeviceRegistry
     from dicomguard.index.db import write_session
     from dicomguard.index.models import Device
+    from dicomguard.pki.devices import DeviceRegistry
 
     with write_session(archive.ctx.engine) as s:  # register where C-MOVE may reach it
         d = s.get(Device, "ORTHANC")
@@ -34,8 +39,8 @@ def test_c_move_to_orthanc_over_tls(archive, dimse, issue, tunnel, tmp_path) -> 
     try:
         objects = ct_series(ALICE, n=3)
         for data in objects:
-            archive.operator.ingest(data)
-        study = archive.query.studies()[0].uid
+            archive.operator.store.ingest(data)
+        study = IndexQuery(archive.ctx).studies()[0].uid
         viewer = issue("WS1")
         r = plain("movescu", "WS1", tunnel(viewer, dimse.port), "-S", "-aem", "ORTHANC", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}")
         assert r.returncode == 0, r.stderr

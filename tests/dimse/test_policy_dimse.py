@@ -20,6 +20,7 @@ from dicomguard.audit.codes import EventIds
 from dicomguard.audit.store import AuditStore
 from dicomguard.core.access import Action
 from dicomguard.core.events import AccessRefused
+from dicomguard.core.query import IndexQuery
 from dicomguard.dimse.server import free_port
 from tests.dicom_factory import (
     ALICE,
@@ -31,6 +32,8 @@ from tests.dicom_factory import (
 )
 from tests.dimse.conftest import Creds, dcmtk, plain
 from tests.dimse.test_dimse_dcmtk import _find
+
+pytestmark = pytest.mark.slow  # real dcmtk peers over TLS
 
 READ = ("echo", "query", "retrieve")
 
@@ -46,9 +49,9 @@ def refusals(archive):
 def radiology_study(archive) -> str:
     """ALICE's CT study, stored by the operator: department RADIOLOGY from its header."""
     for data in ct_series(ALICE, n=2):
-        archive.operator.ingest(data, source="test")
-    (study,) = archive.query.studies()
-    assert archive.query.study_access([study.uid])[study.uid][1].department == DEPARTMENT
+        archive.operator.store.ingest(data, source="test")
+    (study,) = IndexQuery(archive.ctx).studies()
+    assert IndexQuery(archive.ctx).study_access([study.uid])[study.uid][1].department == DEPARTMENT
     return study.uid
 
 
@@ -63,7 +66,7 @@ def test_find_shows_a_device_only_its_departments_studies(archive, dimse, issue,
     # A cardiology echo cart stores BOB's ultrasound: the storing device's department wins over the header's.
     echo = issue("ECHO1", ("echo", "store"), department="CARDIOLOGY")
     assert dcmtk("storescu", echo, dimse.port, files=write_files(tmp_path / "us", [us_multiframe(BOB, frames=2)])).returncode == 0
-    access = archive.query.study_access(s.uid for s in archive.query.studies())
+    access = IndexQuery(archive.ctx).study_access(s.uid for s in IndexQuery(archive.ctx).studies())
     by_department = {a.department: uid for uid, (_, a) in access.items()}
     assert set(by_department) == {DEPARTMENT, "CARDIOLOGY"} and by_department[DEPARTMENT] == radiology_study
     cardiology_study = by_department["CARDIOLOGY"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import signal
 import ssl
 import subprocess
@@ -10,10 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from dicomguard.core.query import IndexQuery
 from dicomguard.dimse.server import free_port
 from tests.dicom_factory import ALICE, ct_series
 from tests.dimse.conftest import dcmtk
 from tests.serve_process import serve_process, stop_gracefully
+
+pytestmark = pytest.mark.slow  # dicomguard serve as a subprocess
 
 
 def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_path) -> None:
@@ -38,13 +43,12 @@ def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_
         assert "stopped" in out + err
         for secret in ALICE.secrets():
             assert secret not in out + err  # no PHI in logs
-    from dicomguard.core.archive import Archive
-    from dicomguard.ledger.verify import verify_archive
+    from dicomguard.app.archive import Archive
     from tests.conftest import PASSPHRASE
 
     with Archive.open(home, PASSPHRASE) as a:
-        stored = len(a.query.instances())
-        report = verify_archive(a.ctx, a.ledger.verifier)
+        stored = len(IndexQuery(a.ctx).instances())
+        report = a.operator.verify.run()
     assert report.ok, report.problems  # whatever was acknowledged is whole; nothing half-stored
     assert stored <= 20
 
@@ -52,20 +56,20 @@ def test_serve_runs_dimse_and_https_and_stops_gracefully(home: Path, issue, tmp_
 def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None:
     from datetime import timedelta
 
+    from dicomguard.app.archive import Archive
     from dicomguard.audit.store import AuditStore
-    from dicomguard.core.archive import Archive
     from dicomguard.core.keyring import PURPOSE_IDENTITY
-    from dicomguard.identity.tokens import create_token
     from dicomguard.identity.users import create_user
     from dicomguard.index.db import write_session
     from tests.conftest import PASSPHRASE
     from tests.dicom_factory import DEPARTMENT
+    from tests.web.conftest import issue_token
 
     with Archive.open(home, PASSPHRASE) as a:
-        a.operator.ingest(ct_series(ALICE, n=1)[0])
+        a.operator.store.ingest(ct_series(ALICE, n=1)[0])
         with write_session(a.ctx.engine) as s:
             create_user(s, a.ctx.keyring.archive_key(PURPOSE_IDENTITY), "r.search", "researcher", department=DEPARTMENT)
-        token = create_token(a.ctx.engine, "r.search", timedelta(hours=1))
+        token = issue_token(a.ctx.engine, "r.search", timedelta(hours=1))
     https_port = free_port()
     verify = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
 

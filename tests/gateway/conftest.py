@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def orthanc(tmp_path: Path, test_pki: PkiFiles) -> Iterator[OrthancServer]:
 @pytest.fixture
 def sqlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home on SQLite only, for tests where the index backend plays no part."""
-    from dicomguard.core.home import init_home
+    from dicomguard.app.home import init_home
 
     root = tmp_path / "home"
     init_home(root, PASSPHRASE, "admin")

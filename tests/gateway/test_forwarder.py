@@ -23,6 +23,8 @@ from dicomguard.pki.tls import server_context
 from tests.dicom_factory import ALICE, ct_series
 from tests.gateway.peers import GATEWAY_AE, PkiFiles, free_port, wait_until
 
+pytestmark = pytest.mark.slow  # a forwarder against real upstreams
+
 
 class FakeUpstream:
     """A TLS Storage SCP that requires a client certificate from the test CA; answers from a script."""

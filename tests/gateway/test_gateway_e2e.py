@@ -27,6 +27,8 @@ from dicomguard.gateway.runner import SPOOL_SUBDIR
 from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe
 from tests.gateway.peers import GATEWAY_AE, MODALITY_AE, dcmtk, storescu, wait_until, write_objects
 
+pytestmark = pytest.mark.slow  # the gateway with real modalities and upstreams
+
 runner = CliRunner()
 
 
@@ -216,19 +218,15 @@ def test_sigterm_lets_an_open_association_finish_and_refuses_new_ones(sqlite_hom
 
 def test_a_dicomguard_upstream_accepts_the_gateway_only_as_a_registered_device(sqlite_home, gateway_factory, tmp_path):
     """Upstream = dicomguard's own DIMSE-TLS service: the gateway is a device bound to its AE title (zero trust)."""
-    from dicomguard.core.archive import Archive
-    from dicomguard.core.home import init_home
+    from dicomguard.app.archive import Archive
+    from dicomguard.app.home import init_home
     from dicomguard.dimse.server import DimseService
-    from dicomguard.pki.devices import DeviceRegistry
-    from dicomguard.pki.store import load_tls_material
     from tests.conftest import PASSPHRASE
     from tests.gateway.peers import PkiFiles, private_file
 
     init_home(tmp_path / "upstream", PASSPHRASE, "admin")
     upstream = Archive.open(tmp_path / "upstream", PASSPHRASE)
-    material = load_tls_material(upstream.home, upstream.settings, upstream.ctx.keyring)
-    registry = DeviceRegistry(upstream.ctx.engine)
-    creds = registry.add(GATEWAY_AE, "legacy gateway", authority=material.authority, ca_pem=material.client_ca_pem, operations=("echo", "store"))
+    creds = upstream.operator.devices.add(GATEWAY_AE, "legacy gateway", operations=("echo", "store"))
     pki = PkiFiles(tmp_path / "gateway-device")
     pki.folder.mkdir()
     pki.client_cert.write_bytes(creds.cert_pem)
@@ -246,10 +244,10 @@ def test_a_dicomguard_upstream_accepts_the_gateway_only_as_a_registered_device(s
         wait_until(lambda: queued_files(sqlite_home) == [], 20, what="delivery to the dicomguard upstream")
         for data in objects:
             uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
-            assert _without_meta(upstream.operator.retrieve(uid).data) == _without_meta(data)
+            assert _without_meta(upstream.operator.retrieve.instance(uid).data) == _without_meta(data)
 
         # Revoke the gateway's device upstream: nothing more is accepted from it, and nothing is lost.
-        registry.revoke(GATEWAY_AE)
+        upstream.operator.devices.revoke(GATEWAY_AE)
         time.sleep(1.2)  # the upstream re-reads revocation at most once a second per association (dimse.session)
         more = write_objects(tmp_path / "later", ct_series(ALICE, n=1, seed=5))
         assert storescu(gw.port, more).returncode == 0

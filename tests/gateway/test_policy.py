@@ -14,23 +14,23 @@ from dicomguard.gateway.upstream import Outcome, classify
 
 
 def test_allow_list_is_default_deny_and_exact(archive) -> None:  # type: ignore[no-untyped-def]
-    allow = AllowList(archive.ctx.engine)
+    allow, admin = AllowList(archive.ctx.engine), archive.operator.allow_list
     assert not allow.is_allowed("CT1", "10.0.0.5")
-    assert allow.allow("CT1", "10.0.0.5") is True
-    assert allow.allow(" CT1 ", "10.0.0.5") is False  # already there (spaces are not significant)
+    assert admin.allow("CT1", "10.0.0.5") is True
+    assert admin.allow(" CT1 ", "10.0.0.5") is False  # already there (spaces are not significant)
     assert allow.is_allowed("CT1 ", "10.0.0.5")
     assert allow.is_allowed("CT1", "::ffff:10.0.0.5")  # IPv4-mapped IPv6 is the same peer
     assert not allow.is_allowed("CT1", "10.0.0.6")
     assert not allow.is_allowed("ct1", "10.0.0.5")  # AE titles compare exactly
     assert not allow.is_allowed("CT1\\X", "10.0.0.5")
     assert not allow.is_allowed("CT1", "not-an-ip")
-    allow.allow("CT1", "10.0.0.6")
+    admin.allow("CT1", "10.0.0.6")
     assert [(e.ae_title, e.ip) for e in allow.entries()] == [("CT1", "10.0.0.5"), ("CT1", "10.0.0.6")]
-    assert allow.deny("CT1", "10.0.0.6") == 1
-    assert allow.deny("CT1") == 1
+    assert admin.deny("CT1", "10.0.0.6") == 1
+    assert admin.deny("CT1") == 1
     assert allow.entries() == []
     with pytest.raises(GatewayError):
-        allow.allow("CT1", "10.0.0.0/24")
+        admin.allow("CT1", "10.0.0.0/24")
 
 
 @pytest.mark.parametrize("value", ["", "   ", "A" * 17, "BAD\\AE", "TAB\tAE"])

@@ -10,7 +10,6 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
-from dicomguard.core.access import Principal
 from dicomguard.core.events import UserAuthentication
 from dicomguard.identity import users
 from dicomguard.identity.tokens import token_digest
@@ -72,7 +71,7 @@ def test_invalid_session_tokens_are_401(web, dr, attack) -> None:
             token = tokens["refresh_token"]
         elif attack == "disabled-user":
             with write_session(web.archive.ctx.engine) as s:
-                users.set_disabled(s, Principal.operator(), "dr.house", True)
+                users.set_disabled(s, "dr.house", True)
         elif attack == "logged-out":
             assert http.post("/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
         headers = {} if attack == "none" else {"Authorization": f"Bearer {token}"}
@@ -109,7 +108,7 @@ def test_replayed_totp_is_refused(web, dr, events) -> None:
 
 def test_disabled_user_cannot_log_in(web, dr) -> None:
     with write_session(web.archive.ctx.engine) as s:
-        users.set_disabled(s, Principal.operator(), "dr.house", True)
+        users.set_disabled(s, "dr.house", True)
     with web.http() as http:
         assert login(http, dr).status_code == 401
 
@@ -131,7 +130,7 @@ def test_brute_force_locks_the_account_and_unlock_restores(web, dr, events) -> N
         assert locked.status_code == 429
         assert 800 <= int(locked.headers["retry-after"]) <= 900
         with write_session(web.archive.ctx.engine) as s:
-            users.unlock(s, Principal.operator(), "dr.house")
+            users.unlock(s, "dr.house")
         forget_totp_step(web.archive, "dr.house")
         assert login(http, dr).status_code == 200
 
@@ -202,7 +201,7 @@ def test_refresh_rotates_and_reuse_revokes_the_session(web, dr) -> None:
 
 def test_recovery_code_works_once(web, dr) -> None:
     with write_session(web.archive.ctx.engine) as s:
-        codes = users.new_recovery_codes(s, Principal.operator(), "dr.house")
+        codes = users.new_recovery_codes(s, "dr.house")
     assert len(codes) == 10 and len(set(codes)) == 10
     with read_session(web.archive.ctx.engine) as s:
         from dicomguard.index.models import RecoveryCode
@@ -235,7 +234,16 @@ def test_password_change_enforces_the_policy(web, dr) -> None:
         assert login(http, dr, password="correct horse battery staple").status_code == 200
 
 
-def test_argon2_parameters_are_upgraded_on_login(web, dr) -> None:
+@pytest.fixture
+def production_password_hash(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The product's password hashing (RFC 9106 parameters) instead of the suite's cheap one."""
+    monkeypatch.delenv(users.UNSAFE_TEST_HASH_ENV)
+    users._hasher.cache_clear()
+    yield
+    users._hasher.cache_clear()
+
+
+def test_argon2_parameters_are_upgraded_on_login(web, dr, production_password_hash) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(dr.password)
     with write_session(web.archive.ctx.engine) as s:
         s.execute(update(User).where(User.name == "dr.house").values(password_hash=weak))
@@ -261,5 +269,5 @@ def test_granted_role_reaches_the_principal(web) -> None:
         token = login(http, acct).json()["access_token"]
         assert http.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 403
         with write_session(web.archive.ctx.engine) as s:
-            users.grant_role(s, Principal.operator(), "sec.two", "security_officer")
+            users.grant_role(s, "sec.two", "security_officer", "operator:test")
         assert http.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200

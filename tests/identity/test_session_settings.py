@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from dicomguard.config import Settings, SessionSettings
+from dicomguard.config import SessionSettings, Settings
 from dicomguard.identity.session_policy import session_policy_from
 
 

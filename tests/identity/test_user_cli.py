@@ -9,8 +9,8 @@ import pyotp
 import pytest
 from typer.testing import CliRunner
 
+from dicomguard.app.archive import Archive
 from dicomguard.cli.main import app
-from dicomguard.core.archive import Archive
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.auth import AuthenticationFailed, Authenticator, LoginThrottled
 from tests.conftest import PASSPHRASE

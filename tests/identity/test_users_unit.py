@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dicomguard.core.access import Principal, PrincipalKind
+from dicomguard.core.access import AccessDenied, Principal, PrincipalKind
 from dicomguard.core.events import UserAuthentication
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity import users
@@ -14,7 +14,7 @@ from dicomguard.identity.auth import AuthenticationFailed, Authenticator
 from dicomguard.identity.session_policy import LoginPolicy, SessionPolicy
 from dicomguard.identity.sessions import refresh_session
 from dicomguard.identity.tokens import InvalidToken, verify_token
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import read_session
 from tests.identity.conftest import add_user
 
 
@@ -46,20 +46,22 @@ def test_common_password_list_is_bundled() -> None:
 
 
 def test_self_grant_and_non_admin_grant_are_refused(archive) -> None:
+    """Decided by the policies (admin-administer, no-self-administration), not by code: refused alike everywhere."""
     add_user(archive, "dr.house")
     add_user(archive, "it.admin", "admin")
-    with write_session(archive.ctx.engine) as s:
-        with pytest.raises(users.PrivilegeError):
-            users.grant_role(s, _user("dr.house", "radiologist"), "dr.house", "admin")
-        with pytest.raises(users.PrivilegeError):  # an admin cannot elevate themselves either
-            users.grant_role(s, _user("it.admin", "admin"), "it.admin", "radiologist")
-        with pytest.raises(users.PrivilegeError):
-            users.grant_role(s, _user("dr.house", "radiologist"), "it.admin", "security_officer")
-        with pytest.raises(users.PrivilegeError):
-            users.set_disabled(s, _user("it.admin", "admin"), "it.admin", False)
-        assert users.grant_role(s, _user("it.admin", "admin"), "dr.house", "cardiologist")
-        with pytest.raises(ValueError):
-            users.grant_role(s, Principal.operator(), "dr.house", "superuser")
+    house = archive.services(_user("dr.house", "radiologist")).accounts
+    admin = archive.services(_user("it.admin", "admin")).accounts
+    with pytest.raises(AccessDenied):
+        house.grant_role("dr.house", "admin")
+    with pytest.raises(AccessDenied, match="no-self-administration"):  # an admin cannot elevate themselves either
+        admin.grant_role("it.admin", "radiologist")
+    with pytest.raises(AccessDenied):
+        house.grant_role("it.admin", "security_officer")
+    with pytest.raises(AccessDenied, match="no-self-administration"):
+        admin.enable("it.admin")
+    assert admin.grant_role("dr.house", "cardiologist")
+    with pytest.raises(ValueError):
+        archive.operator.accounts.grant_role("dr.house", "superuser")
     with read_session(archive.ctx.engine) as s:
         assert users.user_roles(s, "dr.house") == ("radiologist", "cardiologist")
 
@@ -75,8 +77,7 @@ def test_totp_step_cannot_be_reused_within_the_window(archive) -> None:
 
 def test_reset_mfa_kills_the_old_secret(archive) -> None:
     acct = add_user(archive, "dr.house")
-    with write_session(archive.ctx.engine) as s:
-        secret, uri = users.reset_mfa(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), Principal.operator(), "dr.house")
+    secret, uri = archive.operator.accounts.reset_mfa("dr.house")
     assert secret != acct.secret and uri.startswith("otpauth://totp/")
     auth = _auth(archive)
     with pytest.raises(AuthenticationFailed):

@@ -15,13 +15,13 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from tests.dicom_factory import DEPARTMENT
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.tokens import create_token
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import write_session
 from dicomguard.pki.store import CA_FILE, TLS_DIR
 from dicomguard.web.server import serve_https
+from tests.dicom_factory import DEPARTMENT
 
 
 def free_port() -> int:
@@ -49,7 +49,8 @@ class WebServer:
     def token(self, name: str, role: str | None = None, ttl: timedelta = timedelta(hours=1), department: str | None = DEPARTMENT) -> str:
         if role is not None:
             self.user(name, role, department)
-        return create_token(self.archive.ctx.engine, name, ttl)  # type: ignore[attr-defined]
+        with write_session(self.archive.ctx.engine) as s:  # type: ignore[attr-defined]
+            return create_token(s, name, ttl)
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -106,3 +107,23 @@ def events(archive) -> list:  # type: ignore[no-untyped-def]
     seen: list = []
     archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
     return seen
+
+
+def issue_token(engine, user: str, ttl: timedelta, scopes=None) -> str:  # type: ignore[no-untyped-def]
+    """A token issued directly in the index (test set-up: no administration record)."""
+    with write_session(engine) as s:
+        return create_token(s, user, ttl, scopes)
+
+
+def revoke_one(engine, token: str) -> bool:  # type: ignore[no-untyped-def]
+    from dicomguard.identity.tokens import revoke_token
+
+    with write_session(engine) as s:
+        return revoke_token(s, token)
+
+
+def revoke_all(engine, user: str) -> int:  # type: ignore[no-untyped-def]
+    from dicomguard.identity.tokens import revoke_user_tokens
+
+    with write_session(engine) as s:
+        return revoke_user_tokens(s, user)

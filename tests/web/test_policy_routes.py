@@ -14,11 +14,12 @@ from sqlalchemy import select, update
 from dicomguard.audit.store import AuditStore
 from dicomguard.core.access import Action
 from dicomguard.core.events import AccessRefused, UserAuthentication
+from dicomguard.core.query import IndexQuery
 from dicomguard.identity.tokens import token_digest
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import ApiToken, AuthSession, BreakGlassGrant, User
-from tests.identity.conftest import Account, add_user
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of
+from tests.identity.conftest import Account, add_user
 from tests.web.multipart_util import encode, split
 
 SECURITY_ALERT, TRANSFERRED, QUERY, STUDY_DELETED = "110113", "110104", "110112", "110105"
@@ -43,7 +44,7 @@ def _store(web, *patients) -> dict[str, tuple[str, str, str]]:  # type: ignore[n
     stored = {}
     for n, patient in enumerate(patients):
         data = ct_series(patient, n=1, seed=n + 1)[0]
-        web.archive.operator.ingest(data)
+        web.archive.operator.store.ingest(data)
         ds = dataset_of(data)
         stored[patient.patient_id] = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     return stored
@@ -186,7 +187,7 @@ def test_erase_needs_a_fresh_totp_confirmation(web, events) -> None:
         result = done.json()
         assert result["studies"] == 1 and result["instances"] == 1 and len(result["patient_refs"]) == 1
         assert web.archive.ctx.patients.find(ALICE.patient_id, None) == []
-        assert {i.patient_ref for i in web.archive.query.instances()} == {
+        assert {i.patient_ref for i in IndexQuery(web.archive.ctx).instances()} == {
             ref for ref, _ in web.archive.ctx.patients.find(BOB.patient_id, None)}  # Bob untouched
         assert http.post("/admin/erase", json=erase, headers=bearer).status_code == 404  # gone
 
@@ -227,14 +228,14 @@ def test_stow_needs_the_store_permission(web, events) -> None:
     with web.http(web.token("dr.readonly", "radiologist")) as http:
         r = http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
         assert r.status_code == 403 and r.json()["error"] == "forbidden"
-    assert web.archive.query.instances() == []
+    assert IndexQuery(web.archive.ctx).instances() == []
     assert [(e.principal.name, e.action) for e in events if isinstance(e, AccessRefused)] == [("dr.readonly", Action.STORE)]
     alerts = [e for e in _audit(web.archive, "dr.readonly") if e["event_id"] == SECURITY_ALERT]
     assert len(alerts) == 1 and "store refused" in alerts[0]["description"]
     with web.http(web.token("tech.tina", "technologist")) as http:
         r = http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
         assert r.status_code == 200, r.text
-    assert {i.sop_instance_uid for i in web.archive.query.instances()} == {dataset_of(d).SOPInstanceUID for d in data}
+    assert {i.sop_instance_uid for i in IndexQuery(web.archive.ctx).instances()} == {dataset_of(d).SOPInstanceUID for d in data}
 
 
 # -- scoped API tokens ---------------------------------------------------------------------------
@@ -242,14 +243,14 @@ def test_stow_needs_the_store_permission(web, events) -> None:
 
 def test_scoped_tokens_cannot_step_outside_their_scope(web, events) -> None:
     """A store-only service token is write-only even for a user whose role may read; a query-only one cannot store."""
-    from dicomguard.identity.tokens import create_token
+    from tests.web.conftest import issue_token
 
     stored = _store(web, ALICE)
     study, series, sop = stored[ALICE.patient_id]
     web.user("svc.upload", "radiologist")  # the account could read RADIOLOGY studies; the token may not
-    store_only = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["store"])
-    query_only = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["query"])
-    unscoped = create_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1))
+    store_only = issue_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["store"])
+    query_only = issue_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1), ["query"])
+    unscoped = issue_token(web.archive.ctx.engine, "svc.upload", timedelta(hours=1))
     ctype, body = encode(ct_series(BOB, n=1, seed=9))
     with web.http(store_only) as http:
         assert http.get("/dicomweb/studies").status_code == 204  # nothing visible
@@ -270,10 +271,10 @@ def test_scoped_tokens_cannot_step_outside_their_scope(web, events) -> None:
     web.user("svc.modality", "technologist")
     with write_session(web.archive.ctx.engine) as s:
         s.execute(update(User).where(User.name == "svc.modality").values(attributes='{"modalities": ["CT"]}'))
-    uploader = create_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1), ["store"])
+    uploader = issue_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1), ["store"])
     with web.http(uploader) as http:
         assert http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
         assert http.get("/dicomweb/studies").status_code == 204  # cannot read back even what it stored
-    assert len(web.archive.query.instances()) == 2
-    with web.http(create_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1))) as http:
+    assert len(IndexQuery(web.archive.ctx).instances()) == 2
+    with web.http(issue_token(web.archive.ctx.engine, "svc.modality", timedelta(hours=1))) as http:
         assert len(_study_uids(http.get("/dicomweb/studies"))) == 2  # the account itself may: the scope is what refused

@@ -14,9 +14,12 @@ from urllib.parse import urlparse
 
 import pytest
 
+from dicomguard.core.query import IndexQuery
 from tests.dicom_factory import ALICE, ct_series
 from tests.web.conftest import WebServer, start_server
 from tests.web.multipart_util import encode
+
+pytestmark = pytest.mark.slow  # waits out the slow-client deadlines
 
 HEAD_TIMEOUT_S = BODY_TIMEOUT_S = 1.0
 
@@ -98,8 +101,8 @@ def test_a_stalled_stow_body_ends_in_408_and_stores_nothing(strict_web) -> None:
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
     assert b"connection: close" in data.lower() and b"strict-transport-security" in data.lower()
     assert closed
-    assert strict_web.archive.query.instances() == []
+    assert IndexQuery(strict_web.archive.ctx).instances() == []
     # the same upload sent promptly is stored
     with strict_web.http(token) as http:
         assert http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
-    assert len(strict_web.archive.query.instances()) == 2
+    assert len(IndexQuery(strict_web.archive.ctx).instances()) == 2

@@ -15,15 +15,13 @@ from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.errors import NotFoundError
 from dicomguard.identity.tokens import (
     InvalidToken,
-    create_token,
     parse_ttl,
-    revoke_token,
-    revoke_user_tokens,
     verify_token,
 )
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import ApiToken, User
+from tests.web.conftest import issue_token, revoke_all, revoke_one
 
 runner = CliRunner()
 SHAPE = re.compile(r"^dgt_[A-Za-z0-9_-]{43}$")
@@ -36,7 +34,7 @@ def _user(archive, name: str, role: str = "radiologist") -> None:
 
 def test_token_is_random_and_stored_only_as_its_hash(archive) -> None:
     _user(archive, "dr.hash")
-    tokens = {create_token(archive.ctx.engine, "dr.hash", timedelta(hours=1)) for _ in range(20)}
+    tokens = {issue_token(archive.ctx.engine, "dr.hash", timedelta(hours=1)) for _ in range(20)}
     assert len(tokens) == 20 and all(SHAPE.match(t) for t in tokens)
     with read_session(archive.ctx.engine) as s:
         rows = s.scalars(select(ApiToken)).all()
@@ -49,23 +47,23 @@ def test_token_is_random_and_stored_only_as_its_hash(archive) -> None:
 
 def test_unknown_and_disabled_users_get_no_token(archive) -> None:
     with pytest.raises(NotFoundError):
-        create_token(archive.ctx.engine, "ghost", timedelta(hours=1))
+        issue_token(archive.ctx.engine, "ghost", timedelta(hours=1))
     _user(archive, "dr.off")
     with write_session(archive.ctx.engine) as s:
         s.execute(update(User).where(User.name == "dr.off").values(disabled=True))
     with pytest.raises(NotFoundError):
-        create_token(archive.ctx.engine, "dr.off", timedelta(hours=1))
+        issue_token(archive.ctx.engine, "dr.off", timedelta(hours=1))
 
 
 def test_expiry_revocation_and_disabling_are_checked_at_each_use(archive) -> None:
     _user(archive, "dr.life")
     engine = archive.ctx.engine
-    token = create_token(engine, "dr.life", timedelta(minutes=15))
+    token = issue_token(engine, "dr.life", timedelta(minutes=15))
     verify_token(engine, token)
     with pytest.raises(InvalidToken):
         verify_token(engine, token, now=datetime.now(UTC) + timedelta(minutes=16))
-    other = create_token(engine, "dr.life", timedelta(hours=1))
-    assert revoke_token(engine, token) and not revoke_token(engine, token)
+    other = issue_token(engine, "dr.life", timedelta(hours=1))
+    assert revoke_one(engine, token) and not revoke_one(engine, token)
     with pytest.raises(InvalidToken):
         verify_token(engine, token)
     verify_token(engine, other)
@@ -76,7 +74,7 @@ def test_expiry_revocation_and_disabling_are_checked_at_each_use(archive) -> Non
     with write_session(engine) as s:
         s.execute(update(User).where(User.name == "dr.life").values(disabled=False))
     verify_token(engine, other)
-    assert revoke_user_tokens(engine, "dr.life") == 1
+    assert revoke_all(engine, "dr.life") == 1
     with pytest.raises(InvalidToken):
         verify_token(engine, other)
 

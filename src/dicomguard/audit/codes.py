@@ -96,6 +96,7 @@ class EventTypes:
     ASSOCIATION_REFUSED = local("association-refused", "Association or connection refused")
     CONFLICT_REFUSED = local("conflict-refused", "Write-once conflict refused")
     INTEGRITY_VIOLATION = local("integrity-violation", "Stored data failed integrity verification")
+    INTEGRITY_CHECKED = local("integrity-checked", "Archive integrity verification ran")
     KEYS_ROTATED = local("keys-rotated", "Key-encryption key rotated")
     LOGIN_FAILED = local("login-failed", "Login failed")
     LOCKOUT = local("lockout", "Account locked out")

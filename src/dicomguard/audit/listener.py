@@ -21,10 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from dicomguard.audit.imports import AuditImporter
+from dicomguard.audit.service import AuditService
 from dicomguard.audit.syslog import FrameReader, SyslogError, parse_message
-from dicomguard.audit.trail import AuditTrail
-from dicomguard.core.context import ArchiveContext
 from dicomguard.index.db import read_session
 from dicomguard.index.models import Device
 from dicomguard.pki.tls import server_context
@@ -53,7 +51,10 @@ def _peer_name(sock: ssl.SSLSocket, address: str) -> str:
 
 
 class AuditListener:
-    def __init__(self, ctx: ArchiveContext, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    """Receives audit messages over syslog-TLS and imports them through ``audit`` (the service of whoever runs it)."""
+
+    def __init__(self, audit: AuditService, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        ctx = audit.ctx
         if tls is None:
             from dicomguard.pki.store import load_tls_material
 
@@ -62,7 +63,7 @@ class AuditListener:
         self.tls = tls
         self.host = host
         self.port = port
-        self.importer = AuditImporter(AuditTrail(ctx))
+        self.audit = audit
         self.engine = ctx.engine
         self.stats = ListenerStats()
         self._lock = threading.Lock()
@@ -131,7 +132,7 @@ class AuditListener:
                     except SyslogError as exc:
                         items.append((f"{peer}#{n}", b"!" + str(exc).encode()))
                 if items:
-                    result = self.importer.import_messages(items, f"syslog:{peer}"[:128])
+                    result = self.audit.import_messages(items, f"syslog:{peer}"[:128])
                     with self._lock:
                         self.stats.stored += result.stored
                         self.stats.duplicates += result.duplicates

@@ -1,10 +1,10 @@
 """Core events -> DICOM audit messages (PS3.15 A.5.3 event definitions, IHE RAD/ITI conventions).
 
-One function per core event type, registered in :data:`MAPPERS`; the tests
-enumerate the core's ``Event`` union and fail if a type has no entry here (only
-:data:`NOT_AUDITED` may be absent, with its reason). An event yields one or more
-messages: A.5.3.7 allows one patient per DICOM Instances Transferred message, so
-an access to several patients' objects becomes one message per patient.
+One public function per event class, named in the recorder's table
+(``app/recorder.py``, where a test enumerates the event classes). An event
+yields one or more messages: A.5.3.7 allows one patient per DICOM Instances
+Transferred message, so an access to several patients' objects becomes one
+message per patient.
 
 Patients are named by Patient ID (``ParticipantObjectID``; ``ID^^^ISSUER`` when
 an issuer is known), resolved from the event's surrogate reference through the
@@ -52,12 +52,13 @@ from dicomguard.core.events import (
     AccessRefused,
     ApplicationActivity,
     AuditLogUsed,
-    AuditRecorded,
+    AuditMessageImported,
     BreakGlassStarted,
     ConflictRefused,
     Event,
     InstancesAccessed,
     InstanceStored,
+    IntegrityChecked,
     IntegrityViolation,
     KeysRotated,
     PatientErased,
@@ -116,16 +117,27 @@ class Source:
     operator_account: str = ""
 
 
+ORIGIN_LOCAL = "local"
+
+
 @dataclass(frozen=True)
 class Draft:
-    """A message and what the trail indexes it by (requestor's UserID, Patient IDs)."""
+    """A message and what the trail indexes it by (requestor's UserID, Patient IDs).
+
+    Messages of other systems keep the bytes received (``xml``, evidence is not
+    rewritten), their ``origin`` and a keyed dedup token (``dedup``).
+    """
 
     message: AuditMessage
     user: str | None
     patients: tuple[str, ...]
+    origin: str = ORIGIN_LOCAL
+    xml: bytes | None = None
+    dedup: bool = False
 
 
 Mapper = Callable[["MappingContext", Session, Event], list[Draft]]
+"""The shape of every function below: an event, in its transaction, becomes audit message drafts."""
 
 
 @dataclass
@@ -263,7 +275,7 @@ def encode_query(level: str, keys: Iterable[tuple[str, str]]) -> bytes:
 # -- one function per core event ------------------------------------------------------------
 
 
-def _instance_stored(c: MappingContext, s: Session, e: InstanceStored) -> list[Draft]:
+def instance_stored(c: MappingContext, s: Session, e: InstanceStored) -> list[Draft]:
     """A.5.3.7 DICOM Instances Transferred (C, the archive receives); A.5.3.5 Import for ``dicomguard import``."""
     patient, pid = c.patient_object(s, e.patient_ref)
     study = c.study_object(e.study_uid, [(e.sop_instance_uid, e.sop_class_uid)])
@@ -280,7 +292,7 @@ def _instance_stored(c: MappingContext, s: Session, e: InstanceStored) -> list[D
     return [Draft(msg, sender.user_id, (pid,))]
 
 
-def _instances_accessed(c: MappingContext, s: Session, e: InstancesAccessed) -> list[Draft]:
+def instances_accessed(c: MappingContext, s: Session, e: InstancesAccessed) -> list[Draft]:
     """Retrieve: A.5.3.7 Transferred (R); export: A.5.3.4 Export; other reads: A.5.3.6 Accessed. One message per patient."""
     infos = c.lookups.instances(s, e.sop_instance_uids)
     by_patient: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -309,7 +321,7 @@ def _instances_accessed(c: MappingContext, s: Session, e: InstancesAccessed) -> 
     return drafts
 
 
-def _query(c: MappingContext, s: Session, e: QueryPerformed) -> list[Draft]:
+def query_performed(c: MappingContext, s: Session, e: QueryPerformed) -> list[Draft]:
     """A.5.3.10 Query: the query dataset base64-encoded; the patient too when the query names one exactly."""
     sop_class = QUERY_SOP_CLASSES["PATIENT" if e.level == "PATIENT" else "STUDY"]
     query = ParticipantObject(
@@ -335,7 +347,7 @@ def _marked_emergency(msg: AuditMessage) -> AuditMessage:
                    outcome_description=f"{msg.outcome_description}; {note}" if msg.outcome_description else note)
 
 
-def _security_configuration(c: MappingContext, s: Session, e: SecurityConfigurationChanged) -> list[Draft]:
+def security_configuration(c: MappingContext, s: Session, e: SecurityConfigurationChanged) -> list[Draft]:
     """A.5.3.11 Security Alert "Security Configuration": accounts, roles, devices, study access attributes."""
     objects = [alert_subject(f"urn:dicomguard:{e.subject}", e.change)]
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.UPDATE,
@@ -344,7 +356,7 @@ def _security_configuration(c: MappingContext, s: Session, e: SecurityConfigurat
     return [Draft(msg, e.principal.name, ())]
 
 
-def _break_glass(c: MappingContext, s: Session, e: BreakGlassStarted) -> list[Draft]:
+def break_glass(c: MappingContext, s: Session, e: BreakGlassStarted) -> list[Draft]:
     """A.5.3.11 Security Alert "Emergency Override Started": who, which patient(s), until when, and the typed reason."""
     objects: list[ParticipantObject] = []
     pids: list[str] = []
@@ -360,7 +372,7 @@ def _break_glass(c: MappingContext, s: Session, e: BreakGlassStarted) -> list[Dr
     return [Draft(msg, e.principal.name, tuple(pids))]
 
 
-def _access_refused(c: MappingContext, s: Session, e: AccessRefused) -> list[Draft]:
+def access_refused(c: MappingContext, s: Session, e: AccessRefused) -> list[Draft]:
     """A.5.3.11 Security Alert: a refused association (Node Authentication) or a refused request."""
     performer = c.principal(e.principal, requestor=True)
     patients: list[str] = []
@@ -385,7 +397,7 @@ def _access_refused(c: MappingContext, s: Session, e: AccessRefused) -> list[Dra
     return [Draft(msg, e.principal.name, tuple(patients))]
 
 
-def _conflict(c: MappingContext, s: Session, e: ConflictRefused) -> list[Draft]:
+def conflict_refused(c: MappingContext, s: Session, e: ConflictRefused) -> list[Draft]:
     """A.5.3.11 Security Alert: a different object sent under a stored SOP Instance UID was refused (write-once)."""
     reason = "a different object was sent under a stored SOP Instance UID; refused, the stored object is unchanged"
     objects = [alert_subject(_uid_uri(e.sop_instance_uid), reason, **{"Received pixel SHA-256": e.pixel_sha256.hex(),
@@ -396,7 +408,7 @@ def _conflict(c: MappingContext, s: Session, e: ConflictRefused) -> list[Draft]:
     return [Draft(msg, e.source, tuple(patients))]
 
 
-def _integrity(c: MappingContext, s: Session, e: IntegrityViolation) -> list[Draft]:
+def integrity_violation(c: MappingContext, s: Session, e: IntegrityViolation) -> list[Draft]:
     """A.5.3.11 Security Alert: stored data failed verification (refused on read, or found by ``verify``)."""
     outcome = Outcome.MAJOR_FAILURE if e.kind in _MAJOR_KINDS else Outcome.SERIOUS_FAILURE
     objects = [alert_subject(_uid_uri(e.sop_instance_uid), f"integrity failure: {e.kind}", Problem=e.kind)]
@@ -406,17 +418,17 @@ def _integrity(c: MappingContext, s: Session, e: IntegrityViolation) -> list[Dra
     return [Draft(msg, c.source.ae_title, tuple(patients))]
 
 
-def _keys_rotated(c: MappingContext, s: Session, e: KeysRotated) -> list[Draft]:
+def keys_rotated(c: MappingContext, s: Session, e: KeysRotated) -> list[Draft]:
     """A.5.3.11 Security Alert (Security Configuration): the key-encryption key was replaced."""
     text = f"key-encryption key {e.old_kek_id} replaced by {e.new_kek_id}; {e.rewrapped} keys re-wrapped"
-    operator = c.principal(Principal.operator(), requestor=True)
+    operator = c.principal(e.principal or Principal.operator(), requestor=True)
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.archive(), operator],
                     [alert_subject(f"urn:dicomguard:kek:{e.new_kek_id}", text)],
                     (EventTypes.SECURITY_CONFIGURATION, EventTypes.KEYS_ROTATED), text)
     return [Draft(msg, operator.user_id, ())]
 
 
-def _patient_erased(c: MappingContext, s: Session, e: PatientErased) -> list[Draft]:
+def patient_erased(c: MappingContext, s: Session, e: PatientErased) -> list[Draft]:
     """Crypto-shredding: A.5.3.8 DICOM Study Deleted and A.5.3.15 Patient Record (D), one patient per message."""
     who = c.principal(e.principal, requestor=True) if e.principal is not None else c.archive(requestor=True)
     drafts = []
@@ -433,7 +445,7 @@ def _patient_erased(c: MappingContext, s: Session, e: PatientErased) -> list[Dra
     return drafts
 
 
-def _application(c: MappingContext, s: Session, e: ApplicationActivity) -> list[Draft]:
+def application_activity(c: MappingContext, s: Session, e: ApplicationActivity) -> list[Draft]:
     """A.5.3.1 Application Activity: the application (110150) and who launched it (110151)."""
     nap, typ = _nap(e.address or c.source.host)
     launcher = Participant(e.launcher or "unknown", True, (Roles.APPLICATION_LAUNCHER,), None, e.launcher or None, nap, typ)
@@ -443,7 +455,7 @@ def _application(c: MappingContext, s: Session, e: ApplicationActivity) -> list[
     return [Draft(msg, launcher.user_id, ())]
 
 
-def _audit_log_used(c: MappingContext, s: Session, e: AuditLogUsed) -> list[Draft]:
+def audit_log_used(c: MappingContext, s: Session, e: AuditLogUsed) -> list[Draft]:
     """A.5.3.2 Audit Log Used: the reader, and the audit log as a Security Resource."""
     log = ParticipantObject(f"urn:dicomguard:{c.source.archive_id}:audit-log", ObjectIdTypes.URI, name="Security Audit Log",
                             details=(("Purpose", _utf8(e.purpose)),), type_code=ObjectType.SYSTEM_OBJECT,
@@ -460,7 +472,7 @@ USER_AUTH_KINDS = {
 }
 
 
-def _user_authentication(c: MappingContext, s: Session, e: UserAuthentication) -> list[Draft]:
+def user_authentication(c: MappingContext, s: Session, e: UserAuthentication) -> list[Draft]:
     """A.5.3.12 User Authentication: login, logout, failed login, lockout."""
     types, outcome = USER_AUTH_KINDS.get(e.kind, ((EventTypes.LOGIN, EventTypes.LOGIN_FAILED), Outcome.MINOR_FAILURE))
     nap, typ = _nap(e.address)
@@ -470,30 +482,17 @@ def _user_authentication(c: MappingContext, s: Session, e: UserAuthentication) -
     return [Draft(msg, e.user, ())]
 
 
-MAPPERS: dict[type, Mapper] = {
-    InstanceStored: _instance_stored,  # type: ignore[dict-item]
-    InstancesAccessed: _instances_accessed,  # type: ignore[dict-item]
-    QueryPerformed: _query,  # type: ignore[dict-item]
-    AccessRefused: _access_refused,  # type: ignore[dict-item]
-    ConflictRefused: _conflict,  # type: ignore[dict-item]
-    IntegrityViolation: _integrity,  # type: ignore[dict-item]
-    KeysRotated: _keys_rotated,  # type: ignore[dict-item]
-    PatientErased: _patient_erased,  # type: ignore[dict-item]
-    ApplicationActivity: _application,  # type: ignore[dict-item]
-    AuditLogUsed: _audit_log_used,  # type: ignore[dict-item]
-    UserAuthentication: _user_authentication,  # type: ignore[dict-item]
-    BreakGlassStarted: _break_glass,  # type: ignore[dict-item]
-    SecurityConfigurationChanged: _security_configuration,  # type: ignore[dict-item]
-}
-NOT_AUDITED: dict[type, str] = {
-    AuditRecorded: "it is the ledger entry of an audit record, published by the audit trail itself",
-}
+def integrity_checked(c: MappingContext, s: Session, e: IntegrityChecked) -> list[Draft]:
+    """A.5.3.11 Security Alert: a verification of the archive ran; what it covered, how many problems it found."""
+    text = f"{e.mode} verification: {e.objects} objects, {e.leaves} ledger entries, {e.problems} problems"
+    outcome = Outcome.SUCCESS if e.problems == 0 else Outcome.SERIOUS_FAILURE
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, outcome, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True), c.archive()],
+                    [alert_subject(f"urn:dicomguard:{c.source.archive_id}:integrity", text, Mode=e.mode, Problems=str(e.problems))],
+                    (EventTypes.INTEGRITY_CHECKED,), text)
+    return [Draft(msg, e.principal.name, ())]
 
 
-def drafts_for(c: MappingContext, session: Session, event: Event) -> list[Draft]:
-    mapper = MAPPERS.get(type(event))
-    if mapper is None:
-        if type(event) in NOT_AUDITED:
-            return []
-        raise TypeError(f"no audit mapping for {type(event).__name__}")
-    return mapper(c, session, event)
+def audit_message_imported(c: MappingContext, s: Session, e: AuditMessageImported) -> list[Draft]:
+    """A message of another system, stored as received (its origin marked, deduplicated by a keyed hash of its bytes)."""
+    requestor = e.message.requestor()
+    return [Draft(e.message, requestor.user_id if requestor else None, tuple(e.message.patient_ids()), e.origin, e.xml, dedup=True)]

@@ -1,9 +1,7 @@
-"""Reading the audit trail: authorized, itself audited (Audit Log Used, PS3.15 A.5.3.2).
+"""Reading the audit table: filters, decryption, entries. People read it through ``audit.service.AuditService``.
 
-Only a principal allowed ``audit-read`` (the security officer role; the local
-operator) may read it. Every read first commits an ``AuditLogUsed`` event and
-only then selects the records, so the trail cannot be read without leaving a
-trace; a refused reader is recorded as a Security Alert.
+:class:`AuditStore` decrypts records without asking anyone; it serves the
+audited reader, verification and benchmarks, never an adapter directly.
 """
 
 from __future__ import annotations
@@ -22,15 +20,11 @@ from sqlalchemy.orm import Session
 from dicomguard.audit.codes import EVENT_NAMES, NAME_OF_EVENT, Code, EventIds
 from dicomguard.audit.message import AuditMessage, format_time, from_xml
 from dicomguard.audit.trail import AuditKeys, utc
-from dicomguard.core.access import Action, Principal, Resource
-from dicomguard.core.client import ArchiveClient
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.events import AuditLogUsed
 from dicomguard.crypto.aead import DecryptionError
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import read_session
 from dicomguard.index.models import AuditPatient, AuditRecord
 
-AUDIT_LOG = Resource("audit-log")
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -191,26 +185,3 @@ class AuditStore:
             for r in rows:
                 yield self.decode(r)
             last = rows[-1].seq
-
-
-class AuditReader:
-    """What a reviewer (CLI operator, security officer) may do with the trail; every call is authorized and audited."""
-
-    def __init__(self, ctx: ArchiveContext, principal: Principal) -> None:
-        self.ctx = ctx
-        self.principal = principal
-        self.store = AuditStore(ctx)
-
-    def read(self, f: AuditFilter, purpose: str) -> list[AuditEntry]:
-        """Authorize ``audit-read``, record Audit Log Used, then return the matching entries."""
-        ArchiveClient(self.ctx, self.principal).authorize(Action.AUDIT_READ, AUDIT_LOG)  # refusal: Security Alert + AccessDenied
-        # The use is committed before anything is read: a read may be recorded and then fail, never the reverse.
-        # (Selecting in a separate snapshot keeps SQLite's write lock short during a long review.)
-        with write_session(self.ctx.engine) as s:
-            self.ctx.bus.publish(s, AuditLogUsed(self.principal, f"{purpose} {f.describe()}"[:1024], datetime.now(UTC)))
-        with read_session(self.ctx.engine) as s:
-            rows = self.store.rows(s, f)
-        return self.store.entries(rows, f)
-
-    def search(self, f: AuditFilter) -> list[AuditEntry]:
-        return self.read(f, "search")

@@ -1,26 +1,24 @@
-"""The audit trail: every core event becomes DICOM audit messages, stored in the event's own transaction.
+"""The audit trail: writes the DICOM audit messages the recorder gives it, in the action's own transaction.
 
-Guarantees (issue 6, point 2):
+Guarantees:
 
-* **No action without its record.** The trail is a subscriber of the core's
-  event bus, which calls it inside the action's transaction; the records are
-  inserted by a ``before_commit`` hook of that transaction. If recording fails,
-  the action rolls back.
+* **No action without its record.** The recorder (``app/recorder.py``) calls
+  :meth:`AuditTrail.write` inside the action's transaction and
+  :meth:`AuditTrail.flush` just before it commits. If recording fails, the
+  action rolls back.
 * **Sealed at rest.** The XML message is sealed with AES-256-GCM under a key
   derived (HKDF, own ``info``) from the archive index key, bound to the record
   id; users and patients are searchable only through keyed blind indexes.
   Records survive crypto-shredding (they are not under the patient's key): an
   erased patient's access history is kept, as audit retention requires.
-* **Ledgered.** Each record's id and canonical SHA-256 (:func:`canonical_hash`,
-  over every stored column and the plaintext message) go into the integrity
-  ledger in the same transaction: into the leaf the ledger queued for the event
-  the record describes (``"audit": [[id, sha256], ...]``; the ledger still grows
-  by one leaf per action), or, for imported messages, into a leaf of their own
-  (an ``AuditRecorded`` event). An edited, inserted, reordered or deleted row is
-  found by ``dicomguard verify``.
-* **Ordered.** ``seq`` is assigned under the ledger's row lock (SQLite: the
-  write lock), so sequence order is commit order: forwarders send records in
-  ``seq`` order and never skip one that commits late.
+* **Ledgered.** :meth:`AuditTrail.write` returns each record's id and canonical
+  SHA-256 (:func:`canonical_hash`, over every stored column and the plaintext
+  message); the recorder names them in the ledger leaf of the same action. An
+  edited, inserted, reordered or deleted row is found by ``dicomguard verify``.
+* **Ordered.** ``seq`` is assigned in :meth:`AuditTrail.flush`, which the
+  recorder runs after the ledger appended its leaves under the ledger's lock
+  (the head row; SQLite: the write lock), so sequence order is commit order:
+  forwarders send records in ``seq`` order and never skip one that commits late.
 """
 
 from __future__ import annotations
@@ -43,21 +41,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dicomguard.audit.mapping import (
+    Draft,
     InstanceInfo,
     MappingContext,
     PatientIdentity,
     Source,
-    drafts_for,
 )
-from dicomguard.audit.message import AuditMessage, to_xml
+from dicomguard.audit.message import to_xml
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.events import AuditRecorded, Event, PatientErased
 from dicomguard.core.keyring import META_ARCHIVE_ID, PURPOSE_INDEX
 from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.aead import DecryptionError, derive_key, open_sealed, seal
 from dicomguard.crypto.blind_index import BlindField, BlindIndexer
 from dicomguard.errors import ErasedError
-from dicomguard.index.db import before_commit, read_session
+from dicomguard.index.db import read_session
 from dicomguard.index.models import (
     ArchiveMeta,
     AuditPatient,
@@ -66,10 +63,7 @@ from dicomguard.index.models import (
     Patient,
     Study,
 )
-from dicomguard.ledger.service import bind_to_pending_leaf
-from dicomguard.ledger.store import LedgerStore
 
-ORIGIN_LOCAL = "local"
 RECORD_FORMAT = "dicomguard-audit-record/1"
 _PENDING = "dicomguard.audit.pending"
 _CHUNK = 500
@@ -105,10 +99,15 @@ RECORDS_WRITTEN = _Signal()
 """Wakes this process's forwarders when records commit (other processes' records are found by polling)."""
 
 
-@sa_event.listens_for(Session, "after_commit")
 def _records_committed(session: Session) -> None:
     if session.info.pop(_WROTE, False):
         RECORDS_WRITTEN.notify()
+
+
+def _listen_for_commits() -> None:
+    """Signal the forwarders after every commit that wrote records (installed once, by the first trail built)."""
+    if not sa_event.contains(Session, "after_commit", _records_committed):
+        sa_event.listen(Session, "after_commit", _records_committed)
 
 
 def utc(t: datetime) -> datetime:
@@ -303,75 +302,24 @@ def source_for(ctx: ArchiveContext) -> Source:
 
 
 class AuditTrail:
-    """Subscriber of the core event bus (wired by ``Archive.open``, after the ledger) and the one writer of records."""
+    """The one writer of audit records (called by the recorder of the composition root)."""
 
     def __init__(self, ctx: ArchiveContext) -> None:
         self.ctx = ctx
         self.keys = AuditKeys.for_archive(ctx)
         self.lookups = IndexLookups(ctx)
         self.mapping = MappingContext(source_for(ctx), self.lookups)
+        _listen_for_commits()
 
-    @classmethod
-    def for_archive(cls, ctx: ArchiveContext) -> AuditTrail:
-        trail = cls(ctx)
-        ctx.bus.subscribe(trail.on_event)
-        return trail
+    def forget_patients(self, refs: Iterable[str]) -> None:
+        """Drop cached Patient IDs of erased patients: no identity of an erased patient stays in memory."""
+        for ref in refs:
+            self.lookups.forget(ref)
 
-    # -- the subscriber --------------------------------------------------------------------
-
-    def on_event(self, session: Session, event: Event) -> None:
-        if isinstance(event, AuditRecorded):
-            return
-        records = [self._queue(session, d.message, ORIGIN_LOCAL, user=d.user, patients=d.patients)
-                   for d in drafts_for(self.mapping, session, event)]
-        if isinstance(event, PatientErased):
-            for ref in event.patient_ref.split(","):
-                self.lookups.forget(ref)  # no Patient ID of an erased patient stays in memory
-        if records:
-            self._ledger(session, event, records)
-
-    def _ledger(self, session: Session, event: Event, records: list[tuple[str, bytes, datetime]]) -> None:
-        """Bind the records to the ledger: in the leaf the ledger just queued for this event, else in leaves of their own.
-
-        The ledger subscribes before the trail (``Archive.open``), so the last entry
-        of its in-transaction queue is this event's leaf; the ledger checks it.
-        """
-        if bind_to_pending_leaf(session, event, [(rid, digest) for rid, digest, _ in records]):
-            return
-        for rid, digest, at in records:
-            self.ctx.bus.publish(session, AuditRecorded(rid, digest, at))
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def record(
-        self,
-        session: Session,
-        message: AuditMessage,
-        origin: str,
-        *,
-        user: str | None,
-        patients: Iterable[str],
-        xml: bytes | None = None,
-        dedup: bool = False,
-    ) -> str:
-        """Write one record that no core event produced (an imported message): stored and ledgered in ``session``."""
-        rid, digest, at = self._queue(session, message, origin, user=user, patients=patients, xml=xml, dedup=dedup)
-        self.ctx.bus.publish(session, AuditRecorded(rid, digest, at))
-        return rid
-
-    def _queue(
-        self,
-        session: Session,
-        message: AuditMessage,
-        origin: str,
-        *,
-        user: str | None,
-        patients: Iterable[str],
-        xml: bytes | None = None,
-        dedup: bool = False,
-    ) -> tuple[str, bytes, datetime]:
-        """Queue one record in ``session`` (inserted just before it commits); returns its id, canonical hash and time."""
-        xml = xml if xml is not None else to_xml(message)
+    def write(self, session: Session, draft: Draft) -> tuple[str, bytes]:
+        """Queue one record in ``session`` (inserted by :meth:`flush`); returns its id and canonical SHA-256."""
+        message = draft.message
+        xml = draft.xml if draft.xml is not None else to_xml(message)
         record_id = secrets.token_hex(16)
         now = datetime.now(UTC)
         fields = RecordFields(
@@ -382,23 +330,29 @@ class AuditTrail:
             event_type=" ".join(c.code for c in message.event_types)[:128] or None,
             action=message.action[:1] if message.action else None,
             outcome=int(message.outcome),
-            origin=origin[:128],
-            user_token=self.keys.user_token(user) if user else None,
-            dedup_token=self.keys.dedup_token(xml) if dedup else None,
-            patient_tokens=tuple(sorted({self.keys.patient_token(p) for p in patients if p})),
+            origin=draft.origin[:128],
+            user_token=self.keys.user_token(draft.user) if draft.user else None,
+            dedup_token=self.keys.dedup_token(xml) if draft.dedup else None,
+            patient_tokens=tuple(sorted({self.keys.patient_token(p) for p in draft.patients if p})),
             xml=xml,
         )
         session.info.setdefault(_PENDING, []).append((fields, self.keys.seal(record_id, xml)))
-        before_commit(session, "audit", _insert_pending)
-        return record_id, canonical_hash(fields), now
+        return record_id, canonical_hash(fields)
+
+    @staticmethod
+    def flush(session: Session) -> None:
+        """Insert the transaction's queued records, ``seq`` continuing the table (just before commit).
+
+        The caller holds the ledger's lock (the recorder flushes the ledger first), so
+        concurrent transactions assign ``seq`` in commit order.
+        """
+        _insert_pending(session)
 
 
 def _insert_pending(session: Session) -> None:
-    """``before_commit``: assign ``seq`` under the ledger lock and insert the transaction's records."""
     pending: list[tuple[RecordFields, bytes]] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    LedgerStore(session).size(lock=True)  # one writer sequence across processes: seq order == commit order
     top = int(session.scalar(select(func.max(AuditRecord.seq))) or 0)
     rows, tokens = [], []
     for i, (f, body) in enumerate(pending, 1):

@@ -1,4 +1,4 @@
-"""Verification of the audit trail against the integrity ledger (called by ``dicomguard verify``).
+"""Verification of the audit trail against what the integrity ledger binds (called by ``dicomguard verify``).
 
 Every record's id and canonical SHA-256
 (:func:`dicomguard.audit.trail.canonical_hash`) are in a ledger leaf: the leaf
@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicomguard.audit.trail import AuditKeys, RecordFields, canonical_hash, utc
 from dicomguard.core.context import ArchiveContext
+from dicomguard.core.integrity import VerifyReport
 from dicomguard.crypto.aead import DecryptionError
-from dicomguard.index.models import AuditPatient, AuditRecord, LedgerLeaf
-from dicomguard.ledger.leaves import audit_hashes, decode
+from dicomguard.index.models import AuditPatient, AuditRecord
 
 
 class AuditProblemKind(StrEnum):
@@ -39,19 +38,13 @@ class AuditProblemKind(StrEnum):
     MISORDERED = "audit-record-misordered"
 
 
-def check_audit_trail(ctx: ArchiveContext, s: Session, report: Any) -> int:
-    """Add every audit-trail problem to ``report`` (a ``VerifyReport``); returns the number of records checked."""
+def check_audit_trail(ctx: ArchiveContext, s: Session, leaves: dict[str, tuple[int, str]], report: VerifyReport) -> int:
+    """Add every audit-trail problem to ``report``; returns the number of records checked.
+
+    ``leaves``: what the ledger binds, ``{record id: (leaf index, canonical SHA-256 hex)}``
+    (``ledger.verify.LogView.audit``; the audit trail does not read the ledger itself).
+    """
     keys = AuditKeys.for_archive(ctx)
-    leaves: dict[str, tuple[int, str]] = {}
-    for idx, data in s.execute(select(LedgerLeaf.idx, LedgerLeaf.data).order_by(LedgerLeaf.idx)):
-        if b'"audit' not in data:
-            continue
-        try:
-            doc = decode(data)
-        except ValueError:
-            continue  # altered leaf bytes fail the log's root checks
-        for record_id, digest in audit_hashes(doc):
-            leaves[record_id] = (idx, digest)
     tokens: dict[int, list[bytes]] = defaultdict(list)
     for seq, token in s.execute(select(AuditPatient.record_seq, AuditPatient.token)):
         tokens[seq].append(token)

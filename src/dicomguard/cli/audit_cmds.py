@@ -1,7 +1,8 @@
-"""``dicomguard audit``: search, report, export, import, forwarding status, syslog-TLS listener (issue 6).
+"""``dicomguard audit``: search, report, export, import, forwarding status, syslog-TLS listener.
 
 Reading the trail (search, report, export) is authorized (``audit-read``; the
-CLI runs as the local operator) and recorded as Audit Log Used.
+CLI runs as the local operator) and recorded as Audit Log Used; importing
+(``audit-import``) stores each accepted message with its origin, ledgered.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dicomguard.cli.common import (
     open_archive,
     print_json,
 )
-from dicomguard.core.access import Principal
 
 audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5, IHE ATNA): search, report, export, import, forwarding.",
                         no_args_is_help=True)
@@ -56,12 +56,6 @@ def _filter(**kwargs):  # type: ignore[no-untyped-def]
     return AuditFilter(**kwargs)
 
 
-def _reader(archive):  # type: ignore[no-untyped-def]
-    from dicomguard.audit.store import AuditReader
-
-    return AuditReader(archive.ctx, Principal.operator())
-
-
 def _warn_damaged(entries) -> None:  # type: ignore[no-untyped-def]
     damaged = [e.seq for e in entries if e.damaged]
     if damaged:
@@ -88,7 +82,7 @@ def search_cmd(
     flt = _filter(user=user, patient=patient, event=event, since=_when(since, "--since"), until=_when(until, "--until"),
                   study=study, failures_only=failures, origin=origin, limit=limit)
     with open_archive() as archive:
-        entries = _reader(archive).search(flt)
+        entries = archive.operator.audit.search(flt)
         if fmt == "json":
             print_json([e.summary() for e in entries])
         elif fmt == "xml":
@@ -125,7 +119,7 @@ def report_cmd(
     except ValueError as exc:
         fail(f"--period: {exc}")
     with open_archive() as archive:
-        entries = _reader(archive).read(_filter(since=start, until=end), f"report --period {period}")
+        entries = archive.operator.audit.read(_filter(since=start, until=end), f"report --period {period}")
         r = review(entries, start, end)
         html_path, csv_path = write_report(r, out, f"dicomguard audit review ({archive.settings.archive.ae_title})")
     console.print(f"{r.records} records reviewed; report written to {html_path} and {csv_path} (they contain PHI)")
@@ -146,7 +140,7 @@ def export_cmd(
         fail("--format must be fhir or dicom")
     flt = _filter(since=_when(since, "--since"), until=_when(until, "--until"))
     with open_archive() as archive:
-        entries = _reader(archive).read(flt, f"export --format {fmt}")
+        entries = archive.operator.audit.read(flt, f"export --format {fmt}")
         tmp = out.with_name(out.name + ".part")
         with open(tmp, "w", encoding="utf-8") as f:
             if fmt == "fhir":
@@ -169,17 +163,16 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Import audit messages of other systems: validated, stored, ledgered, marked with their origin."""
-    from dicomguard.audit.imports import AuditImporter, ImportResult, split_messages
-    from dicomguard.audit.trail import AuditTrail
+    from dicomguard.audit.imports import ImportResult, split_messages
 
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         fail(f"no such file: {', '.join(missing)}")
     total = ImportResult()
     with open_archive() as archive:
-        importer = AuditImporter(AuditTrail(archive.ctx))
+        audit = archive.operator.audit
         for path in files:
-            r = importer.import_messages(split_messages(path.read_bytes(), path.name), f"import:{path.name}"[:128])
+            r = audit.import_messages(split_messages(path.read_bytes(), path.name), f"import:{path.name}"[:128])
             total.stored += r.stored
             total.duplicates += r.duplicates
             total.rejected += r.rejected
@@ -226,15 +219,19 @@ def listen_cmd(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with open_archive() as archive:
-        listener = AuditListener(archive.ctx, host or archive.settings.network.host, port)
+        # The listener imports as the operator who started it; peers are authenticated by mutual TLS.
+        operator = archive.operator
+        listener = AuditListener(operator.audit, host or archive.settings.network.host, port)
         try:
             listener.start()
         except OSError as exc:
             fail(f"cannot listen on {listener.host}:{port}: {exc.strerror}")
+        operator.operations.application("dicomguard audit listen", started=True)
         console.print(f"receiving audit messages (syslog over TLS) on {listener.host}:{listener.port}")
         print(f"READY audit={listener.port}", flush=True)
         stop.wait()
         listener.stop()
+        operator.operations.application("dicomguard audit listen", started=False)
         st = listener.stats
     console.print(f"stopped: {st.connections} connections, {st.stored} stored, {st.duplicates} duplicates, {st.rejected} rejected")
 

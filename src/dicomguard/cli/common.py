@@ -1,4 +1,8 @@
-"""Shared CLI plumbing: exit codes, errors, passphrase prompt, output."""
+"""Shared CLI plumbing: exit codes, errors, passphrase prompt, output.
+
+Commands import the archive (and everything under it) inside their functions,
+so ``dicomguard --help`` loads no more than typer and rich.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,14 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dicomguard.config import resolve_home
-from dicomguard.core.archive import Archive
-from dicomguard.core.passphrase import passphrase_from_environment
-from dicomguard.errors import ConfigurationError, DicomGuardError, UnsealError
+if TYPE_CHECKING:
+    from dicomguard.app.archive import Archive
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some input rejected or a check failed
@@ -38,7 +40,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def ask_passphrase(confirm: bool = False) -> str:
-    value = passphrase_from_environment()
+    from dicomguard.app.passphrase import passphrase_from_environment
+    from dicomguard.errors import ConfigurationError
+
+    try:
+        value = passphrase_from_environment()
+    except ConfigurationError as exc:
+        fail(str(exc))
     if value:
         return value
     if not sys.stdin.isatty():
@@ -51,7 +59,15 @@ def ask_passphrase(confirm: bool = False) -> str:
 
 @contextmanager
 def open_archive() -> Iterator[Archive]:
-    """Open the archive of ``$DICOMGUARD_HOME``; configuration problems exit with code 2."""
+    """Open the archive of ``$DICOMGUARD_HOME``; configuration problems exit with code 2.
+
+    Refusals of the policies (``AccessDenied``) and other core errors raised by the
+    command exit with code 1 and their message.
+    """
+    from dicomguard.app.archive import Archive
+    from dicomguard.config import resolve_home
+    from dicomguard.errors import ConfigurationError, DicomGuardError, UnsealError
+
     try:
         archive = Archive.open(resolve_home(), ask_passphrase())
     except UnsealError:

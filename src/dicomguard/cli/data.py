@@ -1,4 +1,9 @@
-"""Data commands: import, export, ls, show, erase."""
+"""Data commands: import, export, ls, show, erase.
+
+Each command is one action of the local operator through the core services:
+decided by the policies and recorded in the audit trail like any other
+(listing patients is a Query, an export one Export event listing every object).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, open_archive, out, print_json
-from dicomguard.core.access import Action
-from dicomguard.core.erase import AmbiguousPatientError
-from dicomguard.core.ingest import IngestStatus
-from dicomguard.core.query import PatientFilter, StudyFilter
-from dicomguard.errors import DicomGuardError, NotFoundError, RejectedObject, RejectReason
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
@@ -31,6 +31,8 @@ def _files(paths: list[Path]) -> Iterator[Path]:
 
 
 def _loader(path: Path):  # type: ignore[no-untyped-def]
+    from dicomguard.errors import RejectedObject, RejectReason
+
     def load() -> bytes:
         try:
             return path.read_bytes()
@@ -45,6 +47,8 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Import DICOM Part 10 files into the archive. Exit 1 if any file was rejected."""
+    from dicomguard.core.ingest import IngestStatus
+
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
@@ -57,7 +61,7 @@ def import_cmd(
     ) as progress:
         task = progress.add_task("import", total=len(files))
         items = ((str(f), _loader(f)) for f in files)
-        for outcome in archive.operator.ingest_many(items, source="cli-import"):
+        for outcome in archive.operator.store.ingest_many(items, source="cli-import"):
             if outcome.error is not None:
                 counts["rejected"] += 1
                 rejected.append({"path": outcome.label, "reason": outcome.error.reason.value, "detail": outcome.error.detail})
@@ -90,18 +94,22 @@ def export_cmd(
     """Export verified objects as DICOM files: OUTDIR/<study>/<series>/<instance>.dcm."""
     if sum(x is not None for x in (study, series, instance)) != 1:
         fail("give exactly one of --study, --series, --instance")
+    from dicomguard.core.access import Action
+    from dicomguard.errors import DicomGuardError, NotFoundError
+
     written: list[str] = []
     failures: list[dict[str, str]] = []
     with open_archive() as archive:
-        client = archive.operator
-        records = client.find_instances(study_uid=study, series_uid=series) if instance is None else archive.query.instances(sop_instance_uid=instance)
-        if not records:
+        try:
+            plan = archive.operator.retrieve.plan(
+                Action.EXPORT, study_uids=[study] if study else (), series_uids=[series] if series else (),
+                sop_instance_uids=[instance] if instance else (),
+            )
+        except NotFoundError:
             fail("nothing to export: no such object", EXIT_FAILED)
-        for rec in records:
-            try:
-                obj = client.retrieve(rec.sop_instance_uid, Action.EXPORT)
-            except DicomGuardError as exc:
-                failures.append({"instance": rec.sop_instance_uid, "error": str(exc)})
+        for rec, obj in plan.objects():  # one Export event for the whole plan, recorded before the first file
+            if isinstance(obj, DicomGuardError):
+                failures.append({"instance": rec.sop_instance_uid, "error": str(obj)})
                 continue
             target = outdir / obj.study_uid / obj.series_uid / f"{obj.sop_instance_uid}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,20 +140,22 @@ def ls_cmd(
     """List what the archive holds."""
     if level not in LEVELS:
         fail(f"level must be one of {', '.join(LEVELS)}")
+    from dicomguard.core.query import PatientFilter, StudyFilter
+
     pf = PatientFilter(patient_id=patient_id, name=name)
     with open_archive() as archive:
-        q = archive.query
+        q = archive.operator.query  # one Query record per listing
         if level == "patients":
-            rows = [r.to_json() for r in q.patients(pf)]
+            rows = [r.to_json() for r in q.find_patients(pf)]
             cols = ["patient_id", "issuer", "name", "birth_date", "sex", "studies", "instances"]
         elif level == "studies":
-            rows = [r.to_json() for r in q.studies(StudyFilter(patient=pf, study_uid=study))]
+            rows = [r.to_json() for r in q.find_studies(StudyFilter(patient=pf, study_uid=study))]
             cols = ["uid", "patient_id", "patient_name", "date", "accession_number", "modalities", "series", "instances"]
         elif level == "series":
-            rows = [r.to_json() for r in q.series(study_uid=study)]
+            rows = [r.to_json() for r in q.find_series(study_uid=study)]
             cols = ["uid", "study_uid", "modality", "number", "description", "instances"]
         else:
-            rows = [r.to_json() for r in q.instances(study_uid=study, series_uid=series)]
+            rows = [r.to_json() for r in q.find_instances(study_uid=study, series_uid=series)]
             cols = ["sop_instance_uid", "series_uid", "number", "frames", "transfer_syntax", "size"]
     if as_json:
         print_json(rows)
@@ -161,16 +171,12 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one study, series or instance with its children."""
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
-        q = archive.query
-        doc: dict[str, object]
-        if studies := q.studies(StudyFilter(study_uid=uid)):
-            doc = {"level": "study", **studies[0].to_json(), "series_list": [s.to_json() for s in q.series(study_uid=uid)]}
-        elif series := [s for s in q.series() if s.uid == uid]:
-            doc = {"level": "series", **series[0].to_json(), "instance_list": [i.to_json() for i in q.instances(series_uid=uid)]}
-        elif inst := q.instances(sop_instance_uid=uid):
-            doc = {"level": "instance", **inst[0].to_json()}
-        else:
+        try:
+            doc = archive.operator.query.describe(uid).to_json()  # one Query record
+        except NotFoundError:
             fail(f"no study, series or instance {uid}", EXIT_FAILED)
     if as_json:
         print_json(doc)
@@ -195,9 +201,12 @@ def erase_cmd(
         fail("erasure cannot be undone; repeat with --yes", EXIT_USAGE)
     if not reason.strip():
         fail("--reason must not be empty")
+    from dicomguard.core.erase import AmbiguousPatientError
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
         try:
-            result = archive.operator.erase_patient(patient, reason, issuer)
+            result = archive.operator.erase.patient(patient, reason, issuer)
         except NotFoundError:
             fail("no such patient", EXIT_FAILED)
         except AmbiguousPatientError as exc:

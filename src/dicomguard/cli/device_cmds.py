@@ -1,13 +1,14 @@
-"""Device commands: issue, list and revoke the certificates that bind devices to AE titles."""
+"""Device commands: issue, list and revoke the certificates that bind devices to AE titles.
+
+Each is one call of the device service as the local operator (``device-add``,
+``device-revoke``, ``device-read``), recorded in the transaction of the change.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from cryptography import x509
-from rich.table import Table
 
 from dicomguard.cli.common import (
     EXIT_FAILED,
@@ -17,21 +18,10 @@ from dicomguard.cli.common import (
     out,
     print_json,
 )
-from dicomguard.core.access import Principal
-from dicomguard.core.archive import Archive
-from dicomguard.core.events import SecurityConfigurationChanged
-from dicomguard.errors import NotFoundError
-from dicomguard.index.db import write_session
-from dicomguard.pki.devices import DEFAULT_OPERATIONS, DeviceRegistry
-from dicomguard.pki.store import load_tls_material
+
+DEFAULT_OPERATIONS = ("echo", "store")  # pki.devices.DEFAULT_OPERATIONS, without importing the PKI for --help
 
 device_app = typer.Typer(help="Devices (modalities, workstations, viewers) and their certificates.", no_args_is_help=True)
-
-
-def _record(archive: Archive, ae: str, change: str) -> None:
-    """A Security Configuration audit event for a registry change (committed right after the change)."""
-    with write_session(archive.ctx.engine) as s:
-        archive.ctx.bus.publish(s, SecurityConfigurationChanged(Principal.operator(), f"device:{ae}", change, datetime.now(UTC)))
 
 
 @device_app.command("add")
@@ -58,17 +48,13 @@ def add(
             fail("--move-destination is HOST:PORT")
         dest = (host, int(port))
     with open_archive() as archive:
-        material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
-        existing = x509.load_pem_x509_certificate(cert.read_bytes()) if cert else None
         try:
-            creds = DeviceRegistry(archive.ctx.engine).add(
-                ae, name, authority=material.authority, ca_pem=material.client_ca_pem,
-                operations=tuple(o.strip() for o in operations.split(",") if o.strip()), existing_cert=existing,
-                move_destination=dest, department=department,
+            creds = archive.operator.devices.add(
+                ae, name, operations=tuple(o.strip() for o in operations.split(",") if o.strip()),
+                cert_pem=cert.read_bytes() if cert else None, move_destination=dest, department=department,
             )
         except ValueError as exc:
             fail(str(exc))
-        _record(archive, ae, f"device registered for {operations} ({'department ' + department if department else 'archive-wide'})")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "cert.pem").write_bytes(creds.cert_pem)
@@ -86,6 +72,7 @@ def add(
 def _write_p12(path: Path, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, ae: str) -> None:
     import os
 
+    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -105,7 +92,7 @@ def _write_p12(path: Path, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, ae: s
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List registered devices."""
     with open_archive() as archive:
-        devices = DeviceRegistry(archive.ctx.engine).list()
+        devices = archive.operator.devices.list()
     rows = [
         {"ae_title": d.ae_title, "name": d.name, "operations": list(d.operations), "cert_sha256": d.cert_sha256,
          "not_after": d.not_after.isoformat(), "revoked": d.revoked, "move_destination": d.move_destination,
@@ -115,6 +102,8 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("AE title", "name", "operations", "department", "expires", "revoked", title=f"{len(rows)} devices")
     for r in rows:
         table.add_row(r["ae_title"], r["name"], ",".join(r["operations"]), r["department"] or "(archive-wide)", r["not_after"][:10],
@@ -125,12 +114,13 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 @device_app.command("revoke")
 def revoke(ae: str = typer.Option(..., "--ae")) -> None:
     """Revoke a device's certificate: refused at its next association and its next operation."""
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
         try:
-            DeviceRegistry(archive.ctx.engine).revoke(ae)
+            archive.operator.devices.revoke(ae)
         except NotFoundError as exc:
             fail(str(exc), EXIT_FAILED)
-        _record(archive, ae, "device certificate revoked")
     console.print(f"device {ae} revoked")
 
 

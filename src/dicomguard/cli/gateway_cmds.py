@@ -10,15 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive, out, print_json
-from dicomguard.config import resolve_home
-from dicomguard.gateway.allowlist import AllowList
-from dicomguard.gateway.config import DEFAULT_GATEWAY_AE, DEFAULT_LISTEN, GatewayConfig, GatewayError, GatewayFailed, parse_host_port
-from dicomguard.gateway.queue import QueueLock, requeue_dead
-from dicomguard.gateway.runner import queue_folder, run_gateway
-from dicomguard.gateway.status import read_status
+from dicomguard.gateway.config import DEFAULT_GATEWAY_AE, DEFAULT_LISTEN
 
 gateway_app = typer.Typer(
     help="Legacy-modality gateway: plaintext DIMSE from allow-listed modalities in, mutual TLS to an upstream archive out.",
@@ -52,6 +46,9 @@ def gateway(
     missing = [n for n, v in (("--upstream", upstream), ("--upstream-ae", upstream_ae), ("--cert", cert), ("--key", key), ("--ca", ca)) if not v]
     if missing:
         fail(f"the gateway needs {', '.join(missing)} (mutual TLS to the upstream is mandatory)")
+    from dicomguard.gateway.config import GatewayConfig, GatewayError, GatewayFailed, parse_host_port
+    from dicomguard.gateway.runner import run_gateway
+
     with open_archive() as archive:
         s = archive.settings
         try:
@@ -77,9 +74,11 @@ def allow(
     ip: str = typer.Option(..., "--ip", help="The modality's source IP address."),
 ) -> None:
     """Allow a legacy modality: associations from this AE title at this address are accepted."""
+    from dicomguard.gateway.config import GatewayError
+
     with open_archive() as archive:
         try:
-            added = AllowList(archive.ctx.engine).allow(ae, ip)
+            added = archive.operator.allow_list.allow(ae, ip)
         except GatewayError as exc:
             fail(str(exc))
     console.print(f"{ae.strip()} at {ip} " + ("allowed" if added else "was already allowed"))
@@ -91,9 +90,11 @@ def deny(
     ip: str = typer.Option(None, "--ip", help="Only this address (default: every address of the AE title)."),
 ) -> None:
     """Remove a modality from the allow-list; takes effect at its next association or operation."""
+    from dicomguard.gateway.config import GatewayError
+
     with open_archive() as archive:
         try:
-            removed = AllowList(archive.ctx.engine).deny(ae, ip)
+            removed = archive.operator.allow_list.deny(ae, ip)
         except GatewayError as exc:
             fail(str(exc))
     if not removed:
@@ -105,11 +106,13 @@ def deny(
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the allow-listed (AE title, IP) pairs."""
     with open_archive() as archive:
-        entries = AllowList(archive.ctx.engine).entries()
+        entries = archive.operator.allow_list.list()
     rows = [{"ae_title": e.ae_title, "ip": e.ip, "created_at": e.created_at.isoformat()} for e in entries]
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("AE title", "IP", "since", title=f"{len(rows)} allowed modalities")
     for r in rows:
         table.add_row(r["ae_title"], r["ip"], r["created_at"][:19])
@@ -119,6 +122,10 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 @gateway_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Queue length, bytes, oldest item, dead letters, last success and error (no passphrase needed)."""
+    from dicomguard.config import resolve_home
+    from dicomguard.gateway.runner import queue_folder
+    from dicomguard.gateway.status import read_status
+
     report = read_status(queue_folder(resolve_home()))
     if as_json:
         print_json(report)
@@ -143,6 +150,11 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @gateway_app.command("requeue")
 def requeue() -> None:
     """Move dead letters back into the queue (after fixing the upstream). The gateway must be stopped."""
+    from dicomguard.config import resolve_home
+    from dicomguard.gateway.config import GatewayError
+    from dicomguard.gateway.queue import QueueLock, requeue_dead
+    from dicomguard.gateway.runner import queue_folder
+
     folder = queue_folder(resolve_home())
     try:
         with QueueLock(folder):

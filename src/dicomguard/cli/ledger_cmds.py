@@ -6,13 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, console, fail, open_archive, print_json
-from dicomguard.errors import DicomGuardError
-from dicomguard.ledger.checkpoint import CheckpointError, CheckpointVerifier
-from dicomguard.ledger.proofs import check_bundle
-from dicomguard.ledger.verify import verify_archive
 
 ledger_app = typer.Typer(help="Integrity ledger: checkpoints, witnesses, proofs.", no_args_is_help=True)
 
@@ -22,9 +17,9 @@ def _since_size(value: str | None) -> int | None:
         return None
     if value.isdigit():
         return int(value)
-    try:
-        from dicomguard.ledger.checkpoint import Checkpoint
+    from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError
 
+    try:
         body = Path(value).read_bytes().split(b"\n\n", 1)[0] + b"\n"
         return Checkpoint.from_body(body).size
     except (OSError, CheckpointError) as exc:
@@ -39,6 +34,10 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
     """Verify every object, the index and the ledger. Exit 0 only when everything holds."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from dicomguard.ledger.checkpoint import CheckpointError, CheckpointVerifier
+
     if since is not None and sample is not None:
         fail("use either --since or --sample")
     notes = []
@@ -47,18 +46,19 @@ def verify_cmd(
             notes.append((f"trusted file {path.name}", path.read_bytes()))
         except OSError as exc:
             fail(f"cannot read {path}: {exc.strerror}")
+    verifier = None
+    if public_key is not None:
+        try:
+            verifier = CheckpointVerifier.from_verifier_key(public_key.read_text().strip())
+        except (OSError, CheckpointError) as exc:
+            fail(f"bad --public-key: {exc}")
+    since_size = _since_size(since)
     with open_archive() as archive:
-        verifier = archive.ledger.verifier
-        if public_key is not None:
-            try:
-                verifier = CheckpointVerifier.from_verifier_key(public_key.read_text().strip())
-            except (OSError, CheckpointError) as exc:
-                fail(f"bad --public-key: {exc}")
         with Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
                       disable=as_json or not console.is_terminal) as progress:
             task = progress.add_task("verify", total=None)
-            report = verify_archive(archive.ctx, verifier, since_size=_since_size(since), sample=sample,
-                                    trusted_notes=notes, progress=lambda n: progress.advance(task, n))
+            report = archive.operator.verify.run(verifier=verifier, since_size=since_size, sample=sample,
+                                                 trusted_notes_from_outside=notes, progress=lambda n: progress.advance(task, n))
     if as_json:
         print_json(report.to_json())
     else:
@@ -89,9 +89,11 @@ def checkpoint_cmd(export: Path = typer.Option(..., "--export", help="Folder to 
 @ledger_app.command("witness")
 def witness_cmd(import_: Path = typer.Option(..., "--import", help="Checkpoint file to trust.")) -> None:
     """Record an external checkpoint as trusted (after checking it against the ledger)."""
+    from dicomguard.ledger.checkpoint import CheckpointError
+
     with open_archive() as archive:
         try:
-            cp = archive.ledger.witness(import_.read_bytes(), source=str(import_))
+            cp = archive.operator.ledger.witness(import_.read_bytes(), source=str(import_))
         except CheckpointError as exc:
             fail(f"checkpoint refused: {exc}", EXIT_FAILED)
     console.print(f"trusted checkpoint of size {cp.size} recorded")
@@ -117,6 +119,9 @@ def check_proof_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Verify a proof bundle offline, without access to the archive."""
+    from dicomguard.errors import DicomGuardError
+    from dicomguard.ledger.proofs import check_bundle
+
     try:
         proven = check_bundle(bundle.read_bytes(), public_key.read_text(), dicom.read_bytes() if dicom else None)
     except (OSError, DicomGuardError) as exc:

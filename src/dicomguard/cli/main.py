@@ -28,9 +28,6 @@ from dicomguard.cli.common import (
     print_json,
     setup_logging,
 )
-from dicomguard.config import resolve_home
-from dicomguard.core.home import init_home
-from dicomguard.errors import ConfigurationError, HomeExistsError
 
 app = typer.Typer(
     name="dicomguard",
@@ -53,7 +50,6 @@ policy_cmds.register(app)
 study_cmds.register(app)
 
 
-
 @app.callback()
 def _main() -> None:
     setup_logging()
@@ -69,12 +65,14 @@ def init(
     as_json: bool = typer.Option(False, "--json", help="Print the one-time secrets as JSON."),
 ) -> None:
     """Create a new archive home: configuration, sealed keys, index, first administrator."""
+    from dicomguard.app.home import init_home
+    from dicomguard.config import resolve_home
+    from dicomguard.errors import ConfigurationError
+
     home = resolve_home()
     passphrase = secrets.token_urlsafe(24) if generate_passphrase else ask_passphrase(confirm=True)
     try:
         result = init_home(home, passphrase, admin, database)
-    except HomeExistsError as exc:
-        fail(str(exc))
     except (ConfigurationError, ValueError) as exc:
         fail(str(exc))
     a = result.admin
@@ -106,12 +104,12 @@ def keys_rotate(
         if new_passphrase is None:
             fail("set DICOMGUARD_NEW_PASSPHRASE to the new passphrase", EXIT_USAGE)
     with open_archive() as archive:
-        old = archive.ctx.keyring.kek_id
         try:
-            count = archive.rotate_keys(passphrase, new_passphrase)
+            rotation = archive.operator.keys.rotate(passphrase, new_passphrase)
         except ValueError as exc:
             fail(str(exc))
-        console.print(f"KEK {old} replaced by {archive.ctx.keyring.kek_id}; {count} keys re-wrapped; the old KEK no longer opens anything.")
+    console.print(f"KEK {rotation.old_kek_id} replaced by {rotation.new_kek_id}; {rotation.rewrapped} keys re-wrapped; "
+                  "the old KEK no longer opens anything.")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Policy commands: check, list and test the archive's Cedar policies (issue 5, point 3).
+"""Policy commands: check, list and test the archive's Cedar policies (ADR 0003).
 
 ``policy check`` validates a folder of ``.cedar`` files exactly as the archive
 does at start (parse, type-check against the schema, unique ids), without
@@ -10,11 +10,10 @@ was made on. It never prints a patient's name or ID.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from dicomguard.cli.common import (
     EXIT_FAILED,
@@ -25,28 +24,11 @@ from dicomguard.cli.common import (
     out,
     print_json,
 )
-from dicomguard.config import load_settings, resolve_home
-from dicomguard.core.access import (
-    NO_MFA_AGE,
-    Action,
-    Decision,
-    Principal,
-    RequestContext,
-    Resource,
-)
-from dicomguard.core.archive import Archive, policy_directory
-from dicomguard.errors import ConfigurationError, NotFoundError
-from dicomguard.identity import users
-from dicomguard.index.db import read_session
-from dicomguard.index.models import User
-from dicomguard.pki.devices import DeviceRegistry
-from dicomguard.policy.engine import (
-    LoadedPolicy,
-    PolicyEngine,
-    PolicyError,
-    principal_entity,
-    resource_entity,
-)
+from dicomguard.core.access import NO_MFA_AGE, Action, RequestContext, Resource
+
+if TYPE_CHECKING:
+    from dicomguard.app.policies import Explanation
+    from dicomguard.policy.engine import LoadedPolicy, PolicyEngine
 
 policy_app = typer.Typer(help="Cedar authorization policies: check, list, test.", no_args_is_help=True)
 
@@ -55,6 +37,10 @@ _STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action
 
 
 def _home_policy_directory() -> Path:
+    from dicomguard.app.policies import policy_directory
+    from dicomguard.config import load_settings, resolve_home
+    from dicomguard.errors import ConfigurationError
+
     home = resolve_home()
     try:
         settings = load_settings(home)
@@ -64,6 +50,8 @@ def _home_policy_directory() -> Path:
 
 
 def _load(directory: Path) -> PolicyEngine:
+    from dicomguard.policy.engine import PolicyEngine, PolicyError
+
     try:
         return PolicyEngine.load(directory)
     except PolicyError as exc:
@@ -83,6 +71,8 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
     """Validate a folder of policy files as the archive does at start; exit 2 naming the bad file."""
+    from dicomguard.policy.engine import PolicyEngine, PolicyError
+
     folder = directory if directory is not None else _home_policy_directory()
     try:
         engine = PolicyEngine.load(folder)
@@ -114,6 +104,8 @@ def list_(
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("id", "effect", "file", "annotations", title=f"{len(rows)} policies")
     for r in rows:
         notes = ", ".join(f"{k}={v}" for k, v in r["annotations"].items() if k != "id")  # type: ignore[attr-defined]
@@ -124,60 +116,12 @@ def list_(
 # -- test -----------------------------------------------------------------------------
 
 
-def _principal(archive: Archive, spec: str) -> tuple[Principal, list[str]]:
-    """The principal named by ``user:NAME``, ``device:AE`` or ``operator``, and notes about its state."""
-    kind, _, name = spec.partition(":")
-    notes: list[str] = []
-    if spec == "operator":
-        return Principal.operator(), notes
-    if kind == "user" and name:
-        with read_session(archive.ctx.engine) as s:
-            try:
-                principal = users.user_principal(s, name)
-            except NotFoundError as exc:
-                fail(str(exc))
-            user = s.get(User, name)
-            if user is not None and user.disabled:
-                notes.append("the account is disabled: it cannot authenticate, whatever the policies say")
-        return principal, notes
-    if kind == "device" and name:
-        device = DeviceRegistry(archive.ctx.engine).get(name)
-        if device is None:
-            fail(f"no device {name}")
-        if device.revoked:
-            notes.append("the device's certificate is revoked: it cannot connect, whatever the policies say")
-        return device.principal(None), notes
-    fail("--principal is user:NAME, device:AE_TITLE or operator")
-
-
-def _resource(archive: Archive, spec: str, issuer: str | None) -> Resource:
-    kind, _, value = spec.partition(":")
-    if spec == "archive":
-        return Resource.archive()
-    if spec == "audit-log":
-        return Resource("audit-log")
-    if kind == "study" and value:
-        access = archive.query.study_access([value]).get(value)
-        if access is None:
-            fail(f"unknown study {value}: the archive holds no study with this Study Instance UID")
-        ref, attributes = access
-        return Resource.study(value, ref, attributes)
-    if kind == "patient" and value:
-        matches = archive.ctx.patients.find(value, issuer)
-        if not matches:
-            fail("unknown patient: no live patient with this Patient ID" + (" and issuer" if issuer else ""))
-        if len({ref for ref, _ in matches}) > 1:
-            fail(f"{len(matches)} patients have this Patient ID: give --issuer")
-        return Resource.patient(matches[0][0])
-    fail("--resource is study:STUDY_UID, patient:PATIENT_ID, archive or audit-log")
-
-
 def _resource_label(r: Resource) -> str:
     if r.kind == "patient":
         return f"patient (archive reference {r.patient_ref})"  # the surrogate reference, never the Patient ID
     if r.kind == "study":
         return f"study {r.study_uid}"
-    return r.kind
+    return f"{r.kind} {r.uid}" if r.uid and r.uid != r.kind else r.kind
 
 
 def _context_json(c: RequestContext) -> dict[str, object]:
@@ -191,7 +135,10 @@ def _context_json(c: RequestContext) -> dict[str, object]:
 def test(
     principal_spec: str = typer.Option(..., "--principal", help="user:NAME, device:AE_TITLE or operator."),
     action_name: str = typer.Option(..., "--action", help=f"One of: {_ACTIONS}."),
-    resource_spec: str = typer.Option(..., "--resource", help="study:STUDY_UID, patient:PATIENT_ID, archive or audit-log."),
+    resource_spec: str = typer.Option(
+        ..., "--resource",
+        help="study:STUDY_UID, patient:PATIENT_ID, account:NAME, device:AE_TITLE, archive, audit-log, allow-list or policy-set.",
+    ),
     issuer: str = typer.Option(None, "--issuer", help="Issuer of Patient ID, when several patients share the ID."),
     mfa_age: int = typer.Option(None, "--mfa-age", min=0, help="Seconds since the user's last TOTP confirmation (default: no session)."),
     emergency: bool = typer.Option(False, "--emergency", help="As if the principal held a break-glass grant for the resource's patient."),
@@ -209,31 +156,25 @@ def test(
     except ValueError:
         fail(f"unknown action {action_name!r}; one of: {_ACTIONS}")
     draft = _load(policies) if policies is not None else None
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
-        engine = draft or archive.ctx.authorizer
-        principal, notes = _principal(archive, principal_spec)
-        resource = _resource(archive, resource_spec, issuer)
-        if emergency and not resource.patient_ref:
-            fail("--emergency needs a study or patient resource")
-        if studies_in_window is None:
-            studies_in_window = 1 if action in (Action.RETRIEVE, Action.EXPORT) and resource.kind == "study" else 0
-        context = RequestContext(
-            datetime.now(UTC),
-            NO_MFA_AGE if mfa_age is None else mfa_age,
-            frozenset({resource.patient_ref}) if emergency else frozenset(),
-            studies_in_window,
-            external,
-        )
-        decision = engine.decide(principal, action, resource, context)
-        known: dict[str, LoadedPolicy] = getattr(engine, "policies", {})
-    _report(principal, action, resource, context, decision, known, notes, as_json)
-    raise typer.Exit(EXIT_OK if decision.allowed else EXIT_FAILED)
+        try:
+            explanation = archive.operator.policies.explain(
+                principal_spec, action, resource_spec, issuer=issuer, mfa_age=mfa_age, emergency=emergency,
+                studies_in_window=studies_in_window, external=external, draft=draft,
+            )
+        except (ValueError, NotFoundError) as exc:
+            fail(str(exc))
+    _report(explanation, as_json)
+    raise typer.Exit(EXIT_OK if explanation.decision.allowed else EXIT_FAILED)
 
 
-def _report(
-    principal: Principal, action: Action, resource: Resource, context: RequestContext, decision: Decision,
-    known: dict[str, LoadedPolicy], notes: list[str], as_json: bool,
-) -> None:
+def _report(e: Explanation, as_json: bool) -> None:
+    from dicomguard.policy.engine import principal_entity, resource_entity
+
+    principal, action, resource, context, decision, known = e.principal, e.action, e.resource, e.context, e.decision, e.policies
+    notes = list(e.notes)
     deciding = [
         _policy_json(known[pid]) if pid in known else {"id": pid, "effect": "?", "file": "?", "annotations": {}}
         for pid in decision.policies

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
 import signal
 import threading
 import time
-from datetime import UTC, datetime
 
 import typer
 
-from dicomguard.audit.forwarder import start_forwarders
 from dicomguard.cli.common import console, fail, open_archive
-from dicomguard.core.access import Principal
-from dicomguard.core.events import ApplicationActivity, SecurityConfigurationChanged
-from dicomguard.index.db import write_session
-from dicomguard.policy.engine import PolicyError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 60.0
@@ -29,6 +21,8 @@ def serve(
     host: str = typer.Option(None, "--host", help="Address to bind; default from config (127.0.0.1)."),
 ) -> None:
     """Run the archive's network services. Stops gracefully on SIGTERM or Ctrl-C; SIGHUP reloads the policy files."""
+    from dicomguard.audit.forwarder import start_forwarders
+    from dicomguard.core.access import Principal
     from dicomguard.dimse.server import DimseService
     from dicomguard.web.server import serve_https
 
@@ -46,7 +40,9 @@ def serve(
         signal.signal(sig, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
     with open_archive() as archive:
-        forwarders = start_forwarders(archive.ctx)  # audit trail to the [[audit.syslog]] collectors (issue 6)
+        # The process itself, started by the operator, records its start and stop and reloads the policies.
+        serve_services = archive.services(Principal.operator("serve"))
+        forwarders = start_forwarders(archive.ctx)  # audit trail to the [[audit.syslog]] collectors
         net = archive.settings.network
         host = host or net.host
         dimse = DimseService(archive, host, dimse_port if dimse_port is not None else net.dimse_port)
@@ -66,7 +62,7 @@ def serve(
             fail("the HTTPS listener did not start (port in use?)")
         ae = archive.settings.archive.ae_title
         console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
-        _application_activity(archive, started=True)
+        serve_services.operations.application("dicomguard serve", started=True)
         print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         while not stop.is_set():
@@ -76,51 +72,39 @@ def serve(
                 break
             if reload_requested.is_set():
                 reload_requested.clear()
-                _reload_policies(archive)
+                _reload_policies(serve_services)
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint += CHECKPOINT_INTERVAL_S
                 try:
-                    archive.ledger.latest_checkpoint()  # sign a checkpoint on a timer (issue 3, point 3)
+                    archive.ledger.latest_checkpoint()  # a signed checkpoint on a timer, for witnesses
                 except Exception:  # keep serving; the next tick retries
                     log.exception("periodic checkpoint failed")
         console.print("stopping: refusing new associations, finishing in-flight operations ...")
         dimse.stop(grace_s=10)
         web_stop.set()
         web.join(timeout=15)
-        _application_activity(archive, started=False)
+        serve_services.operations.application("dicomguard serve", started=False)
         archive.ledger.latest_checkpoint()
         for forwarder in forwarders:
             forwarder.stop(drain_s=5.0)  # what is not sent in time waits in the spool for the next start
         console.print("stopped")
 
 
-def _reload_policies(archive) -> None:  # type: ignore[no-untyped-def]
+def _reload_policies(services) -> None:  # type: ignore[no-untyped-def]
     """SIGHUP: load the policy files again. A set that does not validate is refused and the running one stays.
 
-    Either way the attempt is a Security Configuration audit event naming the
-    policy set by its SHA-256 (or the validation error).
+    Either way the attempt is recorded (a Security Configuration alert naming the
+    policy set by its SHA-256, or the validation error).
     """
+    from dicomguard.policy.engine import PolicyError
+
     try:
-        archive.reload_policies()
+        engine = services.policies.reload()
     except PolicyError as exc:
-        change = f"policy reload refused, the running policies stay: {exc}"
-        log.error("%s", change)
+        log.error("policy reload refused, the running policies stay: %s", exc)
     else:
-        engine = archive.ctx.authorizer
-        change = f"policies reloaded: {len(engine.policies)} policies from {engine.files} files, sha256 {engine.fingerprint}"
-        console.print(change, highlight=False)
-    with write_session(archive.ctx.engine) as s:
-        archive.ctx.bus.publish(s, SecurityConfigurationChanged(Principal.operator("serve"), "policies", change[:1000], datetime.now(UTC)))
-
-
-def _application_activity(archive, started: bool) -> None:  # type: ignore[no-untyped-def]
-    """Audit Application Activity (PS3.15 A.5.3.1): the archive started or stopped, and who launched it."""
-    try:
-        launcher = getpass.getuser()
-    except (KeyError, OSError):
-        launcher = f"uid={os.getuid()}"
-    with write_session(archive.ctx.engine) as s:
-        archive.ctx.bus.publish(s, ApplicationActivity(started, "dicomguard serve", launcher, datetime.now(UTC)))
+        console.print(f"policies reloaded: {len(engine.policies)} policies from {engine.files} files, sha256 {engine.fingerprint}",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

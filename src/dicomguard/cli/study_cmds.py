@@ -1,27 +1,32 @@
 """Study commands: the access attributes policies read of a study (labels, department).
 
-The CLI acts as the local operator; the change is an ``administer`` action of
-the core (``ArchiveClient.set_study_access``), recorded as a Security
-Configuration alert in the audit trail. Labels are lower case,
+The CLI acts as the local operator; the change is a ``study-change`` action of
+the core (``StudyService.set_access``), recorded as a Security Configuration
+alert in the audit trail in the transaction of the change. Labels are lower case,
 ``[a-z0-9_-]{1,32}`` (e.g. ``vip``, ``deidentified``); departments are compared
 in canonical upper case.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive, print_json
-from dicomguard.core.access import StudyAccess
-from dicomguard.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from dicomguard.core.access import StudyAccess
 
 study_app = typer.Typer(help="Study access attributes read by the policies: labels and department.", no_args_is_help=True)
 
 
 def _change(study_uid: str, department: str | None = None, add: list[str] | None = None, remove: list[str] | None = None) -> StudyAccess:
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
         try:
-            return archive.operator.set_study_access(study_uid, department=department, add_labels=add or (), remove_labels=remove or ())
+            return archive.operator.studies.set_access(study_uid, department=department, add_labels=add or (), remove_labels=remove or ())
         except NotFoundError as exc:
             fail(str(exc), EXIT_FAILED)
         except ValueError as exc:

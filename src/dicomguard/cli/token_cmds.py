@@ -11,15 +11,8 @@ import sys
 import typer
 
 from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive
-from dicomguard.errors import NotFoundError
-from dicomguard.identity.tokens import (
-    TOKEN_SCOPES,
-    check_scopes,
-    create_token,
-    parse_ttl,
-    revoke_token,
-    revoke_user_tokens,
-)
+
+TOKEN_SCOPES = ("store", "query", "retrieve", "export", "audit-read", "administer")  # identity.tokens.TOKEN_SCOPES (checked there)
 
 token_app = typer.Typer(help="Bearer tokens for DICOMweb (HTTPS).", no_args_is_help=True)
 
@@ -37,6 +30,9 @@ def create(
     A service account should get a scoped token: ``--scope store`` makes an upload
     service write-only (a stolen token reads nothing back).
     """
+    from dicomguard.errors import NotFoundError
+    from dicomguard.identity.tokens import check_scopes, parse_ttl
+
     try:
         lifetime = parse_ttl(ttl)
         scopes = check_scopes(scope)
@@ -44,7 +40,7 @@ def create(
         fail(str(exc))
     with open_archive() as archive:
         try:
-            token = create_token(archive.ctx.engine, user, lifetime, scopes)
+            token = archive.operator.accounts.create_token(user, lifetime, scopes)
         except NotFoundError as exc:
             fail(str(exc), EXIT_FAILED)
     sys.stdout.write(token + "\n")
@@ -57,15 +53,20 @@ def revoke(
     user: str = typer.Option(None, "--user", help="Revoke every live token of this user."),
 ) -> None:
     """Revoke a token read from stdin (keeps it out of process lists), or all tokens of --user."""
+    from dicomguard.errors import NotFoundError
+
     with open_archive() as archive:
         if user:
-            n = revoke_user_tokens(archive.ctx.engine, user)
+            try:
+                n = archive.operator.accounts.revoke_tokens(user)
+            except NotFoundError as exc:
+                fail(str(exc), EXIT_FAILED)
             console.print(f"{n} tokens of {user} revoked")
             return
         token = sys.stdin.readline().strip()
         if not token:
             fail("give --user, or the token on stdin")
-        if not revoke_token(archive.ctx.engine, token):
+        if not archive.operator.accounts.revoke_token(token):
             fail("no such live token", EXIT_FAILED)
     console.print("token revoked")
 

@@ -1,22 +1,21 @@
-"""User commands: accounts, roles, MFA, recovery codes, unlock (issue 5).
+"""User commands: accounts, roles, MFA, recovery codes, unlock.
 
-The CLI acts as the local operator (it holds the archive passphrase). One-time
-secrets (password, TOTP secret, recovery codes) are printed once: on stdout as
-JSON with ``--json``, otherwise on the terminal.
+Each command is one call of the account service as the local operator:
+decided by the policies (``account-create``, ``account-change``,
+``account-read``) and recorded in the audit trail in the transaction of the
+change. One-time secrets (password, TOTP secret, recovery codes) are printed
+once: on stdout as JSON with ``--json``, otherwise on the terminal.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-import segno
 import typer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from dicomguard.cli.common import (
     EXIT_FAILED,
@@ -26,38 +25,33 @@ from dicomguard.cli.common import (
     out,
     print_json,
 )
-from dicomguard.core.access import Principal
-from dicomguard.core.archive import Archive
-from dicomguard.core.events import SecurityConfigurationChanged
-from dicomguard.core.keyring import PURPOSE_IDENTITY
-from dicomguard.crypto.blind_index import BlindField
-from dicomguard.errors import NotFoundError
-from dicomguard.identity import users
-from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import User
+from dicomguard.identity.roles import ROLES
+
+if TYPE_CHECKING:
+    from dicomguard.identity.accounts import AccountService
 
 user_app = typer.Typer(help="User accounts, roles, MFA and recovery codes.", no_args_is_help=True)
-ROLE_HELP = "One of: " + ", ".join(users.ROLES)
-
-
-def _operator() -> Principal:
-    return Principal.operator()
+ROLE_HELP = "One of: " + ", ".join(ROLES)
+T = TypeVar("T")
 
 
 @contextmanager
-def _account_change(archive: Archive, name: str, change: str) -> Iterator[Session]:
-    """The write transaction of an account change, with its Security Configuration audit event (no secrets in ``change``)."""
-    with write_session(archive.ctx.engine) as s:
-        yield s
-        archive.ctx.bus.publish(s, SecurityConfigurationChanged(_operator(), f"user:{name}", change, datetime.now(UTC)))
+def _accounts() -> Iterator[AccountService]:
+    """The account service of the local operator; unknown accounts exit 1, invalid values 2."""
+    from dicomguard.errors import NotFoundError
+
+    with open_archive() as archive:
+        try:
+            yield archive.operator.accounts
+        except NotFoundError as exc:
+            fail(str(exc), EXIT_FAILED)
+        except ValueError as exc:
+            fail(str(exc))
 
 
-def _admin_errors(exc: Exception) -> None:
-    if isinstance(exc, (NotFoundError, users.PrivilegeError)):
-        fail(str(exc), EXIT_FAILED)
-    if isinstance(exc, ValueError):
-        fail(str(exc))
-    raise exc
+def _run(action: Callable[[AccountService], T]) -> T:
+    with _accounts() as accounts:
+        return action(accounts)
 
 
 # Policy attribute options shared by ``user add`` and ``user set`` (read by the Cedar policies).
@@ -80,21 +74,12 @@ def _write_qr(uri: str, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         fail(f"{path} exists; the QR code holds a secret and is never written over another file")
+    import segno
+
     with os.fdopen(fd, "wb") as f:
         segno.make(uri, error="m").save(f, kind=path.suffix.lower()[1:], scale=6)
     console.print(f"QR code for the authenticator app written to {path} (holds the TOTP secret: hand it over, then delete it)",
                   highlight=False)
-
-
-def _referring_token(archive: Archive, referring_name: str) -> str:
-    if not referring_name.strip(" ^=\x00"):
-        return ""
-    return archive.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, referring_name).hex()
-
-
-def _attributes_json(department: str | None, attributes: dict[str, object]) -> dict[str, object]:
-    """What the policies will see of the account (no name: the referring physician is a token)."""
-    return {"department": department or "", **attributes}
 
 
 @user_app.command("add")
@@ -110,25 +95,18 @@ def add(
     qr: Path = typer.Option(None, "--qr", help=_QR_HELP),
 ) -> None:
     """Create an account; prints its one-time password, TOTP secret and provisioning URI once."""
-    with open_archive() as archive:
-        attributes: dict[str, object] = {
-            "site": site or "", "modalities": list(modality or ()), "clearances": list(clearance or ()),
-            "referring_token": _referring_token(archive, referring_name) if referring_name else "",
-        }
-        try:
-            attributes = users.check_attributes(attributes)
-            with _account_change(archive, name, f"account created with role {role}") as s:
-                new = users.create_user(
-                    s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), name, role, department=department, attributes=attributes,
-                )
-        except (ValueError, NotFoundError) as exc:
-            _admin_errors(exc)
+    created = _run(lambda accounts: accounts.create(
+        name, role, department=department, site=site, modalities=modality or None, referring_name=referring_name,
+        clearances=clearance or None,
+    ))
+    new = created.secrets
     if qr is not None:
         _write_qr(new.provisioning_uri, qr)
     if as_json:
-        print_json({"name": new.name, "role": new.role, "department": users.check_department(department), "password": new.password,
+        # What the policies will see of the account (no name: the referring physician is a token).
+        print_json({"name": new.name, "role": new.role, "department": created.department or None, "password": new.password,
                     "totp_secret": new.totp_secret, "provisioning_uri": new.provisioning_uri,
-                    "attributes": _attributes_json(users.check_department(department), attributes)})
+                    "attributes": {"department": created.department, **created.attributes}})
         return
     console.print(f"[green]User {new.name}[/] ({new.role}) created. Shown [bold]once[/]:")
     console.print(f"  password    : {new.password}")
@@ -156,26 +134,13 @@ def set_(
         fail("give either --modality or --clear-modalities")
     if clearance and clear_clearances:
         fail("give either --clearance or --clear-clearances")
-    with open_archive() as archive:
-        changes: dict[str, object] = {}
-        if site is not None:
-            changes["site"] = site
-        if modality or clear_modalities:
-            changes["modalities"] = list(modality or ())
-        if clearance or clear_clearances:
-            changes["clearances"] = list(clearance or ())
-        if referring_name is not None:
-            changes["referring_token"] = _referring_token(archive, referring_name)
-        if department is None and not changes:
-            fail("nothing to change: give at least one attribute option")
-        kwargs: dict[str, object] = dict(changes)
-        if department is not None:
-            kwargs["department"] = department
-        try:
-            with _account_change(archive, name, "policy attributes changed: " + ", ".join(sorted(kwargs))) as s:
-                result = users.set_attributes(s, _operator(), name, **kwargs)
-        except (ValueError, NotFoundError, users.PrivilegeError) as exc:
-            _admin_errors(exc)
+    modalities = [] if clear_modalities else (modality or None)
+    clearances = [] if clear_clearances else (clearance or None)
+    if department is None and site is None and modalities is None and clearances is None and referring_name is None:
+        fail("nothing to change: give at least one attribute option")
+    result = _run(lambda accounts: accounts.set_attributes(
+        name, department=department, site=site, modalities=modalities, referring_name=referring_name, clearances=clearances,
+    ))
     if as_json:
         print_json({"name": name, "attributes": result})
         return
@@ -188,62 +153,48 @@ def set_(
 @user_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
     """List accounts, their roles and state (no secrets)."""
-    with open_archive() as archive, read_session(archive.ctx.engine) as s:
-        infos = users.list_users(s)
-        attributes = {u.name: users.decode_attributes(u.attributes) for u in s.scalars(select(User))}
+    infos = _run(lambda accounts: accounts.list())
     if as_json:
         print_json([{"name": u.name, "role": u.role, "roles": list(u.roles), "department": u.department,
-                     "disabled": u.disabled, "created_at": u.created_at, "attributes": attributes.get(u.name, {})} for u in infos])
+                     "disabled": u.disabled, "created_at": u.created_at, "attributes": u.attributes} for u in infos])
         return
     for u in infos:
         out.print(f"{u.name}\t{','.join(u.roles)}\t{u.department or '-'}\t{'disabled' if u.disabled else 'enabled'}",
                   highlight=False)
 
 
-def _simple(name: str, change: str, action, message: str) -> None:  # type: ignore[no-untyped-def]
-    with open_archive() as archive:
-        try:
-            with _account_change(archive, name, change) as s:
-                result = action(archive, s)
-        except (ValueError, NotFoundError, users.PrivilegeError) as exc:
-            _admin_errors(exc)
-    console.print(message.format(result=result))
-
-
 @user_app.command("disable")
 def disable(name: str = typer.Argument(...)) -> None:
     """Disable an account: its sessions and tokens stop working at once."""
-    _simple(name, "account disabled", lambda a, s: users.set_disabled(s, _operator(), name, True), f"{name} disabled; sessions and tokens revoked")
+    _run(lambda accounts: accounts.disable(name))
+    console.print(f"{name} disabled; sessions and tokens revoked")
 
 
 @user_app.command("enable")
 def enable(name: str = typer.Argument(...)) -> None:
     """Re-enable a disabled account."""
-    _simple(name, "account enabled", lambda a, s: users.set_disabled(s, _operator(), name, False), f"{name} enabled")
+    _run(lambda accounts: accounts.enable(name))
+    console.print(f"{name} enabled")
 
 
 @user_app.command("unlock")
 def unlock(name: str = typer.Argument(...)) -> None:
     """Clear the failed-login counter and lockout of an account."""
-    _simple(name, "account unlocked", lambda a, s: users.unlock(s, _operator(), name), f"{name} unlocked")
+    _run(lambda accounts: accounts.unlock(name))
+    console.print(f"{name} unlocked")
 
 
 @user_app.command("grant")
 def grant(name: str = typer.Argument(...), role: str = typer.Option(..., "--role", help=ROLE_HELP)) -> None:
     """Grant an additional role."""
-    _simple(name, f"role {role} granted", lambda a, s: users.grant_role(s, _operator(), name, role), f"{name}: role {role} granted")
+    _run(lambda accounts: accounts.grant_role(name, role))
+    console.print(f"{name}: role {role} granted")
 
 
 @user_app.command("revoke")
 def revoke(name: str = typer.Argument(...), role: str = typer.Option(..., "--role", help=ROLE_HELP)) -> None:
     """Revoke an additional role (the primary role stays; disable the account to remove all access)."""
-    with open_archive() as archive:
-        try:
-            with _account_change(archive, name, f"role {role} revoked") as s:
-                done = users.revoke_role(s, _operator(), name, role)
-        except (ValueError, NotFoundError, users.PrivilegeError) as exc:
-            _admin_errors(exc)
-    if not done:
+    if not _run(lambda accounts: accounts.revoke_role(name, role)):
         fail(f"{name} has no granted role {role}", EXIT_FAILED)
     console.print(f"{name}: role {role} revoked")
 
@@ -255,12 +206,7 @@ def reset_mfa(
     qr: Path = typer.Option(None, "--qr", help="Write the enrolment QR code of the provisioning URI to this .png or .svg file (mode 600)."),
 ) -> None:
     """Issue a new TOTP secret (shown once); the old one stops working and sessions end."""
-    with open_archive() as archive:
-        try:
-            with _account_change(archive, name, "TOTP secret replaced") as s:
-                secret, uri = users.reset_mfa(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), _operator(), name)
-        except (ValueError, NotFoundError, users.PrivilegeError) as exc:
-            _admin_errors(exc)
+    secret, uri = _run(lambda accounts: accounts.reset_mfa(name))
     if qr is not None:
         _write_qr(uri, qr)
     if as_json:
@@ -274,12 +220,7 @@ def reset_mfa(
 @user_app.command("recovery-codes")
 def recovery_codes(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
     """Replace the user's recovery codes with 10 new single-use codes (shown once, stored hashed)."""
-    with open_archive() as archive:
-        try:
-            with _account_change(archive, name, "recovery codes replaced") as s:
-                codes = users.new_recovery_codes(s, _operator(), name)
-        except (ValueError, NotFoundError, users.PrivilegeError) as exc:
-            _admin_errors(exc)
+    codes = _run(lambda accounts: accounts.new_recovery_codes(name))
     if as_json:
         print_json({"name": name, "recovery_codes": codes})
         return

@@ -15,7 +15,7 @@ depend on the policy language.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +25,8 @@ from dicomguard.errors import DicomGuardError
 
 
 class Action(StrEnum):
+    """What a principal asks to do; the Cedar action of the same name decides (``policy/schema.cedarschema``)."""
+
     STORE = "store"
     QUERY = "query"
     RETRIEVE = "retrieve"
@@ -32,11 +34,42 @@ class Action(StrEnum):
     ERASE = "erase"
     SHARE = "share"
     AUDIT_READ = "audit-read"
-    ADMINISTER = "administer"
+    AUDIT_IMPORT = "audit-import"
+    """Storing audit messages of other systems (``audit import``, the syslog-TLS listener)."""
     CONNECT = "connect"
     """Opening an association or session: refused connections are recorded under it."""
     BREAK_GLASS = "break-glass"
-    """Claiming emergency access to one patient (issue 5, point 4)."""
+    """Claiming emergency access to one patient."""
+    # Administration: each is a member of the Cedar action group "administer", so one
+    # policy can permit (or forbid) all of it and another a single operation.
+    ADMINISTER = "administer"
+    """The group itself; requested for nothing but kept as an action so policies written against it stay valid."""
+    ACCOUNT_CREATE = "account-create"
+    ACCOUNT_CHANGE = "account-change"
+    """Roles, attributes, disable/enable, unlock, MFA reset, recovery codes and API tokens of an account."""
+    ACCOUNT_READ = "account-read"
+    DEVICE_ADD = "device-add"
+    DEVICE_REVOKE = "device-revoke"
+    DEVICE_READ = "device-read"
+    ALLOWLIST_CHANGE = "allowlist-change"
+    ALLOWLIST_READ = "allowlist-read"
+    STUDY_CHANGE = "study-change"
+    """A study's access attributes: department and labels."""
+    POLICY_RELOAD = "policy-reload"
+    POLICY_READ = "policy-read"
+    """Explaining a decision (``policy test``): reads account and study access attributes, no PHI."""
+    KEYS_ROTATE = "keys-rotate"
+    LEDGER_WITNESS = "ledger-witness"
+    VERIFY = "verify"
+    METRICS_READ = "metrics-read"
+
+
+ADMINISTRATION = frozenset({
+    Action.ACCOUNT_CREATE, Action.ACCOUNT_CHANGE, Action.ACCOUNT_READ, Action.DEVICE_ADD, Action.DEVICE_REVOKE,
+    Action.DEVICE_READ, Action.ALLOWLIST_CHANGE, Action.ALLOWLIST_READ, Action.STUDY_CHANGE, Action.POLICY_RELOAD,
+    Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
+})
+"""Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 
 
 class PrincipalKind(StrEnum):
@@ -97,7 +130,8 @@ class StudyAccess:
 
 @dataclass(frozen=True)
 class Resource:
-    """What an action touches. ``kind`` is archive, patient, study, series, instance or audit-log.
+    """What an action touches. ``kind`` is archive, patient, study, series, instance, audit-log, account, device,
+    allow-list or policy-set.
 
     Study-level kinds carry :class:`StudyAccess`; without it the authorizer denies.
     """
@@ -121,6 +155,30 @@ class Resource:
     @classmethod
     def study(cls, study_uid: str, patient_ref: str, access: StudyAccess, kind: str = "study", uid: str = "") -> Resource:
         return cls(kind, uid or study_uid, study_uid, patient_ref, ",".join(sorted(access.modalities)), access=access)
+
+    @classmethod
+    def account(cls, name: str, roles: Iterable[str] = (), department: str = "") -> Resource:
+        """A user account as the target of administration: its name, current roles and department."""
+        return cls("account", name, attributes={"name": name, "roles": tuple(sorted(roles)), "department": department})
+
+    @classmethod
+    def device(cls, ae_title: str, operations: Iterable[str] = (), department: str = "") -> Resource:
+        """A device registration as the target of administration."""
+        return cls("device", ae_title, attributes={"operations": tuple(operations), "department": department})
+
+    @classmethod
+    def allow_list(cls) -> Resource:
+        """The legacy gateway's allow-list of (AE title, address) pairs."""
+        return cls("allow-list")
+
+    @classmethod
+    def policy_set(cls) -> Resource:
+        """The archive's Cedar policy files."""
+        return cls("policy-set")
+
+    @classmethod
+    def audit_log(cls) -> Resource:
+        return cls("audit-log")
 
 
 NO_MFA_AGE = 2**31

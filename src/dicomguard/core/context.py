@@ -1,4 +1,4 @@
-"""What every core service needs, wired once by :class:`dicomguard.core.archive.Archive`."""
+"""What every core service needs, built once by the composition root (``app/archive.py``)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Events the core publishes inside the transaction of the action they record.
+"""Events the services publish inside the transaction of the action they record.
 
-Subscribers (the integrity ledger, the audit trail) write in the same
+One subscriber, the recorder of the composition root (``app/recorder.py``),
+turns each event into its audit record(s) and its ledger leaf in that same
 database transaction, so an action without its record cannot be committed.
-Events carry no PHI: objects are named by UID and patients by their surrogate
-reference.
+Every event class derives from :class:`Event`; the recorder's table has one
+entry per class (a test enumerates them). Events carry no PHI unless a field
+says so: objects are named by UID and patients by their surrogate reference.
 """
 
 from __future__ import annotations
@@ -11,14 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import Action, Principal
 
 
+class Event:
+    """Base of every event the services publish (the recorder dispatches on the concrete class)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
-class InstanceStored:
+class InstanceStored(Event):
     sop_instance_uid: str
     series_uid: str
     study_uid: str
@@ -34,7 +43,7 @@ class InstanceStored:
 
 
 @dataclass(frozen=True)
-class ConflictRefused:
+class ConflictRefused(Event):
     sop_instance_uid: str
     pixel_sha256: bytes
     header_sha256: bytes
@@ -43,7 +52,7 @@ class ConflictRefused:
 
 
 @dataclass(frozen=True)
-class PatientErased:
+class PatientErased(Event):
     patient_ref: str
     instance_uids: tuple[str, ...]
     study_uids: tuple[str, ...]
@@ -53,15 +62,17 @@ class PatientErased:
 
 
 @dataclass(frozen=True)
-class KeysRotated:
+class KeysRotated(Event):
     old_kek_id: str
     new_kek_id: str
     rewrapped: int
     at: datetime
+    principal: Principal | None = None
+    """Who rotated (the local operator when not given)."""
 
 
 @dataclass(frozen=True)
-class IntegrityViolation:
+class IntegrityViolation(Event):
     """A stored object failed verification on read: it was refused, never served."""
 
     sop_instance_uid: str
@@ -70,7 +81,7 @@ class IntegrityViolation:
 
 
 @dataclass(frozen=True)
-class AccessRefused:
+class AccessRefused(Event):
     """A request the authorizer refused (default deny). A security alert for the audit trail."""
 
     principal: Principal
@@ -82,7 +93,7 @@ class AccessRefused:
 
 
 @dataclass(frozen=True)
-class InstancesAccessed:
+class InstancesAccessed(Event):
     """Objects delivered to a principal (retrieve, export), one event per request."""
 
     principal: Principal
@@ -96,7 +107,7 @@ class InstancesAccessed:
 
 
 @dataclass(frozen=True)
-class QueryPerformed:
+class QueryPerformed(Event):
     """A query and how many results the principal was shown (after filtering).
 
     ``keys`` may hold identifiers (a patient name searched for): subscribers
@@ -113,7 +124,7 @@ class QueryPerformed:
 
 
 @dataclass(frozen=True)
-class ApplicationActivity:
+class ApplicationActivity(Event):
     """The archive application started or stopped (``dicomguard serve``; PS3.15 A.5.3.1)."""
 
     started: bool
@@ -125,7 +136,7 @@ class ApplicationActivity:
 
 
 @dataclass(frozen=True)
-class AuditLogUsed:
+class AuditLogUsed(Event):
     """A principal read the audit trail (search, report, export). Reading it is itself audited (PS3.15 A.5.3.2)."""
 
     principal: Principal
@@ -134,7 +145,7 @@ class AuditLogUsed:
 
 
 @dataclass(frozen=True)
-class UserAuthentication:
+class UserAuthentication(Event):
     """A login, logout, failed login or lockout of a user account (PS3.15 A.5.3.12).
 
     ``kind`` is ``login``, ``logout``, ``failure`` or ``lockout``. Published by
@@ -149,7 +160,7 @@ class UserAuthentication:
 
 
 @dataclass(frozen=True)
-class BreakGlassStarted:
+class BreakGlassStarted(Event):
     """A clinician claimed emergency access to a patient: a security alert for the officer's review.
 
     ``reason`` is the typed justification; it may name the patient, so
@@ -165,7 +176,7 @@ class BreakGlassStarted:
 
 
 @dataclass(frozen=True)
-class SecurityConfigurationChanged:
+class SecurityConfigurationChanged(Event):
     """An account, role, device or study access attribute was changed (PS3.15 Security Alert, 110129).
 
     ``subject`` names what changed (``user:NAME``, ``study:UID``); ``change`` says how, without
@@ -179,25 +190,37 @@ class SecurityConfigurationChanged:
 
 
 @dataclass(frozen=True)
-class AuditRecorded:
-    """An audit record no core event produced (an imported message) was written: the ledger appends its leaf.
+class AuditMessageImported(Event):
+    """An audit message of another system (another PACS, a modality) was accepted into the trail.
 
-    Published by the audit trail in the record's transaction. Records of core
-    events are bound to the ledger in their event's own leaf instead. Carries no
-    PHI: only the record's id and canonical SHA-256.
+    The recorder stores it verbatim (``xml``, evidence is not rewritten) with its
+    ``origin`` and binds it to a ledger leaf of its own. ``message`` is the parsed
+    message (an ``audit.message.AuditMessage``; the core does not know the type)
+    and holds PHI: it is sealed at rest like every record.
     """
 
-    record_id: str
-    record_sha256: bytes
+    principal: Principal
+    origin: str
+    xml: bytes
+    message: Any
     at: datetime
 
 
-Event = (
-    InstanceStored | ConflictRefused | PatientErased | KeysRotated | IntegrityViolation
-    | AccessRefused | InstancesAccessed | QueryPerformed
-    | ApplicationActivity | AuditLogUsed | UserAuthentication | BreakGlassStarted
-    | SecurityConfigurationChanged | AuditRecorded
-)
+@dataclass(frozen=True)
+class IntegrityChecked(Event):
+    """A verification of the archive ran (``dicomguard verify``): what it covered and how many problems it found.
+
+    Each problem is also published as an ``IntegrityViolation``.
+    """
+
+    principal: Principal
+    mode: str
+    objects: int
+    leaves: int
+    problems: int
+    at: datetime
+
+
 Subscriber = Callable[[Session, Event], None]
 
 

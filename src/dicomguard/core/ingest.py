@@ -1,4 +1,4 @@
-"""The ingest pipeline (issue 2, point 4), readable top to bottom in :meth:`IngestPipeline.ingest_many`.
+"""The ingest pipeline, readable top to bottom in :meth:`IngestPipeline.ingest_many`.
 
 parse -> sanitize -> validate -> hash + encrypt (one pass) -> write blob atomically
 -> index -> publish ``InstanceStored`` (ledger, audit) in the same transaction.
@@ -18,18 +18,18 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import socket
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import pydicom.config
+import pydicom
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import delete, insert, select
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from dicomguard._process import pid_alive
 from dicomguard.core.access import Principal, normalize_department
-from dicomguard.core.attributes import ObjectAttributes, validate_and_extract
+from dicomguard.core.attributes import ObjectAttributes, is_valid_uid, validate_and_extract
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
 from dicomguard.core.events import ConflictRefused, InstanceStored
@@ -51,14 +51,19 @@ from dicomguard.index.models import Conflict, IngestJournal, Instance, Series, S
 
 log = logging.getLogger(__name__)
 
-# pydicom's value validation warnings quote element values, i.e. PHI: keep them out of logs.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
-
 _ZERO_PREAMBLE = bytes(PREAMBLE_BYTES)
 _PARALLEL_HASH_BYTES = 4 * 1024 * 1024
-_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomguard-hash")
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@functools.cache
+def _hasher() -> ThreadPoolExecutor:
+    """The second core's SHA-256 worker for large objects (created on first use, not at import)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomguard-hash")
+
+
+def _owner() -> str:
+    """This process as the owner of journalled blob ids (host and pid: a fork gets its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class IngestStatus(StrEnum):
@@ -76,12 +81,36 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class ObjectIdentity:
+    """Who an input says it is, as far as its header could be read (each UID well-formed, or ``""``).
+
+    Carried by every outcome, stored or refused, so an adapter answers about an
+    object (STOW-RS Referenced/Failed SOP Sequence) without parsing it again.
+    """
+
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+
+
+@dataclass(frozen=True)
 class IngestOutcome:
-    """The fate of one input of a batch: ``result`` or ``error``, never both."""
+    """The fate of one input of a batch: ``result`` or ``error``, never both; ``identity`` in either case."""
 
     label: str
     result: IngestResult | None = None
     error: RejectedObject | None = None
+    identity: ObjectIdentity = ObjectIdentity()
+
+
+class _Refused(Exception):
+    """A refusal of :meth:`IngestPipeline._prepare`, with what was known of the object's identity."""
+
+    def __init__(self, error: RejectedObject, identity: ObjectIdentity) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.identity = identity
 
 
 @dataclass
@@ -100,10 +129,13 @@ Loader = Callable[[], bytes]
 
 
 class IngestPipeline:
-    def __init__(self, ctx: ArchiveContext, source: str, principal: Principal) -> None:
+    """One ingest run for one principal. ``study_uid``: refuse every object of another study (``STUDY_MISMATCH``)."""
+
+    def __init__(self, ctx: ArchiveContext, source: str, principal: Principal, study_uid: str | None = None) -> None:
         self.ctx = ctx
         self.source = source[:128]
         self.principal = principal
+        self.study_uid = study_uid
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -127,7 +159,7 @@ class IngestPipeline:
             yield from self._ingest_batch(batch)
 
     def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
-        blob_ids = self.ctx.blob_id_pool(_OWNER).take(len(batch))
+        blob_ids = self.ctx.blob_id_pool(_owner()).take(len(batch))
         outcomes: dict[int, IngestOutcome] = {}
         prepared: list[tuple[int, _Prepared]] = []
         try:
@@ -135,11 +167,11 @@ class IngestPipeline:
                 for i, (label, load) in enumerate(batch):
                     try:
                         step = self._prepare(label, load, blob_ids[i], lookup)
-                    except RejectedObject as exc:
-                        outcomes[i] = IngestOutcome(label, error=exc)
+                    except _Refused as refused:
+                        outcomes[i] = IngestOutcome(label, error=refused.error, identity=refused.identity)
                         continue
-                    if isinstance(step, IngestResult):
-                        outcomes[i] = IngestOutcome(label, result=step)
+                    if isinstance(step, IngestOutcome):
+                        outcomes[i] = step
                     else:
                         prepared.append((i, step))
             if prepared:
@@ -153,22 +185,29 @@ class IngestPipeline:
         outcomes.update(committed)
         return [outcomes[i] for i in range(len(batch))]
 
-    def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Session) -> _Prepared | IngestResult:
-        data = load()
-        # 1-2. parse and sanitize: strict structure walk with limits, then pydicom for values
-        structure = walk_part10(data, self.ctx.settings.limits)
-        dataset = _parse_header(data)
-        # 3. validate identity and extract index attributes
-        attrs = validate_and_extract(dataset, structure.transfer_syntax)
-        uid = attrs.instance.sop_instance_uid
-        existing = _stored_digests(lookup, uid)
-        if existing is not None:
-            # Re-send of a stored UID: compare digests only, never touch the stored object.
-            return self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
+    def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Session) -> _Prepared | IngestOutcome:
+        identity = ObjectIdentity()
+        try:
+            data = load()
+            # 1-2. parse and sanitize: strict structure walk with limits, then pydicom for values
+            structure = walk_part10(data, self.ctx.settings.limits)
+            dataset = _parse_header(data)
+            identity = identity_of(dataset)
+            # 3. validate identity and extract index attributes
+            attrs = validate_and_extract(dataset, structure.transfer_syntax)
+            if self.study_uid is not None and attrs.study.uid != self.study_uid:
+                raise RejectedObject(RejectReason.STUDY_MISMATCH, "instance is not part of the study the request named")
+            uid = attrs.instance.sop_instance_uid
+            existing = _stored_digests(lookup, uid)
+            if existing is not None:
+                # Re-send of a stored UID: compare digests only, never touch the stored object.
+                resent = self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
+                return IngestOutcome(label, result=resent, identity=identity)
+        except RejectedObject as exc:
+            raise _Refused(exc, identity) from None
         patient_ref, data_key = self.ctx.patients.resolve(attrs.patient)
         # 4-6. hash pixels and header while encrypting, and write the blob atomically
-        identity = blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref)
-        encryptor = BlobEncryptor(data_key, identity)
+        encryptor = BlobEncryptor(data_key, blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref))
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
         return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key, encryptor.salt)
@@ -210,7 +249,7 @@ class IngestPipeline:
                 seen[uid] = p.digests
                 unused.discard(p.blob_id)
                 outcomes[i] = IngestOutcome(
-                    p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size)
+                    p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size), identity=_identity(a)
                 )
             if rows:
                 s.execute(insert(Instance), rows)
@@ -272,9 +311,9 @@ class IngestPipeline:
     def _resend_outcome(self, s, label: str, a: ObjectAttributes, new: ObjectDigests, prior: ObjectDigests, now: datetime) -> IngestOutcome:  # type: ignore[no-untyped-def]
         uid = a.instance.sop_instance_uid
         if prior == new:
-            return IngestOutcome(label, result=IngestResult(IngestStatus.DUPLICATE, uid, a.series.uid, a.study.uid, 0))
+            return IngestOutcome(label, result=IngestResult(IngestStatus.DUPLICATE, uid, a.series.uid, a.study.uid, 0), identity=_identity(a))
         self._record_conflict(s, uid, new, now)
-        return IngestOutcome(label, error=_conflict(uid))
+        return IngestOutcome(label, error=_conflict(uid), identity=_identity(a))
 
     def _record_conflict(self, s, uid: str, new: ObjectDigests, now: datetime) -> None:  # type: ignore[no-untyped-def]
         s.add(Conflict(sop_instance_uid=uid, pixel_sha256=new.pixel_sha256, header_sha256=new.header_sha256, source=self.source, received_at=now))
@@ -317,12 +356,29 @@ def _seal_segments(data: memoryview, encryptor: BlobEncryptor, digest: DigestPas
         if parallel:
             if pending is not None:
                 pending.result()  # segments must reach the hashers in order
-            pending = _HASHER.submit(digest.update, offset, chunk)
+            pending = _hasher().submit(digest.update, offset, chunk)
         else:
             digest.update(offset, chunk)
         yield encryptor.encrypt_segment(chunk, last=offset + seg >= total)
     if pending is not None:
         pending.result()
+
+
+def identity_of(ds: pydicom.Dataset) -> ObjectIdentity:
+    """The object's UIDs as far as they are present and well-formed (a malformed one is left out, not echoed)."""
+
+    def uid(keyword: str) -> str:
+        try:
+            value = str(ds.get(keyword, "") or "").strip(" \x00")
+        except Exception:  # noqa: BLE001 - a malformed value is simply unknown
+            return ""
+        return value if is_valid_uid(value) else ""
+
+    return ObjectIdentity(uid("SOPClassUID"), uid("SOPInstanceUID"), uid("StudyInstanceUID"), uid("SeriesInstanceUID"))
+
+
+def _identity(a: ObjectAttributes) -> ObjectIdentity:
+    return ObjectIdentity(a.instance.sop_class_uid, a.instance.sop_instance_uid, a.study.uid, a.series.uid)
 
 
 def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:

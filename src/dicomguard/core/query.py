@@ -250,7 +250,7 @@ class IndexQuery:
                 )
             return out
 
-    def series(self, study_uid: str | None = None, modality: str | None = None) -> list[SeriesRecord]:
+    def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None) -> list[SeriesRecord]:
         with read_session(self.ctx.engine) as s:
             stmt = (
                 select(Series.uid, Series.study_uid, Series.modality, Series.series_number, Series.phi, Study.patient_ref)
@@ -260,9 +260,14 @@ class IndexQuery:
             )
             if study_uid:
                 stmt = stmt.where(Series.study_uid == study_uid)
-            counts = dict(
-                s.execute(select(Instance.series_uid, func.count()).where(Instance.erased.is_(False)).group_by(Instance.series_uid)).all()
-            )
+            if series_uid:
+                stmt = stmt.where(Series.uid == series_uid)
+            counted = select(Instance.series_uid, func.count()).where(Instance.erased.is_(False))
+            if study_uid:
+                counted = counted.where(Instance.study_uid == study_uid)
+            if series_uid:
+                counted = counted.where(Instance.series_uid == series_uid)
+            counts = dict(s.execute(counted.group_by(Instance.series_uid)).all())
             out = []
             for uid, st_uid, mod, number, sealed, ref in s.execute(stmt.order_by(Series.series_number, Series.uid)).all():
                 if not match_value(modality, mod or ""):

@@ -16,9 +16,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicomguard.core.access import AccessDenied
-from dicomguard.core.client import ArchiveClient
-from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, StudyRecord
 from dicomguard.core.matching import match_uid_list, match_value
+from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, StudyRecord
+from dicomguard.core.services.query import QueryService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
 
@@ -122,7 +122,7 @@ def _series_matches(q: Dataset, s: SeriesRecord) -> bool:
     )
 
 
-def _find(client: ArchiveClient, q: Dataset, level: str) -> Iterator[tuple[object, dict[str, Callable[[Any], object]]]]:
+def _find(client: QueryService, q: Dataset, level: str) -> Iterator[tuple[object, dict[str, Callable[[Any], object]]]]:
     if level == "PATIENT":
         for p in client.find_patients(_patient_filter(q)):
             yield p, _PATIENT_KEYS
@@ -159,14 +159,19 @@ def handle_find(event, sessions: Sessions, ae_title: str) -> Iterator[Response]:
     if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
         yield status.FIND_IDENTIFIER_MISMATCH, None
         return
+    query = session.services.query
     try:
-        for record, keys in _find(session.client, q, level):
-            if event.is_cancelled:
-                yield status.CANCEL, None
-                return
-            yield status.PENDING, _response(q, level, record, keys, ae_title)
+        # One Query record for the request, committed before the first match is sent.
+        with query.one_query(level) as one:
+            matches = list(_find(query, q, level))
+            one.results = len(matches)
     except AccessDenied:
         yield status.REFUSED_NOT_AUTHORIZED, None
         return
+    for record, keys in matches:
+        if event.is_cancelled:
+            yield status.CANCEL, None
+            return
+        yield status.PENDING, _response(q, level, record, keys, ae_title)
     yield status.SUCCESS, None
 

@@ -1,9 +1,11 @@
 """C-GET and C-MOVE SCP (PS3.4 C.4.2, C.4.3).
 
-Objects are retrieved through the core (authorized per study, verified on
-read); an object that fails verification is withheld and counted as a failed
-sub-operation, never sent. C-MOVE sends only to registered destinations (the
-``--move-destination`` of a registered device), over mutual TLS.
+Objects are retrieved through one retrieve plan of the core: the whole request
+authorized before the number of sub-operations is announced, recorded before
+the first object is sent, each object verified on read; an object that fails
+verification is withheld and counted as a failed sub-operation, never sent.
+C-MOVE sends only to registered destinations (the ``--move-destination`` of a
+registered device), over mutual TLS.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import build_context
 
-from dicomguard.core.access import AccessDenied, Action
-from dicomguard.core.client import ArchiveClient
+from dicomguard.core.access import AccessDenied
+from dicomguard.core.services.retrieve import RetrievePlan, RetrieveService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
 from dicomguard.errors import DicomGuardError
@@ -35,24 +37,25 @@ def _uids(q: Dataset, keyword: str) -> list[str]:
     return [str(x) for x in v] if isinstance(v, MultiValue | list) else [str(v)]
 
 
-def _resolve(client: ArchiveClient, q: Dataset) -> list[str]:
+def _plan(retrieve: RetrieveService, q: Dataset) -> RetrievePlan:
+    """The plan for the identifier's level (PS3.4 C.4.2.1.4): unknown UIDs are skipped; a refused study refuses all."""
     level = str(q.get("QueryRetrieveLevel", "")).upper()
     if level == "IMAGE":
-        return client.resolve_instances(sop_instance_uids=_uids(q, "SOPInstanceUID"))
+        return retrieve.plan(sop_instance_uids=_uids(q, "SOPInstanceUID"), require_all=False)
     if level == "SERIES":
-        return client.resolve_instances(series_uids=_uids(q, "SeriesInstanceUID"))
+        return retrieve.plan(series_uids=_uids(q, "SeriesInstanceUID"), require_all=False)
     if level in ("STUDY", "PATIENT"):
-        return client.resolve_instances(study_uids=_uids(q, "StudyInstanceUID"))
-    return []
+        return retrieve.plan(study_uids=_uids(q, "StudyInstanceUID"), require_all=False)
+    return retrieve.plan(require_all=False)
 
 
-def _datasets(client: ArchiveClient, uids: list[str], event: Any) -> Iterator[tuple[int, Dataset | None]]:
-    for uid, obj in client.iter_retrieve(uids, Action.RETRIEVE):
+def _datasets(plan: RetrievePlan, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+    for record, obj in plan.objects():
         if event.is_cancelled:
             yield status.CANCEL, None
             return
         if isinstance(obj, DicomGuardError):
-            log.error("C-GET/C-MOVE withheld %s: %s", uid, type(obj).__name__)
+            log.error("C-GET/C-MOVE withheld %s: %s", record.sop_instance_uid, type(obj).__name__)
             continue
         yield status.PENDING, dcmread(io.BytesIO(obj.data))
 
@@ -68,16 +71,14 @@ def _contexts_for(records) -> list:  # type: ignore[no-untyped-def]
 def handle_get(event, sessions: Sessions):  # type: ignore[no-untyped-def]
     try:
         session = sessions.gate(event.assoc)
-        uids = _resolve(session.client, event.identifier)
-        # Authorize the whole request before announcing the number of sub-operations.
-        session.client.authorize_instances(uids, Action.RETRIEVE)
+        plan = _plan(session.services.retrieve, event.identifier)  # the whole request authorized before the count
     except (GateRefused, AccessDenied) as exc:
         log.warning("C-GET refused: %s", exc)
         yield 1  # pynetdicom reads a sub-operation count before any status
         yield status.REFUSED_NOT_AUTHORIZED, None
         return
-    yield len(uids)
-    yield from _datasets(session.client, uids, event)
+    yield len(plan)
+    yield from _datasets(plan, event)
 
 
 def handle_move(event, sessions: Sessions, registry: DeviceRegistry, tls_for_destination):  # type: ignore[no-untyped-def]
@@ -95,12 +96,11 @@ def handle_move(event, sessions: Sessions, registry: DeviceRegistry, tls_for_des
         return
     host, _, port = dest.move_destination.rpartition(":")
     try:
-        uids = _resolve(session.client, event.identifier)
-        records = session.client.authorize_instances(uids, Action.RETRIEVE)
+        plan = _plan(session.services.retrieve, event.identifier)
     except AccessDenied:
         yield None, None
         return
-    contexts = _contexts_for(records)
+    contexts = _contexts_for(plan.records)
     yield host, int(port), {"ae_title": dest_ae, "tls_args": (tls_for_destination(), None), "contexts": contexts}
-    yield len(uids)
-    yield from _datasets(session.client, uids, event)
+    yield len(plan)
+    yield from _datasets(plan, event)

@@ -9,9 +9,9 @@ Security properties:
 * The calling AE title must be the one the certificate is bound to, and the
   certificate registered and unrevoked (checked at association and before every
   operation; a revocation also aborts running associations within seconds).
-* Refusals (plaintext, bad handshake, unknown or mismatched device) are published
-  as ``AccessRefused`` security events.
-* pynetdicom's identifier logging is off: no PHI in logs.
+* Refusals (plaintext, bad handshake, unknown or mismatched device) are recorded
+  as Node Authentication security alerts through the core.
+* pynetdicom's identifier logging is off (``app/bootstrap.py``): no PHI in logs.
 """
 
 from __future__ import annotations
@@ -20,39 +20,32 @@ import logging
 import socket
 import ssl
 import threading
-from datetime import UTC, datetime
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomguard.core.access import Action, Principal, PrincipalKind
-from dicomguard.core.archive import Archive
-from dicomguard.core.events import AccessRefused
+from dicomguard.app.archive import Archive
+from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
 from dicomguard.dimse.session import Sessions
 from dicomguard.dimse.store import handle_store
-from dicomguard.index.db import write_session
 from dicomguard.pki.devices import DeviceRegistry, PeerRefused
 from dicomguard.pki.store import load_tls_material
 from dicomguard.pki.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
-_config.LOG_REQUEST_IDENTIFIERS = False
-_config.LOG_RESPONSE_IDENTIFIERS = False
-logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
 HANDSHAKE_TIMEOUT_S = 10.0
 REVOCATION_SWEEP_S = 2.0
 
 
-def _publish_refusal(archive: Archive, who: str, address: str, reason: str) -> None:
+def _record_refusal(archive: Archive, who: str, address: str, reason: str) -> None:
+    """The unverified peer, named by what it claimed, as a refused connection (Node Authentication alert)."""
     principal = Principal(PrincipalKind.DEVICE, who[:64] or "unknown", frozenset(), address)
     try:
-        with write_session(archive.ctx.engine) as s:
-            archive.ctx.bus.publish(s, AccessRefused(principal, Action.CONNECT, "association", "", reason, datetime.now(UTC)))
+        archive.services(principal).operations.connection_refused(reason)
     except Exception:  # the refusal itself must not crash the listener
         log.exception("could not record a refused association")
 
@@ -120,7 +113,7 @@ class DimseService:
             if not isinstance(exc, PeerRefused):
                 log.exception("device authentication error")
             log.warning("association from %s (%s) refused: %s", calling, address, reason)
-            _publish_refusal(self.archive, calling, address, reason)
+            _record_refusal(self.archive, calling, address, reason)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE title not recognised
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()
@@ -159,7 +152,7 @@ class DimseService:
         )
         server.on_handshake_failure = lambda address, reason: (
             log.warning("connection from %s refused: %s", address, reason),
-            _publish_refusal(self.archive, "", address, reason),
+            _record_refusal(self.archive, "", address, reason),
         )
         self.port = server.server_address[1]
         self._server = server

@@ -3,7 +3,7 @@
 Every DIMSE operation passes :meth:`Sessions.gate`: the device's certificate
 must still be valid (revocation takes effect for running associations at
 their next operation) and under its rate limit; then the operation runs as
-that device's :class:`ArchiveClient`.
+that device's services.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dicomguard.core.archive import Archive
-from dicomguard.core.client import ArchiveClient
+from dicomguard.app.archive import Archive
+from dicomguard.app.services import Services
 from dicomguard.pki.devices import DeviceInfo, DeviceRegistry
 
 
@@ -46,7 +46,7 @@ _RECHECK_S = 1.0
 class Session:
     device: DeviceInfo
     address: str
-    client: ArchiveClient
+    services: Services
     checked_at: float = 0.0
 
 
@@ -59,7 +59,7 @@ class Sessions:
         self._lock = threading.Lock()
 
     def open(self, assoc: object, device: DeviceInfo, address: str) -> Session:
-        session = Session(device, address, self.archive.client(device.principal(address)))
+        session = Session(device, address, self.archive.services(device.principal(address)))
         with self._lock:
             self._by_assoc[id(assoc)] = session
         return session

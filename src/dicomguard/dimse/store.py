@@ -31,7 +31,7 @@ def handle_store(event, sessions: Sessions) -> Dataset | int:  # type: ignore[no
         return _status(status.REFUSED_NOT_AUTHORIZED, "refused")
     data = event.encoded_dataset(include_meta=True)
     try:
-        session.client.ingest(data, source=f"dimse:{session.device.ae_title}")
+        session.services.store.ingest(data, source=f"dimse:{session.device.ae_title}")
     except AccessDenied:
         return _status(status.REFUSED_NOT_AUTHORIZED, "not authorized to store")
     except RejectedObject as exc:

@@ -3,7 +3,10 @@
 Stored in the index (``gateway_allow``), so ``dicomguard gateway allow/deny``
 take effect at the next association and, because the listener checks again
 before every C-STORE, within a running association too. Default deny: an
-empty list refuses everyone.
+empty list refuses everyone. Changing or listing it is an action
+(:class:`AllowListService`: ``allowlist-change``/``allowlist-read``, decided by
+the policies, each change recorded as a Security Configuration alert in its
+transaction); the listener only reads it.
 
 What this is and is not: PS3.8 7.1.1 identifies the requestor only by AE
 titles, which travel in clear and are not authenticated; a source address on a
@@ -20,8 +23,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete, select
 
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.events import SecurityConfigurationChanged
+from dicomguard.core.service import Service
 from dicomguard.gateway.config import GatewayError, check_ae, normalize_ip
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import read_session
 from dicomguard.index.models import GatewayAllow
 
 
@@ -33,28 +39,10 @@ class AllowEntry:
 
 
 class AllowList:
-    """Reads and edits ``gateway_allow``. Entries are normalised (AE title stripped, canonical IP)."""
+    """Reads ``gateway_allow``. Entries are normalised (AE title stripped, canonical IP)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-
-    def allow(self, ae_title: str, ip: str) -> bool:
-        """Add a pair; returns False when it was already allowed."""
-        ae, addr = check_ae(ae_title), normalize_ip(ip)
-        with write_session(self._engine) as s:
-            if s.get(GatewayAllow, (ae, addr)) is not None:
-                return False
-            s.add(GatewayAllow(ae_title=ae, ip=addr, created_at=datetime.now(UTC)))
-        return True
-
-    def deny(self, ae_title: str, ip: str | None = None) -> int:
-        """Remove one pair, or every address of the AE title when ``ip`` is None; returns how many."""
-        ae = check_ae(ae_title)
-        stmt = delete(GatewayAllow).where(GatewayAllow.ae_title == ae)
-        if ip is not None:
-            stmt = stmt.where(GatewayAllow.ip == normalize_ip(ip))
-        with write_session(self._engine) as s:
-            return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
     def entries(self) -> list[AllowEntry]:
         with read_session(self._engine) as s:
@@ -69,3 +57,39 @@ class AllowList:
             return False
         with read_session(self._engine) as s:
             return s.get(GatewayAllow, (ae, addr)) is not None
+
+
+class AllowListService(Service):
+    """``dicomguard gateway allow|deny|list`` and ``/admin/gateway/allow``."""
+
+    def allow(self, ae_title: str, ip: str) -> bool:
+        """Add a pair; False (and nothing recorded) when it was already allowed."""
+        ae, addr = check_ae(ae_title), normalize_ip(ip)
+        self.access.authorize(Action.ALLOWLIST_CHANGE, Resource.allow_list())
+        with self.change() as s:
+            if s.get(GatewayAllow, (ae, addr)) is not None:
+                return False
+            s.add(GatewayAllow(ae_title=ae, ip=addr, created_at=datetime.now(UTC)))
+            self.record(s, SecurityConfigurationChanged(self.principal, f"gateway-allow:{ae}", f"{ae} at {addr} allowed",
+                                                        datetime.now(UTC)))
+        return True
+
+    def deny(self, ae_title: str, ip: str | None = None) -> int:
+        """Remove one pair, or every address of the AE title when ``ip`` is None; returns how many."""
+        ae = check_ae(ae_title)
+        stmt = delete(GatewayAllow).where(GatewayAllow.ae_title == ae)
+        where = "every address"
+        if ip is not None:
+            where = normalize_ip(ip)
+            stmt = stmt.where(GatewayAllow.ip == where)
+        self.access.authorize(Action.ALLOWLIST_CHANGE, Resource.allow_list())
+        with self.change() as s:
+            removed = int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+            if removed:
+                self.record(s, SecurityConfigurationChanged(self.principal, f"gateway-allow:{ae}", f"{ae} at {where} denied "
+                                                            f"({removed} entries removed)", datetime.now(UTC)))
+        return removed
+
+    def list(self) -> list[AllowEntry]:
+        self.access.authorize(Action.ALLOWLIST_READ, Resource.allow_list())
+        return AllowList(self.ctx.engine).entries()

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pynetdicom.association import Association
 
+from dicomguard.gateway._memfile import memory_file
 from dicomguard.gateway.config import GatewayConfig
 from dicomguard.gateway.listener import OUT_OF_RESOURCES, SUCCESS
 from dicomguard.gateway.queue import Incoming
 from dicomguard.gateway.status import GatewayStats
-from dicomguard.gateway._memfile import memory_file
 from dicomguard.gateway.upstream import ContextRefused, Outcome, UpstreamLink, UpstreamUnavailable, classify
 
 log = logging.getLogger(__name__)

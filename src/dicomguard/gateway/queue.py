@@ -47,11 +47,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dicomguard.storage.filesystem import fsync_dir
 from dicomguard.crypto.aead import DecryptionError, derive_key
 from dicomguard.crypto.blob_cipher import DEFAULT_SEGMENT, BlobEncryptor, decrypt_stream
 from dicomguard.gateway._memfile import memory_file
 from dicomguard.gateway.config import GatewayError
+from dicomguard.storage.filesystem import fsync_dir
 
 ITEMS_DIR = "items"
 DEAD_DIR = "dead"

@@ -21,7 +21,7 @@ from types import FrameType
 
 from cryptography import x509
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
 from dicomguard.core.keyring import PURPOSE_INDEX
 from dicomguard.gateway.allowlist import AllowList
 from dicomguard.gateway.config import QUEUE_DIR, GatewayConfig, GatewayError, GatewayFailed
@@ -113,8 +113,13 @@ def run_gateway(
     """
     stop = stop or threading.Event()
     folder = queue_folder(archive.home)
+    operations = archive.operator.operations
     with QueueLock(folder), pynetdicom_settings():
-        _serve(archive, config, folder, stop, on_ready)
+        operations.application("dicomguard gateway", started=True)
+        try:
+            _serve(archive, config, folder, stop, on_ready)
+        finally:
+            operations.application("dicomguard gateway", started=False)
 
 
 def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threading.Event, on_ready: Callable[[str], None] | None) -> None:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dicomguard.core.home import write_private_file
 from dicomguard.gateway.queue import age_seconds, queue_in_use, scan
+from dicomguard.storage.filesystem import write_private_file
 
 STATUS_FILE = "status.json"
 

@@ -13,7 +13,9 @@ Guarantees:
   Refused attempts raise :class:`LoginThrottled` (HTTP 429, ``Retry-After``).
   An administrator clears an account's lockout with ``dicomguard user unlock``.
 * **Audited.** Every success, failure, lockout and logout publishes a
-  ``UserAuthentication`` event inside the transaction that records it.
+  ``UserAuthentication`` event inside the transaction that records it; so does
+  a reused refresh token (the session it ends). A password change is a
+  Security Configuration event in the transaction that changes it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import pyotp
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from dicomguard.core.events import EventBus, UserAuthentication
+from dicomguard.core.access import Principal, PrincipalKind
+from dicomguard.core.events import EventBus, SecurityConfigurationChanged, UserAuthentication
 from dicomguard.errors import DicomGuardError
 from dicomguard.identity import users
 from dicomguard.identity.session_policy import (
@@ -36,7 +39,7 @@ from dicomguard.identity.session_policy import (
     LoginPolicy,
     SessionPolicy,
 )
-from dicomguard.identity.sessions import SessionTokens, open_session
+from dicomguard.identity.sessions import RefreshTokenReused, SessionTokens, open_session, refresh_session
 from dicomguard.identity.tokens import InvalidToken, end_session, verify_token
 from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthFailure, AuthSession, User
@@ -211,6 +214,19 @@ class Authenticator:
             raise outcome
         return outcome
 
+    # -- refresh -----------------------------------------------------------------------------
+
+    def refresh(self, refresh_token: str, address: str | None, now: datetime | None = None) -> SessionTokens:
+        """Rotate the session's tokens (``sessions.refresh_session``). A reused refresh token ends the session and is
+        published as a failed authentication (the token was copied). Raises :class:`InvalidToken`."""
+        try:
+            return refresh_session(self.engine, refresh_token, now, self.sessions)
+        except RefreshTokenReused as exc:
+            with write_session(self.engine) as s:
+                self._publish(s, exc.user_name, "failure", now or datetime.now(UTC), address,
+                              "refresh token used twice: the session was ended")
+            raise
+
     # -- logout and password change --------------------------------------------------------
 
     def logout(self, access_token: str, address: str | None, now: datetime | None = None) -> None:
@@ -237,6 +253,9 @@ class Authenticator:
             ok = self._factors_ok(s, user, current, code, now)
             if ok:
                 users.set_password(s, user_name, new)
+                self.bus.publish(s, SecurityConfigurationChanged(Principal(PrincipalKind.USER, user_name, address=address),
+                                                                 f"user:{user_name}", "password changed by its owner; other sessions ended",
+                                                                 now))
                 others = select(AuthSession.id).where(AuthSession.user_name == user_name, AuthSession.revoked_at.is_(None))
                 if keep_session is not None:
                     others = others.where(AuthSession.id != keep_session)

@@ -33,6 +33,15 @@ from dicomguard.identity.tokens import (
 from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthSession, User, UserRole
 
+
+class RefreshTokenReused(InvalidToken):
+    """A refresh token was presented again after it was used: it was copied. The session has been ended."""
+
+    def __init__(self, user_name: str) -> None:
+        super().__init__()
+        self.user_name = user_name
+
+
 REFRESH_PREFIX = "dgr_"
 _REFRESH_SHAPE = re.compile(r"^dgr_[A-Za-z0-9_-]{43}$")
 
@@ -81,7 +90,7 @@ def refresh_session(
     if not _REFRESH_SHAPE.match(refresh_token):
         raise InvalidToken()
     now = now or datetime.now(UTC)
-    reused: str | None = None
+    reused: tuple[str, str] | None = None
     with write_session(engine) as s:
         token = s.execute(
             select(ApiToken).where(ApiToken.token_sha256 == token_digest(refresh_token), ApiToken.kind == "refresh")
@@ -90,7 +99,7 @@ def refresh_session(
         if token is None or token.session_id is None:
             raise InvalidToken()
         if token.revoked_at is not None:
-            reused = token.session_id
+            reused = (token.session_id, token.user_name)
         else:
             sess = s.get(AuthSession, token.session_id, with_for_update=True)
             user = s.get(User, token.user_name)
@@ -106,5 +115,5 @@ def refresh_session(
                 .values(revoked_at=now)
             )
             return _issue(s, user.name, sess.id, now, as_utc(sess.expires_at), policy)
-    end_session(engine, reused, now)  # a refresh token was used twice: it was copied
-    raise InvalidToken()
+    end_session(engine, reused[0], now)  # a refresh token was used twice: it was copied
+    raise RefreshTokenReused(reused[1])

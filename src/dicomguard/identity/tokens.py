@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity.session_policy import DEFAULT_SESSION_POLICY, SessionPolicy
@@ -110,23 +111,23 @@ def check_scopes(scopes: Iterable[str] | None) -> tuple[str, ...] | None:
     return tuple(wanted) or None
 
 
-def create_token(engine: Engine, user_name: str, ttl: timedelta, scopes: Iterable[str] | None = None) -> str:
-    """Issue a token for an existing, enabled user; returns it once (only its hash is stored).
+def create_token(s: Session, user_name: str, ttl: timedelta, scopes: Iterable[str] | None = None) -> str:
+    """Issue a token for an existing, enabled user in ``s``; returns it once (only its hash is stored).
 
     With ``scopes`` the token can be used only for those actions (e.g. ``store``
     for an upload service: a stolen token cannot read anything back); the
-    user's roles and the policies still decide within them.
+    user's roles and the policies still decide within them. Who may issue one
+    is decided by ``identity.accounts.AccountService``.
     """
     _check_ttl(ttl)
     scoped = check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     now = datetime.now(UTC)
-    with write_session(engine) as s:
-        user = s.get(User, user_name)
-        if user is None or user.disabled:
-            raise NotFoundError(f"no enabled user {user_name!r}")
-        s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=now + ttl, revoked_at=None,
-                       scopes=",".join(scoped) if scoped else None))
+    user = s.get(User, user_name)
+    if user is None or user.disabled:
+        raise NotFoundError(f"no enabled user {user_name!r}")
+    s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=now + ttl, revoked_at=None,
+                   scopes=",".join(scoped) if scoped else None))
     return token
 
 
@@ -193,23 +194,26 @@ def end_session(engine: Engine, session_id: str, now: datetime | None = None) ->
         s.execute(update(ApiToken).where(ApiToken.session_id == session_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now))
 
 
-def revoke_token(engine: Engine, token: str) -> bool:
-    """Revoke one token; True if it existed and was not already revoked."""
-    with write_session(engine) as s:
-        result = s.execute(
-            update(ApiToken)
-            .where(ApiToken.token_sha256 == token_digest(token), ApiToken.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        )
-    return bool(result.rowcount)
+def token_owner(s: Session, token: str) -> str | None:
+    """The account a token (live or not) was issued to, or None."""
+    return s.scalar(select(ApiToken.user_name).where(ApiToken.token_sha256 == token_digest(token)))
 
 
-def revoke_user_tokens(engine: Engine, user_name: str) -> int:
-    """Revoke every live token of a user (e.g. when a laptop is lost); returns how many."""
-    with write_session(engine) as s:
-        result = s.execute(
-            update(ApiToken)
-            .where(ApiToken.user_name == user_name, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        )
-    return int(result.rowcount or 0)
+def revoke_token(s: Session, token: str) -> bool:
+    """Revoke one token in ``s``; True if it existed and was not already revoked."""
+    result = s.execute(
+        update(ApiToken)
+        .where(ApiToken.token_sha256 == token_digest(token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_user_tokens(s: Session, user_name: str) -> int:
+    """Revoke every live token of a user in ``s`` (e.g. when a laptop is lost); returns how many."""
+    result = s.execute(
+        update(ApiToken)
+        .where(ApiToken.user_name == user_name, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -8,10 +8,13 @@ identity key (wrapped by the KEK) and bound to the user name.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import os
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyotp
@@ -29,6 +32,7 @@ from dicomguard.core.access import (
 from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity._common_passwords import COMMON_PASSWORDS
+from dicomguard.identity.roles import ROLES
 from dicomguard.index.models import (
     ApiToken,
     AuthFailure,
@@ -38,18 +42,20 @@ from dicomguard.index.models import (
     UserRole,
 )
 
-ROLES = (
-    "radiologist",
-    "cardiologist",
-    "technologist",
-    "sonographer",
-    "referring_physician",
-    "researcher",
-    "security_officer",
-    "admin",
-)
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
-_hasher = PasswordHasher()  # argon2id, RFC 9106 recommended parameters
+UNSAFE_TEST_HASH_ENV = "DICOMGUARD_UNSAFE_TEST_PASSWORD_HASH"
+"""Set to 1 by the test suite only: passwords and recovery codes hashed with argon2id at 8 MiB, t=1 (verifiable, cheap)."""
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2id with the RFC 9106 recommended parameters; weaker only where the test suite asks, loudly."""
+    if os.environ.get(UNSAFE_TEST_HASH_ENV) == "1":
+        log.warning("UNSAFE: %s=1: passwords are hashed with test-only argon2id parameters; never set it in production",
+                    UNSAFE_TEST_HASH_ENV)
+        return PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    return PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def create_user(
         User(
             name=name,
             role=role,
-            password_hash=_hasher.hash(password),
+            password_hash=_hasher().hash(password),
             totp_secret=seal(_totp_key(identity_key), totp_secret.encode(), f"users|{name}".encode()),
             disabled=False,
             created_at=datetime.now(UTC),
@@ -107,7 +113,7 @@ def create_user(
     return NewUserSecrets(name, role, password, totp_secret, uri)
 
 
-# -- policy attributes (issue 5) -------------------------------------------------------------
+# -- policy attributes ------------------------------------------------------------------------
 
 ATTRIBUTE_KEYS = ("site", "modalities", "referring_token", "clearances")
 """Keys of ``users.attributes`` (a JSON object); the department is a column of its own."""
@@ -179,7 +185,6 @@ _UNCHANGED: object = object()
 
 def set_attributes(
     session: Session,
-    actor: Principal,
     name: str,
     *,
     department: str | None | object = _UNCHANGED,
@@ -188,10 +193,9 @@ def set_attributes(
     """Change an account's department and/or policy attributes (keys of :data:`ATTRIBUTE_KEYS`).
 
     A key given as ``None`` or empty clears it; keys not given stay. Returns the
-    resulting attributes (with ``department``). The actor must be allowed to
-    administer the account (nobody changes their own).
+    resulting attributes (with ``department``). Who may do this is decided by the
+    policies (``identity.accounts.AccountService``), not here.
     """
-    _may_administer(actor, name)
     user = _user(session, name, lock=True)
     if department is not _UNCHANGED:
         user.department = check_department(department)  # type: ignore[arg-type]
@@ -214,17 +218,12 @@ def totp_secret(identity_key: bytes, user: User) -> str:
 
 def verify_password(user: User, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher().verify(user.password_hash, password)
     except Exception:
         return False
 
 
-# -- administration (issue 5) ------------------------------------------------------------
-
-
-class PrivilegeError(DicomGuardError):
-    """The acting principal may not change this account (e.g. a user granting themselves a role)."""
-
+# -- administration: data operations; who may call them is decided in identity.accounts -------------
 
 RECOVERY_CODES = 10
 MIN_PASSWORD_LENGTH = 12
@@ -238,6 +237,8 @@ class UserInfo:
     department: str | None
     disabled: bool
     created_at: datetime
+    attributes: dict[str, object] = field(default_factory=dict)
+    """Policy attributes (site, modalities, referring_token, clearances); no secret, no name."""
 
 
 def _user(session: Session, name: str, lock: bool = False) -> User:
@@ -245,17 +246,6 @@ def _user(session: Session, name: str, lock: bool = False) -> User:
     if user is None:
         raise NotFoundError(f"no user {name!r}")
     return user
-
-
-def _may_administer(actor: Principal, target: str) -> None:
-    """Only the local operator or an ``admin`` user changes accounts, and nobody changes their own privileges."""
-    if actor.kind is PrincipalKind.USER and actor.name == target:
-        raise PrivilegeError("a user cannot change their own roles or account state")
-    if actor.kind is PrincipalKind.OPERATOR:
-        return
-    if actor.kind is PrincipalKind.USER and "admin" in actor.roles:
-        return
-    raise PrivilegeError(f"{actor.label()} may not administer user accounts")
 
 
 def user_roles(session: Session, name: str) -> tuple[str, ...]:
@@ -270,24 +260,23 @@ def list_users(session: Session) -> list[UserInfo]:
     for row in session.execute(select(UserRole.user_name, UserRole.role)):
         grants.setdefault(row.user_name, []).append(row.role)
     return [
-        UserInfo(u.name, u.role, (u.role, *sorted(set(grants.get(u.name, ())) - {u.role})), u.department, u.disabled, u.created_at)
+        UserInfo(u.name, u.role, (u.role, *sorted(set(grants.get(u.name, ())) - {u.role})), u.department, u.disabled, u.created_at,
+                 decode_attributes(u.attributes))
         for u in session.scalars(select(User).order_by(User.name))
     ]
 
 
-def grant_role(session: Session, actor: Principal, name: str, role: str) -> bool:
-    """Grant an additional role; False if the user already holds it. Self-grant is refused."""
-    _may_administer(actor, name)
+def grant_role(session: Session, name: str, role: str, granted_by: str) -> bool:
+    """Grant an additional role; False if the user already holds it."""
     _check_role(role)
     if role in user_roles(session, name):
         return False
-    session.add(UserRole(user_name=name, role=role, granted_by=actor.label(), granted_at=datetime.now(UTC)))
+    session.add(UserRole(user_name=name, role=role, granted_by=granted_by[:128], granted_at=datetime.now(UTC)))
     return True
 
 
-def revoke_role(session: Session, actor: Principal, name: str, role: str) -> bool:
+def revoke_role(session: Session, name: str, role: str) -> bool:
     """Revoke a granted role (the primary role stays: disable the account instead); False if not granted."""
-    _may_administer(actor, name)
     _check_role(role)
     _user(session, name)
     result = session.execute(delete(UserRole).where(UserRole.user_name == name, UserRole.role == role))
@@ -301,18 +290,16 @@ def end_sessions(session: Session, name: str, now: datetime | None = None) -> No
     session.execute(update(ApiToken).where(ApiToken.user_name == name, ApiToken.revoked_at.is_(None)).values(revoked_at=now))
 
 
-def set_disabled(session: Session, actor: Principal, name: str, disabled: bool) -> None:
+def set_disabled(session: Session, name: str, disabled: bool) -> None:
     """Disable (sessions and tokens end at once) or re-enable an account."""
-    _may_administer(actor, name)
     user = _user(session, name, lock=True)
     user.disabled = disabled
     if disabled:
         end_sessions(session, name)
 
 
-def reset_mfa(session: Session, identity_key: bytes, actor: Principal, name: str, issuer: str = "dicomguard") -> tuple[str, str]:
+def reset_mfa(session: Session, identity_key: bytes, name: str, issuer: str = "dicomguard") -> tuple[str, str]:
     """A new TOTP secret (the old one stops working); returns (secret, provisioning URI), shown once."""
-    _may_administer(actor, name)
     user = _user(session, name, lock=True)
     secret = pyotp.random_base32(length=32)
     user.totp_secret = seal(_totp_key(identity_key), secret.encode(), f"users|{name}".encode())
@@ -321,9 +308,8 @@ def reset_mfa(session: Session, identity_key: bytes, actor: Principal, name: str
     return secret, pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=issuer)
 
 
-def unlock(session: Session, actor: Principal, name: str) -> None:
+def unlock(session: Session, name: str) -> None:
     """Clear the failed-login counter and lockout of an account."""
-    _may_administer(actor, name)
     _user(session, name)
     session.execute(delete(AuthFailure).where(AuthFailure.key == f"user:{name}"))
 
@@ -337,15 +323,14 @@ def _random(n: int) -> str:
     return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(n))
 
 
-def new_recovery_codes(session: Session, actor: Principal, name: str) -> list[str]:
+def new_recovery_codes(session: Session, name: str) -> list[str]:
     """Replace a user's recovery codes with :data:`RECOVERY_CODES` new single-use codes, returned once."""
-    _may_administer(actor, name)
     _user(session, name)
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_name == name))
     codes, now = [], datetime.now(UTC)
     for _ in range(RECOVERY_CODES):
         code_id, secret = _random(6), _random(12)
-        session.add(RecoveryCode(code_id=code_id, user_name=name, code_hash=_hasher.hash(secret), created_at=now))
+        session.add(RecoveryCode(code_id=code_id, user_name=name, code_hash=_hasher().hash(secret), created_at=now))
         codes.append(f"{code_id}-{secret}")
     return codes
 
@@ -363,7 +348,7 @@ def use_recovery_code(session: Session, name: str, code: str, now: datetime) -> 
     if row is None or row.user_name != name or row.used_at is not None:
         return False
     try:
-        _hasher.verify(row.code_hash, m.group(2))
+        _hasher().verify(row.code_hash, m.group(2))
     except (VerificationError, InvalidHashError):
         return False
     row.used_at = now
@@ -396,25 +381,28 @@ def set_password(session: Session, name: str, new_password: str) -> None:
     """Store a user-chosen password (policy checked) as argon2id; other sessions are ended."""
     check_password_policy(name, new_password)
     user = _user(session, name, lock=True)
-    user.password_hash = _hasher.hash(new_password)
+    user.password_hash = _hasher().hash(new_password)
 
 
 def password_needs_rehash(user: User) -> bool:
     try:
-        return _hasher.check_needs_rehash(user.password_hash)
+        return _hasher().check_needs_rehash(user.password_hash)
     except (InvalidHashError, ValueError):
         return True
 
 
 def rehash_password(user: User, password: str) -> None:
     """Re-hash with the current parameters (called after a successful login with an older hash)."""
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = _hasher().hash(password)
 
 
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password with the current parameters (computed once, on the first login attempt)."""
+    return _hasher().hash(secrets.token_urlsafe(16))
 
 
 def burn_verification(password: str) -> None:
     """Verify against a dummy hash: a missing account costs the same time as a wrong password."""
     with contextlib.suppress(VerificationError, InvalidHashError):
-        _hasher.verify(_DUMMY_HASH, password)
+        _hasher().verify(_dummy_hash(), password)

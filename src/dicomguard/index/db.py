@@ -8,6 +8,7 @@ file, not left in a free page) and ``BEGIN IMMEDIATE`` for write transactions
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
@@ -75,15 +78,25 @@ def read_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
 
 
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration (read from the migration scripts once per process)."""
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest Alembic revision."""
+    """Bring the schema to the latest Alembic revision (a no-op, without loading Alembic's environment, when it is there)."""
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current is not None and current == head_revision():
+        return
     command.upgrade(alembic_config(engine), "head")
 
 

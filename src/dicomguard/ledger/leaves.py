@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +17,12 @@ from dicomguard.core.events import (
     AccessRefused,
     ApplicationActivity,
     AuditLogUsed,
-    AuditRecorded,
+    AuditMessageImported,
     BreakGlassStarted,
     ConflictRefused,
-    Event,
     InstancesAccessed,
     InstanceStored,
+    IntegrityChecked,
     IntegrityViolation,
     KeysRotated,
     PatientErased,
@@ -30,10 +31,14 @@ from dicomguard.core.events import (
     UserAuthentication,
 )
 
+LeafEntry = tuple[str, str, bytes]
+"""(kind, subject, leaf bytes): what the ledger appends and indexes (``ledger_leaves.kind``, ``.subject``)."""
+
 LEAF_FORMAT = "dicomguard-leaf/1"
 KIND_INSTANCE = "instance"
 KIND_EVENT = "event"
 KIND_AUDIT = "audit"
+"""Leaves of imported audit messages written by earlier versions: one record per leaf, still verified."""
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -56,7 +61,7 @@ def _listing_hash(uids: tuple[str, ...]) -> str:
 
 
 def instance_leaf(e: InstanceStored) -> bytes:
-    """Leaf of a stored object: identity, both digests, blob id and time (issue 3, point 2)."""
+    """Leaf of a stored object: identity, both digests, blob id and time."""
     return encode(
         {
             "kind": KIND_INSTANCE,
@@ -72,17 +77,12 @@ def instance_leaf(e: InstanceStored) -> bytes:
     )
 
 
-def audit_leaf(e: AuditRecorded) -> bytes:
-    """Leaf of an audit record: its id and canonical SHA-256 only (the record is sealed; issue 6, point 2)."""
-    return encode({"kind": KIND_AUDIT, "record_id": e.record_id, "record_sha256": e.record_sha256.hex(), "time": _time(e.at)})
-
-
-def with_audit_records(entry: tuple[str, str, bytes], records: list[tuple[str, bytes]]) -> tuple[str, str, bytes]:
+def with_audit_records(entry: LeafEntry, records: Sequence[tuple[str, bytes]]) -> LeafEntry:
     """The same leaf, also naming the audit records written for its event: ``"audit": [[id, sha256], ...]``.
 
-    The audit trail extends the leaf of the event it recorded rather than adding
-    one leaf per record (issue 6): the ledger grows by one leaf per action, and
-    every audit record is still bound to the log by its canonical hash.
+    The recorder extends the leaf of the event it recorded rather than adding
+    one leaf per record: the ledger grows by one leaf per action, and every
+    audit record is still bound to the log by its canonical hash.
     """
     kind, subject, data = entry
     doc = decode(data)
@@ -98,48 +98,79 @@ def audit_hashes(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return [(str(r[0]), str(r[1])) for r in doc.get("audit", ()) if isinstance(r, list) and len(r) == 2]
 
 
-def leaf_for(event: Event) -> tuple[str, str, bytes]:
-    """(kind, subject, leaf bytes) for a core event."""
-    if isinstance(event, InstanceStored):
-        return KIND_INSTANCE, event.sop_instance_uid, instance_leaf(event)
-    if isinstance(event, AuditRecorded):
-        return KIND_AUDIT, event.record_id, audit_leaf(event)
-    if isinstance(event, ConflictRefused):
-        doc = {"event": "conflict-refused", "subject": event.sop_instance_uid, "pixel_sha256": event.pixel_sha256.hex(),
-               "header_sha256": event.header_sha256.hex(), "time": _time(event.at)}
-    elif isinstance(event, PatientErased):
-        doc = {"event": "patient-erased", "subject": event.patient_ref, "instances": len(event.instance_uids),
-               "instances_sha256": _listing_hash(event.instance_uids), "time": _time(event.at)}
-    elif isinstance(event, KeysRotated):
-        doc = {"event": "keys-rotated", "subject": event.new_kek_id, "old_kek_id": event.old_kek_id,
-               "rewrapped": event.rewrapped, "time": _time(event.at)}
-    elif isinstance(event, IntegrityViolation):
-        doc = {"event": "integrity-violation", "subject": event.sop_instance_uid, "problem": event.kind, "time": _time(event.at)}
-    elif isinstance(event, AccessRefused):
-        doc = {"event": "access-refused", "subject": event.principal.label(), "action": event.action.value,
-               "resource": f"{event.resource_kind}:{event.resource_uid}", "time": _time(event.at)}
-    elif isinstance(event, InstancesAccessed):
-        doc = {"event": "instances-accessed", "subject": event.principal.label(), "action": event.action.value,
-               "instances": len(event.sop_instance_uids), "instances_sha256": _listing_hash(event.sop_instance_uids),
-               "time": _time(event.at)}
-    elif isinstance(event, QueryPerformed):
-        # The query keys may be identifiers (a name searched for): not even their hash is ledgered.
-        doc = {"event": "query", "subject": event.principal.label(), "level": event.level, "results": event.results,
-               "time": _time(event.at)}
-    elif isinstance(event, ApplicationActivity):
-        doc = {"event": "application-start" if event.started else "application-stop", "subject": event.application,
-               "time": _time(event.at)}
-    elif isinstance(event, AuditLogUsed):
-        doc = {"event": "audit-log-used", "subject": event.principal.label(), "purpose": event.purpose, "time": _time(event.at)}
-    elif isinstance(event, UserAuthentication):
-        doc = {"event": "user-authentication", "subject": event.user, "outcome": event.kind, "time": _time(event.at)}
-    elif isinstance(event, SecurityConfigurationChanged):
-        doc = {"event": "security-configuration", "subject": event.principal.label(), "object": event.subject,
-               "change": event.change, "time": _time(event.at)}
-    elif isinstance(event, BreakGlassStarted):
-        # The reason may name the patient: it is in the sealed audit record, not in the leaf.
-        doc = {"event": "break-glass", "subject": event.principal.label(), "grant": event.grant_id,
-               "patients": len(event.patient_refs), "expires": _time(event.expires_at), "time": _time(event.at)}
-    else:  # pragma: no cover - a new event type must get a leaf encoding
-        raise TypeError(f"no leaf encoding for {type(event).__name__}")
+def _event(doc: dict[str, Any]) -> LeafEntry:
     return KIND_EVENT, str(doc["subject"])[:64], encode({"kind": KIND_EVENT, **doc})
+
+
+# One encoder per event class; the recorder's table (``app/recorder.py``) names them. No leaf carries PHI.
+
+
+def instance_stored(e: InstanceStored) -> LeafEntry:
+    return KIND_INSTANCE, e.sop_instance_uid, instance_leaf(e)
+
+
+def conflict_refused(e: ConflictRefused) -> LeafEntry:
+    return _event({"event": "conflict-refused", "subject": e.sop_instance_uid, "pixel_sha256": e.pixel_sha256.hex(),
+                   "header_sha256": e.header_sha256.hex(), "time": _time(e.at)})
+
+
+def patient_erased(e: PatientErased) -> LeafEntry:
+    return _event({"event": "patient-erased", "subject": e.patient_ref, "instances": len(e.instance_uids),
+                   "instances_sha256": _listing_hash(e.instance_uids), "time": _time(e.at)})
+
+
+def keys_rotated(e: KeysRotated) -> LeafEntry:
+    return _event({"event": "keys-rotated", "subject": e.new_kek_id, "old_kek_id": e.old_kek_id, "rewrapped": e.rewrapped,
+                   "time": _time(e.at)})
+
+
+def integrity_violation(e: IntegrityViolation) -> LeafEntry:
+    return _event({"event": "integrity-violation", "subject": e.sop_instance_uid, "problem": e.kind, "time": _time(e.at)})
+
+
+def integrity_checked(e: IntegrityChecked) -> LeafEntry:
+    return _event({"event": "integrity-checked", "subject": e.principal.label(), "mode": e.mode, "objects": e.objects,
+                   "leaves": e.leaves, "problems": e.problems, "time": _time(e.at)})
+
+
+def access_refused(e: AccessRefused) -> LeafEntry:
+    return _event({"event": "access-refused", "subject": e.principal.label(), "action": e.action.value,
+                   "resource": f"{e.resource_kind}:{e.resource_uid}", "time": _time(e.at)})
+
+
+def instances_accessed(e: InstancesAccessed) -> LeafEntry:
+    return _event({"event": "instances-accessed", "subject": e.principal.label(), "action": e.action.value,
+                   "instances": len(e.sop_instance_uids), "instances_sha256": _listing_hash(e.sop_instance_uids), "time": _time(e.at)})
+
+
+def query_performed(e: QueryPerformed) -> LeafEntry:
+    # The query keys may be identifiers (a name searched for): not even their hash is ledgered.
+    return _event({"event": "query", "subject": e.principal.label(), "level": e.level, "results": e.results, "time": _time(e.at)})
+
+
+def application_activity(e: ApplicationActivity) -> LeafEntry:
+    return _event({"event": "application-start" if e.started else "application-stop", "subject": e.application, "time": _time(e.at)})
+
+
+def audit_log_used(e: AuditLogUsed) -> LeafEntry:
+    return _event({"event": "audit-log-used", "subject": e.principal.label(), "purpose": e.purpose, "time": _time(e.at)})
+
+
+def user_authentication(e: UserAuthentication) -> LeafEntry:
+    return _event({"event": "user-authentication", "subject": e.user, "outcome": e.kind, "time": _time(e.at)})
+
+
+def security_configuration(e: SecurityConfigurationChanged) -> LeafEntry:
+    return _event({"event": "security-configuration", "subject": e.principal.label(), "object": e.subject, "change": e.change,
+                   "time": _time(e.at)})
+
+
+def break_glass(e: BreakGlassStarted) -> LeafEntry:
+    # The reason may name the patient: it is in the sealed audit record, not in the leaf.
+    return _event({"event": "break-glass", "subject": e.principal.label(), "grant": e.grant_id, "patients": len(e.patient_refs),
+                   "expires": _time(e.expires_at), "time": _time(e.at)})
+
+
+def audit_message_imported(e: AuditMessageImported) -> LeafEntry:
+    # The message itself is sealed in the audit record this leaf binds (``"audit": [[id, sha256]]``).
+    return _event({"event": "audit-import", "subject": e.origin[:64], "time": _time(e.at)})

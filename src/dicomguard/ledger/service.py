@@ -1,14 +1,16 @@
-"""The ledger service: appends a leaf for every core event in the event's own transaction,
+"""The ledger: appends the leaves the recorder gives it in the action's own transaction,
 signs a checkpoint after every appending transaction, proves and witnesses.
 
 Guarantee: an instance is never indexed without its leaf (same transaction), and
 every committed state of the log has a signed checkpoint (C2SP tlog-checkpoint)
-of its exact size and root.
+of its exact size and root. The ledger knows leaves, not events: which event
+becomes which leaf is the recorder's table (``app/recorder.py``).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,41 +19,17 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.events import Event
 from dicomguard.core.keyring import META_ARCHIVE_ID, PURPOSE_LEDGER
 from dicomguard.errors import NotFoundError
-from dicomguard.index.db import before_commit, insert_ignore, read_session, write_session
+from dicomguard.index.db import insert_ignore, read_session, write_session
 from dicomguard.index.models import ArchiveMeta, LedgerCheckpoint, LedgerLeaf, TrustedCheckpoint
 from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointSigner, CheckpointVerifier
-from dicomguard.ledger.leaves import leaf_for, with_audit_records
+from dicomguard.ledger.leaves import LeafEntry, with_audit_records
 from dicomguard.ledger.proofs import BUNDLE_FORMAT
 from dicomguard.ledger.store import Frontier, LedgerStore
 
 _PENDING = "dicomguard.ledger.pending"
-_BOUND = "dicomguard.ledger.bound"
-
-
-def bind_to_pending_leaf(session: Session, event: Event, records: list[tuple[str, bytes]]) -> bool:
-    """Name audit records ``(id, canonical SHA-256)`` in the leaf the ledger queued for ``event`` in this transaction.
-
-    The hook subscribers that record an event (the audit trail) use to bind their
-    records to the event's own leaf, so the log grows by one leaf per action
-    (issue 6). Returns False when the last queued leaf is not this event's (the
-    caller then appends leaves of its own). The check is cheap after the first
-    event of a transaction: the queue must have grown by exactly one entry since
-    the last binding; otherwise the leaf is compared with a fresh encoding.
-    """
-    pending = session.info.get(_PENDING)
-    if not pending:
-        return False
-    seen = session.info.get(_BOUND)
-    just_added = seen is not None and seen[0] is pending and len(pending) == seen[1] + 1
-    if not (just_added or pending[-1] == leaf_for(event)):
-        return False
-    pending[-1] = with_audit_records(pending[-1], records)
-    session.info[_BOUND] = (pending, len(pending))
-    return True
 
 
 def origin_for(archive_id: str) -> str:
@@ -71,9 +49,7 @@ class Ledger:
             archive_id = s.get(ArchiveMeta, META_ARCHIVE_ID)
         assert archive_id is not None
         key = Ed25519PrivateKey.from_private_bytes(ctx.keyring.archive_key(PURPOSE_LEDGER))
-        ledger = cls(ctx.engine, CheckpointSigner(origin_for(archive_id.value), key))
-        ctx.bus.subscribe(ledger.on_event)
-        return ledger
+        return cls(ctx.engine, CheckpointSigner(origin_for(archive_id.value), key))
 
     @property
     def origin(self) -> str:
@@ -81,11 +57,21 @@ class Ledger:
 
     # -- appending ---------------------------------------------------------------------
 
-    def on_event(self, session: Session, event: Event) -> None:
-        session.info.setdefault(_PENDING, []).append(leaf_for(event))
-        before_commit(session, "ledger", self._flush)
+    def append(self, session: Session, entry: LeafEntry, audit_records: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Queue a leaf in ``session``; it is appended by :meth:`flush`, which the caller runs just before commit.
 
-    def _flush(self, session: Session) -> None:
+        ``audit_records``: ``(record id, canonical SHA-256)`` of the audit records of
+        the same action, named in the leaf so that each record is bound to the log.
+        """
+        session.info.setdefault(_PENDING, []).append(with_audit_records(entry, audit_records) if audit_records else entry)
+
+    def flush(self, session: Session) -> None:
+        """Append the queued leaves under the ledger's lock and sign a checkpoint of the new tree (inside the transaction).
+
+        The lock (the head row; SQLite's write lock) is held until commit: appends of
+        concurrent transactions, and anything ordered after this call in the same
+        transaction, are serialized in commit order.
+        """
         entries = session.info.pop(_PENDING, [])
         if entries:
             now = datetime.now(UTC)
@@ -133,21 +119,20 @@ class Ledger:
             "public_key": self.verifier.to_verifier_key(),
         }
 
-    def witness(self, note: bytes, source: str) -> Checkpoint:
-        """Record an externally kept checkpoint as trusted, after checking it against the tree.
+    def witness(self, session: Session, note: bytes, source: str) -> Checkpoint:
+        """Record an externally kept checkpoint as trusted in ``session``, after checking it against the tree.
 
         Refused if its signature is not ours or if the current tree does not
         contain it (a rolled-back or rewritten archive cannot adopt a witness).
         """
         cp = self.verifier.verify(note)
-        with write_session(self.engine) as s:
-            store = LedgerStore(s)
-            size = store.size()
-            if cp.size > size:
-                raise CheckpointError(f"checkpoint of size {cp.size} is ahead of the ledger ({size}): rollback?")
-            if cp.size and store.root(cp.size) != cp.root_hash:
-                raise CheckpointError("checkpoint root differs from the ledger at that size: history rewritten?")
-            s.add(TrustedCheckpoint(size=cp.size, note=note, source=source[:256], imported_at=datetime.now(UTC)))
+        store = LedgerStore(session)
+        size = store.size()
+        if cp.size > size:
+            raise CheckpointError(f"checkpoint of size {cp.size} is ahead of the ledger ({size}): rollback?")
+        if cp.size and store.root(cp.size) != cp.root_hash:
+            raise CheckpointError("checkpoint root differs from the ledger at that size: history rewritten?")
+        session.add(TrustedCheckpoint(size=cp.size, note=note, source=source[:256], imported_at=datetime.now(UTC)))
         return cp
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:

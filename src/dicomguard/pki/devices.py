@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from dicomguard.core.access import (
     Action,
@@ -22,7 +23,7 @@ from dicomguard.core.access import (
     normalize_department,
 )
 from dicomguard.errors import DicomGuardError, NotFoundError
-from dicomguard.index.db import as_utc, read_session, write_session
+from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import Device
 from dicomguard.pki.authority import (
     CertificateAuthority,
@@ -78,6 +79,13 @@ def check_department(department: str | None) -> str | None:
     return None if department is None else normalize_department(department) or None
 
 
+def check_operations(operations: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = set(operations) - set(KNOWN_OPERATIONS)
+    if unknown:
+        raise ValueError(f"unknown operations {sorted(unknown)}; known: {', '.join(KNOWN_OPERATIONS)}")
+    return operations
+
+
 def check_ae_title(ae: str) -> str:
     if not _AE.match(ae):
         raise ValueError("an AE title is 1-16 characters: letters, digits, '_', '.', '-'")
@@ -88,8 +96,9 @@ class DeviceRegistry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @staticmethod
     def add(
-        self,
+        s: Session,
         ae_title: str,
         name: str,
         *,
@@ -100,16 +109,17 @@ class DeviceRegistry:
         move_destination: tuple[str, int] | None = None,
         department: str | None = None,
     ) -> DeviceCredentials:
-        """Register a device: issue a certificate bound to its AE title, or register an existing one.
+        """Register a device in ``s``: issue a certificate bound to its AE title, or register an existing one.
 
         ``department``: the device reads only that department's studies (Cedar
-        device policies); ``None`` registers an archive-wide peer.
+        device policies); ``None`` registers an archive-wide peer. Who may register
+        devices is decided by ``pki.enrolment.DeviceService``.
         """
         check_ae_title(ae_title)
         department = check_department(department)
-        unknown = set(operations) - set(KNOWN_OPERATIONS)
-        if unknown:
-            raise ValueError(f"unknown operations {sorted(unknown)}; known: {', '.join(KNOWN_OPERATIONS)}")
+        check_operations(operations)
+        if s.get(Device, ae_title) is not None:
+            raise ValueError(f"device {ae_title} exists; revoke it first or choose another AE title")
         key_pem = None
         if existing_cert is None:
             if authority is None:
@@ -120,25 +130,23 @@ class DeviceRegistry:
             cert = existing_cert
             if ae_title_of(cert) != ae_title:
                 raise ValueError("the certificate is not bound to that AE title (CN or urn:dicom:ae: SAN)")
-        with write_session(self.engine) as s:
-            if s.get(Device, ae_title) is not None:
-                raise ValueError(f"device {ae_title} exists; revoke it first or choose another AE title")
-            s.add(
-                Device(
-                    ae_title=ae_title, name=name[:128], operations=",".join(operations), cert_serial=format(cert.serial_number, "x"),
-                    cert_sha256=fingerprint(cert), not_after=cert.not_valid_after_utc, created_at=datetime.now(UTC), revoked_at=None,
-                    move_host=move_destination[0] if move_destination else None, move_port=move_destination[1] if move_destination else None,
-                    department=department,
-                )
+        s.add(
+            Device(
+                ae_title=ae_title, name=name[:128], operations=",".join(operations), cert_serial=format(cert.serial_number, "x"),
+                cert_sha256=fingerprint(cert), not_after=cert.not_valid_after_utc, created_at=datetime.now(UTC), revoked_at=None,
+                move_host=move_destination[0] if move_destination else None, move_port=move_destination[1] if move_destination else None,
+                department=department,
             )
+        )
         return DeviceCredentials(cert_pem(cert), key_pem, ca_pem)
 
-    def revoke(self, ae_title: str) -> None:
-        with write_session(self.engine) as s:
-            d = s.get(Device, ae_title)
-            if d is None:
-                raise NotFoundError(f"no device {ae_title}")
-            d.revoked_at = d.revoked_at or datetime.now(UTC)
+    @staticmethod
+    def revoke(s: Session, ae_title: str) -> None:
+        """Revoke a device in ``s``: refused at its next association and its next operation."""
+        d = s.get(Device, ae_title, with_for_update=True)
+        if d is None:
+            raise NotFoundError(f"no device {ae_title}")
+        d.revoked_at = d.revoked_at or datetime.now(UTC)
 
     def list(self) -> list[DeviceInfo]:
         with read_session(self.engine) as s:

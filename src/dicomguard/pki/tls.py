@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import ssl
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 # TLS 1.2 suites: ECDHE with AES-GCM or ChaCha20-Poly1305 only (RFC 9325 4.2).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"

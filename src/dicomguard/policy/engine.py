@@ -1,4 +1,4 @@
-"""Cedar policy engine: every authorization decision of the archive (issue 5, point 3).
+"""Cedar policy engine: every authorization decision of the archive (ADR 0003).
 
 Policies are Cedar files an administrator can read, edit and test
 (``HOME/policies/*.cedar``; the shipped defaults are in ``policy/defaults``).
@@ -19,9 +19,13 @@ roles and the policies permit; no policy edit can widen it.
 Two annotations give a policy a meaning beyond permit/forbid:
 
 * ``@step_up("true")`` on a ``forbid``: the refusal means "confirm your
-  identity again" (a fresh TOTP), not "never" (issue 5, point 5).
+  identity again" (a fresh TOTP, RFC 9470), not "never".
 * ``@break_glass("true")`` on a ``permit``: access it grants is emergency
-  access, marked in every audit event (issue 5, point 4).
+  access, marked in every audit event (EventTypeCode BTG).
+
+Administration actions (``account-create``, ``device-revoke`` ...) are members
+of the action group ``administer``: ``action in Action::"administer"`` matches
+them all, ``action == Action::"account-create"`` one of them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 import cedarpy
 
 from dicomguard.core.access import (
+    ADMINISTRATION,
     Action,
     Decision,
     Principal,
@@ -167,7 +172,7 @@ class PolicyEngine:
             return []
         context = context or RequestContext.now_for(principal)
         scopes = principal.attributes.get("token_scopes")
-        if scopes is not None and action.value not in scopes:  # type: ignore[operator]
+        if scopes is not None and not _in_scope(action, scopes):  # type: ignore[arg-type]
             # Built in, before any policy: no policy edit can widen a scoped token.
             return [Decision(False, f"the API token is limited to {', '.join(scopes) or 'nothing'}", ("token-scope",))  # type: ignore[arg-type]
                     for _ in resources]
@@ -175,7 +180,7 @@ class PolicyEngine:
         entities = [p_entity]
         requests = []
         refused: dict[int, Decision] = {}
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str]] = {(p_entity["uid"]["type"], p_entity["uid"]["id"])}  # type: ignore[index]
         for i, res in enumerate(resources):
             r_entity = resource_entity(res)
             if r_entity is None:
@@ -220,6 +225,11 @@ class PolicyEngine:
         return Decision(False, "forbidden by " + ", ".join(reasons), reasons, step_up=step_up)
 
 
+def _in_scope(action: Action, scopes: Sequence[str]) -> bool:
+    """A scoped token may use its scopes; the scope ``administer`` covers every administration action."""
+    return action.value in scopes or (action in ADMINISTRATION and Action.ADMINISTER.value in scopes)
+
+
 # -- entities -----------------------------------------------------------------------
 
 
@@ -245,6 +255,7 @@ def principal_entity(p: Principal) -> dict[str, object]:
             "operations": _strings(a.get("operations")), "department": _department(a.get("department")),
         }}
     return {"uid": {"type": "User", "id": p.name}, "parents": [], "attrs": {
+        "name": p.name,
         "roles": sorted(p.roles),
         "department": _department(a.get("department")),
         "site": str(a.get("site") or ""),
@@ -254,7 +265,7 @@ def principal_entity(p: Principal) -> dict[str, object]:
     }}
 
 
-_SIMPLE_KINDS = {"archive": "Archive", "audit-log": "AuditLog"}
+_SIMPLE_KINDS = {"archive": "Archive", "audit-log": "AuditLog", "allow-list": "AllowList", "policy-set": "PolicySet"}
 _STUDY_KINDS = frozenset({"study", "series", "instance"})
 
 
@@ -264,6 +275,16 @@ def resource_entity(r: Resource) -> dict[str, object] | None:
         return {"uid": {"type": _SIMPLE_KINDS[r.kind], "id": r.uid or r.kind}, "attrs": {}, "parents": []}
     if r.kind == "patient":
         return {"uid": {"type": "Patient", "id": r.patient_ref or r.uid or "*"}, "attrs": {}, "parents": []}
+    if r.kind == "account":
+        a = r.attributes
+        return {"uid": {"type": "Account", "id": r.uid or "*"}, "parents": [], "attrs": {
+            "name": str(a.get("name") or r.uid), "roles": _strings(a.get("roles")), "department": _department(a.get("department")),
+        }}
+    if r.kind == "device":
+        a = r.attributes
+        return {"uid": {"type": "Device", "id": r.uid or "*"}, "parents": [], "attrs": {
+            "operations": _strings(a.get("operations")), "department": _department(a.get("department")),
+        }}
     if r.kind in _STUDY_KINDS and r.access is not None:
         s = r.access
         return {"uid": {"type": "Study", "id": r.study_uid or r.uid}, "parents": [], "attrs": {

@@ -166,6 +166,19 @@ except OSError:  # pragma: no cover - non-glibc platforms
     _libc = None
 
 
+def write_private_file(path: Path, content: bytes) -> None:
+    """Atomically write a file readable by the owner only (temp, fsync, rename, fsync of the folder)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def fsync_dir(folder: Path) -> None:
     """fsync(2) a folder, so that names created or removed in it are durable (POSIX)."""
     fd = os.open(folder, os.O_RDONLY)

@@ -6,7 +6,7 @@ Security properties, in request order:
 2. CORS only for the configured origins (``[network] cors_origins``; empty: no
    CORS headers at all; ``*`` is refused at start).
 3. Every DICOMweb route authenticates a bearer token against the index and
-   acts through ``archive.client(principal)`` (authorization and access
+   acts through ``archive.services(principal)`` (authorization and access
    events in the core). ``/healthz`` needs no token and returns no data.
 4. Core exceptions become statuses in one place (:mod:`dicomguard.web.errors`).
 5. Every response carries HSTS, nosniff and ``Cache-Control: no-store``.
@@ -25,18 +25,18 @@ from fastapi.responses import Response
 from starlette.middleware.cors import CORSMiddleware
 
 from dicomguard import __version__
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
 from dicomguard.errors import ConfigurationError
 from dicomguard.identity.session_policy import session_policy_from
 from dicomguard.web import admin_routes, auth_routes, errors, qido, stow, wado
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
-from dicomguard.web.slow_clients import BodyIdleTimeoutMiddleware
 from dicomguard.web.middleware import (
     ObservabilityMiddleware,
     PathGuardMiddleware,
     SecurityHeadersMiddleware,
 )
+from dicomguard.web.slow_clients import BodyIdleTimeoutMiddleware
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -58,7 +58,7 @@ def create_app(archive: Archive) -> FastAPI:
     for module in (stow, qido, wado):
         app.include_router(module.router)  # each router carries the /dicomweb prefix in its route templates
     app.include_router(auth_routes.router)  # /auth: login, refresh, logout, password, step-up, break-glass (in the OpenAPI document)
-    app.include_router(admin_routes.router)  # /admin: erase (in the OpenAPI document)
+    app.include_router(admin_routes.router)  # /admin: erase, accounts, devices, allow-list, study attributes (in the OpenAPI document)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests (no authentication, no data)")
     def healthz() -> dict[str, str]:
@@ -67,7 +67,7 @@ def create_app(archive: Archive) -> FastAPI:
     @app.get(
         "/metrics",
         tags=["operations"],
-        summary="Prometheus metrics (bearer token of role admin or security_officer)",
+        summary="Prometheus metrics (bearer token of a principal the policies permit metrics-read: admin, security_officer)",
         response_class=Response,
         dependencies=[Depends(metrics_reader)],
     )

@@ -3,8 +3,8 @@
 Each request is authenticated on its own: the token is looked up in the index
 (:func:`dicomguard.identity.tokens.verify_token`), so revocation, expiry and a
 disabled account take effect at the next request. The verified user becomes a
-:class:`Principal` and every data access then goes through
-``archive.client(principal)``, which authorizes and records it (zero trust:
+:class:`Principal` and every action then goes through
+``archive.services(principal)``, which authorizes and records it (zero trust:
 the network a request came from grants nothing).
 
 Both kinds of bearer token are accepted: API tokens (``dicomguard token
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
+from dicomguard.app.archive import Archive
+from dicomguard.app.services import Services
 from dicomguard.core.access import Principal, PrincipalKind
-from dicomguard.core.archive import Archive
-from dicomguard.core.client import ArchiveClient
 from dicomguard.identity.tokens import InvalidToken, TokenPrincipal, verify_token
 from dicomguard.web.errors import unauthorized
-
-METRICS_ROLES = frozenset({"admin", "security_officer"})
 
 
 def _bearer(request: Request) -> str:
@@ -64,22 +62,21 @@ def principal_for(request: Request, user: TokenPrincipal) -> Principal:
     return Principal(PrincipalKind.USER, user.user_name, roles, address=address, attributes=attributes)
 
 
-def authenticated_client(request: Request) -> ArchiveClient:
-    """FastAPI dependency (runs in the thread pool: it reads the index): the caller's ArchiveClient or 401."""
+def authenticated_services(request: Request) -> Services:
+    """FastAPI dependency (runs in the thread pool: it reads the index): the caller's services, or 401."""
     user = verified_user(request)
     principal = principal_for(request, user)
     request.state.principal = principal
     archive: Archive = request.app.state.archive
-    return archive.client(principal)
+    return archive.services(principal)
 
 
-def metrics_reader(request: Request) -> TokenPrincipal:
-    """``/metrics`` holds no PHI but shows activity: only admin and security_officer tokens may read it (403 otherwise)."""
-    user = verified_user(request)
-    if not (user.roles or {user.role}) & METRICS_ROLES:
-        raise HTTPException(403, "metrics are readable by the admin and security_officer roles only")
-    return user
+def metrics_reader(request: Request) -> Services:
+    """``/metrics`` holds no PHI but shows activity: readable by whom the policies permit ``metrics-read`` (403 otherwise)."""
+    services = authenticated_services(request)
+    services.operations.permit_metrics()
+    return services
 
 
-Client = Annotated[ArchiveClient, Depends(authenticated_client)]
-"""Route parameter type: the authenticated caller's ArchiveClient."""
+Caller = Annotated[Services, Depends(authenticated_services)]
+"""Route parameter type: the authenticated caller's services."""

@@ -1,4 +1,4 @@
-"""Login, token refresh, logout, password change, step-up and break-glass (issue 5) under ``/auth``.
+"""Login, token refresh, logout, password change, step-up and break-glass under ``/auth``.
 
 The routes only parse input and call :class:`dicomguard.identity.auth.Authenticator`
 (one core for every entry point). Failures are opaque: 401 for any wrong
@@ -10,7 +10,7 @@ echo the submitted values. Responses carry ``Cache-Control: no-store``
 ``/auth/step-up`` answers the RFC 9470 challenge (401 ``insufficient_user_authentication``,
 see :mod:`dicomguard.web.errors`): a fresh TOTP code renews the session's MFA time.
 ``/auth/break-glass`` claims emergency access to one patient through the core
-(:meth:`dicomguard.core.client.ArchiveClient.break_glass`), which decides, records and alerts.
+(:meth:`dicomguard.core.services.break_glass.BreakGlassService.claim`), which decides, records and alerts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.auth import (
     STEP_UP_MAX_AGE_S,
@@ -27,10 +27,9 @@ from dicomguard.identity.auth import (
     Authenticator,
     LoginThrottled,
 )
-from dicomguard.identity.sessions import refresh_session
 from dicomguard.identity.tokens import InvalidToken
 from dicomguard.identity.users import PasswordPolicyError
-from dicomguard.web.auth import _bearer, authenticated_client, verified_user
+from dicomguard.web.auth import Caller, _bearer, verified_user
 from dicomguard.web.errors import problem, unauthorized
 
 router = APIRouter(prefix="/auth", tags=["authentication"])
@@ -129,7 +128,7 @@ def login(body: LoginRequest, request: Request) -> JSONResponse:
 def refresh(body: RefreshRequest, request: Request) -> JSONResponse:
     auth = authenticator(request)
     try:
-        tokens = refresh_session(auth.engine, body.refresh_token, policy=auth.sessions)
+        tokens = auth.refresh(body.refresh_token, _address(request))
     except InvalidToken:
         raise unauthorized() from None
     return JSONResponse(tokens.as_json())
@@ -192,7 +191,6 @@ def step_up(body: StepUpRequest, request: Request) -> JSONResponse:
     responses={400: {"description": "Reason missing or too short"}, 401: {"description": "Invalid token"},
                403: {"description": "The role may not claim break-glass"}, 404: {"description": "No such patient"}},
 )
-def break_glass(body: BreakGlassRequest, request: Request) -> JSONResponse:
-    client = authenticated_client(request)
-    grant = client.break_glass(body.patient_id, body.reason, body.issuer or None)
+def break_glass(body: BreakGlassRequest, caller: Caller) -> JSONResponse:
+    grant = caller.break_glass.claim(body.patient_id, body.reason, body.issuer or None)
     return JSONResponse(grant.to_json(), status_code=201)

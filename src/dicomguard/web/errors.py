@@ -26,6 +26,7 @@ from dicomguard.errors import (
     NotFoundError,
     RejectedObject,
 )
+from dicomguard.gateway.config import GatewayError
 from dicomguard.identity.auth import STEP_UP_MAX_AGE_S
 from dicomguard.identity.tokens import InvalidToken
 from dicomguard.web.multipart import MalformedMultipart
@@ -149,4 +150,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(InvalidToken, _invalid_token)
     app.add_exception_handler(RejectedObject, _rejected)
+    app.add_exception_handler(GatewayError, _query_error)  # an AE title or address that is not one: 400 naming the rule
     app.add_exception_handler(DicomGuardError, _internal)

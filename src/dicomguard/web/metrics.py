@@ -7,7 +7,8 @@ Each app has its own registry, so several apps in one process (tests) do not
 collide.
 
 ``/metrics`` reveals activity levels, not data, but is still protected: only a
-bearer token of role ``admin`` or ``security_officer`` may read it.
+principal the policies permit ``metrics-read`` may read it (by default the
+``admin`` and ``security_officer`` roles).
 """
 
 from __future__ import annotations

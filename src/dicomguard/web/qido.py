@@ -1,6 +1,6 @@
 """QIDO-RS: search for studies, series and instances (PS3.18 10.6), answered in DICOM JSON (PS3.18 F).
 
-Every search goes through the principal's :class:`ArchiveClient` (``find_*``),
+Every search goes through the principal's :class:`QueryService` (``find_*``),
 so results are already filtered to what the principal may see and each search
 is recorded as a ``QueryPerformed`` event. Keys the core does not match itself
 (e.g. StudyTime, SeriesNumber) are matched here on the records the client
@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from dicomguard.core.client import ArchiveClient
+from dicomguard.app.services import Services
 from dicomguard.core.matching import match_range, match_uid_list, match_value
 from dicomguard.core.query import (
     InstanceRecord,
@@ -29,7 +29,8 @@ from dicomguard.core.query import (
     StudyFilter,
     StudyRecord,
 )
-from dicomguard.web.auth import Client
+from dicomguard.core.services.query import QueryService
+from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import JsonObject, attribute
 from dicomguard.web.errors import not_acceptable
 from dicomguard.web.media import DICOM_JSON, choose_single, parse_accept
@@ -185,22 +186,22 @@ def _to_json(r: _Row, q: QidoQuery, defaults: tuple[str, ...], base: str) -> Jso
 # -- searches --------------------------------------------------------------------------
 
 
-def _patients(client: ArchiveClient, q: QidoQuery) -> dict[str, PatientRecord]:
+def _patients(client: QueryService, q: QidoQuery) -> dict[str, PatientRecord]:
     if not (q.include_all or q.returns & _PATIENT_DETAILS):
         return {}
     return {p.ref: p for p in client.find_patients(_study_filter(q).patient)}
 
 
-def _studies(client: ArchiveClient, q: QidoQuery) -> list[StudyRecord]:
+def _studies(client: QueryService, q: QidoQuery) -> list[StudyRecord]:
     return [s for s in client.find_studies(_study_filter(q)) if _study_matches(q, s)]
 
 
-def search_studies(client: ArchiveClient, q: QidoQuery) -> list[_Row]:
+def search_studies(client: QueryService, q: QidoQuery) -> list[_Row]:
     patients = _patients(client, q)
     return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in _studies(client, q)]
 
 
-def search_series(client: ArchiveClient, q: QidoQuery, study_uid: str | None) -> list[_Row]:
+def search_series(client: QueryService, q: QidoQuery, study_uid: str | None) -> list[_Row]:
     modality = q.value("Modality")
     found = client.find_series(study_uid, modality if modality and "," not in modality else None)
     found = [se for se in found if _series_matches(q, se)]
@@ -214,7 +215,7 @@ def search_series(client: ArchiveClient, q: QidoQuery, study_uid: str | None) ->
     ]
 
 
-def search_instances(client: ArchiveClient, q: QidoQuery, study_uid: str | None, series_uid: str | None) -> list[_Row]:
+def search_instances(client: QueryService, q: QidoQuery, study_uid: str | None, series_uid: str | None) -> list[_Row]:
     found = [i for i in client.find_instances(study_uid=study_uid, series_uid=series_uid) if _instance_matches(q, i)]
     series: dict[str, SeriesRecord] = {}
     if series_uid is None or _has_keys(q, Level.SERIES) or q.include_all or q.returns:
@@ -254,49 +255,56 @@ def _respond(request: Request, rows: list[_Row], q: QidoQuery, defaults: tuple[s
     return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
 
 
-def _search(request: Request, levels: set[Level], run: Callable[[QidoQuery], list[_Row]], defaults: tuple[str, ...]) -> Response:
+def _search(
+    request: Request, caller: Services, levels: set[Level], run: Callable[[QueryService, QidoQuery], list[_Row]], defaults: tuple[str, ...],
+) -> Response:
+    """Negotiate, parse, search: one Query record per request, committed before the answer is built."""
     if choose_single(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"]) is None:
         raise not_acceptable("QIDO-RS answers in application/dicom+json")
     q = parse_query(request.query_params.multi_items(), levels)
-    return _respond(request, run(q), q, defaults)
+    level = "IMAGE" if Level.INSTANCE in levels else "SERIES" if Level.SERIES in levels else "STUDY"
+    with caller.query.one_query(level) as one:
+        rows = run(caller.query, q)
+        one.results = len(rows)
+    return _respond(request, rows, q, defaults)
 
 
 _S, _SE, _I = Level.STUDY, Level.SERIES, Level.INSTANCE
 
 
 @router.get("/studies", include_in_schema=False)
-def studies(request: Request, client: Client) -> Response:
+def studies(request: Request, caller: Caller) -> Response:
     """Search for studies (PS3.18 10.6.1, resource ``/studies``)."""
-    return _search(request, {_S}, lambda q: search_studies(client, q), STUDY_DEFAULT)
+    return _search(request, caller, {_S}, lambda query, q: search_studies(query, q), STUDY_DEFAULT)
 
 
 @router.get("/studies/{study}/series", include_in_schema=False)
-def study_series(request: Request, study: StudyUID, client: Client) -> Response:
+def study_series(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Search for the series of a study (PS3.18 10.6.1, ``/studies/{study}/series``)."""
-    return _search(request, {_SE}, lambda q: search_series(client, q, study), SERIES_DEFAULT)
+    return _search(request, caller, {_SE}, lambda query, q: search_series(query, q, study), SERIES_DEFAULT)
 
 
 @router.get("/series", include_in_schema=False)
-def all_series(request: Request, client: Client) -> Response:
+def all_series(request: Request, caller: Caller) -> Response:
     """Search for series in all studies (PS3.18 10.6.1, ``/series``); study attributes are returned too."""
-    return _search(request, {_S, _SE}, lambda q: search_series(client, q, None), SERIES_DEFAULT)
+    return _search(request, caller, {_S, _SE}, lambda query, q: search_series(query, q, None), SERIES_DEFAULT)
 
 
 @router.get("/studies/{study}/series/{series}/instances", include_in_schema=False)
 def series_instances(
-    request: Request, study: StudyUID, series: SeriesUID, client: Client
+    request: Request, study: StudyUID, series: SeriesUID, caller: Caller
 ) -> Response:
     """Search for the instances of a series (``/studies/{study}/series/{series}/instances``)."""
-    return _search(request, {_I}, lambda q: search_instances(client, q, study, series), INSTANCE_DEFAULT)
+    return _search(request, caller, {_I}, lambda query, q: search_instances(query, q, study, series), INSTANCE_DEFAULT)
 
 
 @router.get("/studies/{study}/instances", include_in_schema=False)
-def study_instances(request: Request, study: StudyUID, client: Client) -> Response:
+def study_instances(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Search for the instances of a study (``/studies/{study}/instances``); series attributes are returned too."""
-    return _search(request, {_SE, _I}, lambda q: search_instances(client, q, study, None), INSTANCE_DEFAULT + SERIES_DEFAULT)
+    return _search(request, caller, {_SE, _I}, lambda query, q: search_instances(query, q, study, None), INSTANCE_DEFAULT + SERIES_DEFAULT)
 
 
 @router.get("/instances", include_in_schema=False)
-def all_instances(request: Request, client: Client) -> Response:
+def all_instances(request: Request, caller: Caller) -> Response:
     """Search for instances in all studies (``/instances``); study and series attributes are returned too."""
-    return _search(request, {_S, _SE, _I}, lambda q: search_instances(client, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)
+    return _search(request, caller, {_S, _SE, _I}, lambda query, q: search_instances(query, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from dicomguard.core.archive import Archive
+from dicomguard.app.archive import Archive
 from dicomguard.errors import ConfigurationError
 from dicomguard.pki.store import load_tls_material
 from dicomguard.pki.tls import server_context

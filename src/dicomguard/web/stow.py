@@ -4,8 +4,9 @@ Order of checks, cheapest refusal first: token (401) -> may this principal
 store at all (403, recorded as ``AccessRefused``) -> media type (415) ->
 declared size (413) -> the body is streamed into encrypted spool files while
 its size is counted (413) and its multipart framing checked (400). Only a body
-that arrived complete and well framed is handed to ``ArchiveClient.ingest_many``;
-an oversized or broken request stores nothing.
+that arrived complete and well framed is handed to ``StoreService.ingest_many``
+(the one ingest pipeline: each part is parsed once, and the outcome names the
+object); an oversized or broken request stores nothing.
 
 Each part is then accepted or refused on its own (PS3.18 10.5.3): refused
 parts appear in the FailedSOPSequence with a FailureReason, stored (or
@@ -15,23 +16,18 @@ Status: 200 all stored, 202 some stored, 409 none stored (PS3.18 Table 10.5.3-1)
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydicom import dcmread
 from starlette.concurrency import run_in_threadpool
 
-from dicomguard.config import LimitSettings
-from dicomguard.core.access import Action, Resource
-from dicomguard.core.client import ArchiveClient
-from dicomguard.core.dicom_structure import walk_part10
-from dicomguard.core.ingest import IngestOutcome, Loader
-from dicomguard.errors import RejectedObject, RejectReason
-from dicomguard.web.auth import Client
+from dicomguard.app.services import Services
+from dicomguard.core.ingest import IngestOutcome, Loader, ObjectIdentity
+from dicomguard.errors import RejectReason
+from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import JsonObject, attribute
 from dicomguard.web.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
 from dicomguard.web.multipart import MultipartReader, ReceivedPart, valid_boundary
@@ -55,26 +51,13 @@ _FAILURE_REASON = {
     RejectReason.UNSUPPORTED_TRANSFER_SYNTAX: TRANSFER_SYNTAX_NOT_SUPPORTED,
     RejectReason.CONFLICT: DUPLICATE_SOP_INSTANCE,
     RejectReason.PATIENT_ERASED: PROCESSING_FAILURE,
+    RejectReason.STUDY_MISMATCH: DATASET_DOES_NOT_MATCH,  # not of the study of the request URL (PS3.18 10.5.1)
 }
-
-
-class StudyMismatch(RejectedObject):
-    """The instance does not belong to the study named in the URL (PS3.18 10.5.1: /studies/{study})."""
-
-    def __init__(self) -> None:
-        super().__init__(RejectReason.META_MISMATCH, "instance is not part of the study of the request URL")
-
-
-@dataclass
-class _Identity:
-    sop_class: str = ""
-    sop_instance: str = ""
-    study: str = ""
 
 
 @dataclass
 class _PartResult:
-    identity: _Identity
+    identity: ObjectIdentity
     outcome: IngestOutcome | None = None
     failure: int | None = None
 
@@ -140,49 +123,22 @@ async def _receive(request: Request, boundary: str, limit: int) -> MultipartRead
     return reader
 
 
-def _peek(data: bytes, limits: LimitSettings) -> _Identity | None:
-    """SOP Class, SOP Instance and Study UIDs of a part, for the response and the study check; None if unreadable."""
-    try:
-        walk_part10(data, limits)  # bounded structure check before pydicom sees the bytes
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
-        return _Identity(str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", "")))
-    except Exception:  # noqa: BLE001 - the core's ingest reports the precise reason
-        return None
-
-
-def _ingest(client: ArchiveClient, parts: list[ReceivedPart], study_uid: str | None, limits: LimitSettings) -> list[_PartResult]:
-    results = [_PartResult(_Identity()) for _ in parts]
+def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None) -> list[_PartResult]:
+    results = [_PartResult(ObjectIdentity()) for _ in parts]
     items: list[tuple[str, Loader]] = []
-
-    def loader(part: ReceivedPart) -> Loader:
-        def load() -> bytes:
-            data = part.content.read()
-            identity = _peek(data, limits)
-            if identity is not None:
-                results[part.index].identity = identity
-            if study_uid is not None:
-                if identity is None:
-                    raise RejectedObject(RejectReason.MALFORMED, "part is not a readable DICOM object")
-                if identity.study != study_uid:
-                    raise StudyMismatch()
-            return data
-
-        return load
-
     for part in parts:
         media = parse_media_type(part.content_type or DICOM)
         encoding = part.headers.get("content-transfer-encoding", "binary").lower()
         if media.type != DICOM or encoding not in ("binary", "8bit", "7bit"):
             results[part.index].failure = CANNOT_UNDERSTAND
             continue
-        items.append((str(part.index), loader(part)))
-    source = f"stow-rs {client.principal.label()}"
-    for outcome in client.ingest_many(items, source=source):
+        items.append((str(part.index), part.content.read))
+    source = f"stow-rs {services.principal.label()}"
+    for outcome in services.store.ingest_many(items, source=source, study_uid=study_uid):
         r = results[int(outcome.label)]
-        r.outcome = outcome
+        r.outcome, r.identity = outcome, outcome.identity
         if outcome.error is not None:
-            err = outcome.error
-            r.failure = DATASET_DOES_NOT_MATCH if isinstance(err, StudyMismatch) else _FAILURE_REASON.get(err.reason, CANNOT_UNDERSTAND)
+            r.failure = _FAILURE_REASON.get(outcome.error.reason, CANNOT_UNDERSTAND)
     return results
 
 
@@ -196,8 +152,8 @@ def _response(request: Request, results: list[_PartResult], study_uid: str | Non
         ident = r.identity
         if r.failure is not None or r.outcome is None or r.outcome.result is None:
             failed.append(dict([
-                attribute("ReferencedSOPClassUID", ident.sop_class),
-                attribute("ReferencedSOPInstanceUID", ident.sop_instance),
+                attribute("ReferencedSOPClassUID", ident.sop_class_uid),
+                attribute("ReferencedSOPInstanceUID", ident.sop_instance_uid),
                 attribute("FailureReason", r.failure if r.failure is not None else PROCESSING_FAILURE),
             ]))
             continue
@@ -205,7 +161,7 @@ def _response(request: Request, results: list[_PartResult], study_uid: str | Non
         studies.add(res.study_uid)
         url = f"{base}/studies/{res.study_uid}/series/{res.series_uid}/instances/{res.sop_instance_uid}"
         stored.append(dict([
-            attribute("ReferencedSOPClassUID", ident.sop_class),
+            attribute("ReferencedSOPClassUID", ident.sop_class_uid),
             attribute("ReferencedSOPInstanceUID", res.sop_instance_uid),
             attribute("RetrieveURL", url),
         ]))
@@ -223,26 +179,25 @@ def _response(request: Request, results: list[_PartResult], study_uid: str | Non
     return JSONResponse(dict(sorted(body.items())), status_code=status, media_type=DICOM_JSON)
 
 
-async def _store(request: Request, client: ArchiveClient, study_uid: str | None) -> Response:
-    await run_in_threadpool(client.authorize, Action.STORE, Resource.archive())
+async def _store(request: Request, caller: Services, study_uid: str | None) -> Response:
+    await run_in_threadpool(caller.store.permit)  # 403 (recorded) before a byte of the body is read
     boundary = _boundary(request.headers.get("content-type"))
-    settings = client.ctx.settings
-    reader = await _receive(request, boundary, settings.network.max_request_bytes)
+    reader = await _receive(request, boundary, request.app.state.archive.settings.network.max_request_bytes)
     try:
-        results = await run_in_threadpool(_ingest, client, reader.parts, study_uid, settings.limits)
+        results = await run_in_threadpool(_ingest, caller, reader.parts, study_uid)
     finally:
         reader.close()
     return _response(request, results, study_uid)
 
 
 @router.post("/studies", include_in_schema=False)
-async def store(request: Request, client: Client) -> Response:
+async def store(request: Request, caller: Caller) -> Response:
     """Store instances (PS3.18 10.5, ``POST /studies``)."""
-    return await _store(request, client, None)
+    return await _store(request, caller, None)
 
 
 @router.post("/studies/{study}", include_in_schema=False)
-async def store_in_study(request: Request, study: StudyUID, client: Client) -> Response:
+async def store_in_study(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Store instances of one study (``POST /studies/{study}``): instances of other studies are refused (0xA900)."""
-    return await _store(request, client, study)
+    return await _store(request, caller, study)
 

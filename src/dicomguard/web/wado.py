@@ -1,11 +1,13 @@
 """WADO-RS: retrieve studies, series, instances, metadata, frames, bulk data and rendered images (PS3.18 10.4).
 
-Every byte delivered comes from ``ArchiveClient.retrieve``/``retrieve_many``,
-which authorize, decrypt, verify the object against its recorded digests and
-record the access. An object that fails verification is never served: before
-the response starts it is a 500 that says so; in the middle of a multi-part
-stream the connection is cut, so the client sees a truncated multipart body,
-never a bad object presented as good.
+Every byte delivered comes from a retrieve plan of the core
+(``RetrieveService.plan``): authorized once for the whole request, recorded
+(Instances Transferred) before the first object, each object decrypted and
+verified against its recorded digests. An object that fails verification is
+never served: the first object is read before the response starts, so its
+failure is a 500 that says so; in the middle of a multi-part stream the
+connection is cut, so the client sees a truncated multipart body, never a bad
+object presented as good.
 
 No IDOR oracle: a study, series or instance the principal may not read is
 answered exactly like one that does not exist (404), while the core still
@@ -13,7 +15,7 @@ publishes ``AccessRefused`` for a refused instance (PS3.18 8.1.6 leaves
 authorization to the origin server).
 
 Responses stream part by part (``multipart/related``, PS3.18 8.7.3.2); the
-archive holds at most one batch of objects (:data:`BATCH_BYTES`) in memory.
+archive holds one object at a time in memory.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from collections.abc import Callable, Iterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
+from dicomguard.app.services import Services
 from dicomguard.core.access import AccessDenied, StepUpRequired
-from dicomguard.core.client import ArchiveClient
-from dicomguard.core.query import InstanceRecord
 from dicomguard.core.retrieve import RetrievedObject
+from dicomguard.core.services.retrieve import RetrievePlan
 from dicomguard.errors import IntegrityError, NotFoundError
-from dicomguard.web.auth import Client
+from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import attribute, dataset_to_json
 from dicomguard.web.errors import bad_request, not_acceptable
 from dicomguard.web.media import (
@@ -73,63 +75,53 @@ from dicomguard.web.uids import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=DICOMWEB_PREFIX)
 
-BATCH_BYTES = 64 * 1024 * 1024
-"""Objects are fetched (and verified) in batches of about this many stored bytes, one access event per batch."""
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _TAG_HEX = frozenset("0123456789abcdefABCDEF")
 
 
-# -- access through the client ---------------------------------------------------------
+# -- access through the core ------------------------------------------------------------
 
 
-def _records(client: ArchiveClient, study: str, series: str | None = None) -> list[InstanceRecord]:
-    """Instance records the principal may read; none (unknown or forbidden alike) is a 404."""
-    records = client.instances_of(study_uid=study, series_uid=series)
-    if not records:
-        raise NotFoundError("no such study or series")
-    return records
+def _plan(caller: Services, study: str, series: str | None = None, instance: str | None = None) -> RetrievePlan:
+    """The authorized plan for one URL; unknown, erased, forbidden or misplaced all answer 404 (no IDOR oracle).
 
-
-def _instance(client: ArchiveClient, study: str, series: str, instance: str) -> RetrievedObject:
-    """One verified object, only under its own study and series URL."""
+    A refusal is recorded by the core; a refusal a fresh MFA confirmation would lift
+    is the RFC 9470 challenge (401) instead.
+    """
     try:
-        obj = client.retrieve(instance)
+        if instance is not None:
+            plan = caller.retrieve.plan(sop_instance_uids=[instance])
+        elif series is not None:
+            plan = caller.retrieve.plan(series_uids=[series])
+        else:
+            plan = caller.retrieve.plan(study_uids=[study])
     except StepUpRequired:
-        raise  # 401 with the RFC 9470 challenge: a fresh MFA confirmation would permit it
+        raise
     except AccessDenied:
-        raise NotFoundError("no such instance") from None  # AccessRefused was published by the core
-    if obj.study_uid != study or obj.series_uid != series:
-        raise NotFoundError("no such instance")
-    return obj
+        raise NotFoundError("no such study, series or instance") from None
+    if any(r.study_uid != study or (series is not None and r.series_uid != series) for r in plan.records):
+        raise NotFoundError("no such study, series or instance")
+    return plan
 
 
-def _batches(records: list[InstanceRecord]) -> list[list[str]]:
-    batches: list[list[str]] = [[]]
-    size = 0
-    for r in records:
-        if batches[-1] and size + r.size > BATCH_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append(r.sop_instance_uid)
-        size += r.size
-    return batches
+def _instance(caller: Services, study: str, series: str, instance: str) -> RetrievedObject:
+    """One verified object, only under its own study and series URL."""
+    return next(_plan(caller, study, series, instance).verified())
 
 
-def _objects(client: ArchiveClient, records: list[InstanceRecord]) -> Iterator[RetrievedObject]:
-    """Verified objects batch by batch. The first batch is fetched before the response starts (errors become statuses)."""
-    batches = _batches(records)
-    first = client.retrieve_many(batches[0])
+def _objects(plan: RetrievePlan) -> Iterator[RetrievedObject]:
+    """Verified objects one at a time. The first is read before the response starts (its failure becomes a status)."""
+    objects = plan.verified()
+    first = next(objects)
 
     def stream() -> Iterator[RetrievedObject]:
-        yield from first
-        for batch in batches[1:]:
-            try:
-                objects = client.retrieve_many(batch)
-            except IntegrityError as exc:
-                log.error("integrity failure on %s during a streamed retrieve: response cut", exc.uid)
-                raise
+        yield first
+        try:
             yield from objects
+        except IntegrityError as exc:
+            log.error("integrity failure on %s during a streamed retrieve: response cut", exc.uid)
+            raise
 
     return stream()
 
@@ -170,10 +162,10 @@ def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
     return StreamingResponse(body(), media_type=writer.content_type)
 
 
-def _retrieve(request: Request, client: ArchiveClient, records: list[InstanceRecord]) -> Response:
+def _retrieve(request: Request, plan: RetrievePlan) -> Response:
     accept = parse_accept(request.headers.get("accept"))
-    _dicom_representation(accept, {r.transfer_syntax for r in records}, single_ok=False)
-    return _stream_dicom(_objects(client, records))
+    _dicom_representation(accept, {r.transfer_syntax for r in plan.records}, single_ok=False)
+    return _stream_dicom(_objects(plan))
 
 
 # -- metadata --------------------------------------------------------------------------
@@ -229,28 +221,28 @@ _I = "/studies/{study}/series/{series}/instances/{instance}"
 
 
 @router.get("/studies/{study}", include_in_schema=False)
-def retrieve_study(request: Request, study: StudyUID, client: Client) -> Response:
+def retrieve_study(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Retrieve a study (PS3.18 10.4.1, ``/studies/{study}``)."""
-    return _retrieve(request, client, _records(client, study))
+    return _retrieve(request, _plan(caller, study))
 
 
 @router.get("/studies/{study}/series/{series}", include_in_schema=False)
 def retrieve_series(
-    request: Request, study: StudyUID, series: SeriesUID, client: Client
+    request: Request, study: StudyUID, series: SeriesUID, caller: Caller
 ) -> Response:
     """Retrieve a series (``/studies/{study}/series/{series}``)."""
-    return _retrieve(request, client, _records(client, study, series))
+    return _retrieve(request, _plan(caller, study, series))
 
 
 @router.get(_I, include_in_schema=False)
 def retrieve_instance(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
-    client: Client,
+    caller: Caller,
 ) -> Response:
     """Retrieve an instance (``.../instances/{instance}``): multipart, or bare application/dicom if asked (PS3.18 8.7.3.5)."""
     accept = parse_accept(request.headers.get("accept"))
     _dicom_representation(accept, None, single_ok=True)  # 406 before anything is retrieved
-    obj = _instance(client, study, series, instance)
+    obj = _instance(caller, study, series, instance)
     if _dicom_representation(accept, {obj.transfer_syntax}, single_ok=True):
         return Response(obj.data, media_type=f"{DICOM}; transfer-syntax={obj.transfer_syntax}")
     return _stream_dicom(iter([obj]))
@@ -260,24 +252,24 @@ def retrieve_instance(
 
 
 @router.get("/studies/{study}/metadata", include_in_schema=False)
-def study_metadata(request: Request, study: StudyUID, client: Client) -> Response:
+def study_metadata(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Metadata of every instance of a study (PS3.18 10.4.1.1.2)."""
-    return _metadata(request, lambda: _objects(client, _records(client, study)))
+    return _metadata(request, lambda: _objects(_plan(caller, study)))
 
 
 @router.get("/studies/{study}/series/{series}/metadata", include_in_schema=False)
 def series_metadata(
-    request: Request, study: StudyUID, series: SeriesUID, client: Client
+    request: Request, study: StudyUID, series: SeriesUID, caller: Caller
 ) -> Response:
-    return _metadata(request, lambda: _objects(client, _records(client, study, series)))
+    return _metadata(request, lambda: _objects(_plan(caller, study, series)))
 
 
 @router.get(_I + "/metadata", include_in_schema=False)
 def instance_metadata(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
-    client: Client,
+    caller: Caller,
 ) -> Response:
-    return _metadata(request, lambda: iter([_instance(client, study, series, instance)]))
+    return _metadata(request, lambda: iter([_instance(caller, study, series, instance)]))
 
 
 # -- routes: frames, bulk data -----------------------------------------------------------------
@@ -286,7 +278,7 @@ def instance_metadata(
 @router.get(_I + "/frames/{frames}", include_in_schema=False)
 def frames(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, frames: str,
-    client: Client,
+    caller: Caller,
 ) -> Response:
     """Frames (PS3.18 10.4.1.1.3): native frames as application/octet-stream, encapsulated ones in their own
     media type (image/jp2, image/jpeg, ...; PS3.18 Table 8.7.3-5), never transcoded."""
@@ -294,7 +286,7 @@ def frames(
         numbers = parse_frame_list(frames)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    obj = _instance(client, study, series, instance)
+    obj = _instance(caller, study, series, instance)
     media_type, syntax = _frame_representation(obj.transfer_syntax)
     try:
         parts = extract_frames(read_dataset(obj.data), obj.transfer_syntax, numbers)
@@ -306,12 +298,12 @@ def frames(
 @router.get(_I + "/bulkdata/{tag}", include_in_schema=False)
 def bulkdata(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, tag: str,
-    client: Client,
+    caller: Caller,
 ) -> Response:
     """Bulk data named by a BulkDataURI of the metadata (PS3.18 10.4.1.1.5): a top-level element by its tag."""
     if len(tag) != 8 or not set(tag) <= _TAG_HEX:
         raise bad_request("bulk data is addressed by an 8-hex-digit tag")
-    obj = _instance(client, study, series, instance)
+    obj = _instance(caller, study, series, instance)
     ds = read_dataset(obj.data)
     number = int(tag, 16)
     if number == 0x7FE00010 and "PixelData" in ds and is_encapsulated(obj.transfer_syntax):
@@ -328,7 +320,7 @@ def bulkdata(
 # -- routes: rendered ----------------------------------------------------------------------------
 
 
-def _rendered(request: Request, client: ArchiveClient, study: str, series: str, instance: str, frame: int) -> Response:
+def _rendered(request: Request, caller: Services, study: str, series: str, instance: str, frame: int) -> Response:
     media_type = choose_single(parse_accept(request.headers.get("accept")), RENDERED_TYPES)
     if media_type is None:
         raise not_acceptable("rendered images are available as image/jpeg or image/png")
@@ -336,7 +328,7 @@ def _rendered(request: Request, client: ArchiveClient, study: str, series: str, 
         opts = parse_render_options(request.query_params.multi_items())
     except QueryError as exc:
         raise bad_request(str(exc)) from None
-    obj = _instance(client, study, series, instance)
+    obj = _instance(caller, study, series, instance)
     try:
         image = render(read_dataset(obj.data), frame, media_type, opts)
     except RenderUnavailable:
@@ -347,18 +339,18 @@ def _rendered(request: Request, client: ArchiveClient, study: str, series: str, 
 @router.get(_I + "/rendered", include_in_schema=False)
 def instance_rendered(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID,
-    client: Client,
+    caller: Caller,
 ) -> Response:
     """Rendered instance (PS3.18 10.4.1.1.4): its first frame as image/jpeg (default) or image/png."""
-    return _rendered(request, client, study, series, instance, 1)
+    return _rendered(request, caller, study, series, instance, 1)
 
 
 @router.get(_I + "/frames/{frame}/rendered", include_in_schema=False)
 def frame_rendered(
     request: Request, study: StudyUID, series: SeriesUID, instance: InstanceUID, frame: str,
-    client: Client,
+    caller: Caller,
 ) -> Response:
     """One rendered frame (``.../frames/{n}/rendered``; a single frame number)."""
     if not frame.isdigit() or len(frame) > 9 or int(frame) < 1:
         raise bad_request("a rendered frame is addressed by one frame number")
-    return _rendered(request, client, study, series, instance, int(frame))
+    return _rendered(request, caller, study, series, instance, int(frame))

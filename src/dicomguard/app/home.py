@@ -10,22 +10,25 @@ Layout::
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import inspect
 
+from dicomguard.app.bootstrap import configure_libraries
 from dicomguard.config import (
     CONFIG_FILE,
+    Settings,
     database_url,
     default_config_toml,
     load_settings,
     storage_path,
 )
+from dicomguard.core.access import Principal
+from dicomguard.core.events import SecurityConfigurationChanged
 from dicomguard.core.keyring import PURPOSE_IDENTITY, Keyring
-from dicomguard.crypto.aead import derive_key  # noqa: F401  (re-exported for tests of the hierarchy)
 from dicomguard.crypto.kek import KdfParams, Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError, HomeExistsError
 from dicomguard.identity.users import NewUserSecrets, create_user
@@ -33,7 +36,7 @@ from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
 from dicomguard.pki.store import default_server_names, init_pki
 from dicomguard.policy.engine import install_default_policies
-from dicomguard.storage.filesystem import FilesystemBlobStore, fsync_dir
+from dicomguard.storage.filesystem import FilesystemBlobStore, write_private_file
 
 KEYS_DIR = "keys"
 
@@ -42,20 +45,7 @@ def sealed_kek_path(home: Path, kek_id: str) -> Path:
     return home / KEYS_DIR / f"kek-{kek_id}.sealed"
 
 
-def write_private_file(path: Path, content: bytes) -> None:
-    """Atomically write a file readable by the owner only (temp, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def kdf_params(settings) -> KdfParams:  # type: ignore[no-untyped-def]
+def kdf_params(settings: Settings) -> KdfParams:
     k = settings.kdf
     return KdfParams(k.time_cost, k.memory_kib, k.parallelism)
 
@@ -70,7 +60,10 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
     """Create a new archive home: config, sealed KEK, index schema, archive keys, first administrator.
 
     Refuses to touch an existing home or a database that already holds an archive.
+    The creation is then the first record of the audit trail and the ledger (it
+    cannot be recorded in its own transaction: the recorder's keys are created by it).
     """
+    configure_libraries()
     if home.exists() and any(home.iterdir()):
         raise HomeExistsError(f"{home} exists and is not empty; refusing to overwrite it")
     check_passphrase_strength(passphrase)
@@ -104,7 +97,17 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
             for child in home.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
+    _record_creation(home, passphrase, admin, settings)
     return InitResult(home, secrets_)
+
+
+def _record_creation(home: Path, passphrase: str, admin: str, settings: Settings) -> None:
+    from dicomguard.app.archive import Archive  # the composition root, now that there is an archive to open
+
+    with Archive.open(home, passphrase) as archive:
+        archive.operator.operations.record_alone(SecurityConfigurationChanged(
+            Principal.operator(), "archive", f"archive created (AE title {settings.archive.ae_title}); administrator account "
+            f"{admin} created", datetime.now(UTC)))
 
 
 def require_home(home: Path) -> None:

@@ -1,0 +1,92 @@
+"""The audit trail as a service: reading it (itself audited) and importing other systems' messages.
+
+Reading (``dicomguard audit search|report|export``, the console): only a
+principal allowed ``audit-read`` (by default the security officer; the local
+operator) may read. Every read first commits an ``AuditLogUsed`` event (PS3.15
+A.5.3.2) and only then selects the records, so the trail cannot be read without
+leaving a trace; a refused reader is recorded as a Security Alert.
+
+Importing (``dicomguard audit import``, the syslog-TLS listener): ``audit-import``
+is decided once per batch; each message valid against PS3.15 A.5.1 becomes one
+``AuditMessageImported`` event, stored verbatim with its origin and bound to a
+ledger leaf of its own; a message already stored (same keyed hash of its bytes)
+is counted as a duplicate, an invalid one is rejected with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from dicomguard.audit.imports import ImportResult, check_message
+from dicomguard.audit.message import AuditMessage, MessageError
+from dicomguard.audit.store import AuditEntry, AuditFilter, AuditStore
+from dicomguard.audit.trail import AuditKeys
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.access_control import AccessControl
+from dicomguard.core.context import ArchiveContext
+from dicomguard.core.events import AuditLogUsed, AuditMessageImported
+from dicomguard.core.service import Service
+from dicomguard.index.db import read_session
+from dicomguard.index.models import AuditRecord
+
+IMPORT_BATCH = 500
+"""Messages stored per transaction during an import."""
+
+
+class AuditService(Service):
+    def __init__(self, ctx: ArchiveContext, access: AccessControl, keys: AuditKeys | None = None) -> None:
+        super().__init__(ctx, access)
+        self.store = AuditStore(ctx, keys)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, f: AuditFilter, purpose: str) -> list[AuditEntry]:
+        """Authorize ``audit-read``, record Audit Log Used, then return the matching entries."""
+        self.access.authorize(Action.AUDIT_READ, Resource.audit_log())  # refusal: Security Alert + AccessDenied
+        # The use is committed before anything is read: a read may be recorded and then fail, never the reverse.
+        # (Selecting in a separate snapshot keeps SQLite's write lock short during a long review.)
+        self.record_alone(AuditLogUsed(self.principal, f"{purpose} {f.describe()}"[:1024], datetime.now(UTC)))
+        with read_session(self.ctx.engine) as s:
+            rows = self.store.rows(s, f)
+        return self.store.entries(rows, f)
+
+    def search(self, f: AuditFilter) -> list[AuditEntry]:
+        return self.read(f, "search")
+
+    # -- importing -------------------------------------------------------------------------
+
+    def import_messages(self, items: Iterable[tuple[str, bytes]], origin: str) -> ImportResult:
+        """Validate and store ``(label, XML bytes)`` messages of another system, marked with ``origin``."""
+        self.access.authorize(Action.AUDIT_IMPORT, Resource.audit_log())
+        result = ImportResult()
+        batch: list[tuple[bytes, AuditMessage]] = []
+        for label, xml in items:
+            try:
+                batch.append((xml, check_message(xml)))
+            except (MessageError, ValueError) as exc:
+                result.rejected.append((label, str(exc)))
+                continue
+            if len(batch) >= IMPORT_BATCH:
+                self._store(batch, origin[:128], result)
+                batch = []
+        if batch:
+            self._store(batch, origin[:128], result)
+        return result
+
+    def _store(self, batch: list[tuple[bytes, AuditMessage]], origin: str, result: ImportResult) -> None:
+        keys = self.store.keys
+        tokens = {keys.dedup_token(xml) for xml, _ in batch}
+        now = datetime.now(UTC)
+        with self.change() as s:
+            seen = set(s.scalars(select(AuditRecord.dedup_token).where(AuditRecord.dedup_token.in_(tokens))))
+            for xml, message in batch:
+                token = keys.dedup_token(xml)
+                if token in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(token)
+                self.record(s, AuditMessageImported(self.principal, origin, xml, message, now))
+                result.stored += 1

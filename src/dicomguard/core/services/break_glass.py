@@ -1,0 +1,39 @@
+"""Break-glass: ``POST /auth/break-glass`` calls :class:`BreakGlassService` (see :mod:`dicomguard.core.break_glass`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.break_glass import BreakGlassRefused, Grant, check_reason, new_grant
+from dicomguard.core.events import BreakGlassStarted
+from dicomguard.core.service import Service
+from dicomguard.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class BreakGlassService(Service):
+    def claim(self, patient_id: str, reason: str, issuer: str | None = None) -> Grant:
+        """Claim emergency access to one patient: decided, time-boxed, recorded as an "Emergency Override Started" alert."""
+        self.access.authorize(Action.BREAK_GLASS, Resource("patient"))
+        try:
+            reason = check_reason(self.ctx, reason)
+        except BreakGlassRefused as exc:
+            self.access.record_refusal(Action.BREAK_GLASS, Resource("patient"), str(exc))
+            raise
+        matches = self.ctx.patients.find(patient_id, issuer) if patient_id.strip() else []
+        if not matches:
+            self.access.record_refusal(Action.BREAK_GLASS, Resource("patient"), "no such patient")
+            raise NotFoundError("no such patient")
+        refs = tuple(sorted({ref for ref, _ in matches}))
+        for ref in refs:
+            self.access.authorize(Action.BREAK_GLASS, Resource.patient(ref))
+        now = datetime.now(UTC)
+        with self.change() as s:
+            grant = new_grant(self.ctx, s, self.principal.name, refs, reason, now)
+            self.record(s, BreakGlassStarted(self.principal, grant.id, refs, reason, grant.expires_at, now))
+        self.access.forget_context()
+        log.warning("break-glass granted to %s (grant %s) until %s", self.principal.label(), grant.id, grant.expires_at.isoformat())
+        return grant

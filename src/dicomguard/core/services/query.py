@@ -1,0 +1,190 @@
+"""Queries: QIDO-RS, C-FIND, ``dicomguard ls`` and ``show`` all call :class:`QueryService`.
+
+Results are filtered, not refused: a study the principal may not query never
+appears, so an unknown and a forbidden study answer alike (no existence
+oracle). Every query is one ``QueryPerformed`` event (PS3.15 A.5.3.10),
+committed before the results are returned: a query that returned PHI always
+left its audit record. When a listing named one study or series and the
+policy hid all of it, the refusal is recorded too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.events import QueryPerformed
+from dicomguard.core.query import (
+    InstanceRecord,
+    PatientFilter,
+    PatientRecord,
+    SeriesRecord,
+    StudyFilter,
+    StudyRecord,
+)
+from dicomguard.core.service import Service
+from dicomguard.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class Description:
+    """One study, series or instance and its children (``dicomguard show``)."""
+
+    level: str
+    """``study``, ``series`` or ``instance``."""
+    study: StudyRecord | None = None
+    series: SeriesRecord | None = None
+    instance: InstanceRecord | None = None
+    children: Sequence[SeriesRecord | InstanceRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.level == "study":
+            assert self.study is not None
+            return {"level": "study", **self.study.to_json(), "series_list": [c.to_json() for c in self.children]}
+        if self.level == "series":
+            assert self.series is not None
+            return {"level": "series", **self.series.to_json(), "instance_list": [c.to_json() for c in self.children]}
+        assert self.instance is not None
+        return {"level": "instance", **self.instance.to_json()}
+
+
+@dataclass
+class _OneQuery:
+    """Searches made for one request, recorded as one query (see :meth:`QueryService.one_query`)."""
+
+    level: str
+    keys: dict[str, str] = field(default_factory=dict)
+    results: int | None = None
+    """The number of results the request answered with; by default the count of its last search."""
+    last: int = 0
+    emergency: bool = False
+
+
+class QueryService(Service):
+    _collecting: _OneQuery | None = None
+
+    def _record(self, level: str, keys: dict[str, str | None], results: int, emergency: bool = False) -> None:
+        if self._collecting is not None:
+            c = self._collecting
+            for k, v in keys.items():
+                if v:
+                    c.keys.setdefault(k, v)
+            c.last, c.emergency = results, c.emergency or emergency
+            return
+        self.record_alone(QueryPerformed(self.principal, level, tuple((k, v) for k, v in sorted(keys.items()) if v), results,
+                                         datetime.now(UTC), emergency))
+
+    @contextmanager
+    def one_query(self, level: str) -> Iterator[_OneQuery]:
+        """Several searches that answer one request (QIDO-RS, C-FIND walk several levels) as one Query record.
+
+        Searches made on this service inside the block are recorded together when
+        the block ends without an error, under ``level``, with every key they used
+        and the count set on the yielded object (``.results``). The caller returns
+        results only after the block: the record commits first.
+        """
+        if self._collecting is not None:
+            raise RuntimeError("one_query blocks do not nest")
+        self._collecting = collected = _OneQuery(level)
+        try:
+            yield collected
+        finally:
+            self._collecting = None
+        results = collected.last if collected.results is None else collected.results
+        self.record_alone(QueryPerformed(self.principal, level, tuple(sorted(collected.keys.items())), results, datetime.now(UTC),
+                                         collected.emergency))
+
+    def _refuse_hidden(self, study_uid: str, patient_ref: str) -> None:
+        """A listing of one named study filtered to nothing: the caller sees nothing, the refusal is recorded."""
+        resources = self.access.study_resources([study_uid])
+        decision = self.access.decide_studies(Action.QUERY, resources).get(study_uid)
+        reason = decision.reason if decision is not None else "the study has no access attributes"
+        self.access.record_refusal(Action.QUERY, Resource("study", study_uid, study_uid, patient_ref), reason)
+
+    def find_studies(self, flt: StudyFilter | None = None) -> list[StudyRecord]:
+        flt = flt or StudyFilter()
+        candidates = self.access.index.studies(flt)
+        visible, emergency = self.access.visible_studies(s.uid for s in candidates)
+        found = [s for s in candidates if s.uid in visible]
+        self._record("STUDY", _study_keys(flt), len(found), emergency)
+        return found
+
+    def find_patients(self, flt: PatientFilter | None = None) -> list[PatientRecord]:
+        flt = flt or PatientFilter()
+        studies = self.access.index.studies(StudyFilter(patient=flt))
+        visible, emergency = self.access.visible_studies(s.uid for s in studies)
+        visible_patients = {s.patient_ref for s in studies if s.uid in visible}
+        found = [p for p in self.access.index.patients(flt) if p.ref in visible_patients]
+        self._record("PATIENT", _patient_keys(flt), len(found), emergency)
+        return found
+
+    def find_series(self, study_uid: str | None = None, modality: str | None = None) -> list[SeriesRecord]:
+        candidates = self.access.index.series(study_uid=study_uid, modality=modality)
+        visible, emergency = self.access.visible_studies({se.study_uid for se in candidates})
+        found = [se for se in candidates if se.study_uid in visible]
+        if study_uid and candidates and not found:
+            self._refuse_hidden(study_uid, self._patient_of(study_uid))
+        self._record("SERIES", {"StudyInstanceUID": study_uid, "Modality": modality}, len(found), emergency)
+        return found
+
+    def find_instances(self, *, study_uid: str | None = None, series_uid: str | None = None) -> list[InstanceRecord]:
+        candidates = self.access.index.instances(study_uid=study_uid, series_uid=series_uid)
+        visible, emergency = self.access.visible_studies({r.study_uid for r in candidates})
+        found = [r for r in candidates if r.study_uid in visible]
+        if (study_uid or series_uid) and candidates and not found:
+            self._refuse_hidden(candidates[0].study_uid, candidates[0].patient_ref)
+        self._record("IMAGE", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, len(found), emergency)
+        return found
+
+    def describe(self, uid: str) -> Description:
+        """A study, series or instance by its UID, with its children: one query, one record.
+
+        An unknown UID and one of a study the principal may not query both raise
+        :class:`NotFoundError` (the refusal of the latter is recorded).
+        """
+        index = self.access.index
+        description: Description | None = None
+        level, key = "STUDY", "StudyInstanceUID"
+        if studies := index.studies(StudyFilter(study_uid=uid)):
+            description = Description("study", study=studies[0], children=index.series(study_uid=uid))
+            study_uid, ref = uid, studies[0].patient_ref
+        elif series := index.series(series_uid=uid):
+            level, key = "SERIES", "SeriesInstanceUID"
+            description = Description("series", series=series[0], children=index.instances(series_uid=uid))
+            study_uid, ref = series[0].study_uid, self._patient_of(series[0].study_uid)
+        elif instances := index.instances(sop_instance_uid=uid):
+            level, key = "IMAGE", "SOPInstanceUID"
+            description = Description("instance", instance=instances[0])
+            study_uid, ref = instances[0].study_uid, instances[0].patient_ref
+        if description is not None:
+            visible, emergency = self.access.visible_studies([study_uid])
+            if study_uid not in visible:
+                self._refuse_hidden(study_uid, ref)
+                description = None
+        self._record(level, {key: uid}, 0 if description is None else 1, description is not None and emergency)
+        if description is None:
+            raise NotFoundError(f"no study, series or instance {uid}")
+        return description
+
+    def _patient_of(self, study_uid: str) -> str:
+        found = self.access.index.study_access([study_uid]).get(study_uid)
+        return found[0] if found else ""
+
+
+def _patient_keys(f: PatientFilter) -> dict[str, str | None]:
+    return {"PatientID": f.patient_id, "PatientName": f.name, "PatientBirthDate": f.birth_date}
+
+
+def _study_keys(f: StudyFilter) -> dict[str, str | None]:
+    return {
+        **_patient_keys(f.patient),
+        "StudyInstanceUID": f.study_uid,
+        "AccessionNumber": f.accession_number,
+        "StudyDate": f.study_date,
+        "ModalitiesInStudy": f.modality,
+        "StudyDescription": f.description,
+    }
