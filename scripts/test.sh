@@ -27,4 +27,10 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# Tests are independent (own home, database, ports and temp folders): spread them over the cores.
+# Many wait on subprocesses, peers and fsync, so one more worker than cores keeps both busy. PYTEST_WORKERS=0 runs serially.
+WORKERS=${PYTEST_WORKERS:-$(( $(nproc) + 1 ))}
+if [ "$WORKERS" -gt 0 ]; then
+  set -- -n "$WORKERS" "$@"
+fi
 exec "$VENV/bin/python" -m pytest "$@"
