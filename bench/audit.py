@@ -1,10 +1,16 @@
 """Audit trail benchmark (issue 6): its cost on ingest, and events/s into the store and out to a collector.
 
-* ``ingest``: ``ingest_many`` of 500 CT slices (512x512, 16-bit, from memory; fsync'd
+* ``ingest``: ``store.ingest_many`` of 500 CT slices (512x512, 16-bit, from memory; fsync'd
   blobs, SQLite index) in three configurations, in the same run, each repetition
-  in a fresh archive home, the order rotating between repetitions:
-  ``full`` (ledger + audit, as shipped), ``no-audit`` (the audit subscriber
-  removed from the event bus), ``core`` (ledger and audit removed). Reported:
+  in a fresh archive home, the order rotating between repetitions. Since the
+  composition root subscribes one recorder (``app.recorder.Recorder``: audit
+  records and ledger leaf of every event) to the event bus, they are built as:
+  ``full`` (ledger + audit, as shipped: the archive as ``Archive.open`` builds it),
+  ``no-audit`` (ledger only: the recorder removed from the bus and the
+  benchmark's :class:`LedgerOnlyRecorder` subscribed instead, which queues each
+  event's leaf, ``RECORDINGS[type(event)].leaf(event)``, and appends the queued
+  leaves with ``Ledger.flush`` just before commit, writing no audit record),
+  ``core`` (ledger and audit removed: the recorder removed, nothing subscribed). Reported:
   the audit's cost (``full`` / ``no-audit`` - 1) and audit + ledger
   (``full`` / ``core`` - 1), from the medians and from the fastest repetitions
   (less disturbed by other load). Target < 10 %.
@@ -17,7 +23,9 @@
   >= 5,000 events/s sustained.
 * ``forward``: records sent from the spool to a syslog-TLS collector (a local
   mutual-TLS sink reading RFC 5425 frames; ``--rsyslog`` uses a real rsyslogd),
-  from the first record to the collector's TCP acknowledgement of the last.
+  from the first record to the collector's TCP acknowledgement of the last. The
+  spool holds exactly 20,000 records (``--quick``: 5,000): the archive's creation
+  record, which ``init_home`` writes, and queries for the rest.
   Target >= 5,000 records/s.
 
 Usage: ``python bench/audit.py [--quick] [--reps N] [--rsyslog] [--out FILE]``.
@@ -47,15 +55,20 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
+from dicomguard.app.archive import Archive  # noqa: E402
+from dicomguard.app.home import init_home  # noqa: E402
+from dicomguard.app.recorder import RECORDINGS, Recorder  # noqa: E402
 from dicomguard.audit.forwarder import SyslogForwarder  # noqa: E402
 from dicomguard.audit.syslog import FrameReader  # noqa: E402
 from dicomguard.config import AuditSpoolSettings, SyslogCollector  # noqa: E402
 from dicomguard.core.access import Action, Principal, PrincipalKind  # noqa: E402
-from dicomguard.core.archive import Archive  # noqa: E402
-from dicomguard.core.events import InstancesAccessed, QueryPerformed  # noqa: E402
-from dicomguard.core.home import init_home  # noqa: E402
-from dicomguard.index.db import write_session  # noqa: E402
+from dicomguard.core.events import Event, InstancesAccessed, QueryPerformed  # noqa: E402
+from dicomguard.index.db import before_commit, read_session, write_session  # noqa: E402
+from dicomguard.index.models import AuditRecord  # noqa: E402
+from dicomguard.ledger.service import Ledger  # noqa: E402
 from dicomguard.pki.authority import cert_pem, key_to_pem  # noqa: E402
 from dicomguard.pki.store import load_tls_material  # noqa: E402
 from dicomguard.pki.tls import server_context  # noqa: E402
@@ -100,9 +113,27 @@ def fresh_archive(folder: Path) -> Archive:
     return Archive.open(folder, PASSPHRASE)
 
 
-def _remove(archive: Archive, owner: str) -> None:
-    bus = archive.ctx.bus
-    bus._subscribers = [s for s in bus._subscribers if type(getattr(s, "__self__", None)).__name__ != owner]  # noqa: SLF001
+class LedgerOnlyRecorder:
+    """BENCHMARK-ONLY: the recorder without the audit trail (the ``no-audit`` variant). Never use outside bench/.
+
+    Each event's ledger leaf is queued and appended just before commit, exactly as
+    :class:`Recorder` does, but no audit record is written (so no leaf names any).
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def on_event(self, session: Session, event: Event) -> None:
+        self.ledger.append(session, RECORDINGS[type(event)].leaf(event))
+        before_commit(session, "recorder", self.ledger.flush)
+
+
+def _remove_recorder(archive: Archive) -> None:
+    """Unsubscribe the archive's recorder (audit trail + ledger) from the event bus."""
+    subscribers = archive.ctx.bus._subscribers  # noqa: SLF001
+    kept = [s for s in subscribers if not isinstance(getattr(s, "__self__", None), Recorder)]
+    assert len(kept) == len(subscribers) - 1, "expected exactly one recorder on the bus"
+    subscribers[:] = kept
 
 
 def bench_ingest(work: Path, objects: list[bytes], reps: int) -> dict[str, object]:
@@ -113,12 +144,12 @@ def bench_ingest(work: Path, objects: list[bytes], reps: int) -> dict[str, objec
         for config in order:
             archive = fresh_archive(work / f"ingest-{config}")
             if config in ("no-audit", "core"):
-                _remove(archive, "AuditTrail")
-            if config == "core":
-                _remove(archive, "Ledger")
+                _remove_recorder(archive)
+            if config == "no-audit":
+                archive.ctx.bus.subscribe(LedgerOnlyRecorder(archive.ledger).on_event)
             os.sync()
             started = time.perf_counter()
-            for outcome in archive.operator.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]):
+            for outcome in archive.operator.store.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)]):
                 assert outcome.error is None, outcome.error
             elapsed = time.perf_counter() - started
             archive.close()
@@ -158,7 +189,7 @@ def _events(archive: Archive, uids: list[str], n: int, per_tx: int) -> float:
 def bench_events(work: Path, n: int) -> dict[str, object]:
     archive = fresh_archive(work / "events")
     objects = ct_slices(4, seed=5)
-    uids = [r.result.sop_instance_uid for r in archive.operator.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)])]
+    uids = [r.result.sop_instance_uid for r in archive.operator.store.ingest_many([(str(i), (lambda d=d: d)) for i, d in enumerate(objects)])]
     _events(archive, uids, 500, 100)  # warm-up
     batched = _events(archive, uids, n, 100)
     single = _events(archive, uids, max(200, n // 10), 1)
@@ -218,10 +249,17 @@ def bench_forward(work: Path, n: int, use_rsyslog: bool) -> dict[str, object]:
     archive = fresh_archive(work / "forward")
     _events(archive, [], 0, 1)
     query = QueryPerformed(DOCTOR, "STUDY", (("PatientName", "BENCH*"),), 3, dt.datetime.now(dt.UTC))
-    for i in range(0, n, 500):
+    # init_home records the archive's creation: the queries fill the spool up to exactly n records
+    with read_session(archive.ctx.engine) as s:
+        already = s.scalar(select(func.count()).select_from(AuditRecord)) or 0
+    for i in range(already, n, 500):
         with write_session(archive.ctx.engine) as s:
             for _ in range(min(500, n - i)):
                 archive.ctx.bus.publish(s, query)
+    with read_session(archive.ctx.engine) as s:
+        spooled, last_seq = s.execute(select(func.count(), func.max(AuditRecord.seq)).select_from(AuditRecord)).one()
+    if spooled != n:
+        raise RuntimeError(f"the spool holds {spooled} records, expected {n}")
     proc = None
     if use_rsyslog:
         proc, port, _ = _rsyslog(archive, work / "rsyslog")
@@ -232,7 +270,7 @@ def bench_forward(work: Path, n: int, use_rsyslog: bool) -> dict[str, object]:
     fw = SyslogForwarder(archive.ctx, SyslogCollector(host="127.0.0.1", port=port), spool=AuditSpoolSettings(max_backoff_s=1))
     started = time.perf_counter()
     fw.start()
-    while fw.cursor < n:
+    while fw.cursor < last_seq:
         time.sleep(0.005)
         if time.perf_counter() - started > 600:
             raise RuntimeError("forwarding stalled")

@@ -281,27 +281,28 @@ BENCH_DEPARTMENT = "BENCH"
 
 
 def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
-    """A new home, a device certificate for storescu and a technologist token for DICOMweb."""
-    from dicomguard.core.archive import Archive
-    from dicomguard.core.home import init_home
-    from dicomguard.identity.tokens import create_token
-    from dicomguard.identity.users import create_user
-    from dicomguard.index.db import write_session
+    """A new home, a device certificate for storescu and a technologist token for DICOMweb, all made with the CLI."""
+    env = _dicomguard_env(home)
 
-    init_home(home, BENCH.PASSPHRASE, "admin")
-    cmd = [*_dicomguard_cli(), "device", "add", "--ae", DEVICE_AE, "--name", "bench storescu",
-           "--out", str(device_dir), "--operations", "echo,store,query,retrieve", "--department", BENCH_DEPARTMENT]
-    proc = subprocess.run(cmd, check=False, env=_dicomguard_env(home), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError(f"dicomguard device add failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+    def cli(*args: str) -> str:
+        proc = subprocess.run([*_dicomguard_cli(), *args], check=False, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BenchError(f"dicomguard {' '.join(args[:2])} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    cli("init", "--admin", "admin", "--json")  # the passphrase comes from DICOMGUARD_PASSPHRASE
+    cli("device", "add", "--ae", DEVICE_AE, "--name", "bench storescu", "--out", str(device_dir),
+        "--operations", "echo,store,query,retrieve", "--department", BENCH_DEPARTMENT)
     # The admin role may not store: STOW-RS and WADO-RS run as a technologist of the device's department
     # (the default policies: store, and read back recent work of their own modalities in their department).
-    with Archive.open(home, BENCH.PASSPHRASE) as archive:
-        identity_key = archive.ctx.keyring.archive_key("identity")
-        with write_session(archive.ctx.engine) as s:
-            create_user(s, identity_key, TECH_USER, "technologist", department=BENCH_DEPARTMENT,
-                        attributes={"modalities": ["CT", "US"]})
-        return create_token(archive.ctx.engine, TECH_USER, dt.timedelta(hours=1))
+    user = json.loads(cli("user", "add", TECH_USER, "--role", "technologist", "--department", BENCH_DEPARTMENT,
+                          "--modality", "CT", "--modality", "US", "--json"))
+    if user.get("attributes", {}).get("modalities") != ["CT", "US"]:
+        raise BenchError(f"dicomguard user add: unexpected attributes {user.get('attributes')!r}")
+    token = cli("token", "create", "--user", TECH_USER, "--ttl", "1h").strip()
+    if not token or len(token.split()) != 1:
+        raise BenchError(f"dicomguard token create: expected one token on stdout, got {token[:200]!r}")
+    return token
 
 
 @contextlib.contextmanager

@@ -8,8 +8,9 @@
   per case. Every decision is checked against the expected outcome. Plus
   ``decide_many`` over 500 studies (one Cedar batch call): per call and per
   decision. Target: p99 of a single decision < 1 ms.
-* ``client``: :class:`ArchiveClient` authorization of one instance retrieve on
-  a real archive (fresh client per call, as per request: instance lookup,
+* ``client``: authorization of one instance retrieve on a real archive,
+  ``RetrieveService(ctx, AccessControl(ctx, principal)).plan(sop_instance_uids=[uid])``
+  with a fresh :class:`AccessControl` per call (as per request: instance lookup,
   study attributes, request context with break-glass grants and the step-up
   window, Cedar), beside the same calls with the benchmark's allow-all
   authorizer.
@@ -19,12 +20,14 @@
 
   - ``full``: the shipped app (bearer token verified against the index on
     every request, Cedar decisions with their context);
-  - ``no_authz``: the same app with ``app.dependency_overrides[authenticated_client]``
-    returning an ArchiveClient whose authorizer permits everything
-    (:class:`AllowAllAuthorizer`, benchmark-only) and no per-request token
-    check (each token is verified once per process and cached);
+  - ``no_authz``: the same app with ``app.dependency_overrides[authenticated_services]``
+    returning the caller's Services on a copy of the archive context whose
+    authorizer permits everything (:class:`AllowAllAuthorizer`, benchmark-only)
+    and no per-request token check (each token is verified once per process
+    and cached);
   - ``no_authz_no_ctx``: ``no_authz`` and the request context built without
-    its two index reads (break-glass grants, step-up window).
+    its two index reads (break-glass grants, step-up window):
+    :class:`NoContextReadsAccess`, benchmark-only.
 
   Measured per session: STOW-RS of 200 small CT instances in 10 requests,
   WADO-RS of one 100-instance series (multipart, 3 times), 60 QIDO-RS study
@@ -68,6 +71,8 @@ for _var in ("DICOMGUARD_PASSPHRASE_FILE", "DICOMGUARD_DATABASE__URL", "DICOMGUA
 # at module level: FastAPI resolves the override's annotation from here
 from fastapi import Request
 
+from dicomguard.app.archive import Archive
+from dicomguard.app.services import Services
 from dicomguard.core.access import (
     Action,
     Decision,
@@ -78,7 +83,8 @@ from dicomguard.core.access import (
     StudyAccess,
     mfa_age_of,
 )
-from dicomguard.core.client import ArchiveClient
+from dicomguard.core.access_control import AccessControl
+from dicomguard.core.services.retrieve import RetrieveService
 
 VARIANTS = ("full", "no_authz", "no_authz_no_ctx")
 TECH, DOCTOR = "tech.bench", "dr.bench"
@@ -101,12 +107,24 @@ class AllowAllAuthorizer:
         return [self._ALLOW] * len(resources)
 
 
-class NoContextReadsClient(ArchiveClient):
+class NoContextReadsAccess(AccessControl):
     """BENCHMARK-ONLY baseline: the request context without its index reads (break-glass grants, step-up window)."""
 
     def request_context(self, action: Action | None = None, studies: object = ()) -> RequestContext:
         now = dt.datetime.now(dt.UTC)
         return RequestContext(now, mfa_age_of(self.principal, now))
+
+
+class BaselineServices(Services):
+    """BENCHMARK-ONLY: one principal's services with the benchmark's own AccessControl class (``access_class``).
+
+    Built like :class:`Services` (the archive and one AccessControl, nothing else); the web
+    baselines pass an archive copy whose context has the :class:`AllowAllAuthorizer`.
+    """
+
+    def __init__(self, archive: Archive, principal: Principal, access_class: type[AccessControl] = AccessControl) -> None:
+        self.archive = archive
+        self.access = access_class(archive.ctx, principal)
 
 
 # -- 1. in-process decisions --------------------------------------------------------------
@@ -230,8 +248,7 @@ def _factory():  # type: ignore[no-untyped-def]
 
 def setup_home(home: Path, ct_size: int, wado_instances: int, qido_studies: int) -> dict[str, object]:
     """A fresh home with users, tokens and the seeded studies; returns what the client side needs."""
-    from dicomguard.core.archive import Archive
-    from dicomguard.core.home import init_home
+    from dicomguard.app.home import init_home
     from dicomguard.identity.tokens import create_token
     from dicomguard.identity.users import create_user
     from dicomguard.index.db import write_session
@@ -243,13 +260,14 @@ def setup_home(home: Path, ct_size: int, wado_instances: int, qido_studies: int)
         with write_session(archive.ctx.engine) as s:
             create_user(s, key, TECH, "technologist", department=f.DEPARTMENT)
             create_user(s, key, DOCTOR, "radiologist", department=f.DEPARTMENT)
-        tokens = {u: create_token(archive.ctx.engine, u, dt.timedelta(hours=2)) for u in (TECH, DOCTOR)}
+        with write_session(archive.ctx.engine) as s:
+            tokens = {u: create_token(s, u, dt.timedelta(hours=2)) for u in (TECH, DOCTOR)}
         series = f.ct_series(f.ALICE, wado_instances, ct_size, seed=11)
         objects = list(series)
         for i in range(qido_studies - 1):
             objects += f.ct_series(f.ALICE, 1, ct_size, seed=100 + i)
         items = [(f"seed{i}", (lambda d=d: d)) for i, d in enumerate(objects)]
-        outcomes = list(archive.operator.ingest_many(items))
+        outcomes = list(archive.operator.store.ingest_many(items))
         bad = [o for o in outcomes if getattr(o, "error", None)]
         if bad:
             raise SystemExit(f"seeding failed: {bad[:3]}")
@@ -259,11 +277,11 @@ def setup_home(home: Path, ct_size: int, wado_instances: int, qido_studies: int)
             "patient_id": f.ALICE.patient_id, "client_level": client_level}
 
 
-def bench_client_level(archive, sop_uid: str, token: str, n: int = 300) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """ArchiveClient authorization of a one-instance retrieve (fresh client per call), Cedar vs allow-all.
+def bench_client_level(archive: Archive, sop_uid: str, token: str, n: int = 300) -> dict[str, object]:
+    """Authorization of a one-instance retrieve plan (fresh AccessControl per call), Cedar vs allow-all.
 
     Also the parts of a QIDO-RS study search's authorization: the bearer token check and one
-    ``decide_many`` over the archive's studies (the 20 seeded ones) with the client's context.
+    ``decide_many`` over the archive's studies (the 20 seeded ones) with the principal's context.
     """
     from dicomguard.identity.tokens import verify_token
     from tests.dicom_factory import DEPARTMENT
@@ -277,17 +295,17 @@ def bench_client_level(archive, sop_uid: str, token: str, n: int = 300) -> dict[
         times = []
         for i in range(n + 20):
             t0 = clock()
-            recs = ArchiveClient(ctx, doctor).authorize_instances([sop_uid])
+            plan = RetrieveService(ctx, AccessControl(ctx, doctor)).plan(sop_instance_uids=[sop_uid])
             elapsed = clock() - t0
-            assert len(recs) == 1
+            assert len(plan) == 1
             if i >= 20:
                 times.append(elapsed)
         out.setdefault(name, []).extend(times)  # type: ignore[union-attr]
-    # Cedar alone on the same resource and context as the client builds them
-    client = ArchiveClient(archive.ctx, doctor)
-    rec = client.authorize_instances([sop_uid])[0]
-    res = next(iter(client._study_resources([rec.study_uid], "instance").values()))
-    rctx = client.request_context(Action.RETRIEVE, [rec.study_uid])
+    # Cedar alone on the same resource and context as the access control builds them
+    access = AccessControl(archive.ctx, doctor)
+    rec = RetrieveService(archive.ctx, access).plan(sop_instance_uids=[sop_uid]).records[0]
+    res = next(iter(access.study_resources([rec.study_uid], "instance").values()))
+    rctx = access.request_context(Action.RETRIEVE, [rec.study_uid])
     cedar = []
     for _ in range(n):
         t0 = clock()
@@ -301,9 +319,9 @@ def bench_client_level(archive, sop_uid: str, token: str, n: int = 300) -> dict[
         verify_token(archive.ctx.engine, token)
         verify.append(clock() - t0)
     stats["verify_token"] = _stats_us(verify)
-    uids = [st.uid for st in archive.operator.find_studies()]
-    resources = list(client._study_resources(uids).values())
-    qctx = client.request_context(Action.QUERY)
+    uids = [st.uid for st in archive.operator.query.find_studies()]
+    resources = list(access.study_resources(uids).values())
+    qctx = access.request_context(Action.QUERY)
     batch = []
     for _ in range(n // 3):
         t0 = clock()
@@ -313,7 +331,7 @@ def bench_client_level(archive, sop_uid: str, token: str, n: int = 300) -> dict[
     context_reads = []
     for _ in range(n):
         t0 = clock()
-        ArchiveClient(archive.ctx, doctor).request_context(Action.QUERY)
+        AccessControl(archive.ctx, doctor).request_context(Action.QUERY)
         context_reads.append(clock() - t0)
     stats["request_context_fresh_client"] = _stats_us(context_reads)
     return stats
@@ -328,10 +346,9 @@ def serve_child(home: Path, port: int, variant: str) -> None:
 
     import uvicorn
 
-    from dicomguard.core.archive import Archive
     from dicomguard.identity.tokens import InvalidToken, verify_token
     from dicomguard.web.app import create_app
-    from dicomguard.web.auth import authenticated_client, principal_for
+    from dicomguard.web.auth import authenticated_services, principal_for
     from dicomguard.web.errors import unauthorized
     from dicomguard.web.server import https_context
 
@@ -339,12 +356,14 @@ def serve_child(home: Path, port: int, variant: str) -> None:
     archive = Archive.open(home, PASSPHRASE)
     app = create_app(archive)
     if variant != "full":
-        ctx = copy.copy(archive.ctx)  # shares engine, store, keys, event bus (ledger + audit) and blob-id pool
+        ctx = copy.copy(archive.ctx)  # shares engine, store, keys, event bus (the recorder: ledger + audit) and blob-id pool
         ctx.authorizer = AllowAllAuthorizer()
-        client_class = NoContextReadsClient if variant == "no_authz_no_ctx" else ArchiveClient
+        allow_all = copy.copy(archive)  # the same ledger and audit trail, services built on the allow-all context
+        allow_all.ctx = ctx
+        access_class = NoContextReadsAccess if variant == "no_authz_no_ctx" else AccessControl
         verified: dict[str, object] = {}
 
-        def baseline_client(request: Request) -> ArchiveClient:  # sync like the real one: runs in the thread pool
+        def baseline_services(request: Request) -> Services:  # sync like the real one: runs in the thread pool
             header = request.headers.get("authorization", "")
             token = header.partition(" ")[2].strip()
             user = verified.get(token)
@@ -355,9 +374,9 @@ def serve_child(home: Path, port: int, variant: str) -> None:
                     raise unauthorized() from None
             principal = principal_for(request, user)  # type: ignore[arg-type]
             request.state.principal = principal
-            return client_class(ctx, principal)
+            return BaselineServices(allow_all, principal, access_class)
 
-        app.dependency_overrides[authenticated_client] = baseline_client
+        app.dependency_overrides[authenticated_services] = baseline_services
     tls = https_context(archive)
 
     class Server(uvicorn.Server):
@@ -584,7 +603,7 @@ def main() -> None:
     load_before = os.getloadavg()
     print("in-process decisions ...", flush=True)
     decisions = bench_decisions(2_000 if quick else 20_000, 10 if quick else 50)
-    print("web sessions (and ArchiveClient-level authorization) ...", flush=True)
+    print("web sessions (and AccessControl-level authorization) ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="dicomguard-policy-bench-", dir=args.workdir) as tmp:
         web, client_level = bench_web(
             Path(tmp), rounds, args.ct_size,

@@ -12,7 +12,7 @@ Methods, each repetition in a fresh output folder / fresh archive home:
 * ``bare``: for each file ``pydicom.dcmread(path)`` then ``dcmwrite(out, ds)``.
   This is the floor any Python DICOM importer must pay: parse the whole file
   and write it back out. It does *not* fsync, hash or encrypt.
-* ``pipeline``: ``Archive.ingest_many`` in this process, the full ingest path
+* ``pipeline``: ``archive.operator.store.ingest_many`` in this process, the full ingest path
   (structure walk, header parse, validation, SHA-256, AES-256-GCM, fsync'd
   atomic blob write, SQLite index). Opening the archive (KDF unseal) is not
   timed; it is reported as ``open_s``.
@@ -57,8 +57,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
 
 import dicomguard
-from dicomguard.core.archive import Archive
-from dicomguard.core.home import init_home
+from dicomguard.app.archive import Archive
+from dicomguard.app.home import init_home
 
 PASSPHRASE = "bench-only-passphrase-0123"
 TARGET_RATIO = 0.60
@@ -169,14 +169,14 @@ def run_bare(work: Workload, scratch: Path) -> tuple[float, dict[str, float]]:
 
 def _ingest_all(archive: Archive, work: Workload) -> None:
     items = ((str(p), p.read_bytes) for p in work.files)
-    outcomes = list(archive.operator.ingest_many(items, source="bench"))
+    outcomes = list(archive.operator.store.ingest_many(items, source="bench"))
     bad = [o for o in outcomes if o.result is None or o.result.status != "stored"]
     if bad:
         raise SystemExit(f"{work.name}: {len(bad)} objects not stored, first: {bad[0]}")
 
 
 def run_pipeline(work: Workload, scratch: Path) -> tuple[float, dict[str, float]]:
-    """``Archive.ingest_many`` in process, on a fresh home; the open (KDF) is timed apart."""
+    """``archive.operator.store.ingest_many`` in process, on a fresh home; the open (KDF) is timed apart."""
     init_home(scratch, PASSPHRASE, "admin")
     opened = time.perf_counter()
     with Archive.open(scratch, PASSPHRASE) as archive:
