@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 import signal
 import socket
 import ssl
 import subprocess
 import threading
 import time
+
+import pytest
 
 from dicomguard.core.query import IndexQuery
 from tests.dicom_factory import BOB, us_multiframe

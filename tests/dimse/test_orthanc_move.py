@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import io
 import json
 
+import pytest
 from pydicom import dcmread
 
 from dicomguard.core.query import IndexQuery

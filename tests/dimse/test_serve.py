@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import signal
 import ssl
 import subprocess
@@ -11,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dicomguard.core.query import IndexQuery
 from dicomguard.dimse.server import free_port

@@ -24,11 +24,13 @@ from dicomguard.core.access import Principal
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import EventBus
 from dicomguard.core.ingest import recover_interrupted_ingests
-from dicomguard.core.keyring import PURPOSE_INDEX, Keyring, current_kek_id
+from dicomguard.core.keyring import PURPOSE_IDENTITY, PURPOSE_INDEX, Keyring, current_kek_id
 from dicomguard.core.patients import PatientDirectory
 from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.crypto.kek import Kek
 from dicomguard.errors import ConfigurationError
+from dicomguard.identity.auth import Authenticator
+from dicomguard.identity.session_policy import SessionPolicy
 from dicomguard.index.db import make_engine, migrate, read_session
 from dicomguard.ledger.service import Ledger
 from dicomguard.storage.filesystem import FilesystemBlobStore
@@ -105,6 +107,10 @@ class Archive:
     def services(self, principal: Principal) -> Services:
         """Every service as one verified principal sees it: each call decided by the policies and recorded."""
         return Services(self, principal)
+
+    def authenticator(self, sessions: SessionPolicy) -> Authenticator:
+        """The login service (passwords, TOTP, sessions, lockout), publishing to this archive's recorder."""
+        return Authenticator(self.ctx.engine, self.ctx.bus, self.ctx.keyring.archive_key(PURPOSE_IDENTITY), sessions=sessions)
 
     @property
     def operator(self) -> Services:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
-import json
 import re
 import secrets
 from dataclasses import dataclass, field

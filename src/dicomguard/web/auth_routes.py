@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from dicomguard.app.archive import Archive
-from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.auth import (
     STEP_UP_MAX_AGE_S,
     AuthenticationFailed,
@@ -84,9 +83,7 @@ def authenticator(request: Request) -> Authenticator:
     auth = getattr(state, "authenticator", None)
     if auth is None:
         archive: Archive = state.archive
-        auth = Authenticator(archive.ctx.engine, archive.ctx.bus, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY),
-                             sessions=state.session_policy)
-        state.authenticator = auth
+        auth = state.authenticator = archive.authenticator(state.session_policy)
     return auth
 
 
