@@ -47,6 +47,8 @@ class RejectReason(StrEnum):
     UNSUPPORTED_TRANSFER_SYNTAX = "unsupported-transfer-syntax"
     CONFLICT = "conflict"
     PATIENT_ERASED = "patient-erased"
+    IDENTITY_CONFLICT = "identity-conflict"
+    """The object's study (or series) is stored under another patient (or study): a UID belongs to one owner."""
     STUDY_MISMATCH = "study-mismatch"
     """The object belongs to another study than the one the request named (STOW-RS ``/studies/{study}``)."""
 

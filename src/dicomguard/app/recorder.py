@@ -35,6 +35,7 @@ from dicomguard.core.events import (
     BreakGlassStarted,
     ConflictRefused,
     Event,
+    IdentityConflictRefused,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -62,6 +63,7 @@ class Recording:
 RECORDINGS: dict[type[Event], Recording] = {
     InstanceStored: Recording(leaves.instance_stored, mapping.instance_stored),
     ConflictRefused: Recording(leaves.conflict_refused, mapping.conflict_refused),
+    IdentityConflictRefused: Recording(leaves.identity_conflict_refused, mapping.identity_conflict_refused),
     PatientErased: Recording(leaves.patient_erased, mapping.patient_erased),
     KeysRotated: Recording(leaves.keys_rotated, mapping.keys_rotated),
     IntegrityViolation: Recording(leaves.integrity_violation, mapping.integrity_violation),

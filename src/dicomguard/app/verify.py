@@ -8,7 +8,8 @@ Full verification:
    ``--trusted-checkpoint`` from outside the home) contained in the current tree
    (rollback and history rewrites fail here, even if the attacker re-signed);
 2. every audit record against the leaf that binds it (``audit.verify``);
-3. every index row against its signed leaf (identity, digests, blob id);
+3. every index row against its signed leaf (identity, digests, blob id), and every sealed
+   patient, study and series row against its patient's key;
 4. every blob: decrypted under its object's identity, both digests recomputed
    and compared with the leaf; misplaced blobs are named by their header salt
    (``core.integrity``);
@@ -36,7 +37,7 @@ from dicomguard.core.access import Action, Resource
 from dicomguard.core.access_control import AccessControl
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import IntegrityChecked, IntegrityViolation
-from dicomguard.core.integrity import ProblemKind, VerifyReport, check_blob
+from dicomguard.core.integrity import ProblemKind, VerifyReport, check_blob, check_index_rows
 from dicomguard.core.service import Service
 from dicomguard.errors import DicomGuardError
 from dicomguard.index.db import read_session
@@ -68,6 +69,7 @@ def verify_archive(
         check_audit_trail(ctx, s, view.audit, report)
         check_checkpoints(s, verifier, view.tree, report)
         check_trusted(verifier, view.tree, trusted_notes(s) + list(trusted_notes_from_outside or []), report)
+        check_index_rows(ctx, s, report)
         rows = list(s.scalars(select(Instance)))
         journal = set(s.scalars(select(IngestJournal.blob_id)))
     leaves = view.instances

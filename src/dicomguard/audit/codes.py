@@ -95,6 +95,7 @@ class EventTypes:
     ACCESS_REFUSED = local("access-refused", "Request refused by the access policy")
     ASSOCIATION_REFUSED = local("association-refused", "Association or connection refused")
     CONFLICT_REFUSED = local("conflict-refused", "Write-once conflict refused")
+    IDENTITY_CONFLICT_REFUSED = local("identity-conflict-refused", "Object refused: its study or series belongs to another owner")
     INTEGRITY_VIOLATION = local("integrity-violation", "Stored data failed integrity verification")
     INTEGRITY_CHECKED = local("integrity-checked", "Archive integrity verification ran")
     KEYS_ROTATED = local("keys-rotated", "Key-encryption key rotated")

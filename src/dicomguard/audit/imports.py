@@ -72,4 +72,9 @@ def check_message(xml: bytes) -> AuditMessage:
     problems = validate(root)
     if problems:
         raise MessageError(f"not valid against PS3.15 A.5.1: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
-    return from_element(root)
+    try:
+        return from_element(root)
+    except MessageError:
+        raise
+    except (ValueError, OverflowError, TypeError, LookupError) as exc:  # e.g. bad base64 in a detail: one message fails alone
+        raise MessageError(f"a value of the message cannot be read ({type(exc).__name__})") from None

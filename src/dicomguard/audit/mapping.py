@@ -56,6 +56,7 @@ from dicomguard.core.events import (
     BreakGlassStarted,
     ConflictRefused,
     Event,
+    IdentityConflictRefused,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -75,7 +76,7 @@ CLI_IMPORT_SOURCE = "cli-import"
 # Verification problems that mean the security system itself may be compromised (outcome 12).
 _MAJOR_KINDS = frozenset({
     "ledger-truncated", "ledger-forked", "rollback", "checkpoint-signature-bad", "index-row-altered",
-    "index-row-missing", "index-row-unledgered", "audit-record-altered", "audit-record-missing",
+    "index-row-missing", "index-row-unledgered", "index-row-unreadable", "audit-record-altered", "audit-record-missing",
     "audit-record-unledgered", "audit-record-misordered",
 })
 
@@ -405,6 +406,23 @@ def conflict_refused(c: MappingContext, s: Session, e: ConflictRefused) -> list[
     extra, patients = c.subject_objects(s, e.sop_instance_uid)
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.MINOR_FAILURE, ActionCode.EXECUTE, [c.archive(), c.named(e.source)],
                     objects + extra, (EventTypes.USE_OF_RESTRICTED_FUNCTION, EventTypes.CONFLICT_REFUSED), "write-once conflict refused")
+    return [Draft(msg, e.source, tuple(patients))]
+
+
+def identity_conflict_refused(c: MappingContext, s: Session, e: IdentityConflictRefused) -> list[Draft]:
+    """A.5.3.11 Security Alert: an object whose study belongs to another patient (or series to another study) was refused.
+
+    Names the stored study and its patient (whose study was targeted) and the sender.
+    """
+    objects = [alert_subject(_uid_uri(e.sop_instance_uid), f"refused: {e.conflict}; the stored study is unchanged",
+                             Series=e.series_uid)]
+    patients: list[str] = []
+    if e.owner_ref:
+        patient, pid = c.patient_object(s, e.owner_ref)
+        objects += [c.study_object(e.study_uid), patient]
+        patients = [pid]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.MINOR_FAILURE, ActionCode.EXECUTE, [c.archive(), c.named(e.source)], objects,
+                    (EventTypes.USE_OF_RESTRICTED_FUNCTION, EventTypes.IDENTITY_CONFLICT_REFUSED), f"identity conflict refused: {e.conflict}")
     return [Draft(msg, e.source, tuple(patients))]
 
 

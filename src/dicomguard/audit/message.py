@@ -241,12 +241,23 @@ def parse_tree(data: bytes):  # type: ignore[no-untyped-def]
         raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise MessageError("DTDs and entities are not accepted")
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_pis=False)
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+                             remove_pis=False)
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise MessageError(f"not well-formed XML (line {exc.lineno})") from None
+    # The byte search above misses a document in another encoding (UTF-16, EBCDIC): ask the parsed document itself.
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None or info.externalDTD is not None or _has_entity_references(root):
+        raise MessageError("DTDs and entities are not accepted")
     return root
+
+
+def _has_entity_references(root) -> bool:  # type: ignore[no-untyped-def]
+    from lxml import etree
+
+    return any(isinstance(node, etree._Entity) for node in root.iter())
 
 
 def _get_code(el) -> Code:  # type: ignore[no-untyped-def]
@@ -262,11 +273,20 @@ def _int(v: str | None) -> int | None:
 
 
 def parse_time(value: str) -> datetime:
+    """An xs:dateTime as an aware datetime; raises :class:`MessageError` when it is not one, or not representable in UTC.
+
+    (``9999-12-31T23:59:59-14:00`` is valid xs:dateTime and overflows Python's datetime once converted to UTC.)
+    """
     v = value.strip()
     if v.endswith("Z"):
         v = v[:-1] + "+00:00"
-    t = datetime.fromisoformat(v)
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    try:
+        t = datetime.fromisoformat(v)
+        t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        t.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise MessageError("EventDateTime is not a date-time the archive can represent") from None
+    return t
 
 
 def from_element(root) -> AuditMessage:  # type: ignore[no-untyped-def]

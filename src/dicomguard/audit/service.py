@@ -62,10 +62,10 @@ class AuditService(Service):
         """Validate and store ``(label, XML bytes)`` messages of another system, marked with ``origin``."""
         self.access.authorize(Action.AUDIT_IMPORT, Resource.audit_log())
         result = ImportResult()
-        batch: list[tuple[bytes, AuditMessage]] = []
+        batch: list[tuple[str, bytes, AuditMessage]] = []
         for label, xml in items:
             try:
-                batch.append((xml, check_message(xml)))
+                batch.append((label, xml, check_message(xml)))
             except (MessageError, ValueError) as exc:
                 result.rejected.append((label, str(exc)))
                 continue
@@ -76,17 +76,31 @@ class AuditService(Service):
             self._store(batch, origin[:128], result)
         return result
 
-    def _store(self, batch: list[tuple[bytes, AuditMessage]], origin: str, result: ImportResult) -> None:
+    def _store(self, batch: list[tuple[str, bytes, AuditMessage]], origin: str, result: ImportResult) -> None:
+        """Store a batch in one transaction; if that fails, each message alone, so one bad message loses no other."""
+        try:
+            self._store_together(batch, origin, result)
+        except (MessageError, ValueError, OverflowError, TypeError, LookupError):
+            for item in batch:
+                try:
+                    self._store_together([item], origin, result)
+                except (MessageError, ValueError, OverflowError, TypeError, LookupError) as exc:
+                    result.rejected.append((item[0], f"cannot be stored ({type(exc).__name__})"))
+
+    def _store_together(self, batch: list[tuple[str, bytes, AuditMessage]], origin: str, result: ImportResult) -> None:
         keys = self.store.keys
-        tokens = {keys.dedup_token(xml) for xml, _ in batch}
+        stored = duplicates = 0
+        tokens = {keys.dedup_token(xml) for _, xml, _ in batch}
         now = datetime.now(UTC)
         with self.change() as s:
             seen = set(s.scalars(select(AuditRecord.dedup_token).where(AuditRecord.dedup_token.in_(tokens))))
-            for xml, message in batch:
+            for _, xml, message in batch:
                 token = keys.dedup_token(xml)
                 if token in seen:
-                    result.duplicates += 1
+                    duplicates += 1
                     continue
                 seen.add(token)
                 self.record(s, AuditMessageImported(self.principal, origin, xml, message, now))
-                result.stored += 1
+                stored += 1
+        result.stored += stored  # counted once the transaction committed
+        result.duplicates += duplicates

@@ -73,6 +73,23 @@ def is_valid_uid(value: str) -> bool:
     return len(value) <= 64 and bool(_UID.match(value))
 
 
+def year_of(date: str | None) -> int | None:
+    """The year of a DA value (``YYYYMMDD``) when its first four characters are ASCII digits, else None.
+
+    ``str.isdigit`` is not enough: superscript and other Unicode digits pass it and fail ``int``.
+    """
+    head = (date or "")[:4]
+    return int(head) if len(head) == 4 and all("0" <= ch <= "9" for ch in head) else None
+
+
+def department_from_header(value: str) -> str:
+    """Institutional Department Name as a policy attribute: canonical upper case, single-spaced, at most 64 characters.
+
+    Truncated after upper-casing, which can lengthen a value ("ß" becomes "SS"): any header value is usable.
+    """
+    return " ".join(value.split()).upper()[:64]
+
+
 def _text(ds: Dataset, keyword: str) -> str:
     try:
         value = ds.get(keyword)
@@ -85,12 +102,17 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip(" \x00")
 
 
+_INT32 = range(-(2**31), 2**31)
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
+    """An IS/US value as indexed, or None when absent, unreadable or outside the 32-bit range IS allows (PS3.5 6.2)."""
     text = _text(ds, keyword)
     try:
-        return int(float(text)) if text else None
-    except ValueError:
+        value = int(float(text)) if text else None
+    except (ValueError, OverflowError):
         return None
+    return value if value is not None and value in _INT32 else None
 
 
 def _uid(ds: Dataset, keyword: str) -> str:

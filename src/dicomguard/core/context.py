@@ -61,8 +61,8 @@ class ArchiveContext:
     patients: PatientDirectory
     bus: EventBus
     authorizer: Authorizer
-    known_series: set[str] = field(default_factory=set, repr=False)
-    """Series already indexed by this process (skips a no-op insert per object)."""
+    known_series: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """Series already indexed by this process, with their (study UID, patient reference): skips the owner check per object."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
 
     def blob_id_pool(self, owner: str) -> BlobIdPool:

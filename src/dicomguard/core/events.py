@@ -52,6 +52,24 @@ class ConflictRefused(Event):
 
 
 @dataclass(frozen=True)
+class IdentityConflictRefused(Event):
+    """An object was refused because its study belongs to another patient, or its series to another study.
+
+    A UID belongs to one owner (PS3.3 C.7.2.1, C.7.3.1): an object that would mix two
+    patients under one study is refused, recorded, and the stored study is untouched.
+    ``owner_ref`` is the patient reference of the study as stored.
+    """
+
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    owner_ref: str
+    conflict: str
+    source: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class PatientErased(Event):
     patient_ref: str
     instance_uids: tuple[str, ...]

@@ -36,11 +36,11 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from dicomguard._process import pid_alive
-from dicomguard.core.access import Principal, normalize_department
-from dicomguard.core.attributes import ObjectAttributes, is_valid_uid, validate_and_extract
+from dicomguard.core.access import Principal
+from dicomguard.core.attributes import ObjectAttributes, department_from_header, is_valid_uid, validate_and_extract, year_of
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
-from dicomguard.core.events import ConflictRefused, InstanceStored
+from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, InstanceStored
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.blind_index import BlindField
@@ -121,8 +121,11 @@ class _Prepared:
     blob_id: str
     size: int
     digests: ObjectDigests
-    data_key: bytes
     blob_salt: bytes
+    study_row: dict[str, object]
+    series_row: dict[str, object]
+    """Index rows of the study and series, computed (sealed, tokenized) per object: a value that cannot be indexed
+    fails its own object in ``_prepare``, never the batch's transaction."""
 
 
 Loader = Callable[[], bytes]
@@ -203,14 +206,43 @@ class IngestPipeline:
                 # Re-send of a stored UID: compare digests only, never touch the stored object.
                 resent = self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
                 return IngestOutcome(label, result=resent, identity=identity)
+            patient_ref, data_key = self.ctx.patients.resolve(attrs.patient)
+            study_row, series_row = self._parent_rows(attrs, patient_ref, RowSealer(data_key))
         except RejectedObject as exc:
             raise _Refused(exc, identity) from None
-        patient_ref, data_key = self.ctx.patients.resolve(attrs.patient)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError, AttributeError) as exc:
+            # Validation is total: a value pydicom or the index cannot take rejects its own object, with a reason.
+            # (The message names the error's type only: its text may quote a value.)
+            refused = RejectedObject(RejectReason.MALFORMED, f"a header value cannot be indexed ({type(exc).__name__})")
+            raise _Refused(refused, identity) from None
         # 4-6. hash pixels and header while encrypting, and write the blob atomically
         encryptor = BlobEncryptor(data_key, blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref))
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
-        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), data_key, encryptor.salt)
+        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row)
+
+    def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> tuple[dict[str, object], dict[str, object]]:
+        """The study and series rows this object would create (inserted only if they do not exist yet)."""
+        st, se = a.study, a.series
+        study = {
+            "uid": st.uid,
+            "patient_ref": patient_ref,
+            "accession_token": self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, st.accession_number),
+            "study_year": year_of(st.date),
+            "phi": sealer.seal("studies", st.uid, _study_phi(a)),
+            "department": self._department(st.department),
+            "site": str(self.principal.attributes.get("site") or "")[:64] or None,
+            "referring_token": self.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, st.referring_physician)
+            if st.referring_physician.strip(" ^=\x00") else None,
+        }
+        series = {
+            "uid": se.uid,
+            "study_uid": st.uid,
+            "modality": se.modality or None,
+            "series_number": se.number,
+            "phi": sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
+        }
+        return study, series
 
     def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str]) -> dict[int, IngestOutcome]:
         """7-8. index the batch and publish its events in one transaction."""
@@ -226,7 +258,7 @@ class IngestPipeline:
                     select(Instance.sop_instance_uid, Instance.pixel_sha256, Instance.header_sha256).where(Instance.sop_instance_uid.in_(uids))
                 )
             } if uids else {}
-            parents: set[str] = set()
+            owners: dict[str, tuple[str, str]] = {}
             rows: list[dict[str, object]] = []
             for i, p in prepared:
                 a = p.attrs
@@ -235,9 +267,11 @@ class IngestPipeline:
                 if prior is not None:
                     outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
                     continue
-                if a.series.uid not in parents and a.series.uid not in self.ctx.known_series:
-                    self._index_study_and_series(s, p, RowSealer(p.data_key), now)
-                    parents.add(a.series.uid)
+                conflict = self._claim_parents(s, p, owners, now)
+                if conflict is not None:
+                    outcomes[i] = IngestOutcome(p.label, error=RejectedObject(RejectReason.IDENTITY_CONFLICT, conflict),
+                                                identity=_identity(a))
+                    continue
                 rows.append(_instance_row(p, now))
                 self.ctx.bus.publish(
                     s,
@@ -258,43 +292,47 @@ class IngestPipeline:
             self.ctx.store.delete(blob_id)
         if len(self.ctx.known_series) > 100_000:
             self.ctx.known_series.clear()
-        self.ctx.known_series.update(parents)
+        self.ctx.known_series.update(owners)
         return outcomes
 
     # -- steps ------------------------------------------------------------------------
 
-    def _index_study_and_series(self, s, p: _Prepared, sealer: RowSealer, now: datetime) -> None:  # type: ignore[no-untyped-def]
-        st, se = p.attrs.study, p.attrs.series
-        year = int(st.date[:4]) if st.date[:4].isdigit() else None
-        insert_ignore(
-            s,
-            Study,
-            uid=st.uid,
-            patient_ref=p.patient_ref,
-            accession_token=self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, st.accession_number),
-            study_year=year,
-            phi=sealer.seal("studies", st.uid, _study_phi(p.attrs)),
-            created_at=now,
-            department=self._department(st.department),
-            site=str(self.principal.attributes.get("site") or "")[:64] or None,
-            referring_token=self.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, st.referring_physician)
-            if st.referring_physician.strip(" ^=\x00") else None,
-        )
-        insert_ignore(
-            s,
-            Series,
-            uid=se.uid,
-            study_uid=st.uid,
-            modality=se.modality or None,
-            series_number=se.number,
-            phi=sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
-            created_at=now,
-        )
+    def _claim_parents(self, s: Session, p: _Prepared, owners: dict[str, tuple[str, str]], now: datetime) -> str | None:
+        """Index the object's study and series if new, and check they are the object's own; else why not.
+
+        A Study Instance UID belongs to one patient and a Series Instance UID to one
+        study (PS3.3 C.7.2.1, C.7.3.1). Both rows are inserted only if absent and then
+        read back inside this transaction, so a concurrent writer that created them
+        first is seen; an object whose study belongs to another patient (or series to
+        another study) is refused and recorded, and nothing of it is indexed.
+        """
+        a = p.attrs
+        mine = (a.study.uid, p.patient_ref)
+        owner = owners.get(a.series.uid) or (mine if self.ctx.known_series.get(a.series.uid) == mine else None)
+        if owner is None:
+            insert_ignore(s, Study, **p.study_row, created_at=now)
+            study_owner = s.scalar(select(Study.patient_ref).where(Study.uid == a.study.uid))
+            if study_owner == p.patient_ref:
+                insert_ignore(s, Series, **p.series_row, created_at=now)
+                owner = (s.scalar(select(Series.study_uid).where(Series.uid == a.series.uid)) or "", p.patient_ref)
+            else:
+                owner = ("", study_owner or "")
+            owners[a.series.uid] = owner
+        if owner == mine:
+            return None
+        if owner[0] == "":
+            conflict = "the study is stored under another patient"
+        else:
+            conflict = "the series is stored under another study"
+        self.ctx.bus.publish(s, IdentityConflictRefused(a.instance.sop_instance_uid, a.study.uid, a.series.uid, owner[1], conflict,
+                                                        self.source, now))
+        log.warning("identity conflict refused for %s from %s: %s", a.instance.sop_instance_uid, self.source, conflict)
+        return conflict
 
     def _department(self, from_header: str) -> str | None:
         """Who stored it decides first (a device or user of a department), then the header, then the configured default."""
         chosen = str(self.principal.attributes.get("department") or "") or from_header or self.ctx.settings.policy.default_department
-        return normalize_department(chosen)[:64] or None
+        return department_from_header(chosen) or None
 
     def _resolve_resend(
         self, uid: str, attrs: ObjectAttributes, new: ObjectDigests, existing: tuple[ObjectDigests, bool]

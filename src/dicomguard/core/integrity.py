@@ -11,14 +11,18 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import walk_part10
 from dicomguard.core.hashing import digest_object
+from dicomguard.core.phi import RowSealer
 from dicomguard.core.retrieve import READ_LIMITS
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blob_cipher import blob_identity, blob_salt, decrypt_blob
 from dicomguard.errors import DicomGuardError, ErasedError, RejectedObject
-from dicomguard.index.models import Instance
+from dicomguard.index.models import Instance, Patient, Series, Study
 from dicomguard.storage.base import BlobMissingError
 
 
@@ -34,6 +38,7 @@ class ProblemKind(StrEnum):
     INDEX_ROW_ALTERED = "index-row-altered"
     INDEX_ROW_MISSING = "index-row-missing"
     INDEX_ROW_UNLEDGERED = "index-row-unledgered"
+    INDEX_ROW_UNREADABLE = "index-row-unreadable"
     LEDGER_TRUNCATED = "ledger-truncated"
     LEDGER_FORKED = "ledger-forked"
     CHECKPOINT_SIGNATURE_BAD = "checkpoint-signature-bad"
@@ -110,3 +115,26 @@ def check_blob(ctx: ArchiveContext, row: Instance, leaf: dict[str, Any], by_salt
         report.add(ProblemKind.HEADER_CHANGED, uid, "header differs from the ledgered digest")
 
 
+
+
+def check_index_rows(ctx: ArchiveContext, s: Session, report: VerifyReport) -> None:
+    """Every sealed patient, study and series row of a live patient opens under that patient's key.
+
+    A row altered, copied from another row, or sealed under another patient's key
+    (which is what an object mixing two patients under one study would have left)
+    is named, so that no such row hides until a query trips over it.
+    """
+    rows = [("patients", ref, ref, sealed) for ref, sealed in s.execute(
+        select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)))]
+    rows += [("studies", uid, ref, sealed) for uid, ref, sealed in s.execute(
+        select(Study.uid, Study.patient_ref, Study.phi).join(Patient, Patient.ref == Study.patient_ref).where(Patient.erased_at.is_(None)))]
+    rows += [("series", uid, ref, sealed) for uid, ref, sealed in s.execute(
+        select(Series.uid, Study.patient_ref, Series.phi).join(Study, Study.uid == Series.study_uid)
+        .join(Patient, Patient.ref == Study.patient_ref).where(Patient.erased_at.is_(None)))]
+    for table, row_id, ref, sealed in rows:
+        try:
+            RowSealer(ctx.keyring.patient_key(ref, s)).open(table, row_id, sealed or b"")
+        except ErasedError:
+            continue
+        except (DecryptionError, ValueError):
+            report.add(ProblemKind.INDEX_ROW_UNREADABLE, f"{table}:{row_id}"[:200], "does not open under its patient's key")

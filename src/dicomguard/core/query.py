@@ -9,6 +9,7 @@ tombstones and never match.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import StudyAccess
+from dicomguard.core.attributes import year_of
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.matching import (
     has_wildcard,
@@ -27,9 +29,13 @@ from dicomguard.core.matching import (
     match_value,
 )
 from dicomguard.core.phi import RowSealer
+from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blind_index import BlindField
+from dicomguard.errors import ErasedError
 from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,18 @@ class IndexQuery:
     def _sealer(self, s: Session, patient_ref: str) -> RowSealer:
         return RowSealer(self.ctx.keyring.patient_key(patient_ref, s))
 
+    def _open(self, s: Session, patient_ref: str, table: str, row_id: str, sealed: bytes | None) -> dict[str, Any] | None:
+        """A row's sealed values, or None (logged) when the row does not open under its patient's key.
+
+        Stored data never breaks a query: a damaged, moved or mis-keyed row is left out
+        of every result, and ``dicomguard verify`` names it (``index-row-unreadable``).
+        """
+        try:
+            return self._sealer(s, patient_ref).open(table, row_id, sealed or b"")
+        except (DecryptionError, ErasedError, ValueError):
+            log.error("index row %s %s does not open under its patient's key: left out (run dicomguard verify)", table, row_id)
+            return None
+
     def _narrow_patients(self, stmt: Select[Any], f: PatientFilter) -> Select[Any]:
         ix = self.ctx.indexer
         for pattern, exact_col, exact_field, prefix_field in (
@@ -196,8 +214,8 @@ class IndexQuery:
             study_counts = dict(s.execute(select(Study.patient_ref, func.count()).group_by(Study.patient_ref)).all())
             out = []
             for ref, sealed in rows:
-                phi = self._sealer(s, ref).open("patients", ref, sealed)
-                if self._patient_matches(phi, f):
+                phi = self._open(s, ref, "patients", ref, sealed)
+                if phi is not None and self._patient_matches(phi, f):
                     out.append(
                         PatientRecord(ref, phi["id"], phi["issuer"], phi["name"], phi["birth_date"], phi["sex"],
                                       study_counts.get(ref, 0), counts.get(ref, 0))
@@ -217,8 +235,9 @@ class IndexQuery:
                 stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
             if f.accession_number and not has_wildcard(f.accession_number):
                 stmt = stmt.where(Study.accession_token == self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, f.accession_number))
-            if f.study_date and "-" not in f.study_date and f.study_date[:4].isdigit():
-                stmt = stmt.where(Study.study_year == int(f.study_date[:4]))
+            year = year_of(f.study_date) if f.study_date and "-" not in f.study_date else None
+            if year is not None:
+                stmt = stmt.where(Study.study_year == year)
             rows = s.execute(stmt.order_by(Study.created_at, Study.uid)).all()
             modalities: dict[str, set[str]] = {}
             series_counts: dict[str, int] = {}
@@ -230,9 +249,10 @@ class IndexQuery:
             )
             out = []
             for uid, ref, study_sealed, patient_sealed in rows:
-                sealer = self._sealer(s, ref)
-                pphi = sealer.open("patients", ref, patient_sealed)
-                sphi = sealer.open("studies", uid, study_sealed)
+                pphi = self._open(s, ref, "patients", ref, patient_sealed)
+                sphi = self._open(s, ref, "studies", uid, study_sealed)
+                if pphi is None or sphi is None:
+                    continue
                 mods = sorted(m for m in modalities.get(uid, set()) if m)
                 if not (
                     self._patient_matches(pphi, f.patient)
@@ -272,7 +292,9 @@ class IndexQuery:
             for uid, st_uid, mod, number, sealed, ref in s.execute(stmt.order_by(Series.series_number, Series.uid)).all():
                 if not match_value(modality, mod or ""):
                     continue
-                phi = self._sealer(s, ref).open("series", uid, sealed)
+                phi = self._open(s, ref, "series", uid, sealed)
+                if phi is None:
+                    continue
                 out.append(SeriesRecord(uid, st_uid, mod or "", number, phi["description"], phi["date"], counts.get(uid, 0)))
             return out
 

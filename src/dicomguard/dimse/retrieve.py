@@ -38,15 +38,23 @@ def _uids(q: Dataset, keyword: str) -> list[str]:
 
 
 def _plan(retrieve: RetrieveService, q: Dataset) -> RetrievePlan:
-    """The plan for the identifier's level (PS3.4 C.4.2.1.4): unknown UIDs are skipped; a refused study refuses all."""
+    """The plan for the identifier's level (PS3.4 C.4.2.1.4); unknown UIDs are skipped.
+
+    A study the device may not read answers exactly like one that does not exist:
+    zero sub-operations and success (the refusal is recorded by the core). A refusal
+    does not tell the device the study is there.
+    """
     level = str(q.get("QueryRetrieveLevel", "")).upper()
-    if level == "IMAGE":
-        return retrieve.plan(sop_instance_uids=_uids(q, "SOPInstanceUID"), require_all=False)
-    if level == "SERIES":
-        return retrieve.plan(series_uids=_uids(q, "SeriesInstanceUID"), require_all=False)
-    if level in ("STUDY", "PATIENT"):
-        return retrieve.plan(study_uids=_uids(q, "StudyInstanceUID"), require_all=False)
-    return retrieve.plan(require_all=False)
+    try:
+        if level == "IMAGE":
+            return retrieve.plan(sop_instance_uids=_uids(q, "SOPInstanceUID"), require_all=False)
+        if level == "SERIES":
+            return retrieve.plan(series_uids=_uids(q, "SeriesInstanceUID"), require_all=False)
+        if level in ("STUDY", "PATIENT"):
+            return retrieve.plan(study_uids=_uids(q, "StudyInstanceUID"), require_all=False)
+    except AccessDenied:
+        pass
+    return retrieve.nothing()
 
 
 def _datasets(plan: RetrievePlan, event: Any) -> Iterator[tuple[int, Dataset | None]]:
@@ -71,12 +79,12 @@ def _contexts_for(records) -> list:  # type: ignore[no-untyped-def]
 def handle_get(event, sessions: Sessions):  # type: ignore[no-untyped-def]
     try:
         session = sessions.gate(event.assoc)
-        plan = _plan(session.services.retrieve, event.identifier)  # the whole request authorized before the count
-    except (GateRefused, AccessDenied) as exc:
+    except GateRefused as exc:  # the device itself (revoked, over its rate): not about any study
         log.warning("C-GET refused: %s", exc)
         yield 1  # pynetdicom reads a sub-operation count before any status
         yield status.REFUSED_NOT_AUTHORIZED, None
         return
+    plan = _plan(session.services.retrieve, event.identifier)  # the whole request authorized before the count
     yield len(plan)
     yield from _datasets(plan, event)
 
@@ -95,11 +103,7 @@ def handle_move(event, sessions: Sessions, registry: DeviceRegistry, tls_for_des
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
     host, _, port = dest.move_destination.rpartition(":")
-    try:
-        plan = _plan(session.services.retrieve, event.identifier)
-    except AccessDenied:
-        yield None, None
-        return
+    plan = _plan(session.services.retrieve, event.identifier)
     contexts = _contexts_for(plan.records)
     yield host, int(port), {"ae_title": dest_ae, "tls_args": (tls_for_destination(), None), "contexts": contexts}
     yield len(plan)

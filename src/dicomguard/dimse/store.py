@@ -35,7 +35,8 @@ def handle_store(event, sessions: Sessions) -> Dataset | int:  # type: ignore[no
     except AccessDenied:
         return _status(status.REFUSED_NOT_AUTHORIZED, "not authorized to store")
     except RejectedObject as exc:
-        code = status.STORE_DATASET_MISMATCH if exc.reason is RejectReason.CONFLICT else status.STORE_CANNOT_UNDERSTAND
+        mismatch = exc.reason in (RejectReason.CONFLICT, RejectReason.IDENTITY_CONFLICT)
+        code = status.STORE_DATASET_MISMATCH if mismatch else status.STORE_CANNOT_UNDERSTAND
         if exc.reason is RejectReason.TOO_LARGE:
             code = status.STORE_OUT_OF_RESOURCES
         return _status(code, exc.reason.value)

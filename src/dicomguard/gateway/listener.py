@@ -182,13 +182,17 @@ class Listener:
         return self.active() == 0
 
     def close(self) -> None:
-        """Abort what is left and restore process-wide settings."""
+        """Abort what is left, restore process-wide settings, and remove the spool folder (and any file left in it)."""
         self.stop_accepting()
         for assoc in self._ae.active_associations:
             assoc.abort()
         if self._saved is not None:
             (_config.LOG_REQUEST_IDENTIFIERS, _config.LOG_RESPONSE_IDENTIFIERS, _config.STORE_RECV_CHUNKED_DATASET, tempfile.tempdir) = self._saved
             self._saved = None
+        if self._spool is not None:
+            purge_spool(self._spool)  # nothing received is left in plaintext, and the folder itself goes
+            with contextlib.suppress(OSError):
+                self._spool.rmdir()
 
     # -- handlers -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from dicomguard.core.events import (
     AuditMessageImported,
     BreakGlassStarted,
     ConflictRefused,
+    IdentityConflictRefused,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -112,6 +113,11 @@ def instance_stored(e: InstanceStored) -> LeafEntry:
 def conflict_refused(e: ConflictRefused) -> LeafEntry:
     return _event({"event": "conflict-refused", "subject": e.sop_instance_uid, "pixel_sha256": e.pixel_sha256.hex(),
                    "header_sha256": e.header_sha256.hex(), "time": _time(e.at)})
+
+
+def identity_conflict_refused(e: IdentityConflictRefused) -> LeafEntry:
+    return _event({"event": "identity-conflict-refused", "subject": e.sop_instance_uid, "study_uid": e.study_uid,
+                   "series_uid": e.series_uid, "conflict": e.conflict, "time": _time(e.at)})
 
 
 def patient_erased(e: PatientErased) -> LeafEntry:

@@ -52,6 +52,7 @@ _FAILURE_REASON = {
     RejectReason.CONFLICT: DUPLICATE_SOP_INSTANCE,
     RejectReason.PATIENT_ERASED: PROCESSING_FAILURE,
     RejectReason.STUDY_MISMATCH: DATASET_DOES_NOT_MATCH,  # not of the study of the request URL (PS3.18 10.5.1)
+    RejectReason.IDENTITY_CONFLICT: DATASET_DOES_NOT_MATCH,  # its study belongs to another patient
 }
 
 

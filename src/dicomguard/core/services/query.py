@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,11 +114,18 @@ class QueryService(Service):
         return found
 
     def find_patients(self, flt: PatientFilter | None = None) -> list[PatientRecord]:
+        """Patients with a study the principal may query; their study and instance counts are of those studies only
+        (PS3.4 C.6.1.1.5 Number of Patient Related Studies would otherwise count studies the principal may not see)."""
         flt = flt or PatientFilter()
         studies = self.access.index.studies(StudyFilter(patient=flt))
         visible, emergency = self.access.visible_studies(s.uid for s in studies)
-        visible_patients = {s.patient_ref for s in studies if s.uid in visible}
-        found = [p for p in self.access.index.patients(flt) if p.ref in visible_patients]
+        seen: dict[str, tuple[int, int]] = {}
+        for st in studies:
+            if st.uid in visible:
+                n_studies, n_instances = seen.get(st.patient_ref, (0, 0))
+                seen[st.patient_ref] = (n_studies + 1, n_instances + st.instances)
+        found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1])
+                 for p in self.access.index.patients(flt) if p.ref in seen]
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
 

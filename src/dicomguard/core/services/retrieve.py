@@ -111,6 +111,10 @@ class RetrieveService(Service):
         plan.emergency = self._authorize(plan, by_instance=bool(sop_instance_uids) and not (study_uids or series_uids))
         return plan
 
+    def nothing(self, action: Action = Action.RETRIEVE) -> RetrievePlan:
+        """The empty plan: what an adapter answers for a refused request where refused must look like absent."""
+        return RetrievePlan(self, action, [])
+
     def instance(self, sop_instance_uid: str, action: Action = Action.RETRIEVE) -> RetrievedObject:
         """One verified object. Unknown and forbidden UIDs look alike to the caller (no IDOR oracle)."""
         (obj,) = self.instances([sop_instance_uid], action)
