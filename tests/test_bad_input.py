@@ -6,6 +6,7 @@ python-tuf's named invalid inputs).
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 from collections.abc import Callable
@@ -106,6 +107,20 @@ def _deflate_bomb() -> bytes:
     return head[:meta_end] + bomb
 
 
+def _deflated(pixels: bytes) -> bytes:
+    """A CT whose data set is Deflated (PS3.5 A.5) by pydicom, with ``pixels`` as its Pixel Data."""
+    ds = dataset_of(_ct())
+    ds.Rows, ds.Columns = 1024, len(pixels) // 2048
+    ds.PixelData = pixels
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    return to_bytes(ds)
+
+
+def _noisy(n: int) -> bytes:
+    """``n`` bytes that deflate about 3:1 (under any ratio limit)."""
+    return bytes(b & 0x0F for b in random.Random(5).randbytes(n))
+
+
 def _truncated(fraction: float) -> Callable[[], bytes]:
     return lambda: (lambda d: d[: int(len(d) * fraction)])(_ct())
 
@@ -133,6 +148,10 @@ CASES: dict[str, tuple[Callable[[], bytes], RejectReason, dict[str, str]]] = {
     "sequences nested too deep": (_deep_sequences, RejectReason.TOO_DEEP, {}),
     "object over the size limit": (_ct, RejectReason.TOO_LARGE, {"DICOMGUARD_LIMITS__MAX_OBJECT_BYTES": "4096"}),
     "deflate bomb": (_deflate_bomb, RejectReason.TOO_LARGE, {"DICOMGUARD_LIMITS__MAX_OBJECT_BYTES": str(8 * 1024 * 1024)}),
+    "deflate bomb under every size limit (ratio)": (lambda: _deflated(bytes(16 * 1024 * 1024)), RejectReason.TOO_LARGE, {}),
+    "inflated data set over its limit": (
+        lambda: _deflated(_noisy(4 * 1024 * 1024)), RejectReason.TOO_LARGE, {"DICOMGUARD_LIMITS__MAX_INFLATED_BYTES": str(2 * 1024 * 1024)}
+    ),
 }
 
 

@@ -34,7 +34,7 @@ from dicomguard.ledger.leaves import audit_hashes, decode
 from dicomguard.pki.devices import DeviceRegistry
 from dicomguard.pki.store import load_tls_material
 from dicomguard.web.app import create_app
-from tests.dicom_factory import ALICE, BOB, DEPARTMENT, ct_series, dataset_of
+from tests.dicom_factory import ALICE, BOB, CAROL, DEPARTMENT, ct_series, dataset_of, to_bytes
 from tests.identity.conftest import Account, add_user
 from tests.web.multipart_util import encode
 
@@ -59,6 +59,7 @@ NOT_RECORDED_CLI = {
     "device list": "lists enrolled devices: no PHI, nothing changed (decided: device-read)",
     "user list": "lists accounts without secrets: no PHI, nothing changed (decided: account-read)",
     "gateway list": "lists the allow-list: no PHI, nothing changed (decided: allowlist-read)",
+    "patient conflicts": "lists patient-identity conflicts by surrogate reference: no PHI, nothing changed (decided: patient-conflicts-read)",
 }
 NOT_RECORDED_ROUTES = {
     ("GET", "/healthz"): "liveness only: no authentication, no data",
@@ -138,6 +139,11 @@ def world(archive, tmp_path: Path) -> World:  # type: ignore[no-untyped-def]
     objects = ct_series(ALICE, n=2)
     for d in objects:
         archive.operator.store.ingest(d)
+    # Carol under two names: a patient-identity conflict (number 1) to reconcile
+    archive.operator.store.ingest(ct_series(CAROL, n=1, seed=7)[0])
+    renamed = dataset_of(ct_series(CAROL, n=1, seed=8)[0])
+    renamed.PatientName = "OCELOTTE^CAROLINE"
+    archive.operator.store.ingest(to_bytes(renamed))
     ds = dataset_of(objects[0])
     files = tmp_path / "files"
     files.mkdir()
@@ -184,6 +190,7 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("verify", lambda w, t: ["verify", "--json"], 1),
     ("ledger witness", lambda w, t: ["ledger", "witness", "--import", str(t / "checkpoint.txt")], 1),
     ("keys rotate", lambda w, t: ["keys", "rotate"], 1),
+    ("patient resolve", lambda w, t: ["patient", "resolve", "1", "--as", "same-person", "--reason", "name corrected"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),
 ]
 CLI_RECORDED_ELSEWHERE = {

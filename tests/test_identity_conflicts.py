@@ -30,7 +30,7 @@ from dicomguard.core.ingest import IngestStatus
 from dicomguard.core.query import IndexQuery, StudyFilter
 from dicomguard.errors import RejectedObject, RejectReason
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import Instance, Series, Study
+from dicomguard.index.models import Instance, Series
 from tests.audit.conftest import entries
 from tests.dicom_factory import ALICE, BOB, DEPARTMENT, ct_series, dataset_of, to_bytes
 
@@ -181,3 +181,26 @@ def test_import_of_a_folder_lists_the_odd_file_as_rejected(archive, tmp_path) ->
     r = runner.invoke(app, ["import", str(folder), "--json"], catch_exceptions=False)
     summary = json.loads(r.stdout)
     assert summary["stored"] + summary["rejected"] == 3 and summary["stored"] >= 2
+
+
+def test_the_same_objects_on_two_connections_at_once_are_stored_once_and_never_fail(archive) -> None:  # type: ignore[no-untyped-def]
+    """Two writers racing on one SOP Instance UID: one stores it, the other answers duplicate (never an error)."""
+    import threading
+
+    objects = ct_series(ALICE, n=12, seed=77)
+    outcomes: list = []
+    start = threading.Barrier(2)
+
+    def send() -> None:
+        start.wait()
+        for data in objects:
+            outcomes.extend(archive.operator.store.ingest_many([("x", lambda d=data: d)]))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(outcomes) == 24
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes if o.error]
+    assert sorted(o.result.status.value for o in outcomes).count(IngestStatus.STORED.value) == 12

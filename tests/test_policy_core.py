@@ -18,7 +18,6 @@ from dicomguard.core.events import AccessRefused, BreakGlassStarted, InstancesAc
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.core.query import IndexQuery
 from dicomguard.crypto.blind_index import BlindField
-from dicomguard.errors import NotFoundError
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import BreakGlassGrant, Study
@@ -107,8 +106,10 @@ def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(arc
         with pytest.raises(BreakGlassRefused, match="reason"):
             cardio.break_glass.claim(ALICE.patient_id, reason)
     assert sum(isinstance(e, AccessRefused) and e.action is Action.BREAK_GLASS for e in events) == 3
-    with pytest.raises(NotFoundError):
-        cardio.break_glass.claim("NO-SUCH-PATIENT", "trauma bay 2, unconscious, prior CT needed")
+    # an unknown Patient ID is answered like a known one (no oracle); its grant opens nothing
+    nothing = cardio.break_glass.claim("NO-SUCH-PATIENT", "trauma bay 2, unconscious, prior CT needed")
+    assert nothing.patient_refs == () and sorted(nothing.to_json()) == ["expires_at", "grant_id"]
+    assert cardio.query.find_studies() == []
     with pytest.raises(AccessDenied):
         archive.services(Principal(PrincipalKind.USER, "sec", frozenset({"security_officer"}))).break_glass.claim(
             ALICE.patient_id, "curious about the images here")
@@ -116,7 +117,8 @@ def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(arc
     grant = cardio.break_glass.claim(ALICE.patient_id, "trauma bay 2, unconscious, prior CT needed")
     assert grant.expires_at - datetime.now(UTC) > timedelta(minutes=59)
     started = [e for e in events if isinstance(e, BreakGlassStarted)]
-    assert len(started) == 1 and started[0].principal.name == "dr.heart" and started[0].reason.startswith("trauma")
+    assert [e.patient_refs == () for e in started] == [True, False] and started[0].claimed_patient_id == "NO-SUCH-PATIENT"
+    assert started[1].principal.name == "dr.heart" and started[1].reason.startswith("trauma")
 
     assert [s.patient_id for s in cardio.query.find_studies()] == [ALICE.patient_id]  # Alice only, not Bob
     assert cardio.retrieve.instance(alice).data
@@ -132,7 +134,8 @@ def test_break_glass_needs_a_reason_and_is_limited_to_one_patient_and_marked(arc
     # the audit trail: an Emergency Override Started alert with the reason, and the access marked BTG
     records = entries(archive)
     alerts = [r for r in records if r.event_type and "110127" in r.event_type.split()]
-    assert len(alerts) == 1 and "trauma bay 2" in (alerts[0].message.outcome_description or "")
+    assert len(alerts) == 2 and all("trauma bay 2" in (a.message.outcome_description or "") for a in alerts)
+    assert [a.message.patient_ids() for a in alerts] == [["NO-SUCH-PATIENT"], [ALICE.patient_id]]
     transferred = [r for r in records if r.event_id == "110104" and r.user == "dr.heart"]
     assert transferred and all("BTG" in (r.event_type or "").split() for r in transferred)
     assert not any("BTG" in (r.event_type or "").split() for r in records if r.user == "dr.rad")

@@ -9,12 +9,15 @@ instead of weakening it at run time (the pattern of python-tuf's
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dicomguard.errors import ConfigurationError
@@ -40,20 +43,89 @@ class DatabaseSettings(_Section):
     """SQLAlchemy URL of the index. Empty: ``sqlite:///HOME/index.db`` (embedded default)."""
 
 
+class S3Settings(_Section):
+    """An S3-compatible bucket (blob storage now; the same shape for backup targets). No secret in here."""
+
+    endpoint: str = ""
+    """``https://host[:port]`` of the server; empty: AWS S3 in ``region``. Plain ``http://`` only to a loopback address."""
+    bucket: str = Field("", pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    """The bucket (it must exist; dicomguard never creates or configures buckets)."""
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    credentials_file: str = ""
+    """AWS-style credentials file (``[default]`` ``aws_access_key_id``, ``aws_secret_access_key``), mode 600; relative to the home unless absolute."""
+    ca_file: str = ""
+    """PEM bundle of the CAs for the endpoint's certificate (a private CA). Empty: the system's CAs. TLS is always verified."""
+    prefix: str = Field("", max_length=256, pattern=r"^$|^[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/$")
+    """Key prefix of every object, ending in ``/`` (one bucket, several archives); empty: none."""
+    addressing_style: Literal["path", "virtual"] = "path"
+    """``path``: ``https://host/bucket/key`` (IP endpoints, most on-premises servers); ``virtual``: ``bucket.host``."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _secure_endpoint(cls, value: str) -> str:
+        if not value:
+            return value
+        url = urlsplit(value)
+        if url.scheme not in ("https", "http") or not url.hostname or url.path not in ("", "/") or url.query or url.username:
+            raise ValueError("endpoint must be https://host[:port]")
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            raise ValueError("plain http:// is refused except to a loopback address; use https://")
+        return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class StorageSettings(_Section):
-    backend: Literal["filesystem"] = "filesystem"
+    kind: Literal["filesystem", "s3"] = "filesystem"
+    """Where blobs live: ``filesystem`` (``path``) or ``s3`` (``[storage.s3]``). Ciphertext only, either way."""
     path: str = "blobs"
     """Blob folder, relative to the home unless absolute. Holds ciphertext only."""
+    s3: S3Settings = S3Settings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_name(cls, data: Any) -> Any:
+        """``backend`` (homes made before object storage) is the former name of ``kind``; ``kind`` wins."""
+        if isinstance(data, dict) and "backend" in data:
+            data = dict(data)
+            backend = data.pop("backend")
+            data.setdefault("kind", backend)
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self) -> StorageSettings:
+        if self.kind == "s3" and not (self.s3.bucket and self.s3.credentials_file):
+            raise ValueError("storage.kind = 's3' needs storage.s3.bucket and storage.s3.credentials_file")
+        return self
 
 
 class LimitSettings(_Section):
-    """Ingest limits (sanitize step). Hostile files are refused before they cost memory."""
+    """Resource limits: ingest (sanitize step) and per-request reads.
+
+    Hostile files are refused before they cost memory, and no request costs more
+    than these bounds whatever it asks for (a frame list, a viewport).
+    """
 
     max_object_bytes: int = Field(2048 * _MiB, ge=1024, le=16384 * _MiB)
     max_element_bytes: int = Field(64 * _MiB, ge=1024)
     """Largest value of any element other than Pixel Data."""
     max_elements: int = Field(200_000, ge=16)
     max_sequence_depth: int = Field(16, ge=1, le=64)
+    max_inflated_bytes: int = Field(256 * _MiB, ge=1024, le=16384 * _MiB)
+    """Largest data set a Deflated object may inflate to (PS3.5 A.5), and largest frame decoded to render it."""
+    max_inflation_ratio: int = Field(100, ge=2, le=2000)
+    """A Deflated data set inflating to more than this many times its size is refused (zip bombs: about 1000)."""
+    max_frames_per_request: int = Field(256, ge=1, le=100_000)
+    """Distinct frames one WADO-RS frames request may name (PS3.18 8.3.3.1); duplicates are answered once."""
+    max_rendered_size: int = Field(2048, ge=16, le=65535)
+    """Largest columns and rows of a rendered image (PS3.18 8.3.5): a larger viewport is refused, a larger frame scaled down."""
 
 
 class IngestSettings(_Section):
@@ -228,8 +300,20 @@ def storage_path(settings: Settings, home: Path) -> Path:
     return p if p.is_absolute() else home / p
 
 
-def default_config_toml(database_url: str = "") -> str:
-    """The commented configuration file that ``init`` writes."""
+def home_relative(home: Path, path: str) -> Path:
+    """A configured file: absolute, or relative to the home."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else home / p
+
+
+def _toml(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def default_config_toml(database_url: str = "", storage: StorageSettings | None = None) -> str:
+    """The commented configuration file that ``init`` writes (with the storage it was given)."""
+    st = storage or StorageSettings()
     return f'''# dicomguard configuration. Every setting can be overridden by an environment
 # variable DICOMGUARD_<SECTION>__<NAME>, e.g. DICOMGUARD_DATABASE__URL.
 # This file holds no secret: keys live sealed under keys/.
@@ -243,14 +327,33 @@ ae_title = "DICOMGUARD"
 url = "{database_url}"
 
 [storage]
-backend = "filesystem"
-path = "blobs"
+# Where the ciphertext blobs live: "filesystem" (path, relative to the home) or "s3" ([storage.s3]).
+kind = {_toml(st.kind)}
+path = {_toml(st.path)}
+
+# S3-compatible object storage (kind = "s3"). The bucket must exist. No secret here: the access key is in
+# credentials_file (mode 600, [default] aws_access_key_id / aws_secret_access_key). TLS is always verified
+# (ca_file: a private CA's bundle); plain http:// only to a loopback address.
+[storage.s3]
+endpoint = {_toml(st.s3.endpoint)}
+bucket = {_toml(st.s3.bucket)}
+region = {_toml(st.s3.region)}
+credentials_file = {_toml(st.s3.credentials_file)}
+ca_file = {_toml(st.s3.ca_file)}
+prefix = {_toml(st.s3.prefix)}
+addressing_style = {_toml(st.s3.addressing_style)}
 
 [limits]
 max_object_bytes = {LimitSettings().max_object_bytes}
 max_element_bytes = {LimitSettings().max_element_bytes}
 max_elements = {LimitSettings().max_elements}
 max_sequence_depth = {LimitSettings().max_sequence_depth}
+# Deflated objects (PS3.5 A.5): largest inflated data set, and largest inflated/deflated size ratio.
+max_inflated_bytes = {LimitSettings().max_inflated_bytes}
+max_inflation_ratio = {LimitSettings().max_inflation_ratio}
+# DICOMweb reads: distinct frames per frames request; largest rendered columns and rows.
+max_frames_per_request = {LimitSettings().max_frames_per_request}
+max_rendered_size = {LimitSettings().max_rendered_size}
 
 [ingest]
 batch_size = {IngestSettings().batch_size}

@@ -87,13 +87,13 @@ def test_our_own_export_imports_back(archive, tmp_path: Path) -> None:
     assert json.loads(r.stdout)["stored"] == 3  # the archive's creation, the query, and the export's own Audit Log Used
 
 
-def _tls_client(archive, issue, ae: str):  # type: ignore[no-untyped-def]
-    creds = issue(ae)
+def _tls_client(archive, issue, ae: str, operations: tuple[str, ...] = ("audit-relay",)):  # type: ignore[no-untyped-def]
+    creds = issue(ae, operations)
     return client_context(creds.ca.read_bytes(), creds.cert.read_bytes(), creds.key.read_bytes(), check_hostname=False)
 
 
 def test_syslog_tls_listener_accepts_messages_from_other_systems(archive, issue, valid) -> None:
-    listener = AuditListener(archive.operator.audit, "127.0.0.1", 0)
+    listener = AuditListener(archive.ctx, archive.services, "127.0.0.1", 0)
     listener.start()
     try:
         ctx = _tls_client(archive, issue, "OTHERPACS")
@@ -128,7 +128,8 @@ def test_syslog_tls_listener_accepts_messages_from_other_systems(archive, issue,
     finally:
         listener.stop()
     assert (listener.stats.stored, listener.stats.rejected, listener.stats.duplicates) == (3, 1, 0)
-    es = entries(archive)
+    assert listener.stats.refused_peers == 1  # the revoked device, recorded as a refused connection
+    es = [e for e in entries(archive) if e.origin != "local"]
     assert len(es) == 3 and {e.origin for e in es} == {"syslog:OTHERPACS@127.0.0.1"}
     for e in es:
         valid(e.xml)

@@ -138,7 +138,7 @@ def test_report_counts_the_scenario_exactly(scenario, tmp_path: Path) -> None:
     r = cli("audit", "report", "--period", "7d", "--out", str(out))
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(out.with_suffix(".csv").read_text().splitlines()))
-    table = {(section, subject, metric): value for section, subject, metric, value in rows[1:]}
+    table = {(section, subject, metric): value for section, subject, metric, value, _origin in rows[1:]}
 
     def user(name: str) -> dict[str, int]:
         return {m: int(table[("accesses", name, m)]) for m in ("queries", "accesses", "instances", "exports", "refused", "patients")}

@@ -111,8 +111,15 @@ def test_get_and_move_of_another_departments_study_deliver_nothing(
     # C-GET by a store-only device of the right department: refused too
     got_store = tmp_path / "got-store"
     got_store.mkdir()
-    r = plain("getscu", "CTSTORE", tunnel(store_only, dimse.port), "-od", str(got_store), *query)
-    assert list(got_store.iterdir()) == [] and "0x124" in (r.stdout + r.stderr).lower()
+    r = plain("getscu", "CTSTORE", tunnel(store_only, dimse.port), "-od", str(got_store), "-v", *query)
+    assert list(got_store.iterdir()) == []
+    # ... and both answer exactly like a study that does not exist: success, zero sub-operations (no existence oracle)
+    absent = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.826.0.1.3680043.8.498.1"]
+    r_absent = plain("getscu", "CTSTORE", tunnel(store_only, dimse.port), "-od", str(got_store), "-v", *absent)
+    def outcome(text: str) -> list[str]:  # the status lines, without UIDs and message ids
+        return [line.split(":", 1)[-1].strip() for line in text.splitlines() if "status" in line.lower() or "0x" in line.lower()]
+    assert r.returncode == r_absent.returncode == 0 and "0x124" not in (r.stdout + r.stderr).lower()
+    assert outcome(r.stdout + r.stderr) == outcome(r_absent.stdout + r_absent.stderr) != [], (r.stdout + r.stderr, r_absent.stdout)
 
     dest = tmp_path / "moved"
     dest.mkdir()

@@ -107,6 +107,16 @@ def test_disk_spool_is_private_and_emptied_after_each_store(start, tmp_path: Pat
     assert list(spool.iterdir()) == []
 
 
+def test_closing_removes_the_spool_folder(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each run's spool (on /dev/shm by default) is removed at exit: none piles up, nothing received is left."""
+    spool = tmp_path / "spool"
+    listener, _ = start(StubAllowList({("CT1", "127.0.0.1")}), RecordingSink(), spool)
+    assert spool.is_dir()
+    (spool / "partial.dcm").write_bytes(b"plaintext of an interrupted store")
+    listener.close()
+    assert not spool.exists()
+
+
 def test_memory_spool_never_touches_a_file(start) -> None:  # type: ignore[no-untyped-def]
     sink = RecordingSink()
     listener, _ = start(StubAllowList({("CT1", "127.0.0.1")}), sink, None)

@@ -234,6 +234,29 @@ def test_password_change_enforces_the_policy(web, dr) -> None:
         assert login(http, dr, password="correct horse battery staple").status_code == 200
 
 
+def test_password_change_is_no_unthrottled_password_oracle(web, dr, events) -> None:
+    """A stolen access token guessing the current password is counted, delayed and locked out like logins."""
+    with web.http() as http:
+        bearer = {"Authorization": f"Bearer {login(http, dr).json()['access_token']}"}
+
+        def change(current: str):  # type: ignore[no-untyped-def]
+            return http.post("/auth/password", headers=bearer,
+                             json={"current_password": current, "new_password": "correct horse battery staple", "totp": dr.code(1)})
+
+        statuses = []
+        for guess in range(8):
+            r = change(f"guess-number-{guess}")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert int(r.headers["Retry-After"]) >= 1
+        assert statuses[:3] == [401, 401, 401] and 429 in statuses  # delayed after 3 failures, then locked
+        # while throttled even the right password is refused, and the account's login is throttled too
+        assert change(dr.password).status_code == 429
+        assert login(http, dr, code=dr.code(2)).status_code == 429
+    failures = _auth_events(events, "failure") + _auth_events(events, "lockout")
+    assert len([e for e in failures if "password change" in e.reason or e.kind == "lockout"]) >= 4
+
+
 @pytest.fixture
 def production_password_hash(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """The product's password hashing (RFC 9106 parameters) instead of the suite's cheap one."""

@@ -18,8 +18,9 @@ from dicomguard.app.passphrase import passphrase_from_environment
 from dicomguard.app.policies import load_policies
 from dicomguard.app.recorder import Recorder
 from dicomguard.app.services import Services
+from dicomguard.app.stores import open_blob_store
 from dicomguard.audit.trail import AuditTrail
-from dicomguard.config import Settings, database_url, load_settings, resolve_home, storage_path
+from dicomguard.config import Settings, database_url, load_settings, resolve_home
 from dicomguard.core.access import Principal
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import EventBus
@@ -33,7 +34,6 @@ from dicomguard.identity.auth import Authenticator
 from dicomguard.identity.session_policy import SessionPolicy
 from dicomguard.index.db import make_engine, migrate, read_session
 from dicomguard.ledger.service import Ledger
-from dicomguard.storage.filesystem import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ class Archive:
         # another process is committing right now. Rotation removes them.
         keyring = Keyring(kek, engine)
         indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
-        store = FilesystemBlobStore(storage_path(settings, root))
+        store = open_blob_store(settings, root)
+        bus = EventBus()
         ctx = ArchiveContext(
-            root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer), EventBus(),
+            root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer, bus), bus,
             load_policies(root, settings),
         )
         ledger = Ledger.for_archive(ctx)

@@ -4,7 +4,7 @@ Layout::
 
     HOME/config.toml          settings (no secrets)
     HOME/keys/kek-<id>.sealed the KEK, sealed under the passphrase (argon2id)
-    HOME/blobs/               ciphertext blobs (filesystem backend)
+    HOME/blobs/               ciphertext blobs (storage.kind = "filesystem"; or an S3 bucket)
     HOME/index.db             SQLite index (embedded default; no plaintext PHI)
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from dicomguard.app.bootstrap import configure_libraries
+from dicomguard.app.stores import create_blob_store
 from dicomguard.config import (
     CONFIG_FILE,
     Settings,
     database_url,
     default_config_toml,
     load_settings,
-    storage_path,
 )
 from dicomguard.core.access import Principal
 from dicomguard.core.events import SecurityConfigurationChanged
@@ -36,7 +36,7 @@ from dicomguard.index.db import make_engine, migrate, write_session
 from dicomguard.index.models import WrappedKey
 from dicomguard.pki.store import default_server_names, init_pki
 from dicomguard.policy.engine import install_default_policies
-from dicomguard.storage.filesystem import FilesystemBlobStore, write_private_file
+from dicomguard.storage.filesystem import write_private_file
 
 KEYS_DIR = "keys"
 
@@ -72,8 +72,10 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
     try:
         (home / CONFIG_FILE).write_text(default_config_toml(database), encoding="utf-8")
         settings = load_settings(home)
+        # The storage this archive is created on (DICOMGUARD_STORAGE__* at init) is written down for every later start.
+        (home / CONFIG_FILE).write_text(default_config_toml(database, settings.storage), encoding="utf-8")
         (home / KEYS_DIR).mkdir(mode=0o700)
-        FilesystemBlobStore(storage_path(settings, home)).create_layout()
+        create_blob_store(settings, home)
         install_default_policies(home / settings.policy.directory)
         engine = make_engine(database_url(settings, home))
         try:

@@ -87,7 +87,8 @@ class PolicyService(Service):
 
         ``principal_spec``: ``user:NAME``, ``device:AE_TITLE`` or ``operator``;
         ``resource_spec``: ``study:UID``, ``patient:PATIENT_ID``, ``account:NAME``,
-        ``device:AE_TITLE``, ``archive``, ``audit-log``, ``allow-list`` or ``policy-set``.
+        ``device:AE_TITLE``, ``archive``, ``audit-log``, ``audit-message:about-itself|about-others|as-archive``
+        (for ``audit-send``), ``allow-list`` or ``policy-set``.
         ``draft``: decide with these policies instead of the running ones.
         Raises ``ValueError`` (bad spec) or :class:`NotFoundError` (unknown principal or resource).
         """
@@ -159,5 +160,7 @@ class PolicyService(Service):
             if device is None:
                 raise NotFoundError(f"no device {value}")
             return Resource.device(value, device.operations, device.department or "")
+        if kind == "audit-message" and value in ("about-itself", "about-others", "as-archive"):
+            return Resource.audit_message(value, about_others=value != "about-itself", as_archive=value == "as-archive")
         raise ValueError("--resource is study:UID, patient:PATIENT_ID, account:NAME, device:AE_TITLE, archive, audit-log, "
-                         "allow-list or policy-set")
+                         "audit-message:about-itself|about-others|as-archive, allow-list or policy-set")

@@ -19,6 +19,7 @@ from dicomguard.core.access_control import AccessControl
 from dicomguard.core.services.break_glass import BreakGlassService
 from dicomguard.core.services.erase import EraseService
 from dicomguard.core.services.operations import OperationsService
+from dicomguard.core.services.patients import PatientIdentityService
 from dicomguard.core.services.query import QueryService
 from dicomguard.core.services.retrieve import RetrieveService
 from dicomguard.core.services.store import StoreService
@@ -62,6 +63,10 @@ class Services:
     @cached_property
     def studies(self) -> StudyService:
         return StudyService(self.archive.ctx, self.access)
+
+    @cached_property
+    def patients(self) -> PatientIdentityService:
+        return PatientIdentityService(self.archive.ctx, self.access)
 
     @cached_property
     def break_glass(self) -> BreakGlassService:

@@ -96,6 +96,8 @@ class EventTypes:
     ASSOCIATION_REFUSED = local("association-refused", "Association or connection refused")
     CONFLICT_REFUSED = local("conflict-refused", "Write-once conflict refused")
     IDENTITY_CONFLICT_REFUSED = local("identity-conflict-refused", "Object refused: its study or series belongs to another owner")
+    PATIENT_IDENTITY_CONFLICT = local("patient-identity-conflict", "One Patient ID arrived with different demographics: kept apart")
+    PATIENT_IDENTITY_RESOLVED = local("patient-identity-resolved", "Patient-identity conflict reconciled")
     INTEGRITY_VIOLATION = local("integrity-violation", "Stored data failed integrity verification")
     INTEGRITY_CHECKED = local("integrity-checked", "Archive integrity verification ran")
     KEYS_ROTATED = local("keys-rotated", "Key-encryption key rotated")

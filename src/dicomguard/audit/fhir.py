@@ -17,7 +17,25 @@ Mapping (FHIR R4 AuditEvent "DICOM" mappings; BALP agent and entity patterns):
 
 The resources do not claim a BALP RESTful profile in ``meta.profile``: those
 profiles fix ``type`` to ``rest``, and DICOM events are not RESTful
-interactions. Records imported from other systems are converted the same way.
+interactions.
+
+Records imported from other systems (origin not ``local``,
+:mod:`dicomguard.audit.origin`) are converted the same way, and marked as
+*asserted by* their source, never as this archive's observation:
+
+* ``source.observer`` is the asserting source. R4 defines ``AuditEvent.source``
+  as "the system that is reporting the event": for an imported message that is
+  the device that sent it (``Reference`` of type ``Device``, identified by its
+  AE title, which the archive verified by its client certificate) or the file
+  it was read from (identifier system ``urn:dicomguard:audit-import``), not
+  this archive and not whatever the message's AuditSourceID claims;
+* the message's own AuditSourceID, a claim, is kept on ``source`` in the
+  extension ``urn:dicomguard:fhir:claimed-audit-source-id`` (``valueString``);
+* the same source is an ``agent`` of type v3-ParticipationType ``INF``
+  (informant: "a source of reported information"), ``requestor`` false, with
+  the address it connected from, so that an agent-based reader (BALP lists
+  agents, not the observer) also sees who asserts the event. The agents the
+  message names keep their claimed roles and identifiers unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +45,8 @@ from typing import Any
 
 from dicomguard.audit.codes import DCM, LOCAL, RFC3881, Code, ObjectRole, SourceType
 from dicomguard.audit.message import AuditMessage, format_time
+from dicomguard.audit.origin import LOCAL as ORIGIN_LOCAL
+from dicomguard.audit.origin import Origin
 
 SYSTEMS = {
     DCM: "http://dicom.nema.org/resources/ontology/DCM",
@@ -37,6 +57,10 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 LIFECYCLE = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+CLAIMED_SOURCE = "urn:dicomguard:fhir:claimed-audit-source-id"
+"""Extension on ``source`` of an imported event: the AuditSourceID its message claims."""
+IMPORT_ORIGIN = "urn:dicomguard:audit-import"
+"""Identifier system of a file an imported message was read from."""
 _SOURCE_TYPES = {str(int(SourceType.APPLICATION_SERVER)): "Application Server", str(int(SourceType.SECURITY_SERVER)): "Security Server"}
 
 
@@ -64,8 +88,22 @@ def _what(o) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"identifier": {"value": o.object_id}}
 
 
-def audit_event(record_id: str, m: AuditMessage) -> dict[str, Any]:
-    """One FHIR R4 AuditEvent resource (JSON object) for one audit message."""
+def _asserter(origin: Origin) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``source.observer``, informant ``agent``) of a message imported from ``origin``."""
+    if origin.kind == "device":
+        who: dict[str, Any] = {"type": "Device", "identifier": {"value": origin.name}}
+    else:  # a file (or an origin of an older form): named, not a FHIR resource type
+        who = {"identifier": {"system": IMPORT_ORIGIN, "value": origin.name or origin.raw}}
+    who["display"] = origin.asserted_by or origin.raw
+    agent: dict[str, Any] = {"type": {"coding": [{"system": PARTICIPATION, "code": "INF", "display": "informant"}]},
+                             "who": who, "requestor": False}
+    if origin.address:
+        agent["network"] = {"address": origin.address, "type": "2"}  # IP address (DICOM NetworkAccessPointTypeCode 2)
+    return who, agent
+
+
+def audit_event(record_id: str, m: AuditMessage, origin: str = ORIGIN_LOCAL) -> dict[str, Any]:
+    """One FHIR R4 AuditEvent resource (JSON object) for one audit message; ``origin``: of its record (module docstring)."""
     agents = []
     for p in m.participants:
         agent: dict[str, Any] = {"who": {"identifier": {"value": p.user_id}}, "requestor": bool(p.requestor)}
@@ -110,6 +148,11 @@ def audit_event(record_id: str, m: AuditMessage) -> dict[str, Any]:
             entity["detail"] = details
         entities.append(entity)
     source: dict[str, Any] = {"observer": {"display": m.source_id}}
+    asserted = Origin.parse(origin)
+    if asserted.imported:
+        observer, informant = _asserter(asserted)
+        source = {"extension": [{"url": CLAIMED_SOURCE, "valueString": m.source_id}], "observer": observer}
+        agents.append(informant)
     if m.site_id:
         source["site"] = m.site_id
     if m.source_types:

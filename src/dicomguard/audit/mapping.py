@@ -47,6 +47,7 @@ from dicomguard.audit.message import (
     ParticipantObject,
     SopClassRef,
 )
+from dicomguard.audit.origin import LOCAL as ORIGIN_LOCAL
 from dicomguard.core.access import Action, Principal, PrincipalKind
 from dicomguard.core.events import (
     AccessRefused,
@@ -63,6 +64,8 @@ from dicomguard.core.events import (
     IntegrityViolation,
     KeysRotated,
     PatientErased,
+    PatientIdentityConflict,
+    PatientIdentityResolved,
     QueryPerformed,
     SecurityConfigurationChanged,
     UserAuthentication,
@@ -116,9 +119,6 @@ class Source:
     archive_id: str
     site_id: str | None = None
     operator_account: str = ""
-
-
-ORIGIN_LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,15 @@ def break_glass(c: MappingContext, s: Session, e: BreakGlassStarted) -> list[Dra
         patient, pid = c.patient_object(s, ref)
         objects.append(patient)
         pids.append(pid)
-    objects.append(alert_subject(f"urn:dicomguard:break-glass:{e.grant_id}", e.reason, Expires=e.expires_at.isoformat()))
+    if not e.patient_refs and e.claimed_patient_id:
+        # Claimed for a Patient ID the archive does not hold: the clinician was answered as for any claim,
+        # the officer sees what was claimed and that it matched nothing.
+        claimed = f"{e.claimed_patient_id}^^^{e.claimed_issuer}" if e.claimed_issuer else e.claimed_patient_id
+        objects.append(ParticipantObject(claimed, ObjectIdTypes.PATIENT_NUMBER, name=e.claimed_patient_id, type_code=ObjectType.PERSON,
+                                         role=ObjectRole.PATIENT))
+        pids.append(e.claimed_patient_id)
+    objects.append(alert_subject(f"urn:dicomguard:break-glass:{e.grant_id}", e.reason, Expires=e.expires_at.isoformat(),
+                                 **{"Patients matched": str(len(e.patient_refs))}))
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE,
                     [c.principal(e.principal, requestor=True), c.archive()], objects,
                     (EventTypes.EMERGENCY_OVERRIDE_STARTED, EventTypes.BREAK_THE_GLASS),
@@ -444,6 +452,32 @@ def keys_rotated(c: MappingContext, s: Session, e: KeysRotated) -> list[Draft]:
                     [alert_subject(f"urn:dicomguard:kek:{e.new_kek_id}", text)],
                     (EventTypes.SECURITY_CONFIGURATION, EventTypes.KEYS_ROTATED), text)
     return [Draft(msg, operator.user_id, ())]
+
+
+def patient_identity_conflict(c: MappingContext, s: Session, e: PatientIdentityConflict) -> list[Draft]:
+    """A.5.3.11 Security Alert: one Patient ID arrived with different demographics and was kept apart.
+
+    Names both patient rows (their Patient IDs are the same; the sealed audit record
+    holds them) and the sender, and says which fields differ, never their values.
+    """
+    new, pid = c.patient_object(s, e.patient_ref)
+    earlier, _ = c.patient_object(s, e.other_ref)
+    what = f"patient-identity conflict {e.conflict_id}: {', '.join(e.fields) or 'demographics'} differ; kept apart until reconciled"
+    objects = [alert_subject(f"urn:dicomguard:patient-conflict:{e.conflict_id}", what), new, earlier]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.MINOR_FAILURE, ActionCode.EXECUTE, [c.archive(), c.named(e.source)], objects,
+                    (EventTypes.PATIENT_IDENTITY_CONFLICT,), what)
+    return [Draft(msg, e.source, (pid,))]
+
+
+def patient_identity_resolved(c: MappingContext, s: Session, e: PatientIdentityResolved) -> list[Draft]:
+    """A.5.3.15 Patient Record (U): an administrator reconciled a patient-identity conflict, with the typed reason."""
+    new, pid = c.patient_object(s, e.patient_ref)
+    earlier, _ = c.patient_object(s, e.other_ref)
+    objects = [alert_subject(f"urn:dicomguard:patient-conflict:{e.conflict_id}", e.reason, Decision=e.decision), new, earlier]
+    msg = c.message(EventIds.PATIENT_RECORD, e.at, Outcome.SUCCESS, ActionCode.UPDATE,
+                    [c.principal(e.principal, requestor=True), c.archive()], objects, (EventTypes.PATIENT_IDENTITY_RESOLVED,),
+                    f"patient-identity conflict {e.conflict_id} resolved: {e.decision}")
+    return [Draft(msg, e.principal.name, (pid,))]
 
 
 def patient_erased(c: MappingContext, s: Session, e: PatientErased) -> list[Draft]:

@@ -5,8 +5,14 @@ break-glass uses, exports, integrity alerts, top patients accessed. Counts are
 of audit messages, classified by their DICOM codes (PS3.15 A.5.3), so messages
 imported from other systems are counted the same way as ours.
 
+Messages imported from other systems are what those systems *claim*: every
+table has an origin column, ``archive`` for the archive's own observations and
+``asserted by <source>`` for imported ones, and a user's activity is counted
+separately per origin (a ``dr.smith`` asserted by a device is not merged into
+the ``dr.smith`` the archive saw).
+
 Written as a self-contained HTML page and a CSV beside it (long format:
-``section,subject,metric,value``), both built only from the decrypted trail.
+``section,subject,metric,value,origin``), both built only from the decrypted trail.
 """
 
 from __future__ import annotations
@@ -54,12 +60,18 @@ class UserActivity:
     patients: set[str] = field(default_factory=set)
 
 
+def origin(e: AuditEntry) -> str:
+    """``archive``, or ``asserted by <source>`` for a message imported from another system."""
+    return e.source.label
+
+
 @dataclass
 class Review:
     since: datetime
     until: datetime
     records: int = 0
-    users: dict[str, UserActivity] = field(default_factory=lambda: defaultdict(UserActivity))
+    users: dict[tuple[str, str], UserActivity] = field(default_factory=lambda: defaultdict(UserActivity))
+    """Activity per (user, origin)."""
     failed_logins: list[AuditEntry] = field(default_factory=list)
     lockouts: list[AuditEntry] = field(default_factory=list)
     refused: list[AuditEntry] = field(default_factory=list)
@@ -68,7 +80,7 @@ class Review:
     integrity: list[AuditEntry] = field(default_factory=list)
     damaged: list[AuditEntry] = field(default_factory=list)
     patient_accesses: Counter[str] = field(default_factory=Counter)
-    patient_users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    patient_users: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
 
     def top_patients(self, n: int = TOP_PATIENTS) -> list[tuple[str, int, int]]:
         return [(pid, count, len(self.patient_users[pid])) for pid, count in self.patient_accesses.most_common(n)]
@@ -82,7 +94,7 @@ def review(entries: list[AuditEntry], since: datetime, until: datetime) -> Revie
             r.damaged.append(e)
             continue
         types = _types(e)
-        user = e.user or "unknown"
+        user = (e.user or "unknown", origin(e))
         act = r.users[user]
         if e.event_id == EventIds.QUERY.code:
             act.queries += 1
@@ -119,22 +131,22 @@ def review(entries: list[AuditEntry], since: datetime, until: datetime) -> Revie
 def csv_text(r: Review) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["section", "subject", "metric", "value"])
-    w.writerow(["period", "", "since", format_time(r.since)])
-    w.writerow(["period", "", "until", format_time(r.until)])
-    w.writerow(["period", "", "records", r.records])
-    for user, a in sorted(r.users.items()):
+    w.writerow(["section", "subject", "metric", "value", "origin"])
+    w.writerow(["period", "", "since", format_time(r.since), ""])
+    w.writerow(["period", "", "until", format_time(r.until), ""])
+    w.writerow(["period", "", "records", r.records, ""])
+    for (user, source), a in sorted(r.users.items()):
         for metric in ("queries", "accesses", "instances", "exports", "stores", "refused"):
-            w.writerow(["accesses", user, metric, getattr(a, metric)])
-        w.writerow(["accesses", user, "patients", len(a.patients)])
+            w.writerow(["accesses", user, metric, getattr(a, metric), source])
+        w.writerow(["accesses", user, "patients", len(a.patients), source])
     for section, items in (("failed_logins", r.failed_logins), ("lockouts", r.lockouts), ("refused", r.refused),
                            ("break_glass", r.break_glass), ("exports", r.exports), ("integrity", r.integrity), ("damaged", r.damaged)):
-        w.writerow([section, "", "count", len(items)])
+        w.writerow([section, "", "count", len(items), ""])
         for e in items:
-            w.writerow([section, e.user, format_time(e.event_time), e.message.outcome_description or e.event_name])
+            w.writerow([section, e.user, format_time(e.event_time), e.message.outcome_description or e.event_name, origin(e)])
     for pid, count, users in r.top_patients():
-        w.writerow(["top_patients", pid, "accesses", count])
-        w.writerow(["top_patients", pid, "users", users])
+        w.writerow(["top_patients", pid, "accesses", count, ""])
+        w.writerow(["top_patients", pid, "users", users, ""])
     return buf.getvalue()
 
 
@@ -146,16 +158,17 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
 
 
 def _events(items: list[AuditEntry]) -> str:
-    return _table(["time", "user", "address", "event", "outcome", "patients", "description"], [
+    return _table(["time", "user", "address", "event", "outcome", "patients", "description", "origin"], [
         [format_time(e.event_time), e.user, e.summary()["address"], e.event_name, e.outcome, ", ".join(e.message.patient_ids()),
-         e.message.outcome_description or ""] for e in items
+         e.message.outcome_description or "", origin(e)] for e in items
     ])
 
 
 def html_text(r: Review, title: str) -> str:
     esc = html.escape
-    users = _table(["user", "queries", "accesses", "instances", "exports", "stores", "refused", "patients"], [
-        [u, a.queries, a.accesses, a.instances, a.exports, a.stores, a.refused, len(a.patients)] for u, a in sorted(r.users.items())
+    users = _table(["user", "origin", "queries", "accesses", "instances", "exports", "stores", "refused", "patients"], [
+        [u, source, a.queries, a.accesses, a.instances, a.exports, a.stores, a.refused, len(a.patients)]
+        for (u, source), a in sorted(r.users.items())
     ])
     sections = [
         ("Accesses per user", users),
@@ -174,7 +187,8 @@ def html_text(r: Review, title: str) -> str:
         f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}"
         "td,th{border:1px solid #999;padding:.2em .5em;text-align:left}th{background:#eee}</style></head><body>"
         f"<h1>{esc(title)}</h1><p>Period {esc(format_time(r.since))} to {esc(format_time(r.until))}: {r.records} audit records. "
-        "This report contains patient identifiers: handle it as PHI.</p>"
+        "This report contains patient identifiers: handle it as PHI. Rows whose origin reads <em>asserted by</em> are "
+        "messages imported from another system: what that system claims, not what this archive observed.</p>"
         f"{body}</body></html>"
     )
 

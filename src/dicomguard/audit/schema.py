@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+# re.ASCII: XML Schema digits are 0-9 (\d alone also matches Arabic-Indic, fullwidth ... digits).
 _DATETIME = re.compile(
-    r"^-?(\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-](\d{2}):(\d{2}))?$"
+    r"^-?(\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-](\d{2}):(\d{2}))?$", re.ASCII
 )
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_INTEGER = re.compile(r"^[+-]?\d+$", re.ASCII)
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 INF = 1 << 30
@@ -41,7 +42,7 @@ def _days_in_month(year: int, month: int) -> int:
 def valid_datetime(v: str) -> bool:
     """xsd:dateTime lexical form and ranges (XML Schema 1.0 Part 2, 3.2.7)."""
     m = _DATETIME.match(_collapse(v))
-    if not m:
+    if not m or len(m.group(1)) > 9:  # a year of thousands of digits is no date the archive keeps, and int() refuses it
         return False
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     if year == 0 or not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):

@@ -6,22 +6,29 @@ operator) may read. Every read first commits an ``AuditLogUsed`` event (PS3.15
 A.5.3.2) and only then selects the records, so the trail cannot be read without
 leaving a trace; a refused reader is recorded as a Security Alert.
 
-Importing (``dicomguard audit import``, the syslog-TLS listener): ``audit-import``
-is decided once per batch; each message valid against PS3.15 A.5.1 becomes one
-``AuditMessageImported`` event, stored verbatim with its origin and bound to a
-ledger leaf of its own; a message already stored (same keyed hash of its bytes)
-is counted as a duplicate, an invalid one is rejected with its reason.
+Importing a file (``dicomguard audit import``): ``audit-import`` is decided once
+per batch. Receiving (the syslog-TLS listener, as the sending device):
+``audit-send`` is decided per message, on whether it claims events of others
+(:func:`dicomguard.audit.imports.claims_of`); a refused message is recorded
+as a Security Alert naming the sender (what it claimed appears only in the
+alert's description, never indexed as the act of whom it named) and rejected
+with its reason, and the other messages go on. Either way each message valid
+against PS3.15 A.5.1 becomes one ``AuditMessageImported`` event, stored verbatim
+with its origin (shown as *asserted by* it, :mod:`dicomguard.audit.origin`) and
+bound to a ledger leaf of its own; a message already stored (same keyed hash of
+its bytes) is counted as a duplicate, an invalid one is rejected with its reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from dicomguard.audit.imports import ImportResult, check_message
+from dicomguard.audit.imports import ImportItem, ImportResult, Unreadable, check_message, claims_of
 from dicomguard.audit.message import AuditMessage, MessageError
+from dicomguard.audit.origin import MAX_ORIGIN
 from dicomguard.audit.store import AuditEntry, AuditFilter, AuditStore
 from dicomguard.audit.trail import AuditKeys
 from dicomguard.core.access import Action, Resource
@@ -58,22 +65,67 @@ class AuditService(Service):
 
     # -- importing -------------------------------------------------------------------------
 
-    def import_messages(self, items: Iterable[tuple[str, bytes]], origin: str) -> ImportResult:
-        """Validate and store ``(label, XML bytes)`` messages of another system, marked with ``origin``."""
+    def import_messages(self, items: Iterable[ImportItem], origin: str) -> ImportResult:
+        """Validate and store ``(label, XML bytes)`` messages of another system read from a file, marked with ``origin``."""
         self.access.authorize(Action.AUDIT_IMPORT, Resource.audit_log())
+        return self._import(items, origin, None)
+
+    def receive(self, items: Iterable[ImportItem], origin: str) -> ImportResult:
+        """Messages the principal itself sends (a device over syslog-TLS): each decided as ``audit-send``, then stored.
+
+        A message is *about others* when an ActiveParticipant or its AuditSourceID
+        is not the principal, and *as the archive* when it would pass for this
+        archive's own (:func:`claims_of`); the policies decide whether the
+        principal may assert it (by default: a device registered for ``audit``
+        only about itself, one registered for ``audit-relay`` about anyone but
+        never as the archive, any other device nothing). A refusal is recorded and
+        rejects that message alone.
+        """
+        return self._import(items, origin, self._may_send)
+
+    def _may_send(self, xml: bytes, message: AuditMessage) -> str | None:
+        """``None`` if the principal may assert ``message``; else the reason, after recording the refusal."""
+        st = self.ctx.settings
+        claims = claims_of(message, self.principal.name, {st.archive.ae_title, st.audit.source_id or st.archive.ae_title})
+        resource = Resource.audit_message(self.store.keys.dedup_token(xml).hex(), about_others=claims.about_others,
+                                          as_archive=claims.as_archive)
+        decision = self.access.decide(Action.AUDIT_SEND, resource)
+        if decision.allowed:
+            return None
+        reason = decision.reason
+        if claims.others:  # what it claimed, as words in the alert only: never indexed as the act of whom it names
+            others = claims.others
+            named = ", ".join(repr(o[:64]) for o in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            reason += f"; the message asserts events of {named}, not only of {self.principal.name}"
+        if claims.as_archive:
+            reason += "; it would pass for this archive's own record"
+        self.access.record_refusal(Action.AUDIT_SEND, resource, reason)  # a Security Alert naming the sender
+        return f"audit-send refused: {reason}"
+
+    def _import(self, items: Iterable[ImportItem], origin: str,
+                may: Callable[[bytes, AuditMessage], str | None] | None) -> ImportResult:
         result = ImportResult()
+        origin = origin[:MAX_ORIGIN]
         batch: list[tuple[str, bytes, AuditMessage]] = []
         for label, xml in items:
+            if isinstance(xml, Unreadable):
+                result.rejected.append((label, xml.reason))
+                continue
             try:
-                batch.append((label, xml, check_message(xml)))
+                message = check_message(xml)
             except (MessageError, ValueError) as exc:
                 result.rejected.append((label, str(exc)))
                 continue
+            refused = may(xml, message) if may is not None else None
+            if refused is not None:
+                result.rejected.append((label, refused))
+                continue
+            batch.append((label, xml, message))
             if len(batch) >= IMPORT_BATCH:
-                self._store(batch, origin[:128], result)
+                self._store(batch, origin, result)
                 batch = []
         if batch:
-            self._store(batch, origin[:128], result)
+            self._store(batch, origin, result)
         return result
 
     def _store(self, batch: list[tuple[str, bytes, AuditMessage]], origin: str, result: ImportResult) -> None:

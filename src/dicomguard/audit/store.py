@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from dicomguard.audit.codes import EVENT_NAMES, NAME_OF_EVENT, Code, EventIds
 from dicomguard.audit.message import AuditMessage, format_time, from_xml
+from dicomguard.audit.origin import Origin
 from dicomguard.audit.trail import AuditKeys, utc
 from dicomguard.core.context import ArchiveContext
 from dicomguard.crypto.aead import DecryptionError
@@ -100,8 +101,18 @@ class AuditEntry:
 
     @property
     def user(self) -> str:
+        """The requestor's UserID: of an imported record, the user its source *claims* (see :attr:`asserted_by`)."""
         r = self.message.requestor()
         return r.user_id if r else ""
+
+    @cached_property
+    def source(self) -> Origin:
+        return Origin.parse(self.origin)
+
+    @property
+    def asserted_by(self) -> str | None:
+        """``None`` for the archive's own observation; else who asserts this imported record (``device CT1 (...)``)."""
+        return self.source.asserted_by
 
     def summary(self) -> dict[str, Any]:
         m = self.message
@@ -122,6 +133,7 @@ class AuditEntry:
             "studies": m.study_uids(),
             "description": m.outcome_description or "",
             "origin": self.origin,
+            "asserted_by": self.asserted_by,
             **({"damaged": True} if self.damaged else {}),
         }
 

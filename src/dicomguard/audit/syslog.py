@@ -30,8 +30,10 @@ SEQUENCE_WRAP = 2**31 - 1
 
 # Severity by EventOutcomeIndicator (RFC 5424 6.2.1): notice, warning, error, critical.
 SEVERITY = {0: 5, 4: 4, 8: 3, 12: 2}
-_SD_ELEMENT = re.compile(r'\[([^ \]=]+)((?: [^ =\]"]+="(?:[^"\\]|\\.)*")*)\]')
-_SD_PARAM = re.compile(r' ([^ =\]"]+)="((?:[^"\\]|\\.)*)"')
+# SD-ID and PARAM-NAME are SD-NAMEs of 1 to 32 characters (RFC 5424 6.3.2, 6.3.3): the bound also keeps the search
+# linear (an unbounded name makes "[[[[...=]" backtrack quadratically over a frame of up to MAX_FRAME bytes).
+_SD_ELEMENT = re.compile(r'\[([^ \]="]{1,32})((?: [^ =\]"]{1,32}="(?:[^"\\]|\\.)*")*)\]')
+_SD_PARAM = re.compile(r' ([^ =\]"]{1,32})="((?:[^"\\]|\\.)*)"')
 _HEADER = re.compile(rb"^<(\d{1,3})>(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+) ")
 
 

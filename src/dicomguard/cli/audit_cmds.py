@@ -3,6 +3,8 @@
 Reading the trail (search, report, export) is authorized (``audit-read``; the
 CLI runs as the local operator) and recorded as Audit Log Used; importing
 (``audit-import``) stores each accepted message with its origin, ledgered.
+Every output shows an imported record as asserted by its source
+(``asserted_by``), never as the archive's own observation.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5, IHE ATNA): search, 
 
 FORMATS = ("json", "csv", "xml")
 CSV_COLUMNS = ["seq", "time", "event", "event_id", "event_types", "action", "outcome", "user", "address", "patients",
-               "studies", "description", "origin", "id"]
+               "studies", "description", "origin", "asserted_by", "id"]
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -99,7 +101,9 @@ def search_cmd(
                 d["studies"] = ";".join(d["studies"])
                 w.writerow([d[c] for c in CSV_COLUMNS])
         sys.stdout.flush()
-    console.print(f"{len(entries)} audit records")
+    asserted = sum(1 for e in entries if e.asserted_by is not None)
+    console.print(f"{len(entries)} audit records" + (f", {asserted} of them asserted by other systems (asserted_by), not observed "
+                                                      "by this archive" if asserted else ""))
     _warn_damaged(entries)
 
 
@@ -144,7 +148,7 @@ def export_cmd(
         tmp = out.with_name(out.name + ".part")
         with open(tmp, "w", encoding="utf-8") as f:
             if fmt == "fhir":
-                events = [audit_event(e.id, e.message) for e in entries if not e.damaged]
+                events = [audit_event(e.id, e.message, e.origin) for e in entries if not e.damaged]
                 json.dump(bundle(events, f"dicomguard-audit-{datetime.now(UTC):%Y%m%d%H%M%S}", format_time(datetime.now(UTC))), f, indent=1)
                 f.write("\n")
             else:
@@ -164,6 +168,7 @@ def import_cmd(
 ) -> None:
     """Import audit messages of other systems: validated, stored, ledgered, marked with their origin."""
     from dicomguard.audit.imports import ImportResult, split_messages
+    from dicomguard.audit.origin import file_origin
 
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
@@ -172,7 +177,7 @@ def import_cmd(
     with open_archive() as archive:
         audit = archive.operator.audit
         for path in files:
-            r = audit.import_messages(split_messages(path.read_bytes(), path.name), f"import:{path.name}"[:128])
+            r = audit.import_messages(split_messages(path.read_bytes(), path.name), file_origin(path.name))
             total.stored += r.stored
             total.duplicates += r.duplicates
             total.rejected += r.rejected
@@ -212,16 +217,19 @@ def listen_cmd(
     port: int = typer.Option(6514, "--port", help="TCP port (RFC 5425: 6514)."),
     host: str = typer.Option(None, "--host", help="Address to bind; default from config."),
 ) -> None:
-    """Receive PS3.15 audit messages from other systems over syslog-TLS (mutual TLS, archive CA) until SIGTERM."""
+    """Receive PS3.15 audit messages from registered devices over syslog-TLS (mutual TLS) until SIGTERM.
+
+    Each message is the sending device's assertion, decided per message (device operations audit, audit-relay).
+    """
     from dicomguard.audit.listener import AuditListener
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with open_archive() as archive:
-        # The listener imports as the operator who started it; peers are authenticated by mutual TLS.
+        # Peers are devices authenticated by mutual TLS; each message is received as its sender's, not the operator's.
         operator = archive.operator
-        listener = AuditListener(operator.audit, host or archive.settings.network.host, port)
+        listener = AuditListener(archive.ctx, archive.services, host or archive.settings.network.host, port)
         try:
             listener.start()
         except OSError as exc:
@@ -233,7 +241,8 @@ def listen_cmd(
         listener.stop()
         operator.operations.application("dicomguard audit listen", started=False)
         st = listener.stats
-    console.print(f"stopped: {st.connections} connections, {st.stored} stored, {st.duplicates} duplicates, {st.rejected} rejected")
+    console.print(f"stopped: {st.connections} connections ({st.refused_peers} peers refused), {st.stored} stored, "
+                  f"{st.duplicates} duplicates, {st.rejected} rejected")
 
 
 def register(app: typer.Typer) -> None:

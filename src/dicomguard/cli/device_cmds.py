@@ -29,7 +29,11 @@ def add(
     ae: str = typer.Option(..., "--ae", help="The device's AE title (bound into its certificate)."),
     name: str = typer.Option(..., "--name", help="A human name, e.g. 'CT room 2'."),
     out_dir: Path = typer.Option(None, "--out", help="Folder for cert.pem, key.pem, ca.pem."),
-    operations: str = typer.Option(",".join(DEFAULT_OPERATIONS), "--operations", help="Allowed: echo,store,query,retrieve."),
+    operations: str = typer.Option(
+        ",".join(DEFAULT_OPERATIONS), "--operations",
+        help="Allowed: echo,store,query,retrieve,audit,audit-relay (audit: may send audit messages about itself over "
+             "syslog-TLS; audit-relay: about others too, e.g. a PACS).",
+    ),
     cert: Path = typer.Option(None, "--cert", help="Register an existing certificate (hospital CA) instead of issuing one."),
     move_destination: str = typer.Option(None, "--move-destination", help="HOST:PORT where C-MOVE may send to this AE."),
     p12: bool = typer.Option(False, "--p12", help="Also write device.p12 (PKCS#12, password from DICOMGUARD_P12_PASSWORD)."),

@@ -13,6 +13,7 @@ from dicomguard.cli import (
     device_cmds,
     gateway_cmds,
     ledger_cmds,
+    patient_cmds,
     policy_cmds,
     serve_cmds,
     study_cmds,
@@ -48,6 +49,7 @@ audit_cmds.register(app)
 user_cmds.register(app)
 policy_cmds.register(app)
 study_cmds.register(app)
+patient_cmds.register(app)
 
 
 @app.callback()

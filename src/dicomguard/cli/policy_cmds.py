@@ -137,7 +137,8 @@ def test(
     action_name: str = typer.Option(..., "--action", help=f"One of: {_ACTIONS}."),
     resource_spec: str = typer.Option(
         ..., "--resource",
-        help="study:STUDY_UID, patient:PATIENT_ID, account:NAME, device:AE_TITLE, archive, audit-log, allow-list or policy-set.",
+        help="study:STUDY_UID, patient:PATIENT_ID, account:NAME, device:AE_TITLE, archive, audit-log, "
+             "audit-message:about-itself|about-others|as-archive (for audit-send), allow-list or policy-set.",
     ),
     issuer: str = typer.Option(None, "--issuer", help="Issuer of Patient ID, when several patients share the ID."),
     mfa_age: int = typer.Option(None, "--mfa-age", min=0, help="Seconds since the user's last TOTP confirmation (default: no session)."),

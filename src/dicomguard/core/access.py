@@ -35,7 +35,10 @@ class Action(StrEnum):
     SHARE = "share"
     AUDIT_READ = "audit-read"
     AUDIT_IMPORT = "audit-import"
-    """Storing audit messages of other systems (``audit import``, the syslog-TLS listener)."""
+    """Storing audit messages of other systems from a file (``audit import``): the importer vouches for the file."""
+    AUDIT_SEND = "audit-send"
+    """Asserting audit messages as their sender (a device over the syslog-TLS listener), decided per message on
+    what it claims (:meth:`Resource.audit_message`)."""
     CONNECT = "connect"
     """Opening an association or session: refused connections are recorded under it."""
     BREAK_GLASS = "break-glass"
@@ -62,12 +65,17 @@ class Action(StrEnum):
     LEDGER_WITNESS = "ledger-witness"
     VERIFY = "verify"
     METRICS_READ = "metrics-read"
+    PATIENT_CONFLICTS_READ = "patient-conflicts-read"
+    """Listing patient-identity conflicts: references, differing field names, departments and senders, no PHI."""
+    PATIENT_RECONCILE = "patient-reconcile"
+    """Deciding a patient-identity conflict (same person, or different persons)."""
 
 
 ADMINISTRATION = frozenset({
     Action.ACCOUNT_CREATE, Action.ACCOUNT_CHANGE, Action.ACCOUNT_READ, Action.DEVICE_ADD, Action.DEVICE_REVOKE,
     Action.DEVICE_READ, Action.ALLOWLIST_CHANGE, Action.ALLOWLIST_READ, Action.STUDY_CHANGE, Action.POLICY_RELOAD,
     Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
+    Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE,
 })
 """Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 
@@ -130,8 +138,8 @@ class StudyAccess:
 
 @dataclass(frozen=True)
 class Resource:
-    """What an action touches. ``kind`` is archive, patient, study, series, instance, audit-log, account, device,
-    allow-list or policy-set.
+    """What an action touches. ``kind`` is archive, patient, study, series, instance, audit-log, audit-message,
+    account, device, allow-list or policy-set.
 
     Study-level kinds carry :class:`StudyAccess`; without it the authorizer denies.
     """
@@ -179,6 +187,15 @@ class Resource:
     @classmethod
     def audit_log(cls) -> Resource:
         return cls("audit-log")
+
+    @classmethod
+    def audit_message(cls, ref: str, *, about_others: bool, as_archive: bool = False) -> Resource:
+        """An audit message a principal asserts (``audit-send``); ``ref`` names it (a keyed hash of its bytes).
+
+        ``about_others``: an ActiveParticipant or the AuditSourceID of the message is not the sender itself;
+        ``as_archive``: its AuditSourceID or its requestor is this archive (it would pass for the archive's own).
+        """
+        return cls("audit-message", ref, attributes={"about_others": about_others, "as_archive": as_archive})
 
 
 NO_MFA_AGE = 2**31

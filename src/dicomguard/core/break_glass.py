@@ -42,7 +42,8 @@ class Grant:
     expires_at: datetime
 
     def to_json(self) -> dict[str, object]:
-        return {"grant_id": self.id, "expires_at": self.expires_at.isoformat(), "patients": len(self.patient_refs)}
+        # Never how many patients matched: an unknown Patient ID is answered like a known one.
+        return {"grant_id": self.id, "expires_at": self.expires_at.isoformat()}
 
 
 def check_reason(ctx: ArchiveContext, reason: str) -> str:

@@ -44,7 +44,10 @@ class FileStructure:
     ``dataset`` is the data set's byte stream as encoded (inflated for the
     Deflated transfer syntax); ``pixel_range`` is the (start, end) of the
     Pixel Data *value* within it, or None when the object has no pixels.
-    ``dataset_offset`` is where the data set starts within the file.
+    ``dataset_offset`` is where the data set starts within the file;
+    ``implicit_vr`` says how its elements are encoded (as pydicom reads them).
+    Readers of a verified object parse ``dataset`` instead of the file, so a
+    Deflated object is inflated once per read, by the walk that verified it.
     """
 
     transfer_syntax: str
@@ -53,6 +56,9 @@ class FileStructure:
     pixel_range: tuple[int, int] | None
     element_count: int
     deflated: bool
+    implicit_vr: bool = False
+    pixel_tag: int | None = None
+    """Which of :data:`PIXEL_TAGS` ``pixel_range`` belongs to."""
 
 
 def _reject(reason: RejectReason, detail: str) -> RejectedObject:
@@ -65,6 +71,7 @@ class _Walker:
         self.limits = limits
         self.count = 0
         self.pixel_range: tuple[int, int] | None = None
+        self.pixel_tag: int | None = None
         self.u16 = struct.Struct("<H" if little else ">H").unpack_from
         self.u32 = struct.Struct("<I" if little else ">I").unpack_from
         self.tag_le = struct.Struct("<HHI").unpack_from if little else struct.Struct(">HHI").unpack_from
@@ -111,7 +118,7 @@ class _Walker:
                 if is_pixel and vr in (b"OB", b"OW", None):
                     pos = self._encapsulated(value_pos, end)
                     # The value is the items; the Sequence Delimitation Item closes it (PS3.5 A.4).
-                    self.pixel_range = (value_pos, pos - 8)
+                    self.pixel_range, self.pixel_tag = (value_pos, pos - 8), tag
                     continue
                 if vr not in (b"SQ", b"UN", None):
                     raise _reject(RejectReason.MALFORMED, f"undefined length on a {vr!r} element at offset {pos}")
@@ -121,7 +128,7 @@ class _Walker:
                 continue
             self._need(value_pos, length, end)
             if is_pixel:
-                self.pixel_range = (value_pos, value_pos + length)
+                self.pixel_range, self.pixel_tag = (value_pos, value_pos + length), tag
             else:
                 if length > self.limits.max_element_bytes:
                     raise _reject(
@@ -235,11 +242,11 @@ def walk_part10(data: bytes | memoryview, limits: LimitSettings) -> FileStructur
     dataset = buf[offset:]
     deflated = ts == DEFLATED_LE
     if deflated:
-        dataset = memoryview(_inflate(dataset, limits.max_object_bytes))
+        dataset = memoryview(_inflate(dataset, limits))
     implicit = ts == IMPLICIT_VR_LE or (ts != EXPLICIT_VR_BE and _looks_implicit(dataset))
     walker = _Walker(dataset, little=ts != EXPLICIT_VR_BE, implicit=implicit, limits=limits)
     walker.elements(0, len(dataset), 0, implicit, until_delimiter=False, top=True)
-    return FileStructure(ts, offset, dataset, walker.pixel_range, walker.count, deflated)
+    return FileStructure(ts, offset, dataset, walker.pixel_range, walker.count, deflated, implicit, walker.pixel_tag)
 
 
 def _looks_implicit(dataset: memoryview) -> bool:
@@ -254,13 +261,59 @@ def _looks_implicit(dataset: memoryview) -> bool:
     return not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90)
 
 
-def _inflate(raw: memoryview, limit: int) -> bytes:
-    """Inflate a Deflated Explicit VR data set (PS3.5 A.5) with a size bound (no zip bombs)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+RATIO_FLOOR_BYTES = 1024 * 1024
+"""Inflated sizes up to this are never refused for their ratio: they cannot amplify (a small header deflates well)."""
+_IN_CHUNK = 64 * 1024
+_OUT_CHUNK = 1024 * 1024
+
+
+def _inflate(raw: memoryview, limits: LimitSettings) -> bytes:
+    """Inflate a Deflated Explicit VR Little Endian data set (PS3.5 A.5), bounded in size and in ratio.
+
+    Security property: the allowance is ``min(max_inflated_bytes,
+    max(max_inflation_ratio x deflated size, RATIO_FLOOR_BYTES))``. A first
+    pass counts the inflated size in chunks of 1 MiB, keeping nothing, and
+    stops as soon as the count passes the allowance: a Deflate bomb (about
+    1000:1) is refused as ``too-large``, naming the limit it broke, after at
+    most its allowance in CPU and 1 MiB of memory. Only an object within its
+    allowance is inflated, once, into a buffer of exactly its size (no
+    intermediate copies). Reads of stored objects inflate what ingest accepted.
+    """
+    allowed = min(limits.max_inflated_bytes, max(limits.max_inflation_ratio * len(raw), RATIO_FLOOR_BYTES))
     try:
-        out = inflater.decompress(raw, limit + 1)
+        size = _inflated_size(raw, allowed)
+        if size is None:
+            if allowed == limits.max_inflated_bytes:
+                detail = f"inflated data set exceeds {allowed} bytes (limits.max_inflated_bytes)"
+            else:
+                detail = f"{len(raw)} deflated bytes inflate more than {limits.max_inflation_ratio} times (limits.max_inflation_ratio)"
+            raise _reject(RejectReason.TOO_LARGE, detail)
+        out = zlib.decompress(raw, -zlib.MAX_WBITS, max(size, 1))
     except zlib.error as exc:
         raise _reject(RejectReason.MALFORMED, f"deflated data set does not inflate: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _reject(RejectReason.TOO_LARGE, f"inflated data set exceeds {limit} bytes")
+    if len(out) != size:
+        raise _reject(RejectReason.MALFORMED, "deflated data set does not inflate consistently")
     return out
+
+
+def _inflated_size(raw: memoryview, allowed: int) -> int | None:
+    """The inflated size of a raw Deflate stream (RFC 1951), or None once it passes ``allowed``; output is discarded."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size = 0
+    for start in range(0, len(raw), _IN_CHUNK):
+        data: bytes | memoryview = raw[start : start + _IN_CHUNK]
+        while data and not inflater.eof:
+            size += len(inflater.decompress(data, _OUT_CHUNK))
+            if size > allowed:
+                return None
+            data = inflater.unconsumed_tail
+        if inflater.eof:
+            return size
+    while not inflater.eof:  # all input given; output may still be pending
+        more = inflater.decompress(b"", _OUT_CHUNK)
+        if not more:
+            raise zlib.error("incomplete or truncated stream")
+        size += len(more)
+        if size > allowed:
+            return None
+    return size

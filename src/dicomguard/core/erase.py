@@ -56,7 +56,7 @@ def erase_patient(
                 update(Patient)
                 .where(Patient.ref == ref)
                 .values(
-                    wrapped_data_key=None, phi=None, identity_token=None, id_token=None, name_token=None,
+                    wrapped_data_key=None, phi=None, identity_token=None, demographics_token=None, id_token=None, name_token=None,
                     birth_date_token=None, erased_at=now, erase_reason=seal(reason_key, reason.encode(), ref.encode()),
                 )
             )

@@ -70,6 +70,37 @@ class IdentityConflictRefused(Event):
 
 
 @dataclass(frozen=True)
+class PatientIdentityConflict(Event):
+    """Objects arrived with a known (Issuer of Patient ID, Patient ID) but different demographics: kept apart.
+
+    A patient's demographics come only from the objects filed under that row, never
+    from a record filled by another storer: the newer demographics get a patient row
+    of their own (``patient_ref``) beside the earlier one (``other_ref``) until an
+    administrator reconciles them. ``fields`` names what differs, never the values.
+    """
+
+    conflict_id: int
+    patient_ref: str
+    other_ref: str
+    fields: tuple[str, ...]
+    source: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PatientIdentityResolved(Event):
+    """An administrator decided a patient-identity conflict: ``same-person`` or ``different-persons``."""
+
+    principal: Principal
+    conflict_id: int
+    patient_ref: str
+    other_ref: str
+    decision: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class PatientErased(Event):
     patient_ref: str
     instance_uids: tuple[str, ...]
@@ -191,6 +222,9 @@ class BreakGlassStarted(Event):
     reason: str
     expires_at: datetime
     at: datetime
+    claimed_patient_id: str = ""
+    """The Patient ID as claimed: the alert names it even when it matched no patient (the grant then opens nothing)."""
+    claimed_issuer: str = ""
 
 
 @dataclass(frozen=True)

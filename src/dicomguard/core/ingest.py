@@ -33,6 +33,7 @@ import pydicom
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
 from dicomguard._process import pid_alive
@@ -180,7 +181,13 @@ class IngestPipeline:
             if prepared:
                 # all blobs of the batch durable before any is indexed
                 self.ctx.store.sync([p.blob_id for _, p in prepared])
-            committed = self._index(prepared, blob_ids)
+            try:
+                committed = self._index(prepared, blob_ids)
+            except DbIntegrityError:
+                # Another writer indexed one of these SOP Instance UIDs between our check and our
+                # insert (the same object on two associations at once). Nothing of ours committed:
+                # decide again, now seeing theirs, so ours is a duplicate (or a conflict), not a failure.
+                committed = self._index(prepared, blob_ids)
         except BaseException:
             # Nothing of this batch became visible: remove its blobs and journal entries.
             self._discard(blob_ids)
@@ -206,7 +213,7 @@ class IngestPipeline:
                 # Re-send of a stored UID: compare digests only, never touch the stored object.
                 resent = self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
                 return IngestOutcome(label, result=resent, identity=identity)
-            patient_ref, data_key = self.ctx.patients.resolve(attrs.patient)
+            patient_ref, data_key = self.ctx.patients.resolve(attrs.patient, self.source)
             study_row, series_row = self._parent_rows(attrs, patient_ref, RowSealer(data_key))
         except RejectedObject as exc:
             raise _Refused(exc, identity) from None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from dicomguard.config import LimitSettings
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.dicom_structure import walk_part10
+from dicomguard.core.dicom_structure import FileStructure, walk_part10
 from dicomguard.core.events import IntegrityViolation
 from dicomguard.core.hashing import digest_object
 from dicomguard.crypto.aead import DecryptionError
@@ -30,9 +30,13 @@ from dicomguard.storage.base import BlobMissingError
 
 log = logging.getLogger(__name__)
 
-# Stored objects passed the configured limits at ingest; re-checking them on read
+# Stored objects passed the configured limits at ingest (a Deflated one its inflated size
+# and ratio, so every read inflates at most what ingest accepted); re-checking them on read
 # with the widest bounds keeps a later, stricter configuration from hiding data.
-READ_LIMITS = LimitSettings(max_object_bytes=16384 * 1024 * 1024, max_element_bytes=2**32, max_elements=10**9, max_sequence_depth=64)
+READ_LIMITS = LimitSettings(
+    max_object_bytes=16384 * 1024 * 1024, max_element_bytes=2**32, max_elements=10**9, max_sequence_depth=64,
+    max_inflated_bytes=16384 * 1024 * 1024, max_inflation_ratio=2000,
+)
 
 
 class IntegrityKind:
@@ -51,9 +55,12 @@ class RetrievedObject:
     sop_class_uid: str
     transfer_syntax: str
     data: bytes
+    structure: FileStructure = field(repr=False, compare=False)
+    """The verifying walk's map of ``data``: readers parse its data set (for the Deflated
+    transfer syntax, inflated once by that walk, PS3.5 A.5) instead of the file again."""
 
 
-def load_verified(ctx: ArchiveContext, row: Instance) -> bytes:
+def load_verified(ctx: ArchiveContext, row: Instance) -> tuple[bytes, FileStructure]:
     """Decrypt and verify one indexed object; raises :class:`IntegrityError` on any mismatch."""
     uid = row.sop_instance_uid
     if row.erased:
@@ -77,7 +84,7 @@ def load_verified(ctx: ArchiveContext, row: Instance) -> bytes:
         raise _violation(ctx, uid, IntegrityKind.PIXEL_CHANGED)
     if digests.header_sha256 != row.header_sha256:
         raise _violation(ctx, uid, IntegrityKind.HEADER_CHANGED)
-    return data
+    return data, structure
 
 
 def retrieve(ctx: ArchiveContext, sop_instance_uid: str) -> RetrievedObject:
@@ -104,11 +111,11 @@ def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator
                 yield uid, NotFoundError(f"no instance {uid}")
                 continue
             try:
-                data = load_verified(ctx, row)
+                data, structure = load_verified(ctx, row)
             except DicomGuardError as exc:
                 yield uid, exc
                 continue
-            yield uid, RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax, data)
+            yield uid, RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax, data, structure)
 
 
 def _violation(ctx: ArchiveContext, uid: str, kind: str) -> IntegrityError:

@@ -35,6 +35,8 @@ class BlindField(IntEnum):
     """Issuer of Patient ID and Patient ID together: one patient row per identity."""
     REFERRING_PHYSICIAN = 6
     """Referring Physician's Name of a study, matched against a user's account for policies."""
+    PATIENT_DEMOGRAPHICS = 7
+    """A patient identity with its name, birth date and sex: objects join a patient row only when all agree."""
     PATIENT_ID_PREFIX = 11
     PATIENT_NAME_PREFIX = 12
 

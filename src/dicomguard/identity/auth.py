@@ -79,6 +79,10 @@ class Authenticator:
     def login(self, username: str, password: str, code: str, address: str | None, now: datetime | None = None) -> SessionTokens:
         now = now or datetime.now(UTC)
         name = username.strip()[:64]
+        if not name.isprintable():
+            # No account has a control character in its name: answered like any unknown account
+            # (and never sent to the database, where a NUL is an error rather than a miss).
+            name = ""
         keys = [f"user:{name}"] + ([f"addr:{address}"] if address else [])
         outcome: SessionTokens | LoginThrottled | AuthenticationFailed
         with write_session(self.engine) as s:
@@ -244,14 +248,22 @@ class Authenticator:
         """Change one's own password: current password and a fresh second factor, then the policy.
 
         Every other login session of the user ends (a thief's session dies with the old password).
+        A wrong current password or code counts like a failed login, against the account
+        and the address, with the same delays and lockout (NIST SP 800-63B 5.2.2): a
+        stolen access token is no unthrottled password oracle. Raises
+        :class:`AuthenticationFailed` or :class:`LoginThrottled`.
         """
         now = now or datetime.now(UTC)
         users.check_password_policy(user_name, new)
-        ok = False
+        keys = [f"user:{user_name}"] + ([f"addr:{address}"] if address else [])
+        outcome: LoginThrottled | AuthenticationFailed | None = None
         with write_session(self.engine) as s:
-            user = s.get(User, user_name, with_for_update=True)
-            ok = self._factors_ok(s, user, current, code, now)
-            if ok:
+            wait = self._throttled(s, keys, now)
+            if wait is not None:
+                self._publish(s, user_name, "failure", now, address, "password change attempt while throttled or locked")
+                outcome = LoginThrottled(wait)
+            elif self._factors_ok(s, s.get(User, user_name, with_for_update=True), current, code, now):
+                self._clear_account_failures(s, keys)
                 users.set_password(s, user_name, new)
                 self.bus.publish(s, SecurityConfigurationChanged(Principal(PrincipalKind.USER, user_name, address=address),
                                                                  f"user:{user_name}", "password changed by its owner; other sessions ended",
@@ -265,9 +277,9 @@ class Authenticator:
                     s.execute(update(ApiToken).where(ApiToken.session_id.in_(ids), ApiToken.revoked_at.is_(None))
                               .values(revoked_at=now))
             else:
-                self._publish(s, user_name, "failure", now, address, "password change refused")
-        if not ok:
-            raise AuthenticationFailed()
+                outcome = self._failed(s, user_name, keys, now, address, "password change refused")
+        if outcome is not None:
+            raise outcome
 
     def _publish(self, s: Session, user: str, kind: str, now: datetime, address: str | None, reason: str = "") -> None:
         self.bus.publish(s, UserAuthentication(user or "-", kind, now, address, reason))

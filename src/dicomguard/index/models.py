@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,8 +69,12 @@ class Patient(Base):
     ref: Mapped[str] = mapped_column(String(32), primary_key=True)
     kek_id: Mapped[str | None] = mapped_column(String(32))
     wrapped_data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    identity_token: Mapped[bytes | None] = mapped_column(TOKEN, unique=True)
-    """Blind index of (Issuer of Patient ID, Patient ID): one row per patient identity."""
+    identity_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
+    """Blind index of (Issuer of Patient ID, Patient ID). Several rows share it when objects arrived
+    with that identity but conflicting demographics: they are kept apart (see :class:`PatientConflict`)."""
+    demographics_token: Mapped[bytes | None] = mapped_column(TOKEN)
+    """Blind index of the identity with name, birth date and sex: one row per (identity, demographics).
+    NULL on rows written before it existed (matched by opening ``phi``, then filled)."""
     id_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
     name_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
     birth_date_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
@@ -77,6 +82,28 @@ class Patient(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     erase_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
+    __table_args__ = (UniqueConstraint("identity_token", "demographics_token", name="uq_patients_identity_token_demographics_token"),)
+
+
+class PatientConflict(Base):
+    """Objects with one (Issuer of Patient ID, Patient ID) but different demographics: kept apart, to be reconciled.
+
+    ``patient_ref`` is the row created for the newer demographics, ``other_ref`` the
+    earlier row of the same identity. ``fields`` names what differs (no values: the
+    values are PHI, in the rows' sealed ``phi``). ``resolution`` is set by the audited
+    reconciliation: ``same-person`` or ``different-persons``.
+    """
+
+    __tablename__ = "patient_conflicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_ref: Mapped[str] = mapped_column(ForeignKey("patients.ref"), index=True)
+    other_ref: Mapped[str] = mapped_column(ForeignKey("patients.ref"), index=True)
+    fields: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolved_by: Mapped[str | None] = mapped_column(String(256))
 
 
 class PatientToken(Base):

@@ -27,6 +27,8 @@ from dicomguard.core.events import (
     IntegrityViolation,
     KeysRotated,
     PatientErased,
+    PatientIdentityConflict,
+    PatientIdentityResolved,
     QueryPerformed,
     SecurityConfigurationChanged,
     UserAuthentication,
@@ -118,6 +120,17 @@ def conflict_refused(e: ConflictRefused) -> LeafEntry:
 def identity_conflict_refused(e: IdentityConflictRefused) -> LeafEntry:
     return _event({"event": "identity-conflict-refused", "subject": e.sop_instance_uid, "study_uid": e.study_uid,
                    "series_uid": e.series_uid, "conflict": e.conflict, "time": _time(e.at)})
+
+
+def patient_identity_conflict(e: PatientIdentityConflict) -> LeafEntry:
+    return _event({"event": "patient-identity-conflict", "subject": e.patient_ref, "other": e.other_ref, "conflict": e.conflict_id,
+                   "fields": list(e.fields), "time": _time(e.at)})
+
+
+def patient_identity_resolved(e: PatientIdentityResolved) -> LeafEntry:
+    return _event({"event": "patient-identity-resolved", "subject": e.patient_ref, "other": e.other_ref, "conflict": e.conflict_id,
+                   "decision": e.decision, "by": e.principal.label(),
+                   "time": _time(e.at)})
 
 
 def patient_erased(e: PatientErased) -> LeafEntry:

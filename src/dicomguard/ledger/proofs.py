@@ -66,7 +66,8 @@ def _check_dicom(leaf: dict[str, Any], dicom: bytes) -> None:
     from dicomguard.errors import RejectedObject
 
     try:
-        structure = walk_part10(dicom, LimitSettings(max_object_bytes=16384 * 1024 * 1024))
+        wide = LimitSettings(max_object_bytes=16384 * 1024 * 1024, max_inflated_bytes=16384 * 1024 * 1024, max_inflation_ratio=2000)
+        structure = walk_part10(dicom, wide)
     except RejectedObject as exc:
         raise BundleError(f"the DICOM file is not well-formed: {exc}") from None
     d = digest_object(dicom, structure)

@@ -35,7 +35,11 @@ from dicomguard.pki.authority import (
 
 _AE = re.compile(r"^[A-Za-z0-9_.\-]{1,16}$")
 DEFAULT_OPERATIONS = ("echo", Action.STORE.value)
-KNOWN_OPERATIONS = ("echo", Action.STORE.value, Action.QUERY.value, Action.RETRIEVE.value)
+AUDIT_SELF = "audit"
+"""May send audit messages about itself over syslog-TLS (every ActiveParticipant and the AuditSourceID is its AE title)."""
+AUDIT_RELAY = "audit-relay"
+"""A registered audit source for others (e.g. a PACS): may send audit messages about its users."""
+KNOWN_OPERATIONS = ("echo", Action.STORE.value, Action.QUERY.value, Action.RETRIEVE.value, AUDIT_SELF, AUDIT_RELAY)
 
 
 class PeerRefused(DicomGuardError):
@@ -159,6 +163,15 @@ class DeviceRegistry:
 
     def authenticate(self, peer_cert_der: bytes | None, calling_ae: str) -> DeviceInfo:
         """The registered, unrevoked device that owns this certificate *and* this AE title."""
+        return self.identify(peer_cert_der, calling_ae)
+
+    def identify(self, peer_cert_der: bytes | None, calling_ae: str | None = None) -> DeviceInfo:
+        """The registered, unrevoked, unexpired device that owns this certificate (bound to its AE title).
+
+        ``calling_ae``: the AE title the peer claims (DIMSE), which must be the one
+        its certificate is registered for; ``None`` where a protocol claims none
+        (the syslog-TLS audit listener names the device by its certificate alone).
+        """
         if not peer_cert_der:
             raise PeerRefused("no client certificate")
         cert = x509.load_der_x509_certificate(peer_cert_der)
@@ -169,7 +182,7 @@ class DeviceRegistry:
             raise PeerRefused("certificate is not registered to any device")
         if d.revoked_at is not None:
             raise PeerRefused(f"certificate of {d.ae_title} is revoked")
-        if d.ae_title != calling_ae.strip() or ae_title_of(cert) != d.ae_title:
+        if ae_title_of(cert) != d.ae_title or (calling_ae is not None and d.ae_title != calling_ae.strip()):
             raise PeerRefused(f"calling AE title does not match the certificate (bound to {d.ae_title})")
         if as_utc(d.not_after) < datetime.now(UTC):
             raise PeerRefused("certificate has expired")

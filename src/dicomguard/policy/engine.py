@@ -280,6 +280,10 @@ def resource_entity(r: Resource) -> dict[str, object] | None:
         return {"uid": {"type": "Account", "id": r.uid or "*"}, "parents": [], "attrs": {
             "name": str(a.get("name") or r.uid), "roles": _strings(a.get("roles")), "department": _department(a.get("department")),
         }}
+    if r.kind == "audit-message":
+        a = r.attributes  # claims not stated count as the worst case
+        return {"uid": {"type": "AuditMessage", "id": r.uid or "*"}, "parents": [],
+                "attrs": {"about_others": bool(a.get("about_others", True)), "as_archive": bool(a.get("as_archive", True))}}
     if r.kind == "device":
         a = r.attributes
         return {"uid": {"type": "Device", "id": r.uid or "*"}, "parents": [], "attrs": {

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from dicomguard.identity.users import UserInfo
 from dicomguard.web.auth import Caller
@@ -33,8 +34,13 @@ from dicomguard.web.errors import problem
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 _ERRORS = {400: {"description": "Invalid value"}, 401: {"description": "Invalid token, or a fresh TOTP confirmation is required"},
-           403: {"description": "Not permitted by the policies"}}
+           403: {"description": "Not permitted by the policies"},
+           404: {"description": "No such account, device or study (said only to a caller permitted to administer)"}}
 _NAME = r"^[a-z][a-z0-9._-]{1,63}$"
+# Text fields: no control characters in one-line values (names, departments, labels ... end up in records and logs),
+# no NUL anywhere (PostgreSQL refuses it in text: a 500 instead of a 400, found by schemathesis).
+Line = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 _AE = r"^[A-Za-z0-9_.\-]{1,16}$"
 
 
@@ -51,9 +57,9 @@ def _invalid_is_400() -> Iterator[None]:
 
 
 class EraseRequest(BaseModel):
-    patient_id: str = Field(max_length=64, description="Patient ID (0010,0020)")
-    reason: str = Field("", max_length=2000, description="Why the patient is erased (recorded, sealed)")
-    issuer: str | None = Field(None, max_length=64, description="Issuer of Patient ID (0010,0021), when ambiguous")
+    patient_id: Line = Field(max_length=64, description="Patient ID (0010,0020)")
+    reason: Text = Field("", max_length=2000, description="Why the patient is erased (recorded, sealed)")
+    issuer: Line | None = Field(None, max_length=64, description="Issuer of Patient ID (0010,0021), when ambiguous")
 
 
 class EraseResponse(BaseModel):
@@ -84,26 +90,26 @@ def erase(body: EraseRequest, caller: Caller) -> JSONResponse:
 
 class NewUser(BaseModel):
     name: str = Field(pattern=_NAME, description="Account name (lower case)")
-    role: str = Field(max_length=32)
-    department: str | None = Field(None, max_length=64)
-    site: str | None = Field(None, max_length=64)
-    modalities: list[str] | None = Field(None, max_length=32)
-    referring_name: str | None = Field(None, max_length=256, description="Stored only as a keyed hash (blind index)")
-    clearances: list[str] | None = Field(None, max_length=32)
+    role: Line = Field(max_length=32)
+    department: Line | None = Field(None, max_length=64)
+    site: Line | None = Field(None, max_length=64)
+    modalities: list[Line] | None = Field(None, max_length=32)
+    referring_name: Line | None = Field(None, max_length=256, description="Stored only as a keyed hash (blind index)")
+    clearances: list[Line] | None = Field(None, max_length=32)
 
 
 class UserChange(BaseModel):
     """Attributes to change; absent ones stay, an empty string or list clears."""
 
-    department: str | None = Field(None, max_length=64)
-    site: str | None = Field(None, max_length=64)
-    modalities: list[str] | None = Field(None, max_length=32)
-    referring_name: str | None = Field(None, max_length=256)
-    clearances: list[str] | None = Field(None, max_length=32)
+    department: Line | None = Field(None, max_length=64)
+    site: Line | None = Field(None, max_length=64)
+    modalities: list[Line] | None = Field(None, max_length=32)
+    referring_name: Line | None = Field(None, max_length=256)
+    clearances: list[Line] | None = Field(None, max_length=32)
 
 
 class RoleRequest(BaseModel):
-    role: str = Field(max_length=32)
+    role: Line = Field(max_length=32)
 
 
 def _user_json(u: UserInfo) -> dict[str, object]:
@@ -188,11 +194,11 @@ def recovery_codes(name: str, caller: Caller) -> JSONResponse:
 
 class NewDevice(BaseModel):
     ae_title: str = Field(pattern=_AE)
-    name: str = Field(max_length=128)
-    operations: list[str] = Field(default_factory=lambda: ["echo", "store"], max_length=8)
-    department: str | None = Field(None, max_length=64, description="None: an archive-wide peer")
-    move_destination: str | None = Field(None, max_length=270, description="HOST:PORT where C-MOVE may send to this AE")
-    cert_pem: str | None = Field(None, max_length=65536, description="Register this certificate (hospital CA) instead of issuing one")
+    name: Line = Field(max_length=128)
+    operations: list[Line] = Field(default_factory=lambda: ["echo", "store"], max_length=8)
+    department: Line | None = Field(None, max_length=64, description="None: an archive-wide peer")
+    move_destination: Line | None = Field(None, max_length=270, description="HOST:PORT where C-MOVE may send to this AE")
+    cert_pem: Text | None = Field(None, max_length=65536, description="Register this certificate (hospital CA) instead of issuing one")
 
 
 @router.get("/devices", summary="Every enrolled device", responses=_ERRORS)
@@ -230,13 +236,13 @@ def revoke_device(ae_title: str, caller: Caller) -> Response:
 
 
 class AllowRequest(BaseModel):
-    ae_title: str = Field(max_length=16)
-    ip: str = Field(max_length=64)
+    ae_title: Line = Field(max_length=16)
+    ip: Line = Field(max_length=64)
 
 
 class DenyRequest(BaseModel):
-    ae_title: str = Field(max_length=16)
-    ip: str | None = Field(None, max_length=64, description="None: every address of the AE title")
+    ae_title: Line = Field(max_length=16)
+    ip: Line | None = Field(None, max_length=64, description="None: every address of the AE title")
 
 
 @router.get("/gateway/allow-list", summary="The legacy gateway's allowed (AE title, address) pairs", responses=_ERRORS)
@@ -258,9 +264,9 @@ def deny(body: DenyRequest, caller: Caller) -> JSONResponse:
 
 
 class StudyAccessChange(BaseModel):
-    department: str | None = Field(None, max_length=64, description="'' clears it")
-    add_labels: list[str] = Field(default_factory=list, max_length=32)
-    remove_labels: list[str] = Field(default_factory=list, max_length=32)
+    department: Line | None = Field(None, max_length=64, description="'' clears it")
+    add_labels: list[Line] = Field(default_factory=list, max_length=32)
+    remove_labels: list[Line] = Field(default_factory=list, max_length=32)
 
 
 @router.post("/studies/{study}/access", summary="Change a study's department or labels (e.g. vip)", responses=_ERRORS)

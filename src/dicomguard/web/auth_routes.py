@@ -68,7 +68,6 @@ class BreakGlassRequest(BaseModel):
 class BreakGlassResponse(BaseModel):
     grant_id: str
     expires_at: str
-    patients: int = Field(description="Patient records covered by the grant (one per issuer of the Patient ID)")
 
 
 class TokenResponse(BaseModel):
@@ -145,7 +144,8 @@ def logout(request: Request) -> Response:
     "/password",
     status_code=204,
     summary="Change one's own password (current password + fresh TOTP; at least 12 characters, not common, not the name)",
-    responses={400: {"description": "The new password does not meet the policy"}, 401: {"description": "Authentication failed"}},
+    responses={400: {"description": "The new password does not meet the policy"}, 401: {"description": "Authentication failed"},
+               429: {"description": "Throttled or locked out (failures count like logins); see Retry-After"}},
 )
 def change_password(body: PasswordChange, request: Request) -> Response:
     user = verified_user(request)
@@ -156,6 +156,8 @@ def change_password(body: PasswordChange, request: Request) -> Response:
         return problem(400, "bad-request", str(exc))
     except AuthenticationFailed:
         return _login_failed()
+    except LoginThrottled as exc:
+        return _throttled(exc)
     return Response(status_code=204)
 
 
@@ -186,8 +188,9 @@ def step_up(body: StepUpRequest, request: Request) -> JSONResponse:
     summary="Claim time-boxed emergency access to one patient, with a typed reason (alerted and audited)",
     response_model=BreakGlassResponse,
     responses={400: {"description": "Reason missing or too short"}, 401: {"description": "Invalid token"},
-               403: {"description": "The role may not claim break-glass"}, 404: {"description": "No such patient"}},
+               403: {"description": "The role may not claim break-glass"}},
 )
 def break_glass(body: BreakGlassRequest, caller: Caller) -> JSONResponse:
+    """A Patient ID the archive does not hold is answered like one it holds (201, a grant that opens nothing)."""
     grant = caller.break_glass.claim(body.patient_id, body.reason, body.issuer or None)
     return JSONResponse(grant.to_json(), status_code=201)

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.tag import Tag
 
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 BULK_THRESHOLD = 1024
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _INLINE_ALL = 2**62
 
 
@@ -56,16 +59,42 @@ def resolve_attribute(identifier: str) -> str | None:
     return None
 
 
+def _deferred_binary_vr(ds: Dataset, tag: int) -> str | None:
+    """The VR of a binary value over :data:`BULK_THRESHOLD` that is still unread (deferred); None otherwise.
+
+    Lets a reader that defers large values (``read_header``) answer BulkDataURI
+    without ever reading, hence copying, the value (e.g. Pixel Data).
+    """
+    raw = ds.get_item(tag, keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.value is not None or raw.length <= BULK_THRESHOLD:
+        return None
+    elem = convert_raw_data_element(raw, encoding=None, ds=ds)
+    if "or" in elem.VR:  # PS3.5 6.2.2 ambiguous VR (implicit VR data sets): resolved from the data set
+        elem = correct_ambiguous_vr_element(elem, ds, raw.is_little_endian)
+    return elem.VR if elem.VR in _BINARY_VRS else None
+
+
 def dataset_to_json(ds: Dataset, bulk_uri: Callable[[int], str]) -> JsonObject:
     """Top-level binary values above :data:`BULK_THRESHOLD` become BulkDataURI references; the rest is inlined.
 
     File meta information (group 0002) is not part of the dataset and is not
     returned (PS3.18 F.2). An element whose stored value cannot be converted is
     returned with its VR and no value rather than failing the whole response.
+    A binary value the reader deferred is referenced without being read.
     """
     out: JsonObject = {}
-    for elem in ds:
-        key = f"{int(elem.tag):08X}"
+    for tag in list(ds.keys()):
+        key = f"{int(tag):08X}"
+        deferred_vr = _deferred_binary_vr(ds, tag)
+        if deferred_vr is not None:
+            out[key] = {"vr": deferred_vr, "BulkDataURI": bulk_uri(int(tag))}
+            continue
+        try:
+            elem = ds[tag]
+        except Exception:  # noqa: BLE001 - as below: never log values (PHI)
+            log.debug("element %s not readable", key)
+            out[key] = {"vr": getattr(ds.get_item(tag, keep_deferred=True), "VR", None) or "UN"}
+            continue
         vr = elem.VR
         try:
             if isinstance(elem.value, (bytes, bytearray)) and len(elem.value) > BULK_THRESHOLD:

@@ -137,7 +137,29 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal-error")
 
 
+INVALID_REQUEST = {"description": "Invalid request: a parameter or the body does not validate (nothing was done)"}
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """The OpenAPI document says what :func:`_validation_error` answers: 400, not FastAPI's default 422."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            document = generate()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None:
+                        responses.setdefault("400", INVALID_REQUEST)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_400_not_422(app)
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(QueryError, _query_error)

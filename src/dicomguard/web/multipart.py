@@ -127,6 +127,9 @@ class MultipartReader:
                     raise MalformedMultipart("no multipart boundary found at the start of the body")
                 del buf[: max(0, len(buf) - keep)]
                 return False
+            # Every limit below holds however the body is split into chunks (here: a whole preamble in one chunk).
+            if self._seen_preamble + i > MAX_PREAMBLE_BYTES:
+                raise MalformedMultipart("no multipart boundary found at the start of the body")
             del buf[: i + len(d)]
             self._state = self._AFTER_DELIMITER
             return True
@@ -138,9 +141,9 @@ class MultipartReader:
                 buf.clear()
                 return False
             eol = buf.find(b"\r\n")
+            if eol > 1024 or (eol < 0 and len(buf) > 1025):  # 1025: the last byte may be the CR of the CRLF
+                raise MalformedMultipart("boundary line is not terminated")
             if eol < 0:
-                if len(buf) > 1024:
-                    raise MalformedMultipart("boundary line is not terminated")
                 return False
             if buf[:eol].strip(b" \t"):
                 raise MalformedMultipart("unexpected characters after a boundary")
@@ -153,7 +156,7 @@ class MultipartReader:
             else:
                 end, skip = buf.find(b"\r\n\r\n"), 4
             if end < 0:
-                if len(buf) > MAX_PART_HEADER_BYTES:
+                if len(buf) > MAX_PART_HEADER_BYTES + 3:  # + 3: the end of the buffer may be the start of CRLF CRLF
                     raise MalformedMultipart("part headers are too long")
                 return False
             if end > MAX_PART_HEADER_BYTES:

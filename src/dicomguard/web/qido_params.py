@@ -75,9 +75,10 @@ MATCH_KEYS: dict[str, MatchKey] = {
 }
 
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-_DATE = re.compile(r"^\d{8}$")
-_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
-_INTEGER = re.compile(r"^[+-]?\d{1,10}$")
+# re.ASCII: DA, TM and IS values are ASCII digits (PS3.5 6.2); \d alone also matches Arabic-Indic, fullwidth ... digits.
+_DATE = re.compile(r"^\d{8}$", re.ASCII)
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$", re.ASCII)
+_INTEGER = re.compile(r"^[+-]?\d{1,10}$", re.ASCII)
 _CODE = re.compile(r"^[A-Z0-9 _*?]{1,16}$")
 
 
@@ -137,7 +138,7 @@ def validate_value(keyword: str, kind: Kind, value: str) -> str:
 
 
 def _integer_param(name: str, value: str, upper: int) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:  # "²".isdigit() is True and int("²") fails
         raise QueryError(f"{name} must be a non-negative integer")
     n = int(value)
     if n > upper:

@@ -15,7 +15,11 @@ publishes ``AccessRefused`` for a refused instance (PS3.18 8.1.6 leaves
 authorization to the origin server).
 
 Responses stream part by part (``multipart/related``, PS3.18 8.7.3.2); the
-archive holds one object at a time in memory.
+archive holds one object at a time in memory. What one request costs is
+bounded by ``[limits]`` whatever it asks for: frame lists are deduplicated and
+capped, frames are streamed as views of the verified object, a Deflated object
+is inflated once per read (by verification), and rendering is bounded (see
+``web/pixels.py`` and ``web/render.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
 from dicomguard.app.services import Services
+from dicomguard.config import LimitSettings
 from dicomguard.core.access import AccessDenied, StepUpRequired
 from dicomguard.core.retrieve import RetrievedObject
 from dicomguard.core.services.retrieve import RetrievePlan
@@ -51,15 +56,18 @@ from dicomguard.web.media import (
     part_content_type,
 )
 from dicomguard.web.pixels import (
+    PIXEL_DATA,
     FramesUnavailable,
     extract_frames,
-    frame_count,
+    has_pixel_data,
     parse_frame_list,
-    read_dataset,
+    pixel_value,
+    read_header,
 )
 from dicomguard.web.qido_params import QueryError
 from dicomguard.web.render import (
     RENDERED_TYPES,
+    RenderTooLarge,
     RenderUnavailable,
     parse_render_options,
     render,
@@ -78,6 +86,12 @@ router = APIRouter(prefix=DICOMWEB_PREFIX)
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _TAG_HEX = frozenset("0123456789abcdefABCDEF")
+CHUNK_BYTES = 1024 * 1024
+"""Largest piece of a frame handed to the server at a time (the TLS transport buffers one piece, not a frame)."""
+
+
+def _limits(request: Request) -> LimitSettings:
+    return request.app.state.archive.settings.limits  # type: ignore[no-any-return]
 
 
 # -- access through the core ------------------------------------------------------------
@@ -173,7 +187,7 @@ def _retrieve(request: Request, plan: RetrievePlan) -> Response:
 
 def _metadata_json(obj: RetrievedObject, base: str) -> bytes:
     """DICOM JSON of the stored header (PS3.18 F.2); binary values over 1 KiB by BulkDataURI (F.2.6)."""
-    ds = read_dataset(obj.data)
+    ds = read_header(obj, pixels=True)
     url = f"{base}/studies/{obj.study_uid}/series/{obj.series_uid}/instances/{obj.sop_instance_uid}"
     doc = dataset_to_json(ds, lambda tag: f"{url}/bulkdata/{tag:08X}")
     doc.update([attribute("AvailableTransferSyntaxUID", obj.transfer_syntax)])
@@ -199,13 +213,22 @@ def _metadata(request: Request, fetch: Callable[[], Iterator[RetrievedObject]]) 
 # -- frames and bulk data --------------------------------------------------------------
 
 
-def _frames_response(request: Request, parts: list[bytes], media_type: str, syntax: str) -> StreamingResponse:
+def _frames_response(request: Request, parts: list[memoryview], media_type: str, syntax: str) -> StreamingResponse:
+    """Stream ``parts`` (views of the verified object) in pieces of at most :data:`CHUNK_BYTES`; nothing is joined."""
     offer = Offer(media_type, syntax)
     if choose_multipart(parse_accept(request.headers.get("accept")), [offer]) is None:
         raise not_acceptable(f'available as multipart/related; type="{media_type}"; transfer-syntax={syntax} (no transcoding)')
     writer = MultipartWriter(media_type)
     part_type = part_content_type(offer)
-    return StreamingResponse(writer.parts((part_type, p) for p in parts), media_type=writer.content_type)
+
+    def body() -> Iterator[bytes | memoryview]:
+        for payload in parts:
+            yield writer.part_header(part_type)
+            for start in range(0, len(payload), CHUNK_BYTES):
+                yield payload[start : start + CHUNK_BYTES]
+        yield writer.closing()
+
+    return StreamingResponse(body(), media_type=writer.content_type)
 
 
 def _frame_representation(transfer_syntax: str) -> tuple[str, str]:
@@ -281,15 +304,19 @@ def frames(
     caller: Caller,
 ) -> Response:
     """Frames (PS3.18 10.4.1.1.3): native frames as application/octet-stream, encapsulated ones in their own
-    media type (image/jp2, image/jpeg, ...; PS3.18 Table 8.7.3-5), never transcoded."""
+    media type (image/jp2, image/jpeg, ...; PS3.18 Table 8.7.3-5), never transcoded.
+
+    Each distinct frame is answered once, in the order first named; more than
+    ``limits.max_frames_per_request`` distinct frames is a 400 before anything is read.
+    """
     try:
-        numbers = parse_frame_list(frames)
+        numbers = parse_frame_list(frames, _limits(request).max_frames_per_request)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     obj = _instance(caller, study, series, instance)
     media_type, syntax = _frame_representation(obj.transfer_syntax)
     try:
-        parts = extract_frames(read_dataset(obj.data), obj.transfer_syntax, numbers)
+        parts = extract_frames(obj, read_header(obj), numbers)
     except FramesUnavailable as exc:
         raise HTTPException(501, str(exc)) from None
     return _frames_response(request, parts, media_type, syntax)
@@ -304,17 +331,17 @@ def bulkdata(
     if len(tag) != 8 or not set(tag) <= _TAG_HEX:
         raise bad_request("bulk data is addressed by an 8-hex-digit tag")
     obj = _instance(caller, study, series, instance)
-    ds = read_dataset(obj.data)
     number = int(tag, 16)
-    if number == 0x7FE00010 and "PixelData" in ds and is_encapsulated(obj.transfer_syntax):
-        media_type, syntax = _frame_representation(obj.transfer_syntax)
-        all_frames = list(range(1, frame_count(ds) + 1))
-        return _frames_response(request, extract_frames(ds, obj.transfer_syntax, all_frames), media_type, syntax)
-    elem = ds.get(number)
+    syntax = EXPLICIT_LE if obj.transfer_syntax == DEFLATED else obj.transfer_syntax
+    if number == PIXEL_DATA and has_pixel_data(obj):
+        if is_encapsulated(obj.transfer_syntax):
+            media_type, syntax = _frame_representation(obj.transfer_syntax)
+            return _frames_response(request, extract_frames(obj, read_header(obj), None), media_type, syntax)
+        return _frames_response(request, [pixel_value(obj)], OCTET_STREAM, syntax)
+    elem = read_header(obj, pixels=True).get(number)
     if elem is None or not isinstance(elem.value, (bytes, bytearray)):
         raise NotFoundError("no such bulk data")
-    syntax = EXPLICIT_LE if obj.transfer_syntax == DEFLATED else obj.transfer_syntax
-    return _frames_response(request, [bytes(elem.value)], OCTET_STREAM, syntax)
+    return _frames_response(request, [memoryview(elem.value)], OCTET_STREAM, syntax)
 
 
 # -- routes: rendered ----------------------------------------------------------------------------
@@ -324,13 +351,16 @@ def _rendered(request: Request, caller: Services, study: str, series: str, insta
     media_type = choose_single(parse_accept(request.headers.get("accept")), RENDERED_TYPES)
     if media_type is None:
         raise not_acceptable("rendered images are available as image/jpeg or image/png")
+    limits = _limits(request)
     try:
-        opts = parse_render_options(request.query_params.multi_items())
+        opts = parse_render_options(request.query_params.multi_items(), limits.max_rendered_size)
     except QueryError as exc:
         raise bad_request(str(exc)) from None
     obj = _instance(caller, study, series, instance)
     try:
-        image = render(read_dataset(obj.data), frame, media_type, opts)
+        image = render(obj, read_header(obj), frame, media_type, opts, limits)
+    except RenderTooLarge:
+        raise HTTPException(501, "this frame is larger than this server renders (limits.max_inflated_bytes)") from None
     except RenderUnavailable:
         raise HTTPException(501, "this object cannot be rendered by this server") from None
     return Response(image, media_type=media_type)

@@ -9,31 +9,36 @@ from dicomguard.core.access import Action, Resource
 from dicomguard.core.break_glass import BreakGlassRefused, Grant, check_reason, new_grant
 from dicomguard.core.events import BreakGlassStarted
 from dicomguard.core.service import Service
-from dicomguard.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
 
 class BreakGlassService(Service):
     def claim(self, patient_id: str, reason: str, issuer: str | None = None) -> Grant:
-        """Claim emergency access to one patient: decided, time-boxed, recorded as an "Emergency Override Started" alert."""
+        """Claim emergency access to one patient: decided, time-boxed, recorded as an "Emergency Override Started" alert.
+
+        A Patient ID the archive does not hold is answered exactly like one it holds
+        (a grant id and an expiry; the grant then opens nothing), so break-glass is no
+        oracle of who is a patient here; the alert tells the officer it matched nothing.
+        """
         self.access.authorize(Action.BREAK_GLASS, Resource("patient"))
         try:
             reason = check_reason(self.ctx, reason)
         except BreakGlassRefused as exc:
             self.access.record_refusal(Action.BREAK_GLASS, Resource("patient"), str(exc))
             raise
-        matches = self.ctx.patients.find(patient_id, issuer) if patient_id.strip() else []
-        if not matches:
-            self.access.record_refusal(Action.BREAK_GLASS, Resource("patient"), "no such patient")
-            raise NotFoundError("no such patient")
+        if not patient_id.strip():
+            self.access.record_refusal(Action.BREAK_GLASS, Resource("patient"), "no Patient ID")
+            raise BreakGlassRefused("break-glass needs a Patient ID")
+        matches = self.ctx.patients.find(patient_id, issuer)
         refs = tuple(sorted({ref for ref, _ in matches}))
         for ref in refs:
             self.access.authorize(Action.BREAK_GLASS, Resource.patient(ref))
         now = datetime.now(UTC)
         with self.change() as s:
             grant = new_grant(self.ctx, s, self.principal.name, refs, reason, now)
-            self.record(s, BreakGlassStarted(self.principal, grant.id, refs, reason, grant.expires_at, now))
+            self.record(s, BreakGlassStarted(self.principal, grant.id, refs, reason, grant.expires_at, now,
+                                             patient_id.strip(), (issuer or "").strip()))
         self.access.forget_context()
         log.warning("break-glass granted to %s (grant %s) until %s", self.principal.label(), grant.id, grant.expires_at.isoformat())
         return grant
