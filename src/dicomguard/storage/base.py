@@ -1,11 +1,15 @@
-"""The one interface every blob store implements (filesystem now; S3-compatible next)."""
+"""The one interface every blob store implements (filesystem, S3-compatible object storage)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from dicomguard.errors import DicomGuardError
+
+BLOB_ID = re.compile(r"^[0-9a-f]{32,64}$")
+"""Blob ids are lowercase hex: never a path or key traversal, whatever the caller passes."""
 
 
 class BlobStoreError(DicomGuardError):
@@ -14,6 +18,10 @@ class BlobStoreError(DicomGuardError):
 
 class BlobMissingError(BlobStoreError):
     """No blob under that id."""
+
+
+class BlobExistsError(BlobStoreError):
+    """A blob already exists under that id: stores are write-once, nothing was replaced."""
 
 
 class BlobStore(Protocol):
@@ -25,7 +33,7 @@ class BlobStore(Protocol):
     """
 
     def put(self, blob_id: str, chunks: Iterable[bytes], durable: bool = True) -> int:
-        """Store the blob; returns its size. Refuses to overwrite an existing id."""
+        """Store the blob; returns its size. Refuses to overwrite an existing id (:class:`BlobExistsError`)."""
         ...
 
     def sync(self, blob_ids: list[str]) -> None:
@@ -43,3 +51,7 @@ class BlobStore(Protocol):
         ...
 
     def iter_ids(self) -> Iterator[str]: ...
+
+    def remove_stale_temporaries(self) -> int:
+        """Remove what writers killed mid-write left behind (never visible); returns how many."""
+        ...

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dicomguard._process import pid_alive
-from dicomguard.storage.base import BlobMissingError, BlobStoreError
+from dicomguard.storage.base import BLOB_ID as _ID
+from dicomguard.storage.base import BlobExistsError, BlobMissingError, BlobStoreError
 
-_ID = re.compile(r"^[0-9a-f]{32,64}$")
 _TMP_PREFIX = ".tmp-"
 _SYNCFS_FROM = 4  # more blobs than this per batch: one syncfs is cheaper than many fsyncs
 
@@ -53,7 +53,8 @@ class FilesystemBlobStore:
         final = self._path(blob_id)
         folder = final.parent
         self._folder(folder)
-        tmp = folder / f"{_TMP_PREFIX}{blob_id}-{os.getpid()}"
+        # Unique per writer, even between threads of one process (the pid stays last: remove_stale_temporaries).
+        tmp = folder / f"{_TMP_PREFIX}{blob_id}-{secrets.token_hex(4)}-{os.getpid()}"
         size = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -70,7 +71,7 @@ class FilesystemBlobStore:
                 os.close(fd)
             os.link(tmp, final)
         except FileExistsError as exc:
-            raise BlobStoreError(f"blob {blob_id} already exists") from exc
+            raise BlobExistsError(f"blob {blob_id} already exists") from exc
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob: {exc.strerror}") from exc
         finally:
