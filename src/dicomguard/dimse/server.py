@@ -76,11 +76,36 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().process_request_thread(request, client_address)
 
 
+class InheritedSocketServer(GuardedAssociationServer):
+    """:class:`GuardedAssociationServer` on a listening socket bound by someone else (``serve --workers N``).
+
+    pynetdicom's server binds its own socket from an address; here the supervisor
+    has bound and ``listen()``-ed it once and every worker process accepts on its
+    inherited copy. ``listening_socket`` is set on a per-server subclass
+    (:meth:`DimseService.start`). The socket is non-blocking: several processes
+    wake up for one connection and all but one find nothing to accept, which
+    socketserver treats as "no request" (``OSError`` from :meth:`get_request`)
+    instead of blocking the accept loop (and ``shutdown()``) until the next one.
+    """
+
+    listening_socket: socket.socket
+
+    def server_bind(self) -> None:
+        self.socket.close()  # the fresh unbound socket TCPServer made
+        self.socket = self.listening_socket
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()[:2]
+
+    def server_activate(self) -> None:
+        """Already listening (the supervisor called ``listen()``)."""
+
+
 class DimseService:
     """The DIMSE SCP of the archive: start/stop it alongside DICOMweb in ``dicomguard serve``."""
 
-    def __init__(self, archive: Archive, host: str, port: int) -> None:
+    def __init__(self, archive: Archive, host: str, port: int, listening_socket: socket.socket | None = None) -> None:
         self.archive = archive
+        self.listening_socket = listening_socket  # inherited from the ``serve --workers`` supervisor, else bind
         self.host = host
         self.port = port
         self.registry = DeviceRegistry(archive.ctx.engine)
@@ -108,7 +133,7 @@ class DimseService:
             sock = assoc.dul.socket.socket
             der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
             device = self.registry.authenticate(der, calling)
-        except Exception as exc:  # noqa: BLE001 - fail closed: pynetdicom would go on after a handler error
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, PeerRefused) else f"device check failed ({type(exc).__name__})"
             if not isinstance(exc, PeerRefused):
                 log.exception("device authentication error")
@@ -146,9 +171,12 @@ class DimseService:
     def start(self) -> None:
         m = self._material
         ctx = server_context(m.server_chain_pem, m.server_key_pem, m.client_ca_pem)
+        server_class: type[GuardedAssociationServer] = GuardedAssociationServer
+        if self.listening_socket is not None:
+            server_class = type("InheritedSocketServer", (InheritedSocketServer,), {"listening_socket": self.listening_socket})
         server = self.ae.make_server(
             (self.host, self.port), ae_title=self.ae.ae_title, ssl_context=ctx, evt_handlers=self._handlers(),
-            server_class=GuardedAssociationServer,
+            server_class=server_class,
         )
         server.on_handshake_failure = lambda address, reason: (
             log.warning("connection from %s refused: %s", address, reason),

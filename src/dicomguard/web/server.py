@@ -20,6 +20,7 @@ and a request body may not stall longer than ``network.body_idle_timeout_s``
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -82,11 +83,14 @@ def serve_https(
     *,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
+    listening_socket: socket.socket | None = None,
 ) -> None:
     """Serve DICOMweb over HTTPS until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
 
     ``ready`` is set once the socket listens. Raises :class:`ConfigurationError`
-    if the address cannot be bound.
+    if the address cannot be bound. With ``listening_socket`` (a worker of
+    ``serve --workers N``) uvicorn accepts on that already listening socket and
+    binds nothing; ``host`` and ``port`` are then only informative.
     """
     app = create_app(archive)
     # uvicorn's access log prints query strings (patient names): off, whatever the logging configuration says.
@@ -108,7 +112,7 @@ def serve_https(
     )
     server = _Server(config, ready, stop)
     try:
-        server.run()
+        server.run(sockets=[listening_socket] if listening_socket is not None else None)
     except SystemExit:
         # uvicorn exits the process when it cannot bind; in a library call that is a configuration error.
         raise ConfigurationError(f"cannot serve HTTPS on {host}:{port}") from None
