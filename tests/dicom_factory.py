@@ -34,6 +34,15 @@ class FakePatient:
         return [v for v in values if v]
 
 
+def phi_needles() -> list[bytes]:
+    """Every identifying string of the generated patients, as bytes in the encodings a leak could take."""
+    out: list[bytes] = []
+    for p in (ALICE, BOB, CAROL):
+        for s in p.secrets():
+            out += [s.encode("utf-8"), s.encode("utf-16-le"), s.lower().encode()]
+    return out
+
+
 ALICE = FakePatient("PIDQX7731ALPHA", "ZEBRAFINCH^ALICIANNA", "19610417", "ACCQ99812345", "17 Quixotic Lane Springfield")
 BOB = FakePatient("PIDQX8842BRAVO", "MARMOSET^BARTHOLOMEUS", "19790923", "ACCQ55501234")
 CAROL = FakePatient("PIDQX9953CHARLIE", "OCELOTTE^CAROLYNDA", "19881102", "ACCQ77703456")

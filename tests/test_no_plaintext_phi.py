@@ -8,15 +8,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from dicomguard.core.query import IndexQuery
-from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, us_multiframe
-
-
-def _needles() -> list[bytes]:
-    out: list[bytes] = []
-    for p in (ALICE, BOB, CAROL):
-        for s in p.secrets():
-            out += [s.encode("utf-8"), s.encode("utf-16-le"), s.lower().encode()]
-    return out
+from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, phi_needles, us_multiframe
 
 
 def _raw_bytes_of_home(home: Path) -> dict[Path, bytes]:
@@ -24,7 +16,7 @@ def _raw_bytes_of_home(home: Path) -> dict[Path, bytes]:
 
 
 def _find_leaks(blobs: dict[str, bytes]) -> list[tuple[str, bytes]]:
-    return [(where, n) for where, data in blobs.items() for n in _needles() if n in data]
+    return [(where, n) for where, data in blobs.items() for n in phi_needles() if n in data]
 
 
 def _populate(archive) -> None:

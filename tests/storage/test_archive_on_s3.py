@@ -18,19 +18,13 @@ from dicomguard.core.ingest import IngestStatus
 from dicomguard.errors import ConfigurationError
 from dicomguard.storage.s3 import S3BlobStore
 from tests.conftest import PASSPHRASE
-from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, us_multiframe
+from tests.dicom_factory import ALICE, BOB, CAROL, ct_series, phi_needles, us_multiframe
 from tests.storage.conftest import BUCKET
 from tests.storage.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.slow  # init, a real S3 server, a full verify
 
 
-def _needles() -> list[bytes]:
-    out: list[bytes] = []
-    for p in (ALICE, BOB, CAROL):
-        for s in p.secrets():
-            out += [s.encode("utf-8"), s.encode("utf-16-le"), s.lower().encode()]
-    return out
 
 
 def _s3_environment(monkeypatch: pytest.MonkeyPatch, seaweedfs: SeaweedFS, tmp_path: Path, prefix: str) -> Path:
@@ -79,7 +73,7 @@ def test_archive_on_s3_ingests_retrieves_verifies_and_stores_ciphertext_only(
     raw = seaweedfs.client()
     keys = [o["Key"] for o in raw.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
     assert {k.rsplit("/", 1)[-1] for k in keys} == blob_ids
-    needles = _needles()
+    needles = phi_needles()
     for key in keys:
         body = raw.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert not [n for n in needles if n in body], f"plaintext identifier in {key}"

@@ -13,10 +13,12 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dicomguard._process import pid_alive
+from dicomguard.errors import ConfigurationError
 from dicomguard.storage.base import BLOB_ID as _ID
 from dicomguard.storage.base import BlobExistsError, BlobMissingError, BlobStoreError
 
@@ -165,6 +167,18 @@ try:
         _libc = None
 except OSError:  # pragma: no cover - non-glibc platforms
     _libc = None
+
+
+def read_private_file(path: Path, what: str) -> str:
+    """The text of a secret file (passphrase, credentials), refused when group or others have any access (``chmod 600``)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(f"{path} is readable by others; chmod 600 it")
+    return text
 
 
 def write_private_file(path: Path, content: bytes) -> None:

@@ -55,7 +55,6 @@ import functools
 import logging
 import random
 import secrets
-import stat
 import threading
 import time
 import zlib
@@ -67,6 +66,7 @@ from typing import Any
 
 from dicomguard.errors import ConfigurationError
 from dicomguard.storage.base import BLOB_ID, BlobExistsError, BlobMissingError, BlobStoreError
+from dicomguard.storage.filesystem import read_private_file
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,7 @@ class S3Credentials:
 
         Refused, like the passphrase file, when group or others have any access to it (``chmod 600``).
         """
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read the S3 credentials file {path}: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigurationError(f"{path} is readable by others; chmod 600 it")
+        text = read_private_file(path, f"the S3 credentials file {path}")
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(text, source=str(path))
