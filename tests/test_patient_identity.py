@@ -173,3 +173,29 @@ def test_patient_level_counts_only_what_the_principal_may_see(archive) -> None: 
     assert (patient.patient_id, patient.studies, patient.instances) == (ALICE.patient_id, 1, 2)
     (everything,) = archive.operator.query.find_patients()
     assert (everything.studies, everything.instances) == (2, 3)
+
+
+def test_two_storers_racing_with_different_demographics_for_a_new_id_raise_one_conflict(archive) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent first objects of one new Patient ID with different names: two rows, and the conflict is never missed."""
+    import threading
+
+    for round_ in range(4):
+        patient_id = f"RACE-{round_}"
+        objects = []
+        for n, name in enumerate(("RACE^ONE", "RACE^TWO")):
+            ds = dataset_of(_dummy(name=name, seed=60 + 2 * round_ + n))
+            ds.PatientID = patient_id
+            objects.append(to_bytes(ds))
+        start = threading.Barrier(2)
+
+        def store(data: bytes) -> None:
+            start.wait()
+            archive.operator.store.ingest(data)
+
+        threads = [threading.Thread(target=store, args=(d,)) for d in objects]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    with read_session(archive.ctx.engine) as s:
+        assert len(list(s.scalars(select(PatientConflict.id)))) == 4

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from dicomguard.core.keyring import Keyring
 from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.blind_index import BlindField, BlindIndexer, normalize
 from dicomguard.errors import ErasedError
-from dicomguard.index.db import read_session, write_session
+from dicomguard.index.db import is_sqlite, read_session, write_session
 from dicomguard.index.models import Patient, PatientConflict, PatientToken
 
 
@@ -121,6 +121,10 @@ class PatientDirectory:
         ix = self._indexer
         try:
             with write_session(self._engine) as s:
+                if not is_sqlite(self._engine):
+                    # Creators of one identity take turns (SQLite has one writer anyway), so the second
+                    # of two racing with different demographics sees the first and records the conflict.
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(token[:8], "big", signed=True)})
                 # Earlier rows of this identity, oldest first: a new row beside them is a conflict.
                 others = s.execute(select(Patient.ref, Patient.phi).where(Patient.identity_token == token, Patient.erased_at.is_(None))
                                    .order_by(Patient.created_at, Patient.ref)).all()
