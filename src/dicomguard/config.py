@@ -212,7 +212,7 @@ class AuditSettings(_Section):
 
 
 class SessionSettings(_Section):
-    """Login sessions (issue 5): automatic sign-off and lifetimes."""
+    """Login sessions (NIST SP 800-63B 7.1-7.2): automatic sign-off and lifetimes."""
 
     access_ttl_s: int = Field(300, ge=1, le=3600)
     """Lifetime of an access token (refreshed with the refresh token)."""
@@ -225,7 +225,7 @@ class SessionSettings(_Section):
 
 
 class PolicySettings(_Section):
-    """Authorization (issue 5): Cedar policy files and the limits of break-glass and step-up."""
+    """Authorization (ADR 0003): Cedar policy files and the limits of break-glass and step-up."""
 
     directory: str = "policies"
     """Folder of ``*.cedar`` files, relative to the home; ``init`` writes the shipped defaults there."""

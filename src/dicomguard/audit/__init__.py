@@ -1,4 +1,4 @@
-"""The audit trail (issue 6): DICOM PS3.15 A.5 audit messages for every core event.
+"""The audit trail: DICOM PS3.15 A.5 audit messages for every core event.
 
 Stored sealed in the transaction of the action they record and bound to the
 integrity ledger (:mod:`.trail`), forwarded to syslog collectors over mutual TLS

@@ -1,4 +1,4 @@
-"""Break-glass: emergency access to one patient, time-boxed, justified, alerted (issue 5, point 4).
+"""Break-glass: emergency access to one patient, time-boxed, justified, alerted (PS3.15 A.5.3.11 Emergency Override; HL7 ActReason BTG).
 
 A clinician who has no relationship to a patient (another department, not the
 referring physician) may still need the images *now*. Rather than sharing a

@@ -1,4 +1,4 @@
-"""Erasure by crypto-shredding (issue 2, point 7; GDPR art. 17).
+"""Erasure by crypto-shredding (GDPR art. 17; NIST SP 800-88 cryptographic erase).
 
 Destroying the patient's data key makes every copy of the patient's blobs
 (this store, replicas, backups) and of their sealed index rows permanently

@@ -152,7 +152,7 @@ class InstancesAccessed(Event):
     patient_refs: tuple[str, ...]
     at: datetime
     emergency: bool = False
-    """Delivered under a break-glass grant (issue 5, point 4): the audit message is marked."""
+    """Delivered under a break-glass grant (HL7 ActReason BTG): the audit message is marked."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Key hierarchy bound to the index database (issue 2, point 3).
+"""Key hierarchy bound to the index database (ADR 0001).
 
 Archive-wide keys (index key, identity key; the ledger signing key later) are
 stored wrapped in ``wrapped_keys``; one data key per patient is stored wrapped

@@ -1,4 +1,4 @@
-"""The retrieve path (issue 2, point 6): load -> decrypt -> verify -> deliver.
+"""The retrieve path (PS3.4 C.4.2-C.4.3, PS3.18 10.4): load -> decrypt -> verify -> deliver.
 
 Guarantee: bytes are returned only when the blob authenticated under the
 object's own identity (AES-GCM) *and* its recomputed pixel and header digests

@@ -8,7 +8,7 @@ Layout (all integers big-endian)::
 Each object gets its own key, ``HKDF(data_key, salt, info="dicomguard blob v1" ||
 identity)``, where ``identity`` names the object (SOP Instance, Series, Study
 UIDs and the patient's key reference). A blob copied over another object's
-blob therefore fails authentication: blobs cannot be swapped (issue 2, ingest
+blob therefore fails authentication: blobs cannot be swapped (ingest
 step "associated data binds the object's identity").
 
 Segments use the STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizar,

@@ -1,4 +1,4 @@
-"""The legacy-modality gateway (issue 4, point 4).
+"""The legacy-modality gateway (PS3.15 B.1 Secure Transport for modalities without TLS).
 
 Modalities that cannot speak TLS send plain DIMSE to one configured interface
 of the gateway. The gateway

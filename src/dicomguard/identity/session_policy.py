@@ -1,6 +1,6 @@
 """Session and login-throttling parameters: immutable, bounded at construction (like tuf ``ngclient/config.py``).
 
-Defaults (issue 5): access tokens live 5 minutes; a session signs off after 15
+Defaults (NIST SP 800-63B 7.2, AAL2): access tokens live 5 minutes; a session signs off after 15
 minutes without a request (per role: the shortest timeout of the user's roles
 applies) and ends 12 hours after login whatever the activity. After 3 failed
 logins of an account each further attempt must wait (1 s, 2 s, 4 s ...: HTTP 429

@@ -125,7 +125,7 @@ class Study(Base):
     study_year: Mapped[int | None] = mapped_column(Integer, index=True)
     phi: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # Access attributes for policies (issue 5): none identifies the patient.
+    # Access attributes for policies (ADR 0003): none identifies the patient.
     department: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
     labels: Mapped[str | None] = mapped_column(String(512), nullable=True)
@@ -300,7 +300,7 @@ class GatewayAllow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-# -- audit trail (issue 6) -------------------------------------------------------------
+# -- audit trail (PS3.15 A.5) ----------------------------------------------------------
 
 
 class AuditRecord(Base):
@@ -355,7 +355,7 @@ class AuditCursor(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-# -- identity and sessions (issue 5) ---------------------------------------------------
+# -- identity and sessions (NIST SP 800-63B) ------------------------------------------------
 
 
 class AuthSession(Base):
