@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -138,6 +139,28 @@ def test_a_store_only_modality_cannot_forge_a_clinicians_emergency_override(arch
     assert len(refusals) == 2
     assert f"'{CLINICIAN}'" in refusals[0].message.outcome_description and refusals[0].message.patient_ids() == []
     assert all(e.origin == "local" and e.message.requestor().user_id == "CT1" for e in refusals)
+
+
+def test_a_device_flooding_refused_messages_is_cut_off_after_a_bounded_number_of_alerts(archive, issue, listener) -> None:  # type: ignore[no-untyped-def]
+    """A store-only modality sending 100 forged alerts on one connection: at most MAX_REFUSED_SENDS are decided
+    (each a recorded Security Alert), then the connection is closed; the trail cannot be flooded through it."""
+    from dicomguard.audit.listener import MAX_REFUSED_SENDS
+
+    ct = device(issue, "CT9", ("echo", "store"))
+    forged = [emergency_override(f"dr.{n}", "CT9", Participant("CT9", False)) for n in range(100)]
+    stream = b"".join(frame(format_message(m, time=datetime.now(UTC), hostname="dev", procid="1", outcome=0, seq=i))
+                      for i, m in enumerate(forged, 1))
+    with socket.create_connection(("127.0.0.1", listener.port)) as raw, ct.wrap_socket(raw) as sock:
+        sock.sendall(stream)
+        sock.settimeout(15)
+        closed = False
+        try:
+            closed = sock.recv(1) == b""
+        except (ssl.SSLError, ConnectionError):
+            closed = True
+    assert closed  # the listener hung up
+    assert listener.stats.stored == 0 and listener.stats.rejected == MAX_REFUSED_SENDS
+    assert len(_refusals(archive, "CT9")) == MAX_REFUSED_SENDS
 
 
 def test_a_device_registered_for_audit_asserts_events_about_itself_only(archive, issue, listener) -> None:

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from dicomguard.audit.imports import ImportItem, Unreadable
 from dicomguard.audit.origin import device_origin
-from dicomguard.audit.service import AuditService
+from dicomguard.audit.service import REFUSED_SEND, AuditService
 from dicomguard.audit.syslog import FrameReader, SyslogError, parse_message
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.core.context import ArchiveContext
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 600.0
+MAX_REFUSED_SENDS = 10
+"""Messages a connection may have refused by the policy (each a recorded Security Alert) before it is closed:
+a device that may not assert what it sends cannot flood the trail with alerts (decided in batches of this size)."""
 
 
 @dataclass
@@ -151,7 +154,7 @@ class AuditListener:
             self.stats.connections += 1
         reader = FrameReader()
         sock.settimeout(IDLE_TIMEOUT_S)
-        number = 0
+        number = refused = 0
         try:
             while not self._stop.is_set():
                 data = sock.recv(256 * 1024)
@@ -169,13 +172,18 @@ class AuditListener:
                 if not self.registry.still_valid(device.ae_title, device.cert_sha256):
                     log.warning("audit listener: %s was revoked; closed", peer)
                     return
-                result = audit.receive(items, origin)
-                with self._lock:
-                    self.stats.stored += result.stored
-                    self.stats.duplicates += result.duplicates
-                    self.stats.rejected += len(result.rejected)
-                for label, reason in result.rejected:
-                    log.warning("audit listener: message %s rejected: %s", label, reason)
+                for start in range(0, len(items), MAX_REFUSED_SENDS):
+                    result = audit.receive(items[start:start + MAX_REFUSED_SENDS], origin)
+                    with self._lock:
+                        self.stats.stored += result.stored
+                        self.stats.duplicates += result.duplicates
+                        self.stats.rejected += len(result.rejected)
+                    for label, reason in result.rejected:
+                        log.warning("audit listener: message %s rejected: %s", label, reason)
+                    refused += sum(reason.startswith(REFUSED_SEND) for _, reason in result.rejected)
+                    if refused >= MAX_REFUSED_SENDS:
+                        log.warning("audit listener: closing %s: %d messages refused by the policy", peer, refused)
+                        return
         except SyslogError as exc:
             log.warning("audit listener: closing %s: %s", peer, exc)
         except (OSError, ssl.SSLError):

@@ -43,6 +43,10 @@ IMPORT_BATCH = 500
 """Messages stored per transaction during an import."""
 
 
+REFUSED_SEND = "audit-send refused: "
+"""How a message the policy refused is named in an import's rejections (the listener counts them)."""
+
+
 class AuditService(Service):
     def __init__(self, ctx: ArchiveContext, access: AccessControl, keys: AuditKeys | None = None) -> None:
         super().__init__(ctx, access)
@@ -100,7 +104,7 @@ class AuditService(Service):
         if claims.as_archive:
             reason += "; it would pass for this archive's own record"
         self.access.record_refusal(Action.AUDIT_SEND, resource, reason)  # a Security Alert naming the sender
-        return f"audit-send refused: {reason}"
+        return f"{REFUSED_SEND}{reason}"
 
     def _import(self, items: Iterable[ImportItem], origin: str,
                 may: Callable[[bytes, AuditMessage], str | None] | None) -> ImportResult:
