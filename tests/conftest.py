@@ -24,6 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI: property-based tests are derandomized (the same examples every run), so the suite's time and outcome
+# do not depend on the draw; locally they search anew each run.
+if os.environ.get("CI"):
+    settings.register_profile("ci", derandomize=True, database=None)
+    settings.load_profile("ci")
 
 PASSPHRASE = "test passphrase for a throwaway archive"
 PG_ADMIN_URL = os.environ.get("DICOMGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

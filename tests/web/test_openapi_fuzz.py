@@ -38,13 +38,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.dicom_factory import ALICE, ct_series
-from tests.fuzz._harness import mutants, seed_bytes
+from tests.fuzz._harness import RANDOM, mutants, seed_bytes
 from tests.fuzz.targets import BOUNDARY
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
-_SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+_SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=not RANDOM)
 
 
 def test_every_documented_operation_answers_as_documented(web) -> None:  # type: ignore[no-untyped-def]
