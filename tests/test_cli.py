@@ -41,13 +41,18 @@ def test_init_prints_one_time_secrets_and_refuses_to_overwrite(fresh_home: Path,
     r = run("init", "--admin", "alice", "--json", *(["--database", empty_db_url] if empty_db_url else []))
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc) == {"home", "admin", "password", "totp_secret"}
+    assert set(doc) == {"home", "admin", "password", "totp_secret", "recovery_key"}
     assert doc["admin"] == "alice" and len(doc["password"]) >= 16 and len(doc["totp_secret"]) >= 16
-    # the secrets are not written anywhere in the home
+    assert doc["recovery_key"].startswith("DGRK-")
+    from dicomguard.crypto.recovery import parse_key
+
+    recovery = parse_key(doc["recovery_key"])
+    # the secrets are not written anywhere in the home (the recovery key's public half is)
     for p in fresh_home.rglob("*"):
         if p.is_file():
             raw = p.read_bytes()
             assert doc["password"].encode() not in raw and doc["totp_secret"].encode() not in raw
+            assert recovery not in raw and recovery.hex().encode() not in raw
     again = run("init", "--admin", "bob")
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
 

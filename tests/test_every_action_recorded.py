@@ -60,6 +60,8 @@ NOT_RECORDED_CLI = {
     "user list": "lists accounts without secrets: no PHI, nothing changed (decided: account-read)",
     "gateway list": "lists the allow-list: no PHI, nothing changed (decided: allowlist-read)",
     "patient conflicts": "lists patient-identity conflicts by surrogate reference: no PHI, nothing changed (decided: patient-conflicts-read)",
+    "backup list": "lists snapshot ids of the targets: no PHI, nothing changed (decided: backup-read)",
+    "backup status": "reads the backup runs and the 3-2-1-1-0 rules: no PHI, nothing changed (decided: backup-read)",
 }
 NOT_RECORDED_ROUTES = {
     ("GET", "/healthz"): "liveness only: no authentication, no data",
@@ -145,6 +147,9 @@ def world(archive, tmp_path: Path) -> World:  # type: ignore[no-untyped-def]
     renamed.PatientName = "OCELOTTE^CAROLINE"
     archive.operator.store.ingest(to_bytes(renamed))
     ds = dataset_of(objects[0])
+    with (archive.home / "config.toml").open("a", encoding="utf-8") as f:  # a backup target for the backup commands
+        nas = tmp_path / "nas"
+        f.write(f'\n[[backup.target]]\nname = "nas"\nkind = "folder"\nlocation = "{nas}"\n')
     files = tmp_path / "files"
     files.mkdir()
     (files / "bob.dcm").write_bytes(ct_series(BOB, n=1, seed=5)[0])
@@ -191,10 +196,13 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("ledger witness", lambda w, t: ["ledger", "witness", "--import", str(t / "checkpoint.txt")], 1),
     ("keys rotate", lambda w, t: ["keys", "rotate"], 1),
     ("patient resolve", lambda w, t: ["patient", "resolve", "1", "--as", "same-person", "--reason", "name corrected"], 1),
+    ("backup run", lambda w, t: ["backup", "run", "--json"], 1),
+    ("backup drill", lambda w, t: ["backup", "drill", "--json"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),
 ]
 CLI_RECORDED_ELSEWHERE = {
     "init": "creates the archive: its first record, checked by test_init_is_the_first_recorded_action",
+    "restore": "creates a new home from a snapshot: recorded there (archive-restored), tests/backup/test_backup_cli.py",
 }
 
 
@@ -215,7 +223,8 @@ def test_every_cli_action_is_one_recorded_action(archive, world: World, tmp_path
         result = runner.invoke(cli_app, argv(world, tmp_path), catch_exceptions=False)
         assert result.exit_code == 0, f"{command}: {result.output}"
         _check_one_action(archive, before, records, command)
-    for command in ("user list", "device list", "gateway list", "audit status", "policy test", "ledger prove"):
+    for command in ("user list", "device list", "gateway list", "audit status", "policy test", "ledger prove", "backup list",
+                    "backup status"):
         argv = {"policy test": ["policy", "test", "--principal", "user:dr.x", "--action", "query", "--resource", f"study:{world.study}"],
                 "ledger prove": ["ledger", "prove", "--instance", world.sop, "--out", str(tmp_path / "proof.json")]}.get(
             command, command.split())

@@ -238,6 +238,57 @@ class PolicySettings(_Section):
     """Shortest accepted break-glass reason, in characters (a typed justification, not "x")."""
 
 
+class BackupTargetSettings(_Section):
+    """One backup target (ADR 0007): a folder (another disk, a NAS mount, removable media) or an S3 bucket."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: Literal["folder", "s3"]
+    location: str = ""
+    """``folder``: the folder (absolute, or relative to the home). ``s3``: unused (``[backup.target.s3]``)."""
+    s3: S3Settings = S3Settings()
+    """``s3``: the bucket; ``immutable_days`` > 0 needs Object Lock enabled on it (it is checked at every run)."""
+    retention_days: int = Field(90, ge=1, le=36500)
+    """Snapshots older than this are pruned at the next run (on a locked bucket: once their lock has expired)."""
+    immutable_days: int = Field(0, ge=0, le=36500)
+    """``s3``: every object is written under S3 Object Lock COMPLIANCE retention for this many days (0: no lock)."""
+    vault_lock_days: int = Field(7, ge=0, le=365)
+    """``s3`` with a lock: how long each key-vault version is locked. An erasure reaches raw copies after this (ADR 0007)."""
+    offsite: bool = False
+    """The target is at another site (3-2-1-1-0 "1 off-site"); dicomguard cannot tell, the operator declares it."""
+    offline: bool = False
+    """Removable or air-gapped media, disconnected between runs (counts as "1 offline")."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> BackupTargetSettings:
+        if self.kind == "folder" and not self.location:
+            raise ValueError(f"backup target {self.name}: kind = 'folder' needs location")
+        if self.kind == "s3" and not (self.s3.bucket and self.s3.credentials_file):
+            raise ValueError(f"backup target {self.name}: kind = 's3' needs s3.bucket and s3.credentials_file")
+        if self.kind == "folder" and self.immutable_days:
+            raise ValueError(f"backup target {self.name}: immutable_days needs an S3 bucket with Object Lock")
+        return self
+
+
+class BackupSettings(_Section):
+    """Backups and restore drills (ADR 0007); ``serve`` runs them on this schedule."""
+
+    target: list[BackupTargetSettings] = []
+    every_hours: float = Field(24, ge=0, le=24 * 31)
+    """``serve`` backs up to every target this often (0: never by itself; ``backup run`` still works)."""
+    drill_every_days: float = Field(7, ge=0, le=365)
+    """``serve`` drills the newest snapshot of every target this often (0: never by itself)."""
+    overdue_factor: float = Field(1.5, ge=1, le=10)
+    """A target is overdue (an alert, ``backup status`` exit 1) when its last success is older than this many periods."""
+
+    @field_validator("target")
+    @classmethod
+    def _unique_names(cls, value: list[BackupTargetSettings]) -> list[BackupTargetSettings]:
+        names = [t.name for t in value]
+        if len(names) != len(set(names)):
+            raise ValueError("backup target names must be unique")
+        return value
+
+
 class Settings(BaseSettings):
     """All dicomguard settings. Build with :func:`load_settings`."""
 
@@ -256,6 +307,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     policy: PolicySettings = PolicySettings()
     sessions: SessionSettings = SessionSettings()
+    backup: BackupSettings = BackupSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -411,6 +463,28 @@ enterprise_site = ""
 # The audit table is the spool: nothing is ever dropped. These only say when forwarding is late.
 warn_records = {AuditSpoolSettings().warn_records}
 warn_seconds = {AuditSpoolSettings().warn_seconds}
+
+[backup]
+# serve backs up to every target this often (hours; 0: only "dicomguard backup run"), and drills (days).
+every_hours = {BackupSettings().every_hours}
+drill_every_days = {BackupSettings().drill_every_days}
+
+# Backup targets (ADR 0007): repeat the block per target. A folder (another disk, NAS, removable media):
+# [[backup.target]]
+# name = "nas"
+# kind = "folder"
+# location = "/mnt/nas/dicomguard"
+# retention_days = 90
+# An S3 bucket with Object Lock (COMPLIANCE) enabled, off-site, locked for 30 days:
+# [[backup.target]]
+# name = "vault-s3"
+# kind = "s3"
+# immutable_days = 30
+# offsite = true
+# [backup.target.s3]
+# endpoint = "https://s3.example.org"
+# bucket = "dicomguard-backup"
+# credentials_file = "/etc/dicomguard/backup-s3.credentials"
 
 # Audit record repositories (IHE ATNA): RFC 5424 syslog over mutual TLS (RFC 5425).
 # Repeat the block for each collector. Empty ca/cert/key: the archive's own CA and server certificate.

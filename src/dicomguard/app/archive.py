@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from dicomguard.app.backup.service import vault_sync
 from dicomguard.app.bootstrap import configure_libraries
 from dicomguard.app.home import KEYS_DIR, require_home, sealed_kek_path
 from dicomguard.app.passphrase import passphrase_from_environment
@@ -34,6 +35,7 @@ from dicomguard.identity.auth import Authenticator
 from dicomguard.identity.session_policy import SessionPolicy
 from dicomguard.index.db import make_engine, migrate, read_session
 from dicomguard.ledger.service import Ledger
+from dicomguard.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,20 @@ class Archive:
         self.trail = trail
 
     @classmethod
-    def open(cls, home: str | Path | None = None, passphrase: str | None = None) -> Archive:
-        """Open an existing home. The passphrase defaults to the environment (see ``app.passphrase``)."""
+    def open(cls, home: str | Path | None = None, passphrase: str | None = None, *, kek: Kek | None = None,
+             store: BlobStore | None = None) -> Archive:
+        """Open an existing home. The passphrase defaults to the environment (see ``app.passphrase``).
+
+        ``kek`` (an already unsealed KEK) and ``store`` (a read-only view of a backup target's blobs) are for a
+        restore drill's scratch home (ADR 0007).
+        """
         configure_libraries()
         root = resolve_home(home)
         require_home(root)
-        passphrase = passphrase or passphrase_from_environment()
-        if not passphrase:
-            raise ConfigurationError("no passphrase: set DICOMGUARD_PASSPHRASE or DICOMGUARD_PASSPHRASE_FILE")
+        if kek is None:
+            passphrase = passphrase or passphrase_from_environment()
+            if not passphrase:
+                raise ConfigurationError("no passphrase: set DICOMGUARD_PASSPHRASE or DICOMGUARD_PASSPHRASE_FILE")
         settings = load_settings(root)
         engine = make_engine(database_url(settings, root))
         migrate(engine)
@@ -62,16 +70,19 @@ class Archive:
             kek_id = current_kek_id(s)
         if kek_id is None:
             raise ConfigurationError("the index holds no archive (was 'dicomguard init' run with this database?)")
-        try:
-            sealed = sealed_kek_path(root, kek_id).read_bytes()
-        except FileNotFoundError:
-            raise ConfigurationError(f"sealed key file for KEK {kek_id} is missing from {root / KEYS_DIR}") from None
-        kek = Kek.unseal(sealed, passphrase)
+        if kek is None:
+            try:
+                sealed = sealed_kek_path(root, kek_id).read_bytes()
+            except FileNotFoundError:
+                raise ConfigurationError(f"sealed key file for KEK {kek_id} is missing from {root / KEYS_DIR}") from None
+            kek = Kek.unseal(sealed, passphrase or "")
+        elif kek.kek_id != kek_id:
+            raise ConfigurationError(f"the index is under KEK {kek_id}, not {kek.kek_id}")
         # Stale sealed files are left alone here: one may belong to a rotation that
         # another process is committing right now. Rotation removes them.
         keyring = Keyring(kek, engine)
         indexer = BlindIndexer(keyring.archive_key(PURPOSE_INDEX))
-        store = open_blob_store(settings, root)
+        store = store if store is not None else open_blob_store(settings, root)
         bus = EventBus()
         ctx = ArchiveContext(
             root, settings, engine, store, keyring, indexer, PatientDirectory(engine, keyring, indexer, bus), bus,
@@ -80,6 +91,7 @@ class Archive:
         ledger = Ledger.for_archive(ctx)
         trail = AuditTrail(ctx)
         ctx.bus.subscribe(Recorder(ledger, trail).on_event)
+        ctx.bus.subscribe(vault_sync(ctx))  # an erasure reaches the backups' key vaults once it commits (ADR 0007)
         store.remove_stale_temporaries()
         recovered = recover_interrupted_ingests(ctx)
         if recovered:

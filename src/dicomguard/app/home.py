@@ -4,6 +4,7 @@ Layout::
 
     HOME/config.toml          settings (no secrets)
     HOME/keys/kek-<id>.sealed the KEK, sealed under the passphrase (argon2id)
+    HOME/keys/recovery.pub    public half of the recovery key (its private half is printed once by init)
     HOME/blobs/               ciphertext blobs (storage.kind = "filesystem"; or an S3 bucket)
     HOME/index.db             SQLite index (embedded default; no plaintext PHI)
 """
@@ -29,6 +30,7 @@ from dicomguard.config import (
 from dicomguard.core.access import Principal
 from dicomguard.core.events import SecurityConfigurationChanged
 from dicomguard.core.keyring import PURPOSE_IDENTITY, Keyring
+from dicomguard.crypto import recovery
 from dicomguard.crypto.kek import KdfParams, Kek, check_passphrase_strength
 from dicomguard.errors import ConfigurationError, HomeExistsError
 from dicomguard.identity.users import NewUserSecrets, create_user
@@ -45,6 +47,30 @@ def sealed_kek_path(home: Path, kek_id: str) -> Path:
     return home / KEYS_DIR / f"kek-{kek_id}.sealed"
 
 
+def recovery_public_path(home: Path) -> Path:
+    return home / KEYS_DIR / "recovery.pub"
+
+
+def recovery_public_key(home: Path) -> bytes | None:
+    """The recovery key's public half, or None for a home made before recovery keys (``keys recovery-key`` adds one)."""
+    try:
+        raw = bytes.fromhex(recovery_public_path(home).read_text().strip())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ConfigurationError(f"{recovery_public_path(home)} is damaged") from None
+    if len(raw) != 32:
+        raise ConfigurationError(f"{recovery_public_path(home)} is damaged")
+    return raw
+
+
+def write_recovery_key(home: Path) -> str:
+    """Create the recovery key pair: the public half goes into the home, the printable private half is returned once."""
+    printed, public = recovery.generate()
+    write_private_file(recovery_public_path(home), public.hex().encode() + b"\n")
+    return printed
+
+
 def kdf_params(settings: Settings) -> KdfParams:
     k = settings.kdf
     return KdfParams(k.time_cost, k.memory_kib, k.parallelism)
@@ -54,6 +80,8 @@ def kdf_params(settings: Settings) -> KdfParams:
 class InitResult:
     home: Path
     admin: NewUserSecrets
+    recovery_key: str
+    """Opens the archive's keys without the passphrase (restore); shown once, never stored in the home."""
 
 
 def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> InitResult:
@@ -84,6 +112,7 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
             migrate(engine)
             kek = Kek.generate()
             write_private_file(sealed_kek_path(home, kek.kek_id), kek.seal_with_passphrase(passphrase, kdf_params(settings)))
+            recovery_key = write_recovery_key(home)
             with write_session(engine) as s:
                 Keyring.bootstrap(s, kek)
                 s.flush()
@@ -100,7 +129,7 @@ def init_home(home: Path, passphrase: str, admin: str, database: str = "") -> In
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
     _record_creation(home, passphrase, admin, settings)
-    return InitResult(home, secrets_)
+    return InitResult(home, secrets_, recovery_key)
 
 
 def _record_creation(home: Path, passphrase: str, admin: str, settings: Settings) -> None:

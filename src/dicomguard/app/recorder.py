@@ -30,8 +30,12 @@ from dicomguard.audit.trail import AuditTrail
 from dicomguard.core.events import (
     AccessRefused,
     ApplicationActivity,
+    ArchiveRestored,
     AuditLogUsed,
     AuditMessageImported,
+    BackupCompleted,
+    BackupDrilled,
+    BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
     Event,
@@ -81,6 +85,10 @@ RECORDINGS: dict[type[Event], Recording] = {
     BreakGlassStarted: Recording(leaves.break_glass, mapping.break_glass),
     SecurityConfigurationChanged: Recording(leaves.security_configuration, mapping.security_configuration),
     AuditMessageImported: Recording(leaves.audit_message_imported, mapping.audit_message_imported),
+    BackupCompleted: Recording(leaves.backup_completed, mapping.backup_completed),
+    BackupFailed: Recording(leaves.backup_failed, mapping.backup_failed),
+    BackupDrilled: Recording(leaves.backup_drilled, mapping.backup_drilled),
+    ArchiveRestored: Recording(leaves.archive_restored, mapping.archive_restored),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from dicomguard.app.backup.service import BackupService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
 from dicomguard.app.verify import VerifyService
@@ -109,3 +110,7 @@ class Services:
     @cached_property
     def verify(self) -> VerifyService:
         return VerifyService(self.archive.ctx, self.access, self.archive.ledger)
+
+    @cached_property
+    def backups(self) -> BackupService:
+        return BackupService(self.archive.ctx, self.access, self.archive.ledger)

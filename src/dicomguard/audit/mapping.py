@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy.orm import Session
@@ -52,8 +52,12 @@ from dicomguard.core.access import Action, Principal, PrincipalKind
 from dicomguard.core.events import (
     AccessRefused,
     ApplicationActivity,
+    ArchiveRestored,
     AuditLogUsed,
     AuditMessageImported,
+    BackupCompleted,
+    BackupDrilled,
+    BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
     Event,
@@ -532,6 +536,42 @@ def user_authentication(c: MappingContext, s: Session, e: UserAuthentication) ->
     msg = c.message(EventIds.USER_AUTHENTICATION, e.at, outcome, ActionCode.EXECUTE, [user, c.archive()], [], types,
                     e.reason or (None if outcome == Outcome.SUCCESS else e.kind))
     return [Draft(msg, e.user, ())]
+
+
+def _backup_alert(c: MappingContext, e: BackupCompleted | BackupFailed | BackupDrilled | ArchiveRestored, subject: str, text: str,
+                  outcome: Outcome, code: Any) -> list[Draft]:
+    requestor = c.principal(e.principal, requestor=True)
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, outcome, ActionCode.EXECUTE, [requestor, c.archive()],
+                    [alert_subject(f"urn:dicomguard:{c.source.archive_id}:backup:{subject}", text, Target=e.target)], (code,), text)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def backup_completed(c: MappingContext, s: Session, e: BackupCompleted) -> list[Draft]:
+    """A.5.3.11 Security Alert: a snapshot of the archive (ciphertext, encrypted index) was written to a backup target."""
+    text = (f"backup {e.snapshot_id} to {e.target}: {e.objects} objects, {e.bytes} bytes ({e.new_bytes} new), "
+            f"ledger checkpoint {e.checkpoint_size}")
+    return _backup_alert(c, e, e.snapshot_id, text, Outcome.SUCCESS, EventTypes.BACKUP_COMPLETED)
+
+
+def backup_failed(c: MappingContext, s: Session, e: BackupFailed) -> list[Draft]:
+    """A.5.3.11 Security Alert: a backup or drill failed, or a target is overdue (forwarded to the collectors like every alert)."""
+    text = f"{e.operation} on {e.target} failed: {e.reason}"
+    return _backup_alert(c, e, e.target, text[:1024], Outcome.SERIOUS_FAILURE, EventTypes.BACKUP_FAILED)
+
+
+def backup_drilled(c: MappingContext, s: Session, e: BackupDrilled) -> list[Draft]:
+    """A.5.3.11 Security Alert: a restore drill ran; its problems (0 = the 3-2-1-1-0 "0 errors"), RPO and RTO."""
+    text = (f"restore drill of {e.snapshot_id} from {e.target}: {e.objects} objects, {e.problems} problems, "
+            f"RPO {e.rpo_s:.0f} s, RTO {e.rto_s:.1f} s")
+    outcome = Outcome.SUCCESS if e.problems == 0 else Outcome.SERIOUS_FAILURE
+    return _backup_alert(c, e, e.snapshot_id, text, outcome, EventTypes.BACKUP_DRILLED)
+
+
+def archive_restored(c: MappingContext, s: Session, e: ArchiveRestored) -> list[Draft]:
+    """A.5.3.11 Security Alert: this home was restored from a snapshot; erased patients stay tombstones."""
+    text = (f"restored from snapshot {e.snapshot_id} of {e.target}: {e.objects} objects, "
+            f"{e.tombstoned_patients} erased patients kept as tombstones")
+    return _backup_alert(c, e, e.snapshot_id, text, Outcome.SUCCESS, EventTypes.ARCHIVE_RESTORED)
 
 
 def integrity_checked(c: MappingContext, s: Session, e: IntegrityChecked) -> list[Draft]:

@@ -9,6 +9,7 @@ import typer
 
 from dicomguard.cli import (
     audit_cmds,
+    backup_cmds,
     data,
     device_cmds,
     gateway_cmds,
@@ -50,6 +51,7 @@ user_cmds.register(app)
 policy_cmds.register(app)
 study_cmds.register(app)
 patient_cmds.register(app)
+backup_cmds.register(app)
 
 
 @app.callback()
@@ -79,7 +81,8 @@ def init(
         fail(str(exc))
     a = result.admin
     if as_json:
-        doc = {"home": str(home), "admin": a.name, "password": a.password, "totp_secret": a.totp_secret}
+        doc = {"home": str(home), "admin": a.name, "password": a.password, "totp_secret": a.totp_secret,
+               "recovery_key": result.recovery_key}
         if generate_passphrase:
             doc["passphrase"] = passphrase
         print_json(doc)
@@ -92,6 +95,8 @@ def init(
     console.print(f"  password           : {a.password}")
     console.print(f"  TOTP secret        : {a.totp_secret}")
     console.print(f"  TOTP URI           : {a.provisioning_uri}")
+    console.print(f"  recovery key       : {result.recovery_key}")
+    console.print("Keep the recovery key offline (a safe): with a backup it restores the archive without the passphrase.")
 
 
 @keys_app.command("rotate")

@@ -69,13 +69,19 @@ class Action(StrEnum):
     """Listing patient-identity conflicts: references, differing field names, departments and senders, no PHI."""
     PATIENT_RECONCILE = "patient-reconcile"
     """Deciding a patient-identity conflict (same person, or different persons)."""
+    BACKUP_RUN = "backup-run"
+    """Writing a snapshot (ciphertext, encrypted index, key vault) to a backup target."""
+    BACKUP_DRILL = "backup-drill"
+    """Restoring a snapshot into a scratch home and verifying every object (reads no PHI out)."""
+    BACKUP_READ = "backup-read"
+    """Listing snapshots and the 3-2-1-1-0 status of the targets."""
 
 
 ADMINISTRATION = frozenset({
     Action.ACCOUNT_CREATE, Action.ACCOUNT_CHANGE, Action.ACCOUNT_READ, Action.DEVICE_ADD, Action.DEVICE_REVOKE,
     Action.DEVICE_READ, Action.ALLOWLIST_CHANGE, Action.ALLOWLIST_READ, Action.STUDY_CHANGE, Action.POLICY_RELOAD,
     Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
-    Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE,
+    Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE, Action.BACKUP_RUN, Action.BACKUP_DRILL, Action.BACKUP_READ,
 })
 """Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 

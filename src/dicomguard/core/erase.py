@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from dicomguard.core.access import Principal
 from dicomguard.core.context import ArchiveContext
@@ -50,20 +51,7 @@ def erase_patient(
     reason_key = derive_key(ctx.keyring.archive_key(PURPOSE_IDENTITY), b"dicomguard erase reason v1")
     with write_session(ctx.engine) as s:
         rows = s.execute(select(Instance.sop_instance_uid, Instance.blob_id, Instance.study_uid).where(Instance.patient_ref.in_(refs))).all()
-        study_uids = tuple(sorted({r.study_uid for r in rows}))
-        for ref in refs:
-            s.execute(
-                update(Patient)
-                .where(Patient.ref == ref)
-                .values(
-                    wrapped_data_key=None, phi=None, identity_token=None, demographics_token=None, id_token=None, name_token=None,
-                    birth_date_token=None, erased_at=now, erase_reason=seal(reason_key, reason.encode(), ref.encode()),
-                )
-            )
-        s.execute(delete(PatientToken).where(PatientToken.patient_ref.in_(refs)))
-        s.execute(update(Study).where(Study.patient_ref.in_(refs)).values(phi=None, accession_token=None))
-        s.execute(update(Series).where(Series.study_uid.in_(study_uids)).values(phi=None))
-        s.execute(update(Instance).where(Instance.patient_ref.in_(refs)).values(erased=True))
+        study_uids = tombstone_patients(s, refs, now, {ref: seal(reason_key, reason.encode(), ref.encode()) for ref in refs})
         ctx.bus.publish(s, PatientErased(",".join(refs), tuple(r.sop_instance_uid for r in rows), study_uids, now, principal))
     for ref in refs:
         ctx.patients.forget(ref)
@@ -72,3 +60,27 @@ def erase_patient(
         ctx.store.delete(r.blob_id)
     checkpoint_and_shrink(ctx.engine)
     return EraseResult(refs, len(study_uids), len(rows))
+
+
+def tombstone_patients(s: Session, refs: tuple[str, ...], now: datetime, sealed_reasons: dict[str, bytes] | None = None) -> tuple[str, ...]:
+    """Leave these patients as tombstones in ``s``: key, sealed PHI and blind-index tokens gone; UIDs and digests kept.
+
+    Shared by ``erase`` and by a restore from backup, where a patient whose key the
+    key vault no longer holds (erased after the snapshot) must come back exactly as
+    ``erase`` would have left it (ADR 0007). Returns the patients' study UIDs.
+    """
+    study_uids = tuple(sorted(set(s.scalars(select(Study.uid).where(Study.patient_ref.in_(refs))))))
+    for ref in refs:
+        s.execute(
+            update(Patient)
+            .where(Patient.ref == ref)
+            .values(
+                wrapped_data_key=None, phi=None, identity_token=None, demographics_token=None, id_token=None, name_token=None,
+                birth_date_token=None, erased_at=now, erase_reason=(sealed_reasons or {}).get(ref),
+            )
+        )
+    s.execute(delete(PatientToken).where(PatientToken.patient_ref.in_(refs)))
+    s.execute(update(Study).where(Study.patient_ref.in_(refs)).values(phi=None, accession_token=None))
+    s.execute(update(Series).where(Series.study_uid.in_(study_uids)).values(phi=None))
+    s.execute(update(Instance).where(Instance.patient_ref.in_(refs)).values(erased=True))
+    return study_uids

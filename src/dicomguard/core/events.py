@@ -273,6 +273,59 @@ class IntegrityChecked(Event):
     at: datetime
 
 
+@dataclass(frozen=True)
+class BackupCompleted(Event):
+    """A snapshot was written to a backup target (ADR 0007). ``manifest_sha256`` makes the ledger the judge of
+    which manifests are genuine, and which is the newest of the target."""
+
+    principal: Principal
+    target: str
+    snapshot_id: str
+    manifest_sha256: str
+    checkpoint_size: int
+    objects: int
+    bytes: int
+    new_bytes: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BackupFailed(Event):
+    """A backup or a drill failed, or a target is overdue: a Security Alert (the reason names target and cause)."""
+
+    principal: Principal
+    target: str
+    operation: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BackupDrilled(Event):
+    """A restore drill ran on a snapshot: what it restored and verified, RPO and RTO, how many problems."""
+
+    principal: Principal
+    target: str
+    snapshot_id: str
+    objects: int
+    problems: int
+    rpo_s: float
+    rto_s: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ArchiveRestored(Event):
+    """This home was restored from a snapshot (the first record of the restored home)."""
+
+    principal: Principal
+    target: str
+    snapshot_id: str
+    objects: int
+    tombstoned_patients: int
+    at: datetime
+
+
 Subscriber = Callable[[Session, Event], None]
 
 

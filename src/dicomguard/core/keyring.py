@@ -19,13 +19,15 @@ from sqlalchemy.orm import Session
 from dicomguard.crypto.aead import new_key
 from dicomguard.crypto.kek import Kek
 from dicomguard.errors import ErasedError
-from dicomguard.index.db import read_session
+from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import ArchiveMeta, Patient, WrappedKey
 
 PURPOSE_INDEX = "index"
 PURPOSE_IDENTITY = "identity"
 PURPOSE_PATIENT = "patient-data"
 PURPOSE_LEDGER = "ledger-signing"
+PURPOSE_BACKUP = "backup"
+"""Derives each snapshot's key (ADR 0007); created by the first backup of a home."""
 META_KEK_ID = "kek_id"
 META_ARCHIVE_ID = "archive_id"
 _CACHE = 4096
@@ -50,6 +52,11 @@ class Keyring:
     def kek_id(self) -> str:
         return self._kek.kek_id
 
+    @property
+    def kek(self) -> Kek:
+        """The unsealed KEK (in memory only): the backup key vault is sealed under it (ADR 0007)."""
+        return self._kek
+
     @staticmethod
     def bootstrap(session: Session, kek: Kek) -> None:
         """Create the archive-wide keys of a new home."""
@@ -68,6 +75,17 @@ class Keyring:
                         raise KeyError(purpose)
                     self._archive_keys[purpose] = self._kek.unwrap(purpose, "archive", row.wrapped)
             return self._archive_keys[purpose]
+
+    def ensure_archive_key(self, purpose: str) -> bytes:
+        """The archive key of ``purpose``, created (and committed) on first use."""
+        try:
+            return self.archive_key(purpose)
+        except KeyError:
+            pass
+        with write_session(self._engine) as s:
+            if s.get(WrappedKey, purpose) is None:
+                self.add_archive_key(s, purpose, new_key())
+        return self.archive_key(purpose)
 
     def add_archive_key(self, session: Session, purpose: str, key: bytes) -> None:
         session.add(WrappedKey(purpose=purpose, kek_id=self._kek.kek_id, wrapped=self._kek.wrap(purpose, "archive", key)))

@@ -102,6 +102,18 @@ class Kek:
         }
         return (json.dumps(doc, indent=2) + "\n").encode()
 
+    def seal_to_recovery_key(self, recovery_public: bytes) -> bytes:
+        """This KEK sealed to the recovery key (``crypto.recovery``): opened without the passphrase, by the printed key only."""
+        from dicomguard.crypto import recovery
+
+        return recovery.seal_to(recovery_public, self._key, _aad(self.kek_id))
+
+    @classmethod
+    def open_with_recovery_key(cls, kek_id: str, sealed: bytes, recovery_private: bytes) -> Kek:
+        from dicomguard.crypto import recovery
+
+        return cls(kek_id, recovery.open_with(recovery_private, sealed, _aad(kek_id)))
+
     @classmethod
     def unseal(cls, sealed_file: bytes, passphrase: str) -> Kek:
         """Open a sealed KEK. Any failure raises the same opaque :class:`UnsealError`."""

@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,6 +105,22 @@ class PatientConflict(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolution: Mapped[str | None] = mapped_column(String(32))
     resolved_by: Mapped[str | None] = mapped_column(String(256))
+
+
+class BackupRun(Base):
+    """One backup, drill or key-vault push to a target (ADR 0007): ``backup status`` reads these; the ledger proves them."""
+
+    __tablename__ = "backup_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``backup``, ``drill`` or ``vault``."""
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)
+    """JSON: counts, bytes, seconds, RPO/RTO, problems (no PHI)."""
 
 
 class PatientToken(Base):

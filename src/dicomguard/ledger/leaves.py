@@ -16,8 +16,12 @@ from typing import Any
 from dicomguard.core.events import (
     AccessRefused,
     ApplicationActivity,
+    ArchiveRestored,
     AuditLogUsed,
     AuditMessageImported,
+    BackupCompleted,
+    BackupDrilled,
+    BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
     IdentityConflictRefused,
@@ -141,6 +145,28 @@ def patient_erased(e: PatientErased) -> LeafEntry:
 def keys_rotated(e: KeysRotated) -> LeafEntry:
     return _event({"event": "keys-rotated", "subject": e.new_kek_id, "old_kek_id": e.old_kek_id, "rewrapped": e.rewrapped,
                    "time": _time(e.at)})
+
+
+def backup_completed(e: BackupCompleted) -> LeafEntry:
+    return _event({"event": "backup-completed", "subject": e.snapshot_id, "target": e.target, "manifest_sha256": e.manifest_sha256,
+                   "checkpoint_size": e.checkpoint_size, "objects": e.objects, "bytes": e.bytes, "new_bytes": e.new_bytes,
+                   "by": e.principal.label(), "time": _time(e.at)})
+
+
+def backup_failed(e: BackupFailed) -> LeafEntry:
+    return _event({"event": "backup-failed", "subject": e.target, "operation": e.operation, "reason": e.reason[:512],
+                   "by": e.principal.label(), "time": _time(e.at)})
+
+
+def backup_drilled(e: BackupDrilled) -> LeafEntry:
+    return _event({"event": "backup-drilled", "subject": e.snapshot_id, "target": e.target, "objects": e.objects,
+                   "problems": e.problems, "rpo_s": round(e.rpo_s, 3), "rto_s": round(e.rto_s, 3), "by": e.principal.label(),
+                   "time": _time(e.at)})
+
+
+def archive_restored(e: ArchiveRestored) -> LeafEntry:
+    return _event({"event": "archive-restored", "subject": e.snapshot_id, "target": e.target, "objects": e.objects,
+                   "tombstoned_patients": e.tombstoned_patients, "by": e.principal.label(), "time": _time(e.at)})
 
 
 def integrity_violation(e: IntegrityViolation) -> LeafEntry:

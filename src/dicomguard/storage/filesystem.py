@@ -38,6 +38,10 @@ class FilesystemBlobStore:
             raise BlobStoreError("invalid blob id")  # never let an id become a path traversal
         return self.root / blob_id[:2] / blob_id
 
+    def path(self, blob_id: str) -> Path:
+        """Where a blob lives (a backup copies it with the kernel's file copy)."""
+        return self._path(blob_id)
+
     def create_layout(self) -> None:
         """Create the 256 fan-out folders up front (``init``), so that no ingest pays for a mkdir."""
         for i in range(256):

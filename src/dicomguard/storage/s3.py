@@ -124,6 +124,17 @@ class S3Credentials:
 
 
 @dataclass(frozen=True)
+class ObjectVersion:
+    """One version of an object in a versioned bucket."""
+
+    name: str
+    version_id: str
+    modified: datetime
+    size: int
+    latest: bool
+
+
+@dataclass(frozen=True)
 class S3Location:
     """Where: a bucket (and a key prefix in it) at an endpoint. Checked by the settings (``config.S3Settings``)."""
 
@@ -216,25 +227,29 @@ class S3Bucket:
             return None
 
     def put(self, name: str, chunks: Iterable[bytes], *, part_size: int = PART_SIZE, create_only: bool = True,
-            metadata: dict[str, str] | None = None) -> int:
+            metadata: dict[str, str] | None = None, lock_until: datetime | None = None) -> int:
         """Stream ``chunks`` into one object; returns its size. Visible only once complete.
 
         ``create_only``: refuse (:class:`S3Exists`) if the key exists (``If-None-Match: *``).
+        ``lock_until``: S3 Object Lock retention in COMPLIANCE mode until then (the bucket must have Object Lock
+        enabled): nobody, not even the bucket's administrator, can delete this version or shorten its retention.
         """
         if not MIN_PART_SIZE <= part_size <= 5 * 1024 * MiB:
             raise ValueError("part_size must be 5 MiB to 5 GiB")
         token = secrets.token_hex(16)
         meta = {**(metadata or {}), WRITER_META: token}
+        lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": lock_until} if lock_until else {}
         parts = _parts(chunks, part_size)
         head = [next(parts)]  # the first part lives in this list only, so that it can go as soon as it is sent
         if head[0][1]:
-            return self._put_single(name, head.pop()[0], meta, create_only, token)
-        return self._put_multipart(name, head, parts, meta, create_only, token)
+            return self._put_single(name, head.pop()[0], meta, create_only, token, lock)
+        return self._put_multipart(name, head, parts, meta, create_only, token, lock)
 
-    def _put_single(self, name: str, body: bytearray, meta: dict[str, str], create_only: bool, token: str) -> int:
+    def _put_single(self, name: str, body: bytearray, meta: dict[str, str], create_only: bool, token: str,
+                    lock: dict[str, Any]) -> int:
         from botocore.exceptions import ClientError
 
-        args: dict[str, Any] = {"IfNoneMatch": "*"} if create_only else {}
+        args: dict[str, Any] = {"IfNoneMatch": "*", **lock} if create_only else dict(lock)
         try:
             self._client.put_object(Bucket=self.bucket, Key=self.key(name), Body=body, Metadata=meta,
                                     ChecksumCRC32=_crc32(body), **args)
@@ -247,12 +262,12 @@ class S3Bucket:
         return len(body)
 
     def _put_multipart(self, name: str, head: list[tuple[bytearray, bool]], rest: Iterator[tuple[bytearray, bool]], meta: dict[str, str],
-                       create_only: bool, token: str) -> int:
+                       create_only: bool, token: str, lock: dict[str, Any]) -> int:
         from botocore.exceptions import ClientError
 
         key = self.key(name)
         upload_id = self._call("create_multipart_upload", name, Bucket=self.bucket, Key=key, Metadata=meta,
-                               ChecksumAlgorithm="CRC32")["UploadId"]
+                               ChecksumAlgorithm="CRC32", **lock)["UploadId"]
         try:
             done: list[dict[str, Any]] = []
             size = 0
@@ -299,13 +314,15 @@ class S3Bucket:
         except (BotoCoreError, ClientError) as exc:  # best effort: the stale-upload sweep and the lifecycle rule catch the rest
             log.warning("could not abort the multipart upload of %s: %s", name, type(exc).__name__)
 
-    def get(self, name: str) -> bytes:
-        return b"".join(self.stream(name, 8 * MiB))
+    def get(self, name: str, version_id: str | None = None) -> bytes:
+        return b"".join(self.stream(name, 8 * MiB, version_id=version_id))
 
-    def stream(self, name: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
-        """Yield the object in pieces of at most ``chunk_size`` bytes; a dropped connection is resumed where it broke."""
+    def stream(self, name: str, chunk_size: int = READ_CHUNK, version_id: str | None = None) -> Iterator[bytes]:
+        """Yield the object (or one version of it) in pieces of at most ``chunk_size`` bytes; a dropped connection
+        is resumed where it broke."""
         retryable = _broken_connection_errors()
-        response = self._call("get_object", name, Bucket=self.bucket, Key=self.key(name))
+        version = {"VersionId": version_id} if version_id else {}
+        response = self._call("get_object", name, Bucket=self.bucket, Key=self.key(name), **version)
         etag, size = response.get("ETag"), response["ContentLength"]
         offset, failures = 0, 0
         body = response["Body"]
@@ -330,7 +347,7 @@ class S3Bucket:
                         break
                     args = {"IfMatch": etag} if etag else {}
                     body = self._call("get_object", name, Bucket=self.bucket, Key=self.key(name),
-                                      Range=f"bytes={offset}-", **args)["Body"]
+                                      Range=f"bytes={offset}-", **args, **version)["Body"]
         finally:
             body.close()
         if offset != size:
@@ -349,6 +366,39 @@ class S3Bucket:
                     yield obj["Key"][len(self.prefix):]
         except Exception as exc:
             raise _as_s3_error(exc, "list_objects_v2", under) from exc
+
+    def versions(self, under: str = "") -> Iterator[ObjectVersion]:
+        """Every version of every object under ``under`` (delete markers excluded), as the server lists them."""
+        paginator = self._client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(under)):
+                for v in page.get("Versions", ()):
+                    yield ObjectVersion(v["Key"][len(self.prefix):], v["VersionId"], v["LastModified"], v["Size"], bool(v.get("IsLatest")))
+        except Exception as exc:
+            raise _as_s3_error(exc, "list_object_versions", under) from exc
+
+    def delete_version(self, name: str, version_id: str) -> None:
+        """Delete one version for good (refused by the server while it is under COMPLIANCE retention)."""
+        self._call("delete_object", name, Bucket=self.bucket, Key=self.key(name), VersionId=version_id)
+
+    def retention(self, name: str, version_id: str) -> tuple[str, datetime] | None:
+        """The version's Object Lock retention (mode, retain-until), or None when it has none."""
+        try:
+            r = self._call("get_object_retention", name, Bucket=self.bucket, Key=self.key(name), VersionId=version_id)
+        except S3Error as exc:
+            if "NoSuchObjectLockConfiguration" in str(exc) or "ObjectLockConfigurationNotFound" in str(exc):
+                return None
+            raise
+        ret = r.get("Retention") or {}
+        return (ret["Mode"], ret["RetainUntilDate"]) if ret.get("Mode") else None
+
+    def object_lock_enabled(self) -> bool:
+        """True when the bucket has Object Lock enabled (which also turns versioning on for good)."""
+        try:
+            r = self._call("get_object_lock_configuration", "", Bucket=self.bucket)
+        except S3Error:
+            return False
+        return (r.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") == "Enabled"
 
     def incomplete_uploads(self, under: str = "") -> Iterator[tuple[str, str, datetime]]:
         """Multipart uploads started and neither completed nor aborted: (name, upload id, initiated)."""
