@@ -195,6 +195,7 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("verify", lambda w, t: ["verify", "--json"], 1),
     ("ledger witness", lambda w, t: ["ledger", "witness", "--import", str(t / "checkpoint.txt")], 1),
     ("keys rotate", lambda w, t: ["keys", "rotate"], 1),
+    ("keys recovery-key", lambda w, t: ["keys", "recovery-key", "--replace"], 1),
     ("patient resolve", lambda w, t: ["patient", "resolve", "1", "--as", "same-person", "--reason", "name corrected"], 1),
     ("backup run", lambda w, t: ["backup", "run", "--json"], 1),
     ("backup drill", lambda w, t: ["backup", "drill", "--json"], 1),

@@ -313,3 +313,17 @@ def test_an_unknown_target_is_a_clear_error(backed) -> None:
 
     with pytest.raises(ConfigurationError, match="no backup target named 'tape'"):
         archive.operator.backups.run("tape")
+
+
+def test_a_new_recovery_key_opens_backups_written_after_it(backed, tmp_path: Path) -> None:
+    archive, _, bob, target = backed
+    with pytest.raises(ValueError, match="--replace"):
+        archive.operator.keys.new_recovery_key(PASSPHRASE)
+    with pytest.raises(Exception, match="(?i)unseal|passphrase"):
+        archive.operator.keys.new_recovery_key("not the archive passphrase", replace=True)
+    printed = archive.operator.keys.new_recovery_key(PASSPHRASE, replace=True)
+    _run(archive)
+    new = "the passphrase of the new custodian"
+    restore_home(target, tmp_path / "restored", Unlock(recovery_key=parse_key(printed), new_passphrase=new))
+    with Archive.open(tmp_path / "restored", new) as restored:
+        assert restored.operator.retrieve.instance(bob[0]).data

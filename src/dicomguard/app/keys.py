@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dicomguard.app.home import KEYS_DIR, kdf_params, sealed_kek_path
+from dicomguard.app.home import KEYS_DIR, kdf_params, recovery_public_key, sealed_kek_path, write_recovery_key
 from dicomguard.core.access import Action, Resource
-from dicomguard.core.events import KeysRotated
+from dicomguard.core.events import KeysRotated, SecurityConfigurationChanged
 from dicomguard.core.service import Service
 from dicomguard.crypto.kek import Kek, check_passphrase_strength
 from dicomguard.index.db import checkpoint_and_shrink
@@ -46,6 +46,20 @@ class KeyService(Service):
         remove_stale_sealed_keks(home, new_kek.kek_id)
         checkpoint_and_shrink(self.ctx.engine)
         return Rotation(old_kek.kek_id, new_kek.kek_id, count)
+
+
+    def new_recovery_key(self, passphrase: str, replace: bool = False) -> str:
+        """Create the recovery key (``keys recovery-key``; ADR 0007): its public half goes into the home, the printable
+        private half is returned once. Replacing it makes vaults written from now on open with the new one only.
+        """
+        self.access.authorize(Action.KEYS_ROTATE, Resource.archive())
+        home = self.ctx.home
+        Kek.unseal(sealed_kek_path(home, self.ctx.keyring.kek_id).read_bytes(), passphrase)  # the holder of the passphrase only
+        if recovery_public_key(home) is not None and not replace:
+            raise ValueError("this home has a recovery key; pass --replace to issue a new one")
+        printed = write_recovery_key(home)
+        self.record_alone(SecurityConfigurationChanged(self.principal, "archive", "recovery key issued", datetime.now(UTC)))
+        return printed
 
 
 def remove_stale_sealed_keks(home: Path, current: str) -> None:

@@ -119,5 +119,17 @@ def keys_rotate(
                   "the old KEK no longer opens anything.")
 
 
+@keys_app.command("recovery-key")
+def keys_recovery_key(replace: bool = typer.Option(False, "--replace", help="Issue a new one (the old one opens older vaults only).")) -> None:
+    """Issue the recovery key that opens backups without the passphrase, and show it once (homes made before it existed)."""
+    passphrase = ask_passphrase()
+    with open_archive() as archive:
+        try:
+            printed = archive.operator.keys.new_recovery_key(passphrase, replace)
+        except ValueError as exc:
+            fail(str(exc))
+    console.print(f"recovery key (shown once; keep it offline, e.g. in a safe): {printed}")
+
+
 if __name__ == "__main__":
     app()

@@ -104,6 +104,11 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
             ae = f"{ae} worker {channel.slot} (pid {os.getpid()})"
         console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
         serve_services.operations.application("dicomguard serve", started=True)  # each worker records its own
+        from dicomguard.app.backup.schedule import BackupScheduler
+
+        scheduler = BackupScheduler(serve_services)
+        if channel is None or channel.slot == 0:  # one scheduler per archive host, not one per worker
+            scheduler.start(stop)
         if channel is None:
             print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
         else:
@@ -129,6 +134,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         dimse.stop(grace_s=10)
         web_stop.set()
         web.join(timeout=15)
+        scheduler.join(timeout=30)
         serve_services.operations.application("dicomguard serve", started=False)
         archive.ledger.latest_checkpoint()
         for forwarder in forwarders:

@@ -72,8 +72,10 @@ def create_app(archive: Archive) -> FastAPI:
         dependencies=[Depends(metrics_reader)],
     )
     def metrics() -> Response:
+        from dicomguard.app.backup.status import gauges
+
         body, content_type = app.state.metrics.exposition()
-        return Response(body, media_type=content_type)
+        return Response(body + gauges(archive.ctx), media_type=content_type)
 
     # Added innermost first: the last one added is the outermost.
     app.add_middleware(PathGuardMiddleware)
