@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,13 +250,15 @@ class FolderTarget:
     def prune_vault_history(self) -> int:
         return 0
 
-    def remove_partials(self) -> int:
-        """Temporary files of a run killed mid-write (never visible under a name)."""
+    def remove_partials(self, older_than_s: float = 3600) -> int:
+        """Temporary files of a run killed mid-write (never visible under a name); an hour old, so not a running copy's."""
         removed = 0
+        cutoff = time.time() - older_than_s
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
-                if f.startswith(_TMP):
-                    os.unlink(os.path.join(dirpath, f))
+                path = os.path.join(dirpath, f)
+                if f.startswith(_TMP) and os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
                     removed += 1
         return removed
 

@@ -264,6 +264,20 @@ def list_snapshots(target: BackupTarget) -> list[str]:
 # -- the run ------------------------------------------------------------------------------
 
 
+SCRATCH_PREFIXES = (".backup-", ".drill-", ".restore-")
+
+
+def remove_stale_scratch(home: Path, older_than_s: float = 86400) -> int:
+    """Scratch folders of runs killed mid-way (index copies without keys, never plaintext); a day old, so never a live run's."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for path in home.iterdir():
+        if path.is_dir() and path.name.startswith(SCRATCH_PREFIXES) and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def take_snapshot(ctx: ArchiveContext, target: BackupTarget, *, retention_days: int, vault_lock_days: int,
                   progress: Progress | None = None, workers: int = 4) -> SnapshotResult:
     """Write one snapshot of the archive to ``target`` (see the module). Raises on failure; nothing half-done looks complete."""
@@ -271,6 +285,7 @@ def take_snapshot(ctx: ArchiveContext, target: BackupTarget, *, retention_days: 
     now = datetime.now(UTC)
     snapshot_id = new_snapshot_id(now)
     target.check()
+    remove_stale_scratch(ctx.home)
     if isinstance(target, FolderTarget):
         target.remove_partials()
     backup_key = ctx.keyring.ensure_archive_key(PURPOSE_BACKUP)
