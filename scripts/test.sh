@@ -10,7 +10,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # Real peers for the tests: PostgreSQL client (pg_dump), dcmtk, stunnel (TLS for dcmtk tools
   # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector).
   apt-get install -y -qq --no-install-recommends \
-    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls >/dev/null
+    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng fonts-dejavu-core >/dev/null
 fi
 
 # The PostgreSQL tests need the server up; on the project's machines it is installed and

@@ -169,6 +169,7 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     # (command, argv from the world and a scratch folder, audit records of its one action)
     ("import", lambda w, t: ["import", str(w.files / "bob.dcm")], 1),
     ("export", lambda w, t: ["export", str(t / "out"), "--study", w.study], 1),
+    ("deid", lambda w, t: ["deid", str(w.files / "bob.dcm"), "--out", str(t / "deid")], 1),
     ("ls", lambda w, t: ["ls", "studies", "--json"], 1),
     ("show", lambda w, t: ["show", w.study, "--json"], 1),
     ("study label", lambda w, t: ["study", "label", w.study, "--add", "teaching"], 1),

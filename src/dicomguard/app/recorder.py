@@ -38,6 +38,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    Deidentified,
     Event,
     IdentityConflictRefused,
     InstancesAccessed,
@@ -49,6 +50,7 @@ from dicomguard.core.events import (
     PatientIdentityConflict,
     PatientIdentityResolved,
     QueryPerformed,
+    Reidentified,
     SecurityConfigurationChanged,
     UserAuthentication,
 )
@@ -89,6 +91,8 @@ RECORDINGS: dict[type[Event], Recording] = {
     BackupFailed: Recording(leaves.backup_failed, mapping.backup_failed),
     BackupDrilled: Recording(leaves.backup_drilled, mapping.backup_drilled),
     ArchiveRestored: Recording(leaves.archive_restored, mapping.archive_restored),
+    Deidentified: Recording(leaves.deidentified, mapping.deidentified),
+    Reidentified: Recording(leaves.reidentified, mapping.reidentified),
 }
 
 

@@ -18,6 +18,7 @@ from dicomguard.audit.service import AuditService
 from dicomguard.core.access import Principal
 from dicomguard.core.access_control import AccessControl
 from dicomguard.core.services.break_glass import BreakGlassService
+from dicomguard.core.services.deid import DeidService
 from dicomguard.core.services.erase import EraseService
 from dicomguard.core.services.operations import OperationsService
 from dicomguard.core.services.patients import PatientIdentityService
@@ -114,3 +115,7 @@ class Services:
     @cached_property
     def backups(self) -> BackupService:
         return BackupService(self.archive.ctx, self.access, self.archive.ledger)
+
+    @cached_property
+    def deid(self) -> DeidService:
+        return DeidService(self.archive.ctx, self.access)

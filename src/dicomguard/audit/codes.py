@@ -101,6 +101,8 @@ class EventTypes:
     INTEGRITY_VIOLATION = local("integrity-violation", "Stored data failed integrity verification")
     INTEGRITY_CHECKED = local("integrity-checked", "Archive integrity verification ran")
     KEYS_ROTATED = local("keys-rotated", "Key-encryption key rotated")
+    DEIDENTIFIED = local("deidentified", "Objects released de-identified (PS3.15 Annex E)")
+    REIDENTIFIED = local("reidentified", "Pseudonym resolved to the archive's patient")
     BACKUP_COMPLETED = local("backup-completed", "Backup snapshot written")
     BACKUP_FAILED = local("backup-failed", "Backup or restore drill failed, or overdue")
     BACKUP_DRILLED = local("backup-drilled", "Restore drill ran")

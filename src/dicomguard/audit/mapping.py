@@ -60,6 +60,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    Deidentified,
     Event,
     IdentityConflictRefused,
     InstancesAccessed,
@@ -71,6 +72,7 @@ from dicomguard.core.events import (
     PatientIdentityConflict,
     PatientIdentityResolved,
     QueryPerformed,
+    Reidentified,
     SecurityConfigurationChanged,
     UserAuthentication,
 )
@@ -536,6 +538,46 @@ def user_authentication(c: MappingContext, s: Session, e: UserAuthentication) ->
     msg = c.message(EventIds.USER_AUTHENTICATION, e.at, outcome, ActionCode.EXECUTE, [user, c.archive()], [], types,
                     e.reason or (None if outcome == Outcome.SUCCESS else e.kind))
     return [Draft(msg, e.user, ())]
+
+
+def deidentified(c: MappingContext, s: Session, e: Deidentified) -> list[Draft]:
+    """A.5.3.4 Export, marked de-identified: the source patients and studies, and the release (project, options, digests)."""
+    objects: list[ParticipantObject] = [c.study_object(uid) for uid in e.study_uids]
+    pids: list[str] = []
+    for ref in e.patient_refs:
+        patient, pid = c.patient_object(s, ref)
+        objects.append(patient)
+        pids.append(pid)
+    for pid in e.patient_ids:
+        objects.append(ParticipantObject(pid, ObjectIdTypes.PATIENT_NUMBER, name=pid, type_code=ObjectType.PERSON, role=ObjectRole.PATIENT))
+        pids.append(pid)
+    release = ParticipantObject(
+        f"urn:dicomguard:deid:{e.project}", ObjectIdTypes.URI, type_code=ObjectType.SYSTEM_OBJECT, role=ObjectRole.REPORT,
+        details=(("De-identified", b"YES"), ("Project", _utf8(e.project)), ("Options", _utf8(",".join(e.options) or "basic profile")),
+                 ("Released", str(e.released).encode()), ("Refused", str(e.refused).encode()),
+                 ("PairsSHA256", e.pairs_sha256.encode("ascii"))))
+    participants = [
+        c.principal(e.principal, Roles.SOURCE, requestor=True), c.archive(Roles.SOURCE),
+        Participant(f"file://{c.source.host}", False, (Roles.DESTINATION_MEDIA,), media_type=MediaTypes.URI),
+    ]
+    outcome = Outcome.SUCCESS if not e.refused else Outcome.MINOR_FAILURE
+    msg = c.message(EventIds.EXPORT, e.at, outcome, ActionCode.READ, participants, [*objects, release],
+                    description=f"de-identified release ({e.project}): {e.released} released, {e.refused} refused")
+    return [Draft(msg, e.principal.name, tuple(pids))]
+
+
+def reidentified(c: MappingContext, s: Session, e: Reidentified) -> list[Draft]:
+    """A.5.3.11 Security Alert: a project's pseudonym was resolved to the archive's patient(s)."""
+    text = f"pseudonym {e.pseudonym} of project {e.project} re-identified: {len(e.patient_refs)} match(es)"
+    objects = [alert_subject(f"urn:dicomguard:deid:{e.project}", text)]
+    pids = []
+    for ref in e.patient_refs:
+        patient, pid = c.patient_object(s, ref)
+        objects.append(patient)
+        pids.append(pid)
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], objects, (EventTypes.REIDENTIFIED,), text)
+    return [Draft(msg, e.principal.name, tuple(pids))]
 
 
 def _backup_alert(c: MappingContext, e: BackupCompleted | BackupFailed | BackupDrilled | ArchiveRestored, subject: str, text: str,

@@ -90,10 +90,30 @@ def export_cmd(
     series: str = typer.Option(None, "--series", help="Series Instance UID."),
     instance: str = typer.Option(None, "--instance", help="SOP Instance UID."),
     as_json: bool = typer.Option(False, "--json"),
+    deidentify: bool = typer.Option(False, "--deidentify", help="Release the study de-identified (PS3.15 Annex E; with --study)."),
+    option: list[str] = typer.Option([], "--option", help="With --deidentify: a PS3.15 option in kebab-case (repeatable)."),
+    preset: str = typer.Option(None, "--preset", help="With --deidentify: 'research' (see `dicomguard deid --help`)."),
+    project: str = typer.Option("default", "--project", help="With --deidentify: the pseudonym project."),
 ) -> None:
-    """Export verified objects as DICOM files: OUTDIR/<study>/<series>/<instance>.dcm."""
+    """Export verified objects as DICOM files: OUTDIR/<study>/<series>/<instance>.dcm (--deidentify: pseudonymous UIDs)."""
     if sum(x is not None for x in (study, series, instance)) != 1:
         fail("give exactly one of --study, --series, --instance")
+    if deidentify:
+        from dicomguard.cli.deid_cmds import parse, report
+
+        if study is None:
+            fail("--deidentify exports a whole study: use --study")
+        options = parse(option, preset)
+        from dicomguard.errors import NotFoundError
+
+        with open_archive() as archive:
+            try:
+                run = archive.operator.deid.export_study(study, outdir, options, project)
+            except NotFoundError:
+                fail("nothing to export: no such object", EXIT_FAILED)
+        report(run, as_json, f"exported de-identified into {outdir}")
+    elif option or preset:
+        fail("--option and --preset need --deidentify")
     from dicomguard.core.access import Action
     from dicomguard.errors import DicomGuardError, NotFoundError
 

@@ -11,6 +11,7 @@ from dicomguard.cli import (
     audit_cmds,
     backup_cmds,
     data,
+    deid_cmds,
     device_cmds,
     gateway_cmds,
     ledger_cmds,
@@ -52,6 +53,7 @@ policy_cmds.register(app)
 study_cmds.register(app)
 patient_cmds.register(app)
 backup_cmds.register(app)
+deid_cmds.register(app)
 
 
 @app.callback()

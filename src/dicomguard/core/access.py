@@ -69,6 +69,11 @@ class Action(StrEnum):
     """Listing patient-identity conflicts: references, differing field names, departments and senders, no PHI."""
     PATIENT_RECONCILE = "patient-reconcile"
     """Deciding a patient-identity conflict (same person, or different persons)."""
+    DEIDENTIFY = "deidentify"
+    """Releasing objects de-identified (PS3.15 Annex E): decided on each study read from the archive, on the archive for files."""
+    REIDENTIFY = "reidentify"
+    """Resolving a project's pseudonym to the archive's patient (not administration: no shipped role has it; recorded
+    as a Security Alert)."""
     BACKUP_RUN = "backup-run"
     """Writing a snapshot (ciphertext, encrypted index, key vault) to a backup target."""
     BACKUP_DRILL = "backup-drill"

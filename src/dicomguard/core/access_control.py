@@ -47,7 +47,7 @@ from dicomguard.index.models import StudyAccessWindow
 
 STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action.SHARE})
 """Actions on studies: the only ones a break-glass grant can open."""
-BULK_ACTIONS = frozenset({Action.RETRIEVE, Action.EXPORT})
+BULK_ACTIONS = frozenset({Action.RETRIEVE, Action.EXPORT, Action.DEIDENTIFY})
 """Actions counted in the step-up window (``context.studies_in_window``)."""
 NO_ATTRIBUTES = Decision(False, "the study has no access attributes")
 

@@ -326,6 +326,36 @@ class ArchiveRestored(Event):
     at: datetime
 
 
+@dataclass(frozen=True)
+class Deidentified(Event):
+    """Objects were released de-identified (PS3.15 Annex E): under which project and options, from where, bound by
+    the hash of every (source, result) SHA-256 pair. ``patient_ids`` (file sources) are PHI: audit record only."""
+
+    principal: Principal
+    project: str
+    options: tuple[str, ...]
+    source: str
+    patient_refs: tuple[str, ...]
+    patient_ids: tuple[str, ...]
+    study_uids: tuple[str, ...]
+    released: int
+    refused: int
+    pairs_sha256: str
+    destination: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Reidentified(Event):
+    """A pseudonym of a de-identification project was resolved to the archive's patients (a Security Alert)."""
+
+    principal: Principal
+    project: str
+    pseudonym: str
+    patient_refs: tuple[str, ...]
+    at: datetime
+
+
 Subscriber = Callable[[Session, Event], None]
 
 

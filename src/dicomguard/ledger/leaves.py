@@ -24,6 +24,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    Deidentified,
     IdentityConflictRefused,
     InstancesAccessed,
     InstanceStored,
@@ -34,6 +35,7 @@ from dicomguard.core.events import (
     PatientIdentityConflict,
     PatientIdentityResolved,
     QueryPerformed,
+    Reidentified,
     SecurityConfigurationChanged,
     UserAuthentication,
 )
@@ -145,6 +147,18 @@ def patient_erased(e: PatientErased) -> LeafEntry:
 def keys_rotated(e: KeysRotated) -> LeafEntry:
     return _event({"event": "keys-rotated", "subject": e.new_kek_id, "old_kek_id": e.old_kek_id, "rewrapped": e.rewrapped,
                    "time": _time(e.at)})
+
+
+def deidentified(e: Deidentified) -> LeafEntry:
+    # No Patient ID, not even hashed: the (source, result) digests bind what was released.
+    return _event({"event": "deidentified", "subject": e.project, "options": list(e.options), "source": e.source,
+                   "studies": list(e.study_uids), "released": e.released, "refused": e.refused, "pairs_sha256": e.pairs_sha256,
+                   "by": e.principal.label(), "time": _time(e.at)})
+
+
+def reidentified(e: Reidentified) -> LeafEntry:
+    return _event({"event": "reidentified", "subject": e.project, "pseudonym": e.pseudonym, "matches": len(e.patient_refs),
+                   "by": e.principal.label(), "time": _time(e.at)})
 
 
 def backup_completed(e: BackupCompleted) -> LeafEntry:
