@@ -327,3 +327,30 @@ def test_a_new_recovery_key_opens_backups_written_after_it(backed, tmp_path: Pat
     restore_home(target, tmp_path / "restored", Unlock(recovery_key=parse_key(printed), new_passphrase=new))
     with Archive.open(tmp_path / "restored", new) as restored:
         assert restored.operator.retrieve.instance(bob[0]).data
+
+
+def test_no_wrapped_key_byte_is_left_in_the_index_copy(backed, tmp_path: Path) -> None:
+    """Not even in free pages: the payload's index copy holds none of the live index's wrapped keys."""
+    import tarfile
+
+    from dicomguard.app.backup.snapshot import decrypt_to_file, payload_identity, snapshot_key
+    from dicomguard.app.backup.vault import open_vault
+    from dicomguard.core.keyring import PURPOSE_BACKUP
+    from dicomguard.index.models import Patient, WrappedKey
+
+    archive, _, _, target = backed
+    sid = _run(archive)
+    with read_session(archive.ctx.engine) as s:
+        secrets_ = [w for w in s.scalars(select(Patient.wrapped_data_key)) if w] + list(s.scalars(select(WrappedKey.wrapped)))
+    assert len(secrets_) >= 5
+    vault = open_vault(list(target.vault_candidates()), passphrase=PASSPHRASE)
+    import hashlib
+
+    tar_path = tmp_path / "payload.tar"
+    decrypt_to_file(target.stream(f"snapshots/{sid}/payload"), snapshot_key(vault.archive_key(PURPOSE_BACKUP), sid),
+                    payload_identity(vault.archive_id, sid), tar_path, hashlib.sha256())
+    with tarfile.open(tar_path) as tar:
+        index = tar.extractfile("index.db").read()  # type: ignore[union-attr]
+    assert index.startswith(b"SQLite format 3")
+    for secret in secrets_:
+        assert secret not in index and secret[:24] not in index

@@ -112,9 +112,29 @@ def decrypt_stream(data_key: bytes, identity: bytes, chunks: Iterable[bytes]) ->
 
 
 def decrypt_blob(data_key: bytes, identity: bytes, blob: bytes) -> bytes:
-    """Decrypt a whole blob held in memory."""
+    """Decrypt a whole blob held in memory: the same checks as :func:`decrypt_stream`, segments sliced in place
+    (no copy of the ciphertext; one join of the plaintext)."""
     mv = memoryview(blob)
-    return b"".join(decrypt_stream(data_key, identity, (mv,)))
+    header = bytes(mv[:HEADER_BYTES])
+    if len(header) != HEADER_BYTES:
+        raise DecryptionError("blob header truncated")
+    magic, segment_size, salt = HEADER.unpack(header)
+    if magic != MAGIC or not 16 <= segment_size <= 64 * 1024 * 1024:
+        raise DecryptionError("not a dicomguard blob")
+    aead = AESGCM(derive_key(data_key, _INFO + identity, salt=salt))
+    enc_size = segment_size + TAG_BYTES
+    parts = []
+    offset, counter, end = HEADER_BYTES, 0, len(mv)
+    while True:
+        stop = min(offset + enc_size, end)
+        last = stop >= end
+        try:
+            parts.append(aead.decrypt(_nonce(counter, last), mv[offset:stop], header))
+        except InvalidTag as exc:
+            raise DecryptionError(f"segment {counter} failed authentication") from exc
+        if last:
+            return b"".join(parts)
+        offset, counter = stop, counter + 1
 
 
 class _Rechunker:

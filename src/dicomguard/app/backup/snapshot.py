@@ -144,15 +144,19 @@ def copy_tables(src: Any, dest_engine: Any, batch: int = 5000) -> None:
 
 
 def strip_keys(index_copy: Path) -> None:
-    """Remove every wrapped key from the copy, so the snapshot holds none (ADR 0007); secure_delete + VACUUM leave no trace in free pages."""
+    """Remove every wrapped key from the copy, so the snapshot holds none (ADR 0007).
+
+    ``secure_delete`` overwrites the freed bytes in place (no ``VACUUM`` needed: it would
+    rewrite the whole copy); the rollback journal, which holds the old pages, is not part
+    of the payload.
+    """
     con = sqlite3.connect(index_copy)
     try:
-        con.execute("PRAGMA secure_delete=ON")
         con.execute("PRAGMA journal_mode=DELETE")
-        con.execute("UPDATE patients SET wrapped_data_key = NULL")
+        con.execute("PRAGMA secure_delete=ON")
+        con.execute("UPDATE patients SET wrapped_data_key = NULL WHERE wrapped_data_key IS NOT NULL")
         con.execute("DELETE FROM wrapped_keys")
         con.commit()
-        con.execute("VACUUM")
     finally:
         con.close()
 
