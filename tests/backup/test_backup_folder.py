@@ -354,3 +354,23 @@ def test_no_wrapped_key_byte_is_left_in_the_index_copy(backed, tmp_path: Path) -
     assert index.startswith(b"SQLite format 3")
     for secret in secrets_:
         assert secret not in index and secret[:24] not in index
+
+
+def test_restore_at_a_point_in_time_takes_the_newest_snapshot_before_it(backed, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from dicomguard.app.backup.snapshot import snapshot_time
+
+    archive, alice, bob, target = backed
+    first = _run(archive)
+    later_uid = archive.operator.store.ingest(ct_series(BOB, n=1, seed=66)[0]).sop_instance_uid
+    second = _run(archive)
+    between = snapshot_time(first) + (snapshot_time(second) - snapshot_time(first)) / 2  # type: ignore[operator]
+    result = restore_home(target, tmp_path / "at", Unlock(passphrase=PASSPHRASE), at=between)
+    assert result.snapshot_id == first
+    with Archive.open(tmp_path / "at", PASSPHRASE) as restored:
+        assert restored.operator.retrieve.instance(bob[0]).data
+        with pytest.raises(NotFoundError):
+            restored.operator.retrieve.instance(later_uid)
+    with pytest.raises(RestoreError, match="no snapshot"):
+        restore_home(target, tmp_path / "before", Unlock(passphrase=PASSPHRASE), at=datetime(2020, 1, 1, tzinfo=UTC))

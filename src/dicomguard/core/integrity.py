@@ -52,8 +52,24 @@ class Problem:
     detail: str
 
 
+class Findings:
+    """A list of named problems (a check passes when it is empty); mixed into reports as their ``problems`` field."""
+
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, kind: StrEnum, subject: str, detail: str) -> None:
+        self.problems.append(Problem(kind, subject, detail))
+
+    def problems_json(self) -> list[dict[str, str]]:
+        return [{"kind": p.kind.value, "subject": p.subject, "detail": p.detail} for p in self.problems]
+
+
 @dataclass
-class VerifyReport:
+class VerifyReport(Findings):
     mode: str
     tree_size: int = 0
     leaves_checked: int = 0
@@ -64,17 +80,10 @@ class VerifyReport:
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, kind: StrEnum, subject: str, detail: str) -> None:
-        self.problems.append(Problem(kind, subject, detail))
-
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["ok"] = self.ok
-        d["problems"] = [{"kind": p.kind.value, "subject": p.subject, "detail": p.detail} for p in self.problems]
+        d["problems"] = self.problems_json()
         return d
 
 

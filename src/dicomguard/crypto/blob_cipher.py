@@ -80,6 +80,16 @@ def blob_salt(blob_prefix: bytes) -> bytes | None:
     return salt if magic == MAGIC else None
 
 
+def _segment_cipher(data_key: bytes, identity: bytes, header: bytes) -> tuple[AESGCM, int]:
+    """The blob's key (from its header's salt and its identity) and the size of one encrypted segment."""
+    if len(header) != HEADER_BYTES:
+        raise DecryptionError("blob header truncated")
+    magic, segment_size, salt = HEADER.unpack(header)
+    if magic != MAGIC or not 16 <= segment_size <= 64 * 1024 * 1024:
+        raise DecryptionError("not a dicomguard blob")
+    return AESGCM(derive_key(data_key, _INFO + identity, salt=salt)), segment_size + TAG_BYTES
+
+
 def decrypt_stream(data_key: bytes, identity: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Yield authenticated plaintext segments of a blob given as a byte stream.
 
@@ -89,13 +99,7 @@ def decrypt_stream(data_key: bytes, identity: bytes, chunks: Iterable[bytes]) ->
     """
     reader = _Rechunker(chunks)
     header = reader.read(HEADER_BYTES)
-    if len(header) != HEADER_BYTES:
-        raise DecryptionError("blob header truncated")
-    magic, segment_size, salt = HEADER.unpack(header)
-    if magic != MAGIC or not 16 <= segment_size <= 64 * 1024 * 1024:
-        raise DecryptionError("not a dicomguard blob")
-    aead = AESGCM(derive_key(data_key, _INFO + identity, salt=salt))
-    enc_size = segment_size + TAG_BYTES
+    aead, enc_size = _segment_cipher(data_key, identity, header)
     counter = 0
     current = reader.read(enc_size)
     while True:
@@ -116,13 +120,7 @@ def decrypt_blob(data_key: bytes, identity: bytes, blob: bytes) -> bytes:
     (no copy of the ciphertext; one join of the plaintext)."""
     mv = memoryview(blob)
     header = bytes(mv[:HEADER_BYTES])
-    if len(header) != HEADER_BYTES:
-        raise DecryptionError("blob header truncated")
-    magic, segment_size, salt = HEADER.unpack(header)
-    if magic != MAGIC or not 16 <= segment_size <= 64 * 1024 * 1024:
-        raise DecryptionError("not a dicomguard blob")
-    aead = AESGCM(derive_key(data_key, _INFO + identity, salt=salt))
-    enc_size = segment_size + TAG_BYTES
+    aead, enc_size = _segment_cipher(data_key, identity, header)
     parts = []
     offset, counter, end = HEADER_BYTES, 0, len(mv)
     while True:

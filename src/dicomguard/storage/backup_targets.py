@@ -154,15 +154,7 @@ class FolderTarget:
     def put_once(self, name: str, chunks: Iterable[bytes], lock_days: int = 0) -> int:
         final = self._path(name)
         tmp, size = self._write_temp(final, chunks)
-        try:
-            os.chmod(tmp, 0o444)
-            os.link(tmp, final)  # fails on an existing name: write-once without a check-then-write race
-        except FileExistsError:
-            raise BlobExistsError(f"{name} exists on {self.name}") from None
-        except OSError as exc:
-            raise self._error(exc, final) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
+        self._link_once(name, tmp, final)
         return size
 
     def copy_file_once(self, name: str, source: Path) -> int:
@@ -172,6 +164,16 @@ class FolderTarget:
         tmp = final.with_name(f"{_TMP}{final.name}-{secrets.token_hex(4)}")
         try:
             shutil.copyfile(source, tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error(exc, final) from exc
+        self._link_once(name, tmp, final)
+        return os.stat(final).st_size
+
+    def _link_once(self, name: str, tmp: Path, final: Path) -> None:
+        """Make the whole, read-only ``tmp`` visible as ``final`` unless that exists: ``link(2)`` fails on an existing
+        name, so write-once holds without a check-then-write race."""
+        try:
             os.chmod(tmp, 0o444)
             os.link(tmp, final)
         except FileExistsError:
@@ -180,7 +182,6 @@ class FolderTarget:
             raise self._error(exc, final) from exc
         finally:
             tmp.unlink(missing_ok=True)
-        return os.stat(final).st_size
 
     def replace(self, name: str, data: bytes, lock_days: int = 0) -> None:
         final = self._path(name)

@@ -30,7 +30,7 @@ from dicomguard.app.backup.snapshot import ManifestError, list_snapshots
 from dicomguard.app.backup.vault import VaultError
 from dicomguard.app.verify import verify_archive
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.integrity import Problem
+from dicomguard.core.integrity import Findings, Problem
 from dicomguard.errors import DicomGuardError
 from dicomguard.index.db import read_session
 from dicomguard.index.models import LedgerHead, LedgerLeaf
@@ -52,7 +52,7 @@ class DrillProblem(StrEnum):
 
 
 @dataclass
-class DrillReport:
+class DrillReport(Findings):
     target: str
     snapshot_id: str = ""
     objects: int = 0
@@ -61,18 +61,11 @@ class DrillReport:
     rto_s: float = 0.0
     problems: list[Problem] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, kind: StrEnum, subject: str, detail: str) -> None:
-        self.problems.append(Problem(kind, subject, detail))
-
     def to_json(self) -> dict[str, Any]:
         mbps = self.bytes / 1e6 / self.rto_s if self.rto_s else 0.0
         return {"target": self.target, "snapshot": self.snapshot_id, "ok": self.ok, "objects": self.objects, "bytes": self.bytes,
                 "rpo_s": round(self.rpo_s, 1), "rto_s": round(self.rto_s, 3), "verify_mb_per_s": round(mbps, 1),
-                "problems": [{"kind": p.kind.value, "subject": p.subject, "detail": p.detail} for p in self.problems]}
+                "problems": self.problems_json()}
 
 
 def recorded_snapshots(ctx: ArchiveContext, target: str) -> dict[str, str]:
