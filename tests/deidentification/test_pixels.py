@@ -239,6 +239,32 @@ def test_compressed_transfer_syntax_is_refused_by_name() -> None:
     assert refused.value.frame is None
 
 
+def test_jpeg_echo_cine_is_decoded_cleaned_and_released_native(tesseract: str) -> None:
+    """Echo carts send JPEG Baseline: decoded once (Pillow), cleaned, released uncompressed and still marked lossy."""
+    import io
+
+    from PIL import Image
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds, _ = burned_in.echo_cine(frames=4)
+    frames = rgb_frames(ds).copy()
+    encoded = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame, "RGB").save(buf, "JPEG", quality=95)
+        encoded.append(buf.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression = "01"
+    clean_pixels(ds, burned_in.identifying_values())
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and ds.LossyImageCompression == "01"
+    assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "NO"
+    after = rgb_frames(ds)
+    assert {i for i, frame in enumerate(after) if readable_tokens(read_text(tesseract, frame), burned_in.ECHO_TOKENS)} == set()
+
+
 @pytest.fixture
 def no_ocr(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """OCR replaced by a reader that sees no words (counts its runs): for encoding tests without tesseract."""

@@ -4,10 +4,12 @@ Pixel cleaning edits stored values in place, so only encodings whose stored
 values can be written back exactly are accepted: the native (uncompressed)
 transfer syntaxes of PS3.5 section 8 (little and big endian, implicit and
 explicit VR, and deflated, whose pixel data is native once read), and RLE
-Lossless (PS3.5 Annex G), decoded and re-encoded losslessly by pydicom. Any
-other encapsulated syntax (JPEG, JPEG-LS, JPEG 2000, MPEG, HEVC...) is refused:
-decoding a lossy one and encoding it again would change every pixel, and the
-lossless ones need codecs we do not ship.
+Lossless (PS3.5 Annex G), decoded and re-encoded losslessly by pydicom. Other
+encapsulated syntaxes that pydicom decodes here (JPEG Baseline/Extended and JPEG
+2000 through Pillow) are decoded once and released *native* (Explicit VR Little
+Endian): re-encoding a lossy image would change every pixel again, so the output
+is larger instead, and Lossy Image Compression stays "01". What does not decode
+(MPEG, HEVC, JPEG-LS without its codec...) is refused, naming the syntax.
 
 Supported pixel descriptions (PS3.3 C.7.6.3): 8 or 16 bits allocated,
 unsigned or signed; MONOCHROME1, MONOCHROME2 (1 sample), RGB and YBR_FULL
@@ -28,6 +30,11 @@ from dicomguard.deid.errors import DeidRefused
 from dicomguard.deid.ocr import luminance8
 
 _MONO = ("MONOCHROME1", "MONOCHROME2")
+_LOSSLESS = frozenset(UID(u) for u in (
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.5"))
+"""Encapsulated syntaxes that are lossless only (JPEG Lossless, JPEG-LS Lossless, JPEG 2000 / HTJ2K Lossless, RLE,
+PS3.5 A.4): every other one may be lossy, and the decoded image is marked as having been lossy compressed."""
 _COLOUR = ("RGB", "YBR_FULL")
 
 
@@ -86,13 +93,17 @@ def open_frames(ds: Dataset) -> NativeFrames:
     ts = _transfer_syntax(ds)
     reencode: UID | None = None
     if ts is not None and ts.is_encapsulated:
-        if ts != RLELossless:
-            raise DeidRefused(f"cannot clean pixel data encoded as {ts.name} ({ts}): no lossless decode and re-encode")
         try:
             ds.decompress(generate_instance_uid=False)
-        except Exception as exc:  # pydicom raises several types for corrupt RLE data
-            raise DeidRefused(f"cannot decode {ts.name} pixel data") from exc
-        reencode, ts = RLELossless, ExplicitVRLittleEndian
+        except Exception as exc:  # pydicom raises several types for corrupt data or a missing codec
+            raise DeidRefused(f"cannot clean pixel data encoded as {ts.name} ({ts}): it does not decode here") from exc
+        if ts == RLELossless:
+            reencode = RLELossless
+        elif ts not in _LOSSLESS:
+            # Decoded once and released native: cleaning adds no second loss, and the header keeps saying the
+            # image was lossy compressed (PS3.3 C.7.6.1.1.5), as every later viewer must know.
+            ds.LossyImageCompression = "01"
+        ts = ExplicitVRLittleEndian
 
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
