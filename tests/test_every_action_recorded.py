@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from dicomguard.cli.main import app as cli_app
+from dicomguard.core.access import Principal
 from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity import users
 from dicomguard.identity.tokens import create_token
@@ -61,6 +62,8 @@ NOT_RECORDED_CLI = {
     "gateway list": "lists the allow-list: no PHI, nothing changed (decided: allowlist-read)",
     "patient conflicts": "lists patient-identity conflicts by surrogate reference: no PHI, nothing changed (decided: patient-conflicts-read)",
     "backup list": "lists snapshot ids of the targets: no PHI, nothing changed (decided: backup-read)",
+    "alerts list": "lists alerts without their patients or explanation: no PHI, nothing changed (decided: alerts-read)",
+    "detect": "scores the operator's own audit files offline: opens no archive, reads no archived PHI",
     "backup status": "reads the backup runs and the 3-2-1-1-0 rules: no PHI, nothing changed (decided: backup-read)",
 }
 NOT_RECORDED_ROUTES = {
@@ -152,6 +155,7 @@ def world(archive, tmp_path: Path) -> World:  # type: ignore[no-untyped-def]
         f.write(f'\n[[backup.target]]\nname = "nas"\nkind = "folder"\nlocation = "{nas}"\n')
     files = tmp_path / "files"
     files.mkdir()
+    (files / "users.csv").write_text("user_id,name,role,department,home_address\ndr.x,Xavier Doe,radiologist,RADIOLOGY,1 Main St\n")
     (files / "bob.dcm").write_bytes(ct_series(BOB, n=1, seed=5)[0])
     with write_session(archive.ctx.engine) as s:  # set-up straight into the index: not actions under test
         identity = archive.ctx.keyring.archive_key(PURPOSE_IDENTITY)
@@ -159,6 +163,9 @@ def world(archive, tmp_path: Path) -> World:  # type: ignore[no-untyped-def]
         users.create_user(s, identity, "dr.y", "radiologist", department=DEPARTMENT)
         material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
         DeviceRegistry.add(s, "CT9", "ct nine", authority=material.authority, ca_pem=material.client_ca_pem)
+    # an alert (number 1) that contained dr.x, raised by the detector: set-up, not an action under test
+    archive.services(Principal.operator("detector")).detection.raise_alert(
+        "dr.x", "bulk-retrieve", "high", datetime.now(UTC), datetime.now(UTC), (ALICE.patient_id,), "unexplained bulk access", [])
     return World(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, files)
 
 
@@ -198,6 +205,11 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("keys rotate", lambda w, t: ["keys", "rotate"], 1),
     ("keys recovery-key", lambda w, t: ["keys", "recovery-key", "--replace"], 1),
     ("patient resolve", lambda w, t: ["patient", "resolve", "1", "--as", "same-person", "--reason", "name corrected"], 1),
+    ("context import", lambda w, t: ["context", "import", "users", str(w.files / "users.csv")], 1),
+    ("alerts show", lambda w, t: ["alerts", "show", "1"], 1),
+    ("alerts ack", lambda w, t: ["alerts", "ack", "1", "--note", "looking"], 1),
+    ("alerts resolve", lambda w, t: ["alerts", "resolve", "1", "--disposition", "true-positive"], 1),
+    ("alerts release", lambda w, t: ["alerts", "release", "dr.x", "--reason", "interviewed, cleared by the DPO"], 1),
     ("backup run", lambda w, t: ["backup", "run", "--json"], 1),
     ("backup drill", lambda w, t: ["backup", "drill", "--json"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),

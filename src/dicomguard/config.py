@@ -238,6 +238,23 @@ class PolicySettings(_Section):
     """Shortest accepted break-glass reason, in characters (a typed justification, not "x")."""
 
 
+class DetectionSettings(_Section):
+    """Access-anomaly detection inside ``serve`` (``dicomguard.detect``): scoring budget and graded containment."""
+
+    enabled: bool = True
+    """Score every access in ``serve`` once context is imported (``dicomguard context import``)."""
+    budget_per_1000_user_days: float = Field(1.0, gt=0, le=1000)
+    """Alert thresholds are calibrated on the baseline to raise at most this many alerts per 1,000 user-days."""
+    baseline_days: int = Field(28, ge=1, le=366)
+    """Days of the audit trail the models learn from at start."""
+    containment: dict[str, Literal["record", "step-up", "suspend"]] = {
+        "low": "record", "medium": "record", "high": "step-up", "critical": "suspend"}
+    """Per severity: ``record`` only; ``step-up`` (the user's next request needs a fresh TOTP, RFC 9470); ``suspend``
+    (sessions, tokens and share links revoked, account disabled until ``alerts release``)."""
+    poll_s: float = Field(0.5, gt=0, le=60)
+    """How often ``serve`` reads new audit records to score (latency from access to alert)."""
+
+
 class BackupTargetSettings(_Section):
     """One backup target (ADR 0007): a folder (another disk, a NAS mount, removable media) or an S3 bucket."""
 
@@ -308,6 +325,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     sessions: SessionSettings = SessionSettings()
     backup: BackupSettings = BackupSettings()
+    detection: DetectionSettings = DetectionSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -463,6 +481,19 @@ enterprise_site = ""
 # The audit table is the spool: nothing is ever dropped. These only say when forwarding is late.
 warn_records = {AuditSpoolSettings().warn_records}
 warn_seconds = {AuditSpoolSettings().warn_seconds}
+
+[detection]
+# Access-anomaly detection in serve (after "dicomguard context import ..."): alerts are calibrated to a budget,
+# and contained per severity: "record", "step-up" (next request needs TOTP) or "suspend" (account locked).
+enabled = true
+budget_per_1000_user_days = {DetectionSettings().budget_per_1000_user_days}
+baseline_days = {DetectionSettings().baseline_days}
+
+[detection.containment]
+low = "record"
+medium = "record"
+high = "step-up"
+critical = "suspend"
 
 [backup]
 # serve backs up to every target this often (hours; 0: only "dicomguard backup run"), and drills (days).

@@ -29,6 +29,8 @@ from dicomguard.audit.mapping import Draft, MappingContext
 from dicomguard.audit.trail import AuditTrail
 from dicomguard.core.events import (
     AccessRefused,
+    AlertHandled,
+    AlertRaised,
     ApplicationActivity,
     ArchiveRestored,
     AuditLogUsed,
@@ -38,6 +40,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    ContextImported,
     Deidentified,
     Event,
     IdentityConflictRefused,
@@ -92,6 +95,9 @@ RECORDINGS: dict[type[Event], Recording] = {
     BackupDrilled: Recording(leaves.backup_drilled, mapping.backup_drilled),
     ArchiveRestored: Recording(leaves.archive_restored, mapping.archive_restored),
     Deidentified: Recording(leaves.deidentified, mapping.deidentified),
+    AlertRaised: Recording(leaves.alert_raised, mapping.alert_raised),
+    AlertHandled: Recording(leaves.alert_handled, mapping.alert_handled),
+    ContextImported: Recording(leaves.context_imported, mapping.context_imported),
     Reidentified: Recording(leaves.reidentified, mapping.reidentified),
 }
 

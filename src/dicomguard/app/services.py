@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from dicomguard.app.backup.service import BackupService
+from dicomguard.app.detection.service import DetectionService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
 from dicomguard.app.verify import VerifyService
@@ -119,3 +120,7 @@ class Services:
     @cached_property
     def deid(self) -> DeidService:
         return DeidService(self.archive.ctx, self.access)
+
+    @cached_property
+    def detection(self) -> DetectionService:
+        return DetectionService(self.archive.ctx, self.access)

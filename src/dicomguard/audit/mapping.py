@@ -51,6 +51,8 @@ from dicomguard.audit.origin import LOCAL as ORIGIN_LOCAL
 from dicomguard.core.access import Action, Principal, PrincipalKind
 from dicomguard.core.events import (
     AccessRefused,
+    AlertHandled,
+    AlertRaised,
     ApplicationActivity,
     ArchiveRestored,
     AuditLogUsed,
@@ -60,6 +62,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    ContextImported,
     Deidentified,
     Event,
     IdentityConflictRefused,
@@ -538,6 +541,35 @@ def user_authentication(c: MappingContext, s: Session, e: UserAuthentication) ->
     msg = c.message(EventIds.USER_AUTHENTICATION, e.at, outcome, ActionCode.EXECUTE, [user, c.archive()], [], types,
                     e.reason or (None if outcome == Outcome.SUCCESS else e.kind))
     return [Draft(msg, e.user, ())]
+
+
+def alert_raised(c: MappingContext, s: Session, e: AlertRaised) -> list[Draft]:
+    """A.5.3.11 Security Alert: an access anomaly; the user as the alert's participant, the patients, why, and the containment."""
+    text = f"alert {e.alert_id}: {e.severity} {e.kind} by {e.user}; containment {e.containment}: {e.explanation}"[:4000]
+    objects = [alert_subject(f"urn:dicomguard:alert:{e.alert_id}", text, Kind=e.kind, Severity=e.severity, Containment=e.containment)]
+    for pid in e.patient_ids[:MAX_INSTANCE_UIDS]:
+        objects.append(ParticipantObject(pid, ObjectIdTypes.PATIENT_NUMBER, name=pid, type_code=ObjectType.PERSON, role=ObjectRole.PATIENT))
+    outcome = Outcome.SERIOUS_FAILURE if e.severity in ("high", "critical") else Outcome.MINOR_FAILURE
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, outcome, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True), c.archive(),
+                    c.named(e.user, requestor=False)], objects, (EventTypes.ACCESS_ANOMALY,), text[:1024])
+    return [Draft(msg, e.user, tuple(e.patient_ids))]
+
+
+def alert_handled(c: MappingContext, s: Session, e: AlertHandled) -> list[Draft]:
+    """A.5.3.11 Security Alert: an alert was viewed, acknowledged, resolved or its containment released."""
+    text = f"alert {e.alert_id} {e.action}" + (f" ({e.disposition})" if e.disposition else "")
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], [alert_subject(f"urn:dicomguard:alert:{e.alert_id}", text)], (EventTypes.ALERT_HANDLED,), text)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def context_imported(c: MappingContext, s: Session, e: ContextImported) -> list[Draft]:
+    """A.5.3.11 Security Alert (configuration): detection context replaced; the rows are PHI and are not in the message."""
+    text = f"detection context {e.kind} imported: {e.rows} rows"
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], [alert_subject(f"urn:dicomguard:detection-context:{e.kind}", text)],
+                    (EventTypes.SECURITY_CONFIGURATION, EventTypes.CONTEXT_IMPORTED), text)
+    return [Draft(msg, e.principal.name, ())]
 
 
 def deidentified(c: MappingContext, s: Session, e: Deidentified) -> list[Draft]:

@@ -186,9 +186,9 @@ class AuditStore:
                 out = out[: f.limit]
         return out
 
-    def iter_all(self, batch: int = 1000) -> Iterator[AuditEntry]:
-        """Every record in ``seq`` order (internal use: verification, benchmarks)."""
-        last = 0
+    def iter_all(self, batch: int = 1000, after: int = 0) -> Iterator[AuditEntry]:
+        """Every record (after ``seq`` ``after``) in ``seq`` order (internal use: verification, detection, benchmarks)."""
+        last = after
         while True:
             with read_session(self.ctx.engine) as s:
                 rows = list(s.scalars(select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)))

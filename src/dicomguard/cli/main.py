@@ -12,6 +12,7 @@ from dicomguard.cli import (
     backup_cmds,
     data,
     deid_cmds,
+    detect_cmds,
     device_cmds,
     gateway_cmds,
     ledger_cmds,
@@ -54,6 +55,7 @@ study_cmds.register(app)
 patient_cmds.register(app)
 backup_cmds.register(app)
 deid_cmds.register(app)
+detect_cmds.register(app)
 
 
 @app.callback()

@@ -105,10 +105,13 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         console.print(f"dicomguard {ae}: DIMSE-TLS on {host}:{dimse.port}, DICOMweb on https://{host}:{https_port or net.https_port}/dicomweb")
         serve_services.operations.application("dicomguard serve", started=True)  # each worker records its own
         from dicomguard.app.backup.schedule import BackupScheduler
-
+        from dicomguard.app.detection.engine import DetectionEngine
         scheduler = BackupScheduler(serve_services)
-        if channel is None or channel.slot == 0:  # one scheduler per archive host, not one per worker
+        detection = DetectionEngine(archive.services(Principal.operator("detector")))
+        if channel is None or channel.slot == 0:  # one scheduler and one detector per archive host, not one per worker
             scheduler.start(stop)
+            if detection.start(stop):
+                console.print("access-anomaly detection: scoring every access in the audit trail")
         if channel is None:
             print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
         else:
@@ -135,6 +138,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         web_stop.set()
         web.join(timeout=15)
         scheduler.join(timeout=30)
+        detection.join(timeout=10)
         serve_services.operations.application("dicomguard serve", started=False)
         archive.ledger.latest_checkpoint()
         for forwarder in forwarders:

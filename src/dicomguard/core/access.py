@@ -74,6 +74,14 @@ class Action(StrEnum):
     REIDENTIFY = "reidentify"
     """Resolving a project's pseudonym to the archive's patient (not administration: no shipped role has it; recorded
     as a Security Alert)."""
+    CONTEXT_IMPORT = "context-import"
+    """Importing detection context (users, patients, orders: PHI) into the archive."""
+    ALERTS_READ = "alerts-read"
+    """Listing and reading access-anomaly alerts (reading one shows its patients: recorded)."""
+    ALERTS_HANDLE = "alerts-handle"
+    """Acknowledging, resolving (with a disposition) and releasing the containment of alerts."""
+    ALERTS_RAISE = "alerts-raise"
+    """Raising an alert and applying its containment (the detector in ``serve``, as the operator)."""
     BACKUP_RUN = "backup-run"
     """Writing a snapshot (ciphertext, encrypted index, key vault) to a backup target."""
     BACKUP_DRILL = "backup-drill"
@@ -87,6 +95,7 @@ ADMINISTRATION = frozenset({
     Action.DEVICE_READ, Action.ALLOWLIST_CHANGE, Action.ALLOWLIST_READ, Action.STUDY_CHANGE, Action.POLICY_RELOAD,
     Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
     Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE, Action.BACKUP_RUN, Action.BACKUP_DRILL, Action.BACKUP_READ,
+    Action.CONTEXT_IMPORT, Action.ALERTS_READ, Action.ALERTS_HANDLE, Action.ALERTS_RAISE,
 })
 """Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 
@@ -222,6 +231,8 @@ class RequestContext:
     emergency_patients: frozenset[str] = frozenset()
     studies_in_window: int = 0
     external: bool = False
+    contained: bool = False
+    """The principal is contained after an access-anomaly alert: every request needs a fresh step-up."""
 
     @classmethod
     def now_for(cls, principal: Principal) -> RequestContext:
@@ -236,6 +247,7 @@ class RequestContext:
             "emergency_patients": sorted(self.emergency_patients),
             "studies_in_window": self.studies_in_window,
             "external": self.external,
+            "contained": self.contained,
         }
 
 

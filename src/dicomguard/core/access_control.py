@@ -43,7 +43,7 @@ from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import AccessRefused
 from dicomguard.core.query import IndexQuery
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import StudyAccessWindow
+from dicomguard.index.models import Containment, StudyAccessWindow
 
 STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action.SHARE})
 """Actions on studies: the only ones a break-glass grant can open."""
@@ -92,7 +92,12 @@ class AccessControl:
                 counted = len(window | self._accessed | set(studies))
         elif bulk:
             counted = len(self._accessed | set(studies))
-        return RequestContext(now, mfa_age_of(self.principal, now), emergency, counted)
+        contained = False
+        if self.principal.kind is PrincipalKind.USER:
+            name = self.principal.name
+            contained = bool(self._cached("contained", now, lambda s: frozenset(
+                s.scalars(select(Containment.user_name).where(Containment.user_name == name, Containment.level != "record")))))
+        return RequestContext(now, mfa_age_of(self.principal, now), emergency, counted, contained=contained)
 
     def _cached(self, key: str, now: datetime, load: Callable[[Session], frozenset[str]]) -> frozenset[str]:
         hit = self._context_cache.get(key)

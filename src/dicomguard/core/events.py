@@ -356,6 +356,43 @@ class Reidentified(Event):
     at: datetime
 
 
+@dataclass(frozen=True)
+class AlertRaised(Event):
+    """An access-anomaly alert (``dicomguard.detect``): a Security Alert naming the user, the patients, why, and what
+    containment was applied. ``patient_ids`` and ``explanation`` are PHI: in the sealed audit record only."""
+
+    principal: Principal
+    alert_id: int
+    user: str
+    kind: str
+    severity: str
+    patient_ids: tuple[str, ...]
+    explanation: str
+    containment: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AlertHandled(Event):
+    """An alert was viewed, acknowledged, resolved (with a disposition) or its containment released."""
+
+    principal: Principal
+    alert_id: int
+    action: str
+    disposition: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ContextImported(Event):
+    """Detection context (users, patients or orders) was imported; it replaces the previous one of its kind."""
+
+    principal: Principal
+    kind: str
+    rows: int
+    at: datetime
+
+
 Subscriber = Callable[[Session, Event], None]
 
 

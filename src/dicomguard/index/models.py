@@ -123,6 +123,47 @@ class BackupRun(Base):
     """JSON: counts, bytes, seconds, RPO/RTO, problems (no PHI)."""
 
 
+class DetectionContext(Base):
+    """Context imported for access-anomaly detection (users, patients, orders): one sealed document per kind (PHI)."""
+
+    __tablename__ = "detection_context"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    rows: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertRow(Base):
+    """An access-anomaly alert. Patients, explanation and evidence are PHI: sealed; the rest is what triage lists."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(256), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """``open``, ``acknowledged`` or ``resolved``."""
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    containment: Mapped[str] = mapped_column(String(16))
+    """What was done automatically: ``record``, ``step-up`` or ``suspend``."""
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Containment(Base):
+    """A user contained after an alert: the next request needs step-up (``step-up``) or the account is suspended."""
+
+    __tablename__ = "containments"
+    user_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16))
+    alert_id: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_account: Mapped[bool] = mapped_column(Boolean)
+    """The containment disabled the account (a release re-enables it; an account disabled before stays disabled)."""
+
+
 class PatientToken(Base):
     """Prefix blind indexes of a patient's name and ID (wildcard matching, PS3.4 C.2.2.2.4)."""
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from dicomguard.core.events import (
     AccessRefused,
+    AlertHandled,
+    AlertRaised,
     ApplicationActivity,
     ArchiveRestored,
     AuditLogUsed,
@@ -24,6 +26,7 @@ from dicomguard.core.events import (
     BackupFailed,
     BreakGlassStarted,
     ConflictRefused,
+    ContextImported,
     Deidentified,
     IdentityConflictRefused,
     InstancesAccessed,
@@ -147,6 +150,21 @@ def patient_erased(e: PatientErased) -> LeafEntry:
 def keys_rotated(e: KeysRotated) -> LeafEntry:
     return _event({"event": "keys-rotated", "subject": e.new_kek_id, "old_kek_id": e.old_kek_id, "rewrapped": e.rewrapped,
                    "time": _time(e.at)})
+
+
+def alert_raised(e: AlertRaised) -> LeafEntry:
+    # No Patient ID and no explanation text (both PHI): the sealed audit record holds them.
+    return _event({"event": "alert-raised", "subject": str(e.alert_id), "user": e.user, "kind": e.kind, "severity": e.severity,
+                   "patients": len(e.patient_ids), "containment": e.containment, "by": e.principal.label(), "time": _time(e.at)})
+
+
+def alert_handled(e: AlertHandled) -> LeafEntry:
+    return _event({"event": "alert-handled", "subject": str(e.alert_id), "action": e.action, "disposition": e.disposition,
+                   "by": e.principal.label(), "time": _time(e.at)})
+
+
+def context_imported(e: ContextImported) -> LeafEntry:
+    return _event({"event": "context-imported", "subject": e.kind, "rows": e.rows, "by": e.principal.label(), "time": _time(e.at)})
 
 
 def deidentified(e: Deidentified) -> LeafEntry:

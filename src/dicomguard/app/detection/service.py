@@ -1,0 +1,225 @@
+"""The detection service: context import, alerts (raise, list, read, acknowledge, resolve) and containment.
+
+Each method is decided by the policies (``context-import``, ``alerts-read``, ``alerts-handle``,
+``alerts-raise``) and recorded in its own transaction. Context (users, patients, orders) and
+each alert's patients, explanation and evidence are PHI: sealed under the archive's
+``detect`` key (AES-256-GCM, the row's identity as associated data). An alert is a PS3.15
+Security Alert, so the collectors receive it like every other. Containment is graded per
+severity (``[detection.containment]``): ``record``; ``step-up`` (the contained user's every
+request needs a TOTP at most five minutes old, RFC 9470 ``acr``-style step-up, by the
+``step-up-contained`` guard); ``suspend`` (sessions and tokens revoked, account disabled).
+Releasing a containment is a recorded decision with a reason. A ``false-positive``
+disposition feeds back: the user-patient pairs of the alert count as explained from then on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.events import AlertHandled, AlertRaised, ContextImported
+from dicomguard.core.keyring import PURPOSE_DETECT
+from dicomguard.core.service import Service
+from dicomguard.crypto.aead import derive_key, open_sealed, seal
+from dicomguard.errors import NotFoundError
+from dicomguard.identity import tokens, users
+from dicomguard.index.db import as_utc, read_session
+from dicomguard.index.models import AlertRow, Containment, DetectionContext, User
+
+CONTEXT_KINDS = ("users", "patients", "orders")
+DISPOSITIONS = ("true-positive", "false-positive")
+FEEDBACK = "feedback"
+"""The context kind holding (user, patient) pairs explained by a false-positive disposition."""
+
+
+@dataclass
+class AlertView:
+    id: int
+    user: str
+    kind: str
+    severity: str
+    start: datetime
+    end: datetime
+    status: str
+    disposition: str | None
+    containment: str
+    patients: tuple[str, ...] = ()
+    explanation: str = ""
+    evidence: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "kind": self.kind, "severity": self.severity, "start": self.start.isoformat(),
+                "end": self.end.isoformat(), "status": self.status, "disposition": self.disposition, "containment": self.containment,
+                "patients": list(self.patients), "explanation": self.explanation, "evidence": self.evidence, "notes": self.notes}
+
+
+class DetectionService(Service):
+    _derived: bytes | None = None
+
+    def _key(self) -> bytes:
+        # Created (committed) on first use: never from inside another write transaction (SQLite has one writer).
+        if self._derived is None:
+            self._derived = derive_key(self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT), b"dicomguard detection rows v1")
+        return self._derived
+
+    def _seal(self, table: str, row_id: str, doc: object) -> bytes:
+        return seal(self._key(), json.dumps(doc).encode(), f"{table}|{row_id}".encode())
+
+    def _open(self, table: str, row_id: str, sealed: bytes) -> Any:
+        return json.loads(open_sealed(self._key(), sealed, f"{table}|{row_id}".encode()))
+
+    # -- context --------------------------------------------------------------------------------
+
+    def import_context(self, kind: str, path: Path) -> int:
+        """Validate and store one context file (``context-import``); it replaces the previous one of its kind.
+
+        A file with a missing column, a bad date or a wrong encoding is refused whole, naming the line.
+        """
+        from dicomguard.detect import context as ctxfiles
+
+        if kind not in CONTEXT_KINDS:
+            raise ValueError(f"context kind must be one of {', '.join(CONTEXT_KINDS)}")
+        self.access.authorize(Action.CONTEXT_IMPORT, Resource.archive())
+        loader = {"users": ctxfiles.load_users_csv, "patients": ctxfiles.load_patients_csv, "orders": ctxfiles.load_orders_csv}[kind]
+        parsed = loader(path)  # raises ContextError("file:line: reason"): nothing stored
+        rows = len(parsed)
+        raw = path.read_bytes().decode("utf-8-sig")
+        self._key()
+        now = datetime.now(UTC)
+        with self.change() as s:
+            s.merge(DetectionContext(kind=kind, sealed=self._seal("detection_context", kind, raw), rows=rows, imported_at=now))
+            self.record(s, ContextImported(self.principal, kind, rows, now))
+        return rows
+
+    def context_files(self) -> dict[str, str]:
+        """The stored context documents (kind -> CSV text, plus the feedback pairs) for the detector; internal, no adapter shows them."""
+        with read_session(self.ctx.engine) as s:
+            return {r.kind: self._open("detection_context", r.kind, r.sealed) for r in s.scalars(select(DetectionContext))}
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def raise_alert(self, user: str, kind: str, severity: str, start: datetime, end: datetime, patients: tuple[str, ...],
+                    explanation: str, evidence: list[str]) -> tuple[int, str]:
+        """Store and record an alert and apply its containment (``alerts-raise``; the detector). Returns (id, containment)."""
+        self.access.authorize(Action.ALERTS_RAISE, Resource.archive())
+        self._key()
+        level = self.ctx.settings.detection.containment.get(severity, "record")
+        now = datetime.now(UTC)
+        with self.change() as s:
+            row = AlertRow(user_name=user[:256], kind=kind[:64], severity=severity[:16], started_at=start, ended_at=end, created_at=now,
+                           status="open", disposition=None, containment=level, sealed=b"")
+            s.add(row)
+            s.flush()
+            row.sealed = self._seal("alerts", str(row.id), {"patients": list(patients), "explanation": explanation,
+                                                             "evidence": evidence[:200], "notes": []})
+            applied = self._contain(s, user, level, row.id, now)
+            row.containment = applied
+            self.record(s, AlertRaised(self.principal, row.id, user, kind, severity, patients, explanation, applied, now))
+            return row.id, applied
+
+    def _contain(self, s: Any, user: str, level: str, alert_id: int, now: datetime) -> str:
+        account = s.get(User, user)
+        if level == "record" or account is None:
+            return "record"  # a user the archive does not know (imported ATNA) cannot be contained here
+        existing = s.get(Containment, user)
+        if existing is not None and (existing.level == "suspend" or level == existing.level):
+            return existing.level
+        disabled = False
+        if level == "suspend":
+            disabled = not account.disabled
+            users.set_disabled(s, user, True)
+            users.end_sessions(s, user, now)
+            tokens.revoke_user_tokens(s, user)
+        if existing is None:
+            s.add(Containment(user_name=user, level=level, alert_id=alert_id, since=now, disabled_account=disabled))
+        else:
+            existing.level, existing.alert_id, existing.disabled_account = level, alert_id, existing.disabled_account or disabled
+        return level
+
+    def alerts(self, status: str | None = "open") -> list[AlertView]:
+        """Alerts without their patients or explanation (``alerts-read``; no PHI, not recorded)."""
+        self.access.authorize(Action.ALERTS_READ, Resource.archive())
+        with read_session(self.ctx.engine) as s:
+            q = select(AlertRow).order_by(AlertRow.id)
+            if status:
+                q = q.where(AlertRow.status == status)
+            return [self._view(r, sealed=False) for r in s.scalars(q)]
+
+    def show(self, alert_id: int) -> AlertView:
+        """One alert with its patients, explanation and evidence (``alerts-read``; recorded: it shows PHI)."""
+        self.access.authorize(Action.ALERTS_READ, Resource.archive())
+        with read_session(self.ctx.engine) as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFoundError(f"no alert {alert_id}")
+            view = self._view(row, sealed=True)
+        self.record_alone(AlertHandled(self.principal, alert_id, "viewed", None, datetime.now(UTC)))
+        return view
+
+    def _view(self, r: AlertRow, sealed: bool) -> AlertView:
+        view = AlertView(r.id, r.user_name, r.kind, r.severity, as_utc(r.started_at), as_utc(r.ended_at), r.status, r.disposition,
+                         r.containment)
+        if sealed:
+            doc = self._open("alerts", str(r.id), r.sealed)
+            view.patients, view.explanation = tuple(doc["patients"]), doc["explanation"]
+            view.evidence, view.notes = doc.get("evidence", []), doc.get("notes", [])
+        return view
+
+    def handle(self, alert_id: int, action: str, disposition: str | None = None, note: str = "") -> None:
+        """Acknowledge or resolve an alert (``alerts-handle``); ``resolve`` needs a disposition; a false positive feeds back."""
+        if action not in ("acknowledge", "resolve"):
+            raise ValueError("action must be acknowledge or resolve")
+        if action == "resolve" and disposition not in DISPOSITIONS:
+            raise ValueError(f"resolve needs --disposition {' or '.join(DISPOSITIONS)}")
+        self._key()
+        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
+        now = datetime.now(UTC)
+        with self.change() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFoundError(f"no alert {alert_id}")
+            doc = self._open("alerts", str(row.id), row.sealed)
+            if note:
+                doc["notes"] = [*doc.get("notes", []), f"{now.isoformat()} {self.principal.label()}: {note[:2000]}"]
+            row.status = "acknowledged" if action == "acknowledge" else "resolved"
+            row.disposition = disposition if action == "resolve" else row.disposition
+            row.sealed = self._seal("alerts", str(row.id), doc)
+            if disposition == "false-positive":
+                self._explain(s, row.user_name, doc["patients"], now)
+            self.record(s, AlertHandled(self.principal, alert_id, row.status, row.disposition, now))
+
+    def _explain(self, s: Any, user: str, patients: list[str], now: datetime) -> None:
+        stored = s.get(DetectionContext, FEEDBACK)
+        pairs = self._open("detection_context", FEEDBACK, stored.sealed) if stored else []
+        pairs = sorted({*map(tuple, pairs), *((user, p) for p in patients)})
+        s.merge(DetectionContext(kind=FEEDBACK, sealed=self._seal("detection_context", FEEDBACK, pairs), rows=len(pairs), imported_at=now))
+
+    def release(self, user: str, reason: str) -> str:
+        """End a user's containment (``alerts-handle``): re-enable the account if the containment disabled it."""
+        if len(reason.strip()) < 10:
+            raise ValueError("a release needs a reason (at least 10 characters)")
+        self._key()
+        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
+        now = datetime.now(UTC)
+        with self.change() as s:
+            c = s.get(Containment, user)
+            if c is None:
+                raise NotFoundError(f"{user} is not contained")
+            level, alert_id = c.level, c.alert_id
+            if c.disabled_account and s.get(User, user) is not None:
+                users.set_disabled(s, user, False)
+            s.delete(c)
+            row = s.get(AlertRow, alert_id)
+            if row is not None:
+                doc = self._open("alerts", str(row.id), row.sealed)
+                doc["notes"] = [*doc.get("notes", []), f"{now.isoformat()} {self.principal.label()}: released: {reason[:2000]}"]
+                row.sealed = self._seal("alerts", str(row.id), doc)
+            self.record(s, AlertHandled(self.principal, alert_id, f"released ({level})", None, now))
+        return level

@@ -1,0 +1,287 @@
+"""Access events read from a DICOM audit trail (PS3.15 A.5), the input of access-anomaly detection.
+
+Each line of an audit file is one AuditMessage (PS3.15 A.5.1) or one RFC 5424
+syslog message carrying one in its MSG part (IHE ITI-20). The XML is untrusted:
+it is parsed with no DTD, no entity expansion, no network access and no huge-tree
+mode, and a line longer than :data:`MAX_LINE_BYTES` is refused before parsing,
+so a hostile line can cost neither memory (billion laughs) nor a request
+(external entities) nor a file read (XXE).
+
+Event IDs map to actions as PS3.15 A.5.3 defines them: 110103 DICOM Instances
+Accessed (view), 110104 DICOM Instances Transferred (retrieve; the archive
+receiving instances, action code C, is a store, not an access), 110106 Export,
+110112 Query, 110114 User Authentication (login; a non-zero outcome is a failed
+login) and 110113 Security Alert typed Emergency Override Started (110127) or
+HL7 ActReason BTG (break-glass). Other messages are not accesses and parse to
+``None``. Patient IDs are PHI: events keep them in memory only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from lxml import etree
+
+MAX_LINE_BYTES: Final = 1024 * 1024
+"""Longest line accepted (the archive's own bound on one audit message, PS3.15 A.5 gives none)."""
+
+ACCESS_ACTIONS: Final = frozenset({"query", "retrieve", "export", "view", "break-glass"})
+"""Actions that read patient data; logins and other events are context, not accesses."""
+
+_EVENT_ACTIONS: Final = {"110103": "view", "110104": "retrieve", "110106": "export", "110112": "query"}
+_BREAK_GLASS_TYPES: Final = frozenset({"110127", "BTG"})
+_PATIENT_ID_TYPE: Final = "2"  # RFC 3881 Patient Number (PS3.16 CID 404)
+_STUDY_ID_TYPE: Final = "110180"  # Study Instance UID
+_SECURITY_RESOURCE_ROLE: Final = "13"  # the Alert Subject of a Security Alert (A.5.3.11)
+_NOT_ACCEPTED: Final = (b"<!DOCTYPE", b"<!ENTITY")
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEvent:
+    """One access (or login) by one user, as the audit trail recorded it."""
+
+    time: datetime
+    user: str
+    action: str
+    patients: tuple[str, ...]
+    study_uids: tuple[str, ...] = ()
+    instances: int = 0
+    address: str | None = None
+    workstation: str | None = None
+    outcome: int = 0
+    reason: str | None = None
+    event_id: str = ""
+
+
+def _parser() -> etree.XMLParser:
+    # Hardened: no DTD loaded or validated, entities never resolved, no network, libxml2's size limits kept.
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+                           huge_tree=False, remove_comments=True, remove_pis=True)
+
+
+_PARSER: Final = _parser()
+
+
+def _xml_of(line: bytes) -> bytes:
+    """The XML of a line: the line itself, or the MSG of an RFC 5424 message (section 6: HEADER SP SD [SP MSG])."""
+    if line.startswith(_BOM):
+        line = line[3:]
+    if line.startswith((b"<?xml", b"<AuditMessage")):
+        return line
+    if not (line.startswith(b"<") and line[1:2].isdigit()):
+        raise ValueError("neither an AuditMessage nor an RFC 5424 syslog message")
+    # Skip PRI+VERSION, TIMESTAMP, HOSTNAME, APP-NAME, PROCID, MSGID: six space-separated fields.
+    pos = 0
+    for _ in range(6):
+        pos = line.find(b" ", pos) + 1
+        if pos == 0:
+            raise ValueError("syslog header truncated")
+    # STRUCTURED-DATA: "-" or SD-ELEMENTs whose PARAM-VALUEs may hold escaped '"', '\' and ']' (RFC 5424 6.3.3).
+    if line[pos:pos + 1] == b"-":
+        pos += 1
+    else:
+        in_quotes = False
+        n = len(line)
+        while pos < n:
+            ch = line[pos]
+            if ch == 0x5C and in_quotes:  # backslash escapes the next octet inside a value
+                pos += 2
+                continue
+            if ch == 0x22:
+                in_quotes = not in_quotes
+            elif ch == 0x5D and not in_quotes and (pos + 1 >= n or line[pos + 1] != 0x5B):
+                pos += 1
+                break
+            pos += 1
+        else:
+            raise ValueError("syslog structured data not terminated")
+    msg = line[pos + 1:] if line[pos:pos + 1] == b" " else line[pos:]
+    if msg.startswith(_BOM):
+        msg = msg[3:]
+    if not msg:
+        raise ValueError("syslog message carries no audit message")
+    return msg
+
+
+def _parse_time(value: str | None) -> datetime:
+    if not value:
+        raise ValueError("EventDateTime missing")
+    v = value.strip()
+    if v.endswith(("Z", "z")):
+        v = v[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError("EventDateTime is not an xs:dateTime") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _alert_reason(po: etree._Element) -> str | None:
+    for d in po.iterchildren("ParticipantObjectDetail"):
+        if d.get("type") == "Alert Description":
+            try:
+                return base64.b64decode(d.get("value", ""), validate=False).decode("utf-8", "replace")
+            except ValueError:
+                return None
+    return None
+
+
+def parse_xml(data: bytes, event_id: str = "") -> AccessEvent | None:
+    """The access an AuditMessage records, or ``None`` when it records no access (raises ValueError if malformed)."""
+    if len(data) > MAX_LINE_BYTES:
+        raise ValueError(f"message longer than {MAX_LINE_BYTES} bytes")
+    if _NOT_ACCEPTED[0] in data or _NOT_ACCEPTED[1] in data:
+        raise ValueError("DTDs and entities are not accepted")
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(f"not well-formed XML ({exc.msg})") from None
+    if root.tag != "AuditMessage":
+        raise ValueError("not a DICOM AuditMessage")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise ValueError("DTDs and entities are not accepted")  # a UTF-16 document hides its DOCTYPE from the byte test
+
+    ev = root[0] if len(root) and root[0].tag == "EventIdentification" else root.find("EventIdentification")
+    if ev is None:
+        raise ValueError("EventIdentification missing")
+    code = ""
+    types: list[str] = []
+    description: str | None = None
+    for child in ev:
+        tag = child.tag
+        if tag == "EventID":
+            code = child.get("csd-code", "")
+        elif tag == "EventTypeCode":
+            types.append(child.get("csd-code", ""))
+            types.append((child.get("originalText") or child.get("displayName") or "").lower())
+        elif tag == "EventOutcomeDescription":
+            description = child.text
+    if not code:
+        raise ValueError("EventID missing")
+    outcome = _int(ev.get("EventOutcomeIndicator"))
+
+    reason: str | None = None
+    if code in _EVENT_ACTIONS:
+        action = _EVENT_ACTIONS[code]
+        if code == "110104" and ev.get("EventActionCode") == "C":
+            return None  # the archive received instances (a store), nobody read anything
+    elif code == "110114":
+        if "110123" in types:
+            return None  # logout
+        action = "login" if outcome == 0 else "login-failed"
+    elif code == "110113":
+        if not (_BREAK_GLASS_TYPES.intersection(types) or any("break-glass" in t or "break the glass" in t for t in types)):
+            return None  # other security alerts (our own anomaly alerts among them) are not accesses
+        action = "break-glass"
+        if description and ": " in description:
+            reason = description.split(": ", 1)[1]
+    else:
+        return None
+
+    user: str | None = None
+    address: str | None = None
+    workstation: str | None = None
+    patients: list[str] = []
+    studies: list[str] = []
+    instances = 0
+    for el in root.iterchildren("ActiveParticipant", "ParticipantObjectIdentification"):
+        if el.tag == "ActiveParticipant":
+            if user is None and el.get("UserIsRequestor") in ("true", "1"):
+                user = el.get("UserID")
+                address = el.get("NetworkAccessPointID")
+                alt = el.get("AlternativeUserID")
+                workstation = alt if alt and not alt.startswith("AETITLES=") else None
+            continue
+        id_type = el.find("ParticipantObjectIDTypeCode")
+        type_code = id_type.get("csd-code", "") if id_type is not None else ""
+        object_id = el.get("ParticipantObjectID", "")
+        if type_code == _PATIENT_ID_TYPE or (el.get("ParticipantObjectTypeCode") == "1"
+                                             and el.get("ParticipantObjectTypeCodeRole") == "1"):
+            pid = object_id.split("^", 1)[0].strip()  # CX: the ID before ^^^issuer
+            if pid and pid not in patients:
+                patients.append(pid)
+        elif type_code == _STUDY_ID_TYPE:
+            if object_id not in studies:
+                studies.append(object_id)
+            for sop in el.iter("SOPClass"):
+                instances += _int(sop.get("NumberOfInstances"))
+        elif action == "break-glass" and el.get("ParticipantObjectTypeCodeRole") == _SECURITY_RESOURCE_ROLE:
+            reason = _alert_reason(el) or reason
+    if user is None:
+        first = root.find("ActiveParticipant")
+        if first is None:
+            raise ValueError("no ActiveParticipant")
+        user = first.get("UserID")
+        address = first.get("NetworkAccessPointID")
+    if not user:
+        raise ValueError("requesting user has no UserID")
+    return AccessEvent(_parse_time(ev.get("EventDateTime")), user, action, tuple(patients), tuple(studies), instances,
+                       address, workstation, outcome, reason, event_id)
+
+
+def _line_bytes(line: str | bytes) -> bytes:
+    return line.encode("utf-8") if isinstance(line, str) else line
+
+
+def event_id_of(line: bytes) -> str:
+    """Stable evidence id: SHA-256 of the line as stored (without its line ending), first 128 bits."""
+    return hashlib.sha256(line).hexdigest()[:32]
+
+
+def parse_audit_line(line: str | bytes, line_number: int | None = None) -> AccessEvent | None:
+    """One audit line as an access event; ``None`` for messages that are not accesses.
+
+    Raises ValueError("line N: reason") (or just the reason when no line number is given).
+    """
+    data = _line_bytes(line).rstrip(b"\r\n")
+    try:
+        if len(data) > MAX_LINE_BYTES:
+            raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes")
+        return parse_xml(_xml_of(data.lstrip()), event_id_of(data))
+    except ValueError as exc:
+        if line_number is None:
+            raise
+        raise ValueError(f"line {line_number}: {exc}") from None
+
+
+def read_audit_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> Iterator[AccessEvent]:
+    """Access events of audit files, in file order; blank lines skipped.
+
+    Raises ValueError("FILE:LINE: reason") for a malformed or over-long line: a detector fed a trail it
+    cannot read entirely must say so rather than score what remains.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    for path in paths:
+        with open(path, "rb") as f:
+            number = 0
+            while True:
+                line = f.readline(MAX_LINE_BYTES + 3)
+                if not line:
+                    break
+                number += 1
+                if len(line) > MAX_LINE_BYTES + 2 and not line.endswith(b"\n"):
+                    raise ValueError(f"{os.fspath(path)}:{number}: line longer than {MAX_LINE_BYTES} bytes")
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_audit_line(line)
+                except ValueError as exc:
+                    raise ValueError(f"{os.fspath(path)}:{number}: {exc}") from None
+                if event is not None:
+                    yield event
