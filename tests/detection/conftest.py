@@ -1,3 +1,3 @@
-"""Fixtures of the detection tests: the published PS3.15 audit schema (alerts are Security Alerts)."""
+"""Fixtures of the detection tests: the published PS3.15 audit schema (alerts are Security Alerts), a real rsyslogd."""
 
-from tests.audit.conftest import schema, valid  # noqa: F401
+from tests.audit.conftest import rsyslog, schema, valid  # noqa: F401

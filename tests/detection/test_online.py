@@ -26,6 +26,7 @@ from tests.audit.conftest import entries
 from tests.conftest import PASSPHRASE
 from tests.detect.simulator import audit_xml, simulate, write_context
 from tests.dicom_factory import FakePatient, ct_series, dataset_of, to_bytes
+from tests.serve_process import serve_process, stop_gracefully
 from tests.web.conftest import start_server
 
 pytestmark = pytest.mark.slow
@@ -45,26 +46,33 @@ def _configure(home: Path) -> None:
     (home / "policies" / "oncall.cedar").write_text(ONCALL)
 
 
-def test_bulk_retrieval_of_another_department_is_alerted_and_contained(home: Path, tmp_path: Path, valid) -> None:  # type: ignore[no-untyped-def]
-    _configure(home)
+def _prepare(archive: Archive, home: Path, tmp_path: Path) -> tuple[str, list]:  # type: ignore[type-arg]
+    """Context and a fortnight of another PACS's trail imported; 18 CARDIOLOGY studies stored. Returns the snooper."""
     sim = simulate(5, n_users=40, n_patients=600, baseline_days=14, scoring_days=1, per_kind=1)
     shift = datetime.now(UTC) - timedelta(hours=12) - sim.baseline_until  # the simulated fortnight ends this morning
     baseline = [replace(e, time=e.time + shift) for e in sim.baseline]
     orders = [replace(o, ordered_at=o.ordered_at + shift) for o in sim.context.orders]
     write_context(Context(sim.context.users, sim.context.patients, orders), tmp_path / "ctx")
     snooper = next(u for u, info in sim.context.users.items() if info.role == "radiologist")
+    for kind in ("users", "patients", "orders"):
+        archive.operator.detection.import_context(kind, tmp_path / "ctx" / f"{kind}.csv")
+    result = archive.operator.audit.import_messages([(f"line {i}", audit_xml(e)) for i, e in enumerate(baseline)],
+                                                    origin="simulated-his")
+    assert result.stored == len(baseline)
+    cardiology = []
+    for i in range(18):  # under the bulk step-up guard (20 studies an hour): the detector, not the guard, must act
+        patient = FakePatient(f"CARD{i:04d}", f"HEARTLY^PATIENT{i}", "19700101", f"ACC{i:05d}")
+        ds = dataset_of(ct_series(patient, n=1, seed=100 + i)[0])
+        ds.InstitutionalDepartmentName = "CARDIOLOGY"
+        archive.operator.store.ingest(to_bytes(ds))
+        cardiology.append(ds)
+    return snooper, cardiology
+
+
+def test_bulk_retrieval_of_another_department_is_alerted_and_contained(home: Path, tmp_path: Path, valid) -> None:  # type: ignore[no-untyped-def]
+    _configure(home)  # before the archive opens: its policies are loaded then
     with Archive.open(home, PASSPHRASE) as archive:
-        for kind in ("users", "patients", "orders"):
-            archive.operator.detection.import_context(kind, tmp_path / "ctx" / f"{kind}.csv")
-        result = archive.operator.audit.import_messages([(f"line {i}", audit_xml(e)) for i, e in enumerate(baseline)],
-                                                        origin="simulated-his")
-        assert result.stored == len(baseline)
-        cardiology = []
-        for i in range(18):  # under the bulk step-up guard (20 studies an hour): the detector, not the guard, must act
-            patient = FakePatient(f"CARD{i:04d}", f"HEARTLY^PATIENT{i}", "19700101", f"ACC{i:05d}")
-            ds = dataset_of(ct_series(patient, n=1, seed=100 + i)[0])
-            ds.InstitutionalDepartmentName = "CARDIOLOGY"
-            cardiology.append(dataset_of(archive.operator.store.ingest(to_bytes(ds)) and to_bytes(ds)))
+        snooper, cardiology = _prepare(archive, home, tmp_path)
         engine = DetectionEngine(archive.services(Principal.operator("detector")))
         assert engine.build()
         web, stop = start_server(archive)
@@ -131,4 +139,48 @@ def test_detect_offline_command_writes_alerts_jsonl(tmp_path: Path) -> None:
     (tmp_path / "bad.log").write_text("<AuditMessage><unclosed>\n")
     r = CliRunner().invoke(cli_app, ["detect", "--audit", str(tmp_path / "bad.log"), "--context", str(tmp_path / "ctx"),
                                      "--baseline-until", sim.baseline_until.isoformat(), "--out", str(tmp_path / "x.jsonl")])
-    assert r.exit_code == 2 and "bad.log:1" in r.output and not (tmp_path / "x.jsonl").exists()
+    assert r.exit_code == 2 and "bad.log:1:" in "".join(r.output.split()) and not (tmp_path / "x.jsonl").exists()
+
+
+def test_through_serve_the_alert_reaches_a_real_syslog_collector(archive: Archive, home: Path, tmp_path: Path, rsyslog,  # type: ignore[no-untyped-def]
+                                                                  valid) -> None:
+    import httpx
+
+    from dicomguard.core.keyring import PURPOSE_IDENTITY
+    from dicomguard.dimse.server import free_port
+    from dicomguard.identity.tokens import create_token
+    from dicomguard.identity.users import create_user
+    from dicomguard.pki.store import CA_FILE, TLS_DIR
+    from tests.audit.test_syslog import parse_message
+
+    _configure(home)  # read by serve when it starts
+    snooper, cardiology = _prepare(archive, home, tmp_path)
+    with write_session(archive.ctx.engine) as s:
+        create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), snooper, "radiologist", department="RADIOLOGY")
+        token = create_token(s, snooper, timedelta(hours=1))
+    with open(home / "config.toml", "a") as f:
+        f.write(f'\n[[audit.syslog]]\nhost = "127.0.0.1"\nport = {rsyslog.port}\nca = "{rsyslog.ca}"\n')
+    port = free_port()
+    with serve_process(https_port=port) as proc:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(home / TLS_DIR / CA_FILE), trust_env=False,
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            time.sleep(1.0)  # the engine learns the baseline at start
+            for ds in cardiology:
+                assert http.get(f"/dicomweb/studies/{ds.StudyInstanceUID}").status_code == 200
+            deadline = time.monotonic() + 30
+            contained = None
+            while time.monotonic() < deadline and contained is None:
+                with read_session(archive.ctx.engine) as s:
+                    contained = s.get(Containment, snooper)
+                time.sleep(0.2)
+            assert contained is not None, "no containment within 30 s"
+            refused = http.get(f"/dicomweb/studies/{cardiology[0].StudyInstanceUID}/metadata", headers={"Accept": "application/dicom+json"})
+            assert refused.status_code == 401
+        deadline = time.monotonic() + 30
+        anomaly: list[bytes] = []
+        while time.monotonic() < deadline and not anomaly:
+            anomaly = [line for line in rsyslog.lines() if b"access-anomaly" in line]
+            time.sleep(0.2)
+        stop_gracefully(proc)
+    assert anomaly, "the Security Alert did not reach the collector"
+    valid(parse_message(anomaly[0]).payload())

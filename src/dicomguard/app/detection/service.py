@@ -185,15 +185,20 @@ class DetectionService(Service):
             row = s.get(AlertRow, alert_id)
             if row is None:
                 raise NotFoundError(f"no alert {alert_id}")
-            doc = self._open("alerts", str(row.id), row.sealed)
-            if note:
-                doc["notes"] = [*doc.get("notes", []), f"{now.isoformat()} {self.principal.label()}: {note[:2000]}"]
+            doc = self._noted(row, note, now)
             row.status = "acknowledged" if action == "acknowledge" else "resolved"
             row.disposition = disposition if action == "resolve" else row.disposition
-            row.sealed = self._seal("alerts", str(row.id), doc)
             if disposition == "false-positive":
                 self._explain(s, row.user_name, doc["patients"], now)
             self.record(s, AlertHandled(self.principal, alert_id, row.status, row.disposition, now))
+
+    def _noted(self, row: AlertRow, note: str, now: datetime) -> dict[str, Any]:
+        """The alert's sealed document, with ``note`` (if any) appended under the principal's name, sealed back."""
+        doc: dict[str, Any] = self._open("alerts", str(row.id), row.sealed)
+        if note:
+            doc["notes"] = [*doc.get("notes", []), f"{now.isoformat()} {self.principal.label()}: {note[:2000]}"]
+            row.sealed = self._seal("alerts", str(row.id), doc)
+        return doc
 
     def _explain(self, s: Any, user: str, patients: list[str], now: datetime) -> None:
         stored = s.get(DetectionContext, FEEDBACK)
@@ -218,8 +223,6 @@ class DetectionService(Service):
             s.delete(c)
             row = s.get(AlertRow, alert_id)
             if row is not None:
-                doc = self._open("alerts", str(row.id), row.sealed)
-                doc["notes"] = [*doc.get("notes", []), f"{now.isoformat()} {self.principal.label()}: released: {reason[:2000]}"]
-                row.sealed = self._seal("alerts", str(row.id), doc)
+                self._noted(row, f"released: {reason}", now)
             self.record(s, AlertHandled(self.principal, alert_id, f"released ({level})", None, now))
         return level
