@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import random
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,7 +275,7 @@ class _Sim:
         if r.random() < 0.05:  # unrecorded consult by the usual consulting department
             peers = self.by_role_dept.get(("cardiologist" if CONSULTS[o.department] == "cardiology" else "physician", CONSULTS[o.department]), [])
             if peers:
-                u = peers[hash(o.patient_id) % min(3, len(peers))]  # a few consult-prone physicians
+                u = peers[zlib.crc32(o.patient_id.encode()) % min(3, len(peers))]  # a few consult-prone physicians (stable across runs)
                 self._ev(t + timedelta(hours=r.uniform(2, 48)), u, "view", (o.patient_id,))
 
     # -- misuse --------------------------------------------------------------------------------------------------
