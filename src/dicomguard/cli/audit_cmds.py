@@ -13,7 +13,7 @@ import csv
 import json
 import signal
 import sys
-import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,9 +223,9 @@ def listen_cmd(
     """
     from dicomguard.audit.listener import AuditListener
 
-    stop = threading.Event()
+    stopping: list[int] = []  # set by the handlers without a lock (an Event.set in a handler can deadlock the main thread)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     with open_archive() as archive:
         # Peers are devices authenticated by mutual TLS; each message is received as its sender's, not the operator's.
         operator = archive.operator
@@ -237,7 +237,8 @@ def listen_cmd(
         operator.operations.application("dicomguard audit listen", started=True)
         console.print(f"receiving audit messages (syslog over TLS) on {listener.host}:{listener.port}")
         print(f"READY audit={listener.port}", flush=True)
-        stop.wait()
+        while not stopping:
+            time.sleep(0.2)
         listener.stop()
         operator.operations.application("dicomguard audit listen", started=False)
         st = listener.stats

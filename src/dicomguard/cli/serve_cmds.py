@@ -14,6 +14,8 @@ from dicomguard.cli.common import console, fail, open_archive
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 60.0
+POLL_S = 0.2
+"""How often the main loop looks at the stop and reload flags the signal handlers set."""
 
 
 def serve(
@@ -59,15 +61,17 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
     from dicomguard.dimse.server import DimseService
     from dicomguard.web.server import serve_https
 
-    stop, wake, reload_requested = threading.Event(), threading.Event(), threading.Event()
+    # The signal handlers only set flags: a handler runs on the main thread between two bytecodes, and a
+    # threading.Event.set() there deadlocks when the main thread was interrupted while holding that Event's
+    # lock (inside Event.wait). The main loop polls the flags; ``stop`` tells the other threads, set by the loop.
+    stop = threading.Event()
+    requested = {"stop": False, "reload": False}
 
     def request_stop(*_: object) -> None:
-        stop.set()
-        wake.set()
+        requested["stop"] = True
 
     def request_reload(*_: object) -> None:
-        reload_requested.set()
-        wake.set()
+        requested["reload"] = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
@@ -117,13 +121,12 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         else:
             channel.report(f"READY {channel.slot} {os.getpid()}")
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
-        while not stop.is_set():
-            wake.wait(max(0.0, next_checkpoint - time.monotonic()))
-            wake.clear()
-            if stop.is_set():
+        while not requested["stop"]:
+            time.sleep(min(POLL_S, max(0.0, next_checkpoint - time.monotonic())))  # lock-free, interrupted by signals
+            if requested["stop"]:
                 break
-            if reload_requested.is_set():
-                reload_requested.clear()
+            if requested["reload"]:
+                requested["reload"] = False
                 reloaded = _reload_policies(serve_services)
                 if channel is not None:
                     channel.report(f"RELOADED {channel.slot} {os.getpid()} {'ok' if reloaded else 'refused'}")
@@ -133,6 +136,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
                     archive.ledger.latest_checkpoint()  # a signed checkpoint on a timer, for witnesses
                 except Exception:  # keep serving; the next tick retries
                     log.exception("periodic checkpoint failed")
+        stop.set()  # the backup scheduler and the detector end their loops
         console.print("stopping: refusing new associations, finishing in-flight operations ...")
         dimse.stop(grace_s=10)
         web_stop.set()

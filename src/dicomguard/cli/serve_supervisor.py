@@ -197,13 +197,13 @@ class Supervisor:
     def run(self, dimse_port: int, https_port: int) -> int:
         from dicomguard.cli.common import console
 
+        # Handlers touch only events the main thread never waits on: setting ``changed`` here could deadlock with
+        # the main thread interrupted inside ``changed.wait`` holding its lock. The loops poll at most 0.5 s apart.
         def request_stop(*_: object) -> None:
             self.stop_requested.set()
-            self.changed.set()
 
         def request_reload(*_: object) -> None:
             self.reload_requested.set()
-            self.changed.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, request_stop)

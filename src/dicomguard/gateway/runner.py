@@ -15,6 +15,7 @@ import signal
 import ssl
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -145,7 +146,8 @@ def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threadin
     except OSError as exc:
         listener.close()
         raise GatewayError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: {exc.strerror}") from exc
-    restore = _install_signal_handlers(stop)
+    signalled: list[int] = []
+    restore = _install_signal_handlers(stop, signalled)
     crashed = False
     try:
         if forwarder is not None:
@@ -155,7 +157,15 @@ def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threadin
         host, port = listener.address
         if on_ready is not None:
             on_ready(f"gateway {config.ae_title} ({mode}) listening on {host}:{port} (plaintext), forwarding to {stats.snapshot()['upstream']} over mutual TLS")
-        while not stop.wait(STATUS_INTERVAL_S):
+        next_status = time.monotonic() + STATUS_INTERVAL_S
+        while not stop.wait(min(SIGNAL_POLL_S, STATUS_INTERVAL_S)):
+            if signalled:
+                log.warning("received %s: shutting down", signal.Signals(signalled[0]).name)
+                stop.set()
+                break
+            if time.monotonic() < next_status:
+                continue
+            next_status += STATUS_INTERVAL_S
             write_status(folder, stats)
             if forwarder is not None and not forwarder.is_alive():
                 crashed = True  # accepting objects nobody forwards helps no one: stop, let the supervisor restart us
@@ -179,13 +189,18 @@ def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threadin
         raise GatewayFailed("the forwarder stopped unexpectedly; the queue is intact, restart the gateway")
 
 
-def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+SIGNAL_POLL_S = 0.2
+"""How often the main loop looks at the flag the signal handlers set."""
+
+
+def _install_signal_handlers(stop: threading.Event, signalled: list[int]) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.warning("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
+        # No lock here (no logging, no Event.set): the main thread may be interrupted inside ``stop.wait`` holding
+        # the Event's lock. The main loop notices the flag within a poll and sets ``stop`` itself.
+        signalled.append(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 

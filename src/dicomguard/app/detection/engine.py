@@ -19,9 +19,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+
 from dicomguard.app.detection.service import FEEDBACK
 from dicomguard.app.services import Services
 from dicomguard.audit.store import AuditStore
+from dicomguard.index.db import read_session
+from dicomguard.index.models import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,13 @@ class DetectionEngine:
                                      explained_pairs=[tuple(p) for p in files.get(FEEDBACK, [])])
         self.detector = Detector(context, alert_budget_per_1000_user_days=settings.budget_per_1000_user_days)
         since = (now or datetime.now(UTC)) - timedelta(days=settings.baseline_days)
+        with read_session(self.ctx.engine) as s:
+            learn_until = s.scalar(select(func.max(AuditRecord.seq))) or 0  # what is recorded later is scored, not learned
         store = AuditStore(self.ctx)
         baseline = []
         for entry in store.iter_all():
+            if entry.seq > learn_until:
+                break
             self.last_seq = entry.seq
             if entry.event_time >= since:
                 event = self._event(entry)
@@ -95,17 +103,21 @@ class DetectionEngine:
         return count
 
     def start(self, stop: threading.Event) -> bool:
-        try:
-            if not self.build():
-                return False
-        except Exception:  # a broken context must not stop serve; the failure is in the log
-            log.exception("access-anomaly detection could not start")
+        """Learn and then score in a thread (a long trail must not delay serving); False when detection is off."""
+        settings = self.ctx.settings.detection
+        if not settings.enabled or not any(k in self.services.detection.context_files() for k in ("users", "patients", "orders")):
             return False
         self._thread = threading.Thread(target=self._loop, args=(stop,), name="detection", daemon=True)
         self._thread.start()
         return True
 
     def _loop(self, stop: threading.Event) -> None:
+        try:
+            if not self.build():
+                return
+        except Exception:  # a broken context must not stop serve; the failure is in the log
+            log.exception("access-anomaly detection could not start")
+            return
         poll_s = self.ctx.settings.detection.poll_s
         while not stop.wait(poll_s):
             started = time.monotonic()
