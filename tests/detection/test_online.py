@@ -165,8 +165,9 @@ def test_through_serve_the_alert_reaches_a_real_syslog_collector(archive: Archiv
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(home / TLS_DIR / CA_FILE), trust_env=False,
                           headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             time.sleep(1.0)  # the engine learns the baseline at start
-            for ds in cardiology:
-                assert http.get(f"/dicomweb/studies/{ds.StudyInstanceUID}").status_code == 200
+            statuses = [http.get(f"/dicomweb/studies/{ds.StudyInstanceUID}").status_code for ds in cardiology]
+            # the detector scores while the user retrieves: the containment may already cut the run short (401 step-up)
+            assert statuses[0] == 200 and set(statuses) <= {200, 401}, statuses
             deadline = time.monotonic() + 30
             contained = None
             while time.monotonic() < deadline and contained is None:
