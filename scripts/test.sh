@@ -8,9 +8,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # Real peers for the tests: PostgreSQL client (pg_dump), dcmtk, stunnel (TLS for dcmtk tools
-  # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector).
+  # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector),
+  # Tesseract (burned-in text), Chromium (share links in a real browser, driven by Playwright), npm (the OHIF viewer).
   apt-get install -y -qq --no-install-recommends \
-    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng fonts-dejavu-core >/dev/null
+    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng \
+    fonts-dejavu-core chromium nodejs npm >/dev/null
 fi
 
 # The PostgreSQL tests need the server up; on the project's machines it is installed and
@@ -27,6 +29,10 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# The OHIF viewer served at /viewer (tests/viewer_ohif, share links): pinned @ohif/app from the npm registry, digest checked.
+if command -v npm >/dev/null 2>&1; then
+  scripts/install-viewer.sh
+fi
 # Tests are independent (own home, database, ports and temp folders): spread them over the cores.
 # Many wait on subprocesses, peers and fsync, so one more worker than cores keeps both busy. PYTEST_WORKERS=0 runs serially.
 WORKERS=${PYTEST_WORKERS:-$(( $(nproc) + 1 ))}

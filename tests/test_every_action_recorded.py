@@ -65,6 +65,10 @@ NOT_RECORDED_CLI = {
     "alerts list": "lists alerts without their patients or explanation: no PHI, nothing changed (decided: alerts-read)",
     "detect": "scores the operator's own audit files offline: opens no archive, reads no archived PHI",
     "backup status": "reads the backup runs and the 3-2-1-1-0 rules: no PHI, nothing changed (decided: backup-read)",
+    "share list": "lists the caller's share links (ids, study UIDs, states): no PHI, nothing changed (decided: share-read)",
+    "share show": "one link and its uses (times, addresses): no PHI, nothing changed (decided: share-read)",
+    "share queue": "lists transfers to peers (states, counts): no PHI, nothing changed (decided: peer-read)",
+    "peer list": "lists peer archives: no PHI, nothing changed (decided: peer-read)",
 }
 NOT_RECORDED_ROUTES = {
     ("GET", "/healthz"): "liveness only: no authentication, no data",
@@ -74,6 +78,17 @@ NOT_RECORDED_ROUTES = {
     ("GET", "/admin/users"): "lists accounts without secrets: no PHI, nothing changed (decided: account-read)",
     ("GET", "/admin/devices"): "lists enrolled devices: no PHI, nothing changed (decided: device-read)",
     ("GET", "/admin/gateway/allow-list"): "lists the allow-list: no PHI, nothing changed (decided: allowlist-read)",
+    ("GET", "/shares"): "lists the caller's share links: no PHI, nothing changed (decided: share-read)",
+    ("GET", "/shares/{share_id}"): "one link and its uses: no PHI, nothing changed (decided: share-read)",
+    ("GET", "/s/{token}"): "the PIN page, the same for every token: no data",
+    ("GET", "/s/static/share.css"): "the recipient pages' stylesheet",
+    ("POST", "/s/logout"): "ends a recipient's session (its opening is recorded)",
+}
+ROUTES_RECORDED_ELSEWHERE = {
+    # Share links need a session cookie over HTTPS: one recorded action each is checked in tests/sharing/test_share_actions.py.
+    ("POST", "/shares"): "share-created", ("POST", "/shares/{share_id}/revoke"): "share-revoked",
+    ("POST", "/s/{token}"): "user-authentication (the recipient's login)", ("GET", "/s/view"): "query",
+    ("GET", "/s/download"): "export",
 }
 
 
@@ -212,11 +227,26 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("alerts release", lambda w, t: ["alerts", "release", "dr.x", "--reason", "interviewed, cleared by the DPO"], 1),
     ("backup run", lambda w, t: ["backup", "run", "--json"], 1),
     ("backup drill", lambda w, t: ["backup", "drill", "--json"], 1),
+    ("share create", lambda w, t: ["share", "create", "--study", w.study, "--to", "Dr. Who, second opinion", "--recipient",
+                                   "internal", "--json"], 1),
+    ("share revoke", lambda w, t: ["share", "revoke", _last_share(t), "--reason", "sent to the wrong colleague"], 1),
+    ("peer add", lambda w, t: ["peer", "add", "site-b", "--url", "https://127.0.0.1:9/dicomweb", "--ca", str(t / "peer-ca.pem")], 1),
+    ("peer remove", lambda w, t: ["peer", "remove", "site-b"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),
 ]
+
+
+def _last_share(scratch: Path) -> str:
+    from dicomguard.app.archive import Archive
+    from dicomguard.config import resolve_home
+    from tests.conftest import PASSPHRASE
+
+    with Archive.open(resolve_home(), PASSPHRASE) as archive:
+        return archive.operator.shares.list()[0].id
 CLI_RECORDED_ELSEWHERE = {
     "init": "creates the archive: its first record, checked by test_init_is_the_first_recorded_action",
     "restore": "creates a new home from a snapshot: recorded there (archive-restored), tests/backup/test_backup_cli.py",
+    "share send": "queues a study for a peer (share-created) and delivers it (transfer-delivered): tests/sharing/test_site_to_site.py",
 }
 
 
@@ -233,6 +263,8 @@ def test_every_cli_action_is_one_recorded_action(archive, world: World, tmp_path
             (tmp_path / "audit-one.xml").write_bytes((tmp_path / "audit.xml").read_bytes().splitlines()[0])
         if command == "ledger witness":
             (tmp_path / "checkpoint.txt").write_bytes(archive.ledger.latest_checkpoint())
+        if command == "peer add":
+            (tmp_path / "peer-ca.pem").write_bytes((archive.home / "tls" / "ca.pem").read_bytes())
         before = _state(archive)
         result = runner.invoke(cli_app, argv(world, tmp_path), catch_exceptions=False)
         assert result.exit_code == 0, f"{command}: {result.output}"
@@ -357,7 +389,7 @@ def _route_steps(w: World, tech_body: tuple[str, bytes], other_study: tuple[str,
 def test_route_inventory_is_complete(archive, world: World) -> None:  # type: ignore[no-untyped-def]
     routes = _routes(archive)
     steps = _route_steps(world, ("", b""), ("", b""), "1.2.3")
-    classified = {(m, p) for m, p, *_ in steps} | set(NOT_RECORDED_ROUTES) | {("POST", "/auth/login")}
+    classified = {(m, p) for m, p, *_ in steps} | set(NOT_RECORDED_ROUTES) | set(ROUTES_RECORDED_ELSEWHERE) | {("POST", "/auth/login")}
     assert routes == classified, f"unclassified: {sorted(routes - classified)}; stale: {sorted(classified - routes)}"
 
 
@@ -402,7 +434,9 @@ def test_every_route_action_is_one_recorded_action(archive, world: World) -> Non
     for (method, path), _ in NOT_RECORDED_ROUTES.items():
         if path == "/auth/refresh":
             continue  # its reuse is recorded; covered in tests/identity
+        if path in ("/shares/{share_id}", "/s/{token}", "/s/logout"):
+            continue  # need a link or a recipient session: tests/sharing/test_share_actions.py
         before = _state(archive)
-        r = http.call(method, path, "admin" if path.startswith(("/admin", "/metrics")) else None)
+        r = http.call(method, path, "admin" if path.startswith(("/admin", "/metrics", "/shares")) else None)
         assert r.status_code == 200, f"{method} {path}: {r.status_code}"
         _check_nothing(archive, before, f"{method} {path}")

@@ -255,6 +255,32 @@ class DetectionSettings(_Section):
     """How often ``serve`` reads new audit records to score (latency from access to alert)."""
 
 
+class SharingSettings(_Section):
+    """Share links and site-to-site transfer (ADR 0010)."""
+
+    public_url: str = Field("", max_length=256)
+    """Base of the links printed by ``share create`` (e.g. ``https://pacs.example.org:8443``); empty: this host and HTTPS port."""
+    default_expiry_hours: int = Field(72, ge=1, le=24 * 90)
+    max_expiry_hours: int = Field(24 * 30, ge=1, le=24 * 365)
+    """Longest a link may live (``--expires``)."""
+    pin_digits: int = Field(6, ge=6, le=12)
+    max_pin_failures: int = Field(5, ge=1, le=20)
+    """Wrong PINs before a link locks (its owner makes a new one)."""
+    session_idle_s: int = Field(1800, ge=60, le=86400)
+    """A recipient's session ends after this long without a request."""
+    session_max_s: int = Field(8 * 3600, ge=300, le=7 * 86400)
+    """A recipient's session ends after this long in any case (and when the link expires or is revoked)."""
+    viewer_dir: str = ""
+    """Folder of the OHIF viewer (``scripts/install-viewer.sh``); empty: the default install folder, if present."""
+    transfer_retry_s: float = Field(5.0, gt=0, le=3600)
+    """First retry delay of a transfer to a peer that is down; doubles per attempt up to ``transfer_retry_max_s``."""
+    transfer_retry_max_s: float = Field(900.0, gt=0, le=86400)
+    transfer_max_attempts: int = Field(50, ge=1, le=10_000)
+    """Attempts before a transfer is given up (a Security Alert)."""
+    transfer_batch: int = Field(50, ge=1, le=10_000)
+    """Objects per STOW-RS request to a peer."""
+
+
 class BackupTargetSettings(_Section):
     """One backup target (ADR 0007): a folder (another disk, a NAS mount, removable media) or an S3 bucket."""
 
@@ -326,6 +352,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     backup: BackupSettings = BackupSettings()
     detection: DetectionSettings = DetectionSettings()
+    sharing: SharingSettings = SharingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ principal they verified; nothing below this package imports it.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 
 from dicomguard.app.backup.service import vault_sync
@@ -28,6 +29,7 @@ from dicomguard.core.events import EventBus
 from dicomguard.core.ingest import recover_interrupted_ingests
 from dicomguard.core.keyring import PURPOSE_IDENTITY, PURPOSE_INDEX, Keyring, current_kek_id
 from dicomguard.core.patients import PatientDirectory
+from dicomguard.core.services.shares import ShareGate
 from dicomguard.crypto.blind_index import BlindIndexer
 from dicomguard.crypto.kek import Kek
 from dicomguard.errors import ConfigurationError
@@ -124,6 +126,11 @@ class Archive:
     def authenticator(self, sessions: SessionPolicy) -> Authenticator:
         """The login service (passwords, TOTP, sessions, lockout), publishing to this archive's recorder."""
         return Authenticator(self.ctx.engine, self.ctx.bus, self.ctx.keyring.archive_key(PURPOSE_IDENTITY), sessions=sessions)
+
+    @cached_property
+    def share_gate(self) -> ShareGate:
+        """Opens share links with their PIN and maps recipient sessions to principals (ADR 0010)."""
+        return ShareGate(self.ctx)
 
     @property
     def operator(self) -> Services:

@@ -52,9 +52,13 @@ from dicomguard.core.events import (
     PatientErased,
     PatientIdentityConflict,
     PatientIdentityResolved,
+    ProvenanceVerified,
     QueryPerformed,
     Reidentified,
     SecurityConfigurationChanged,
+    ShareCreated,
+    ShareRevoked,
+    TransferDelivered,
     UserAuthentication,
 )
 from dicomguard.index.db import before_commit
@@ -99,6 +103,10 @@ RECORDINGS: dict[type[Event], Recording] = {
     AlertHandled: Recording(leaves.alert_handled, mapping.alert_handled),
     ContextImported: Recording(leaves.context_imported, mapping.context_imported),
     Reidentified: Recording(leaves.reidentified, mapping.reidentified),
+    ShareCreated: Recording(leaves.share_created, mapping.share_created),
+    ShareRevoked: Recording(leaves.share_revoked, mapping.share_revoked),
+    TransferDelivered: Recording(leaves.transfer_delivered, mapping.transfer_delivered),
+    ProvenanceVerified: Recording(leaves.provenance_verified, mapping.provenance_verified),
 }
 
 

@@ -14,6 +14,7 @@ from dicomguard.app.backup.service import BackupService
 from dicomguard.app.detection.service import DetectionService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
+from dicomguard.app.transfers import TransferService
 from dicomguard.app.verify import VerifyService
 from dicomguard.audit.service import AuditService
 from dicomguard.core.access import Principal
@@ -25,6 +26,7 @@ from dicomguard.core.services.operations import OperationsService
 from dicomguard.core.services.patients import PatientIdentityService
 from dicomguard.core.services.query import QueryService
 from dicomguard.core.services.retrieve import RetrieveService
+from dicomguard.core.services.shares import ShareService
 from dicomguard.core.services.store import StoreService
 from dicomguard.core.services.studies import StudyService
 from dicomguard.gateway.allowlist import AllowListService
@@ -124,3 +126,11 @@ class Services:
     @cached_property
     def detection(self) -> DetectionService:
         return DetectionService(self.archive.ctx, self.access)
+
+    @cached_property
+    def shares(self) -> ShareService:
+        return ShareService(self.archive.ctx, self.access)
+
+    @cached_property
+    def transfers(self) -> TransferService:
+        return TransferService(self.archive.ctx, self.access, self.archive.ledger)

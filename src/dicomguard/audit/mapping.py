@@ -74,9 +74,13 @@ from dicomguard.core.events import (
     PatientErased,
     PatientIdentityConflict,
     PatientIdentityResolved,
+    ProvenanceVerified,
     QueryPerformed,
     Reidentified,
     SecurityConfigurationChanged,
+    ShareCreated,
+    ShareRevoked,
+    TransferDelivered,
     UserAuthentication,
 )
 
@@ -662,3 +666,50 @@ def audit_message_imported(c: MappingContext, s: Session, e: AuditMessageImporte
     """A message of another system, stored as received (its origin marked, deduplicated by a keyed hash of its bytes)."""
     requestor = e.message.requestor()
     return [Draft(e.message, requestor.user_id if requestor else None, tuple(e.message.patient_ids()), e.origin, e.xml, dedup=True)]
+
+
+def share_created(c: MappingContext, s: Session, e: ShareCreated) -> list[Draft]:
+    """A.5.3.11 Security Alert "share created": who shared which study of which patient, to what kind of recipient, until when.
+
+    The study and patient are participant objects so that a breach scope finds every share of a patient.
+    """
+    text = (f"share {e.share_id}: study shared ({'de-identified copy' if e.deidentified else 'identified'}) with a {e.recipient}"
+            f" recipient" + (f" until {e.expires_at.isoformat()}" if e.expires_at else "") + ("; download allowed" if e.download else ""))
+    objects = [alert_subject(f"urn:dicomguard:share:{e.share_id}", text, Recipient=e.recipient,
+                             Deidentified="YES" if e.deidentified else "NO", Series=str(e.series) if e.series else "all"),
+               c.study_object(e.source_study_uid)]
+    pids: list[str] = []
+    if e.patient_ref:
+        patient, pid = c.patient_object(s, e.patient_ref)
+        objects.append(patient)
+        pids.append(pid)
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.CREATE, [c.principal(e.principal, requestor=True),
+                    c.archive()], objects, (EventTypes.SHARE_CREATED,), text)
+    return [Draft(msg, e.principal.name, tuple(pids))]
+
+
+def share_revoked(c: MappingContext, s: Session, e: ShareRevoked) -> list[Draft]:
+    """A.5.3.11 Security Alert "share revoked": the link and its recipient sessions ended."""
+    text = f"share {e.share_id} revoked: {e.reason}"[:1024]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.DELETE, [c.principal(e.principal, requestor=True),
+                    c.archive()], [alert_subject(f"urn:dicomguard:share:{e.share_id}", text)], (EventTypes.SHARE_REVOKED,), text)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def transfer_delivered(c: MappingContext, s: Session, e: TransferDelivered) -> list[Draft]:
+    """A.5.3.11 Security Alert: a queued study was delivered to a peer archive (or failed for good)."""
+    text = f"transfer {e.job_id} to peer {e.peer}: {e.instances} instances " + ("delivered" if e.delivered else f"failed: {e.detail}")
+    objects = [alert_subject(f"urn:dicomguard:peer:{e.peer}", text[:1024]), c.study_object(e.study_uid)]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS if e.delivered else Outcome.MINOR_FAILURE, ActionCode.EXECUTE,
+                    [c.principal(e.principal, requestor=True), c.archive(), c.named(f"peer:{e.peer}", requestor=False)], objects,
+                    (EventTypes.TRANSFER_DELIVERED if e.delivered else EventTypes.TRANSFER_FAILED,), text[:1024])
+    return [Draft(msg, e.principal.name, ())]
+
+
+def provenance_verified(c: MappingContext, s: Session, e: ProvenanceVerified) -> list[Draft]:
+    """A.5.3.11 Security Alert (success): objects received from a peer were proven in the sender's ledger."""
+    text = f"{len(e.sop_instance_uids)} objects from peer {e.peer} proven in log {e.origin}"[:1024]
+    objects = [alert_subject(f"urn:dicomguard:peer:{e.peer}", text, Origin=e.origin[:256], ProofsSHA256=e.proofs_sha256)]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], objects, (EventTypes.PROVENANCE_VERIFIED,), text)
+    return [Draft(msg, e.principal.name, ())]

@@ -19,6 +19,7 @@ from dicomguard.cli import (
     patient_cmds,
     policy_cmds,
     serve_cmds,
+    share_cmds,
     study_cmds,
     token_cmds,
     user_cmds,
@@ -56,6 +57,7 @@ patient_cmds.register(app)
 backup_cmds.register(app)
 deid_cmds.register(app)
 detect_cmds.register(app)
+share_cmds.register(app)
 
 
 @app.callback()

@@ -88,6 +88,14 @@ class Action(StrEnum):
     """Restoring a snapshot into a scratch home and verifying every object (reads no PHI out)."""
     BACKUP_READ = "backup-read"
     """Listing snapshots and the 3-2-1-1-0 status of the targets."""
+    SHARE_READ = "share-read"
+    """Listing share links and their uses (a user their own; a security officer every link)."""
+    SHARE_REVOKE = "share-revoke"
+    """Revoking a share link: it and every recipient session end at once."""
+    PEER_ADD = "peer-add"
+    """Registering (or removing) a peer archive for site-to-site transfer: its address, CA and ledger key."""
+    PEER_READ = "peer-read"
+    """Listing peers and the transfer queue."""
 
 
 ADMINISTRATION = frozenset({
@@ -95,7 +103,7 @@ ADMINISTRATION = frozenset({
     Action.DEVICE_READ, Action.ALLOWLIST_CHANGE, Action.ALLOWLIST_READ, Action.STUDY_CHANGE, Action.POLICY_RELOAD,
     Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
     Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE, Action.BACKUP_RUN, Action.BACKUP_DRILL, Action.BACKUP_READ,
-    Action.CONTEXT_IMPORT, Action.ALERTS_READ, Action.ALERTS_HANDLE, Action.ALERTS_RAISE,
+    Action.CONTEXT_IMPORT, Action.ALERTS_READ, Action.ALERTS_HANDLE, Action.ALERTS_RAISE, Action.PEER_ADD, Action.PEER_READ,
 })
 """Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 
@@ -104,6 +112,8 @@ class PrincipalKind(StrEnum):
     USER = "user"
     DEVICE = "device"
     OPERATOR = "operator"
+    SHARE = "share"
+    """The recipient of a share link, after the link's PIN: read-only, exactly the shared study (ADR 0010)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,20 @@ class Principal:
     def operator(cls, name: str = "local-operator") -> Principal:
         return cls(PrincipalKind.OPERATOR, name, frozenset({"operator"}))
 
+    @classmethod
+    def share(cls, share_id: str, *, studies: Iterable[str], series: Iterable[str] = (), download: bool = False,
+              deidentified: bool = False, address: str | None = None) -> Principal:
+        """The recipient of share link ``share_id``: its scope is the link's studies (and, if any, series)."""
+        return cls(PrincipalKind.SHARE, share_id, frozenset(), address, {
+            "studies": tuple(sorted(studies)), "series": tuple(sorted(series)), "download": download, "deidentified": deidentified})
+
     def label(self) -> str:
         return f"{self.kind.value}:{self.name}"
+
+    @property
+    def series_scope(self) -> frozenset[str]:
+        """Series a share-link recipient is limited to (empty: the whole of its studies; other principals: no limit)."""
+        return frozenset(self.attributes.get("series") or ()) if self.kind is PrincipalKind.SHARE else frozenset()
 
 
 _LABEL = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -175,6 +197,16 @@ class Resource:
     @classmethod
     def archive(cls) -> Resource:
         return cls("archive")
+
+    @classmethod
+    def share_link(cls, share_id: str, owner: str) -> Resource:
+        """A share link as the target of reading or revocation: its owner decides who may."""
+        return cls("share-link", share_id, attributes={"owner": owner})
+
+    @classmethod
+    def peer(cls, name: str, external: bool = True) -> Resource:
+        """A peer archive (site-to-site transfer)."""
+        return cls("peer", name, attributes={"external": external})
 
     @classmethod
     def patient(cls, patient_ref: str) -> Resource:
@@ -233,6 +265,10 @@ class RequestContext:
     external: bool = False
     contained: bool = False
     """The principal is contained after an access-anomaly alert: every request needs a fresh step-up."""
+    recipient: str = ""
+    """For share: the kind of recipient (``internal``, ``external``, ``research``, ``patient``, ``peer``)."""
+    deidentified: bool = False
+    """For share: the share serves a de-identified copy."""
 
     @classmethod
     def now_for(cls, principal: Principal) -> RequestContext:
@@ -248,6 +284,8 @@ class RequestContext:
             "studies_in_window": self.studies_in_window,
             "external": self.external,
             "contained": self.contained,
+            "recipient": self.recipient,
+            "deidentified": self.deidentified,
         }
 
 
@@ -268,6 +306,8 @@ class Decision:
     """Refused only by step-up guards: a fresh MFA confirmation would permit it."""
     break_glass: bool = False
     """Permitted under a break-glass grant: the access is marked as emergency access."""
+    deidentify: bool = False
+    """Refused only by guards annotated ``@deidentify``: the same request for a de-identified copy would be permitted."""
 
 
 class AccessDenied(DicomGuardError):

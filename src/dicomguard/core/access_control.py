@@ -22,6 +22,7 @@ so a probe leaves a trace even though the caller learns nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, or_, select
@@ -47,7 +48,7 @@ from dicomguard.index.models import Containment, StudyAccessWindow
 
 STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action.SHARE})
 """Actions on studies: the only ones a break-glass grant can open."""
-BULK_ACTIONS = frozenset({Action.RETRIEVE, Action.EXPORT, Action.DEIDENTIFY})
+BULK_ACTIONS = frozenset({Action.RETRIEVE, Action.EXPORT, Action.DEIDENTIFY, Action.SHARE})
 """Actions counted in the step-up window (``context.studies_in_window``)."""
 NO_ATTRIBUTES = Decision(False, "the study has no access attributes")
 
@@ -114,13 +115,16 @@ class AccessControl:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, action: Action, resource: Resource) -> Decision:
-        context = self.request_context(action, [resource.study_uid] if resource.study_uid else ())
-        return self.ctx.authorizer.decide(self.principal, action, resource, context)
+    def decide(self, action: Action, resource: Resource, **context: object) -> Decision:
+        """The decision on one request; ``context`` sets request-specific fields (e.g. a share's ``recipient``)."""
+        built = self.request_context(action, [resource.study_uid] if resource.study_uid else ())
+        if context:
+            built = replace(built, **context)  # type: ignore[arg-type]
+        return self.ctx.authorizer.decide(self.principal, action, resource, built)
 
-    def authorize(self, action: Action, resource: Resource) -> Decision:
+    def authorize(self, action: Action, resource: Resource, **context: object) -> Decision:
         """Raise :class:`AccessDenied` or :class:`StepUpRequired` (and record ``AccessRefused``) unless permitted."""
-        decision = self.decide(action, resource)
+        decision = self.decide(action, resource, **context)
         self.enforce(action, resource, decision)
         return decision
 

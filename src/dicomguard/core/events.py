@@ -408,3 +408,63 @@ class EventBus:
     def publish(self, session: Session, event: Event) -> None:
         for subscriber in self._subscribers:
             subscriber(session, event)
+
+
+@dataclass(frozen=True)
+class ShareCreated(Event):
+    """A study was shared by link or queued for a peer archive (ADR 0010): a disclosure, recorded with its patient.
+
+    ``recipient`` is the kind of recipient (``external``, ``research``, ``peer:NAME`` ...); the free text
+    "who and why" is PHI-adjacent and stays in the sealed share row, never in the ledger.
+    """
+
+    principal: Principal
+    share_id: str
+    source_study_uid: str
+    served_study_uid: str
+    patient_ref: str
+    recipient: str
+    deidentified: bool
+    download: bool
+    expires_at: datetime | None
+    series: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ShareRevoked(Event):
+    """A share link was revoked (by its owner, an officer, or a containment); its sessions ended with it."""
+
+    principal: Principal
+    share_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TransferDelivered(Event):
+    """A queued study reached (or finally failed to reach) a peer archive over mutual TLS."""
+
+    principal: Principal
+    job_id: int
+    peer: str
+    study_uid: str
+    instances: int
+    delivered: bool
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ProvenanceVerified(Event):
+    """Objects received from a peer archive carried inclusion proofs of the sender's ledger, verified under its key.
+
+    ``origin`` names the sender's log; ``proofs_sha256`` binds the checked (instance, leaf index, tree size) list.
+    """
+
+    principal: Principal
+    peer: str
+    origin: str
+    sop_instance_uids: tuple[str, ...]
+    proofs_sha256: str
+    at: datetime

@@ -135,11 +135,14 @@ Loader = Callable[[], bytes]
 class IngestPipeline:
     """One ingest run for one principal. ``study_uid``: refuse every object of another study (``STUDY_MISMATCH``)."""
 
-    def __init__(self, ctx: ArchiveContext, source: str, principal: Principal, study_uid: str | None = None) -> None:
+    def __init__(self, ctx: ArchiveContext, source: str, principal: Principal, study_uid: str | None = None,
+                 study_labels: frozenset[str] = frozenset()) -> None:
         self.ctx = ctx
         self.source = source[:128]
         self.principal = principal
         self.study_uid = study_uid
+        self.study_labels = study_labels
+        """Labels of every study this run creates, from its first object on (a share's de-identified copy: ``share-copy``)."""
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -241,6 +244,7 @@ class IngestPipeline:
             "site": str(self.principal.attributes.get("site") or "")[:64] or None,
             "referring_token": self.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, st.referring_physician)
             if st.referring_physician.strip(" ^=\x00") else None,
+            "labels": ",".join(sorted(self.study_labels)) or None,
         }
         series = {
             "uid": se.uid,

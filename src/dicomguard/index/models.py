@@ -164,6 +164,109 @@ class Containment(Base):
     """The containment disabled the account (a release re-enables it; an account disabled before stays disabled)."""
 
 
+class ShareLink(Base):
+    """A share link (ADR 0010): the token and the PIN are stored only as hashes; who and why is sealed (it may name people)."""
+
+    __tablename__ = "share_links"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Public identifier (printed, in the audit trail): names the link, opens nothing."""
+    token_sha256: Mapped[bytes] = mapped_column(HASH, unique=True)
+    pin_mac: Mapped[bytes] = mapped_column(HASH)
+    """HMAC-SHA-256 of the PIN under a key derived from the archive's identity key: a copy of the index alone cannot test PINs."""
+    owner: Mapped[str] = mapped_column(String(256), index=True)
+    study_uid: Mapped[str] = mapped_column(UID)
+    """The study the link serves: the source, or the de-identified copy."""
+    source_study_uid: Mapped[str] = mapped_column(UID, index=True)
+    recipient_kind: Mapped[str] = mapped_column(String(16))
+    download: Mapped[bool] = mapped_column(Boolean)
+    deidentified: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer)
+    failed_pins: Mapped[int] = mapped_column(Integer)
+    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    """Sealed JSON: recipient ("who and why"), series, options, revocation reason."""
+
+
+class ShareSession(Base):
+    """A recipient's session after the PIN: an HttpOnly cookie of 256 random bits, stored as SHA-256 only."""
+
+    __tablename__ = "share_sessions"
+    id_sha256: Mapped[bytes] = mapped_column(HASH, primary_key=True)
+    share_id: Mapped[str] = mapped_column(ForeignKey("share_links.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    address: Mapped[str] = mapped_column(String(64))
+
+
+class ShareUse(Base):
+    """What happened to a link, for its owner (``share show``): opened, PIN refused, downloaded, locked, refused."""
+
+    __tablename__ = "share_uses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    share_id: Mapped[str] = mapped_column(ForeignKey("share_links.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(64))
+
+
+class Peer(Base):
+    """A peer archive for site-to-site transfer: where to send, which CA to trust, whose ledger key proves its objects."""
+
+    __tablename__ = "peers"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    ca_pem: Mapped[str] = mapped_column(Text)
+    ledger_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """The peer's checkpoint verifier key (C2SP note key): objects it sends must carry inclusion proofs under it."""
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    """The AE title of the device registration the peer's client certificate belongs to (receiving side)."""
+    cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Client certificate the peer issued to this archive (sending side)."""
+    key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """Its private key, sealed under an archive key: never in clear on disk."""
+    external: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ObjectProvenance(Base):
+    """Where a received object came from: the sending peer and its ledger's inclusion proof (RFC 9162), as verified."""
+
+    __tablename__ = "object_provenance"
+    sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    origin: Mapped[str] = mapped_column(String(256))
+    leaf_index: Mapped[int] = mapped_column(BigInteger)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bundle: Mapped[str] = mapped_column(Text)
+    """The proof bundle (``dicomguard-proof/1``; UIDs, digests, checkpoint: no patient identity) as received."""
+
+
+class TransferJob(Base):
+    """One study queued for a peer; the study list is sealed, the objects stay encrypted in the archive until sent."""
+
+    __tablename__ = "transfer_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    """``queued``, ``delivered`` or ``failed`` (permanently; a retryable failure stays queued)."""
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    objects: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    """Sealed JSON: the study (served copy), its source, the SOP Instance UIDs to send."""
+
+
 class PatientToken(Base):
     """Prefix blind indexes of a patient's name and ID (wildcard matching, PS3.4 C.2.2.2.4)."""
 

@@ -37,9 +37,13 @@ from dicomguard.core.events import (
     PatientErased,
     PatientIdentityConflict,
     PatientIdentityResolved,
+    ProvenanceVerified,
     QueryPerformed,
     Reidentified,
     SecurityConfigurationChanged,
+    ShareCreated,
+    ShareRevoked,
+    TransferDelivered,
     UserAuthentication,
 )
 
@@ -251,3 +255,25 @@ def break_glass(e: BreakGlassStarted) -> LeafEntry:
 def audit_message_imported(e: AuditMessageImported) -> LeafEntry:
     # The message itself is sealed in the audit record this leaf binds (``"audit": [[id, sha256]]``).
     return _event({"event": "audit-import", "subject": e.origin[:64], "time": _time(e.at)})
+
+
+def share_created(e: ShareCreated) -> LeafEntry:
+    # No patient identity and no recipient text: the sealed audit record and the share row hold them.
+    return _event({"event": "share-created", "subject": e.share_id, "study": e.source_study_uid, "served": e.served_study_uid,
+                   "recipient": e.recipient, "deidentified": e.deidentified, "download": e.download,
+                   "expires": _time(e.expires_at) if e.expires_at else None, "by": e.principal.label(), "time": _time(e.at)})
+
+
+def share_revoked(e: ShareRevoked) -> LeafEntry:
+    return _event({"event": "share-revoked", "subject": e.share_id, "by": e.principal.label(), "time": _time(e.at)})
+
+
+def transfer_delivered(e: TransferDelivered) -> LeafEntry:
+    return _event({"event": "transfer-delivered" if e.delivered else "transfer-failed", "subject": str(e.job_id), "peer": e.peer,
+                   "study": e.study_uid, "instances": e.instances, "by": e.principal.label(), "time": _time(e.at)})
+
+
+def provenance_verified(e: ProvenanceVerified) -> LeafEntry:
+    return _event({"event": "provenance-verified", "subject": e.peer, "origin": e.origin, "instances": len(e.sop_instance_uids),
+                   "instances_sha256": _listing_hash(e.sop_instance_uids), "proofs_sha256": e.proofs_sha256,
+                   "by": e.principal.label(), "time": _time(e.at)})

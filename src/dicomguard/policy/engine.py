@@ -76,6 +76,10 @@ class LoadedPolicy:
     def break_glass(self) -> bool:
         return self.annotations.get("break_glass") == "true"
 
+    @property
+    def deidentify(self) -> bool:
+        return self.annotations.get("deidentify") == "true"
+
 
 def schema_text() -> str:
     return resources.files("dicomguard.policy").joinpath("schema.cedarschema").read_text(encoding="utf-8")
@@ -207,6 +211,16 @@ class PolicyEngine:
             for (i, _), result in zip(retry, confirmed, strict=True):
                 if not result.allowed or result.diagnostics.errors:
                     decisions[i] = replace(decisions[i], step_up=False)
+        deid = [(i, {**r, "context": {**r["context"], "deidentified": True}}) for i, r in requests  # type: ignore[dict-item]
+                if not decisions[i].allowed and decisions[i].deidentify]
+        if deid:
+            # "De-identify it" is offered only if the same request for a de-identified copy would be permitted
+            # (perhaps after a step-up).
+            again = cedarpy.is_authorized_batch([r for _, r in deid], self._policy_set, entities, self._schema)
+            for (i, _), result in zip(deid, again, strict=True):
+                later = self._decision(result)
+                if not (later.allowed or later.step_up) or result.diagnostics.errors:
+                    decisions[i] = replace(decisions[i], deidentify=False)
         return [decisions[i] for i in range(len(resources))]
 
     def _decision(self, result: cedarpy.AuthzResult) -> Decision:
@@ -222,7 +236,9 @@ class PolicyEngine:
         if not reasons:
             return Decision(False, "no policy permits it (default deny)", ())
         step_up = bool(policies) and all(p.step_up for p in policies)  # confirmed by a re-run with a fresh MFA
-        return Decision(False, "forbidden by " + ", ".join(reasons), reasons, step_up=step_up)
+        # "De-identify it" (perhaps then with a step-up) when only such guards forbid: confirmed by a re-run for a copy.
+        deidentify = any(p.deidentify for p in policies) and all(p.deidentify or p.step_up for p in policies)
+        return Decision(False, "forbidden by " + ", ".join(reasons), reasons, step_up=step_up, deidentify=deidentify)
 
 
 def _in_scope(action: Action, scopes: Sequence[str]) -> bool:
@@ -254,6 +270,10 @@ def principal_entity(p: Principal) -> dict[str, object]:
         return {"uid": {"type": "Device", "id": p.name}, "parents": [], "attrs": {
             "operations": _strings(a.get("operations")), "department": _department(a.get("department")),
         }}
+    if p.kind is PrincipalKind.SHARE:
+        return {"uid": {"type": "Share", "id": p.name}, "parents": [], "attrs": {
+            "studies": _strings(a.get("studies")), "download": bool(a.get("download")), "deidentified": bool(a.get("deidentified")),
+        }}
     return {"uid": {"type": "User", "id": p.name}, "parents": [], "attrs": {
         "name": p.name,
         "roles": sorted(p.roles),
@@ -284,6 +304,10 @@ def resource_entity(r: Resource) -> dict[str, object] | None:
         a = r.attributes  # claims not stated count as the worst case
         return {"uid": {"type": "AuditMessage", "id": r.uid or "*"}, "parents": [],
                 "attrs": {"about_others": bool(a.get("about_others", True)), "as_archive": bool(a.get("as_archive", True))}}
+    if r.kind == "share-link":
+        return {"uid": {"type": "ShareLink", "id": r.uid or "*"}, "parents": [], "attrs": {"owner": str(r.attributes.get("owner") or "")}}
+    if r.kind == "peer":
+        return {"uid": {"type": "Peer", "id": r.uid or "*"}, "parents": [], "attrs": {"external": bool(r.attributes.get("external", True))}}
     if r.kind == "device":
         a = r.attributes
         return {"uid": {"type": "Device", "id": r.uid or "*"}, "parents": [], "attrs": {
@@ -292,6 +316,7 @@ def resource_entity(r: Resource) -> dict[str, object] | None:
     if r.kind in _STUDY_KINDS and r.access is not None:
         s = r.access
         return {"uid": {"type": "Study", "id": r.study_uid or r.uid}, "parents": [], "attrs": {
+            "uid": r.study_uid or r.uid,
             "patient": r.patient_ref,
             "department": _department(s.department),
             "site": s.site,

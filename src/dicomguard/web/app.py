@@ -20,6 +20,8 @@ There is no Swagger UI (it would load third-party scripts).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from starlette.middleware.cors import CORSMiddleware
@@ -28,7 +30,7 @@ from dicomguard import __version__
 from dicomguard.app.archive import Archive
 from dicomguard.errors import ConfigurationError
 from dicomguard.identity.session_policy import session_policy_from
-from dicomguard.web import admin_routes, auth_routes, errors, qido, stow, wado
+from dicomguard.web import admin_routes, auth_routes, errors, qido, recipient, share_routes, stow, viewer, wado
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
 from dicomguard.web.middleware import (
@@ -59,6 +61,12 @@ def create_app(archive: Archive) -> FastAPI:
         app.include_router(module.router)  # each router carries the /dicomweb prefix in its route templates
     app.include_router(auth_routes.router)  # /auth: login, refresh, logout, password, step-up, break-glass (in the OpenAPI document)
     app.include_router(admin_routes.router)  # /admin: erase, accounts, devices, allow-list, study attributes (in the OpenAPI document)
+    app.include_router(share_routes.router)  # /shares: create, list, show, revoke share links (in the OpenAPI document)
+    app.include_router(recipient.router)  # /s/: a share link's recipient: PIN page, study page, download (not in the OpenAPI document)
+    # /viewer and the OHIF app's root-relative files, behind the archive's authentication; 404 at /viewer if not installed.
+    viewer_dir = Path(archive.settings.sharing.viewer_dir) if archive.settings.sharing.viewer_dir else viewer.default_viewer_dir()
+    app.state.viewer = viewer_dir
+    app.include_router(viewer.viewer_router(viewer_dir))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests (no authentication, no data)")
     def healthz() -> dict[str, str]:

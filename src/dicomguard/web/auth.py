@@ -25,6 +25,7 @@ from dicomguard.app.archive import Archive
 from dicomguard.app.services import Services
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.identity.tokens import InvalidToken, TokenPrincipal, verify_token
+from dicomguard.pki.devices import DeviceRegistry, PeerRefused
 from dicomguard.web.errors import unauthorized
 
 
@@ -62,12 +63,61 @@ def principal_for(request: Request, user: TokenPrincipal) -> Principal:
     return Principal(PrincipalKind.USER, user.user_name, roles, address=address, attributes=attributes)
 
 
+SHARE_COOKIE = "__Host-dicomguard-share"
+"""A share-link recipient's session (ADR 0010): ``__Host-`` prefixed, so Secure, Path=/ and no Domain (RFC 6265bis 4.1.3.2)."""
+_SHARE_COOKIE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def share_principal(request: Request) -> Principal | None:
+    """The share-link recipient of the request's session cookie, for reads only; ``None`` without a live session.
+
+    The cookie is HttpOnly and SameSite=Strict, and it authenticates only GET and
+    HEAD requests: a recipient reads, and no other site can make its browser write.
+    """
+    secret = request.cookies.get(SHARE_COOKIE)
+    if not secret or len(secret) > 128 or request.method not in _SHARE_COOKIE_METHODS:
+        return None
+    archive: Archive = request.app.state.archive
+    return archive.share_gate.principal(secret, request.client.host if request.client else "unknown")
+
+
+CLIENT_CERT_SCOPE_KEY = "dicomguard.client_cert"
+"""Where the HTTPS server puts the connection's verified client certificate (DER) in the ASGI scope."""
+
+
+def device_principal(request: Request) -> Principal | None:
+    """The registered device (or peer archive) whose certificate the TLS connection presented, or ``None``.
+
+    The handshake already verified the certificate against the archive's CA; here it
+    must also be registered, unrevoked and unexpired (checked on every request, so a
+    revocation takes effect at once). A presented but unregistered certificate is 401.
+    """
+    der = request.scope.get(CLIENT_CERT_SCOPE_KEY)
+    if not der:
+        return None
+    archive: Archive = request.app.state.archive
+    try:
+        device = DeviceRegistry(archive.ctx.engine).identify(der)
+    except PeerRefused:
+        raise unauthorized() from None
+    return device.principal(request.client.host if request.client else None)
+
+
 def authenticated_services(request: Request) -> Services:
-    """FastAPI dependency (runs in the thread pool: it reads the index): the caller's services, or 401."""
+    """FastAPI dependency (runs in the thread pool: it reads the index): the caller's services, or 401.
+
+    A bearer token first; without an ``Authorization`` header, a registered device's client certificate
+    (mutual TLS), then a share-link recipient's session cookie.
+    """
+    archive: Archive = request.app.state.archive
+    if request.headers.get("authorization") is None:
+        other = device_principal(request) or share_principal(request)
+        if other is not None:
+            request.state.principal = other
+            return archive.services(other)
     user = verified_user(request)
     principal = principal_for(request, user)
     request.state.principal = principal
-    archive: Archive = request.app.state.archive
     return archive.services(principal)
 
 

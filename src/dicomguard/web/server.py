@@ -4,8 +4,12 @@ TLS: 1.2 minimum, forward-secret AEAD suites only, no compression or
 renegotiation (the hardened context of :mod:`dicomguard.pki.tls`, RFC 9325).
 The server key is unwrapped from the index by the KEK and handed to OpenSSL
 through an in-memory file: it never exists in clear on disk. Client
-certificates are not requested (browsers and viewers authenticate with bearer
-tokens; devices use DIMSE-TLS with mutual authentication).
+certificates are requested but optional: browsers and viewers authenticate
+with bearer tokens or a share link's session, while a device or a peer archive
+(site-to-site transfer, ADR 0010) may present a certificate issued by the
+archive's CA; a presented certificate must verify (else the handshake fails) and
+is matched to its device registration on every request
+(:func:`dicomguard.web.auth.device_principal`).
 
 Logging: uvicorn's own access log is off (it prints query strings, which may
 hold patient names); :class:`dicomguard.web.middleware.ObservabilityMiddleware`
@@ -24,6 +28,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -32,6 +37,7 @@ from dicomguard.errors import ConfigurationError
 from dicomguard.pki.store import load_tls_material
 from dicomguard.pki.tls import server_context
 from dicomguard.web.app import create_app
+from dicomguard.web.auth import CLIENT_CERT_SCOPE_KEY
 from dicomguard.web.slow_clients import head_deadline_protocol
 
 log = logging.getLogger(__name__)
@@ -50,11 +56,31 @@ def _http_protocol() -> type:
 
 
 def https_context(archive: Archive) -> ssl.SSLContext:
-    """Server-only TLS context (no client certificate requested)."""
+    """Server TLS context; a client certificate is requested, optional, and verified against the archive's CA if sent."""
     material = load_tls_material(archive.home, archive.settings, archive.ctx.keyring)
-    ctx = server_context(material.server_chain_pem, material.server_key_pem, client_ca_pem=None)
+    ctx = server_context(material.server_chain_pem, material.server_key_pem, client_ca_pem=material.client_ca_pem)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def client_certificate_protocol(base: type) -> type:
+    """A subclass of uvicorn's HTTP protocol ``base`` that puts the connection's verified client certificate in each scope."""
+
+    class ClientCertificateProtocol(base):  # type: ignore[misc, valid-type]
+        _client_cert: bytes | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            ssl_object = transport.get_extra_info("ssl_object")
+            self._client_cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[CLIENT_CERT_SCOPE_KEY] = self._client_cert
+
+    ClientCertificateProtocol.__name__ = f"ClientCertificate{base.__name__}"
+    return ClientCertificateProtocol
 
 
 class _Server(uvicorn.Server):
@@ -108,7 +134,7 @@ def serve_https(
         log_config=None,
         lifespan="off",
         timeout_graceful_shutdown=5,
-        http=head_deadline_protocol(_http_protocol(), archive.settings.network.header_timeout_s),
+        http=head_deadline_protocol(client_certificate_protocol(_http_protocol()), archive.settings.network.header_timeout_s),
     )
     server = _Server(config, ready, stop)
     try:

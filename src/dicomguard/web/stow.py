@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from dicomguard.app.services import Services
 from dicomguard.core.ingest import IngestOutcome, Loader, ObjectIdentity
 from dicomguard.errors import RejectReason
+from dicomguard.transfer.provenance import MAX_PROVENANCE_BYTES, PROVENANCE_MEDIA_TYPE
 from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import JsonObject, attribute
 from dicomguard.web.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
@@ -46,6 +47,7 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized": a peer's object without a valid ledger proof
 _FAILURE_REASON = {
     RejectReason.TOO_LARGE: OUT_OF_RESOURCES,
     RejectReason.UNSUPPORTED_TRANSFER_SYNTAX: TRANSFER_SYNTAX_NOT_SUPPORTED,
@@ -127,19 +129,42 @@ async def _receive(request: Request, boundary: str, limit: int) -> MultipartRead
 def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None) -> list[_PartResult]:
     results = [_PartResult(ObjectIdentity()) for _ in parts]
     items: list[tuple[str, Loader]] = []
+    provenance: bytes | None = None
     for part in parts:
         media = parse_media_type(part.content_type or DICOM)
         encoding = part.headers.get("content-transfer-encoding", "binary").lower()
+        if media.type == PROVENANCE_MEDIA_TYPE:
+            # One manifest per request, read only if within its bound (a peer must not make us hold gigabytes).
+            if provenance is None and part.content.size <= MAX_PROVENANCE_BYTES:
+                provenance = part.content.read()
+            else:
+                provenance = b"{}"  # a second or oversized manifest makes the request's proofs unreadable
+            continue
         if media.type != DICOM or encoding not in ("binary", "8bit", "7bit"):
             results[part.index].failure = CANNOT_UNDERSTAND
             continue
         items.append((str(part.index), part.content.read))
+    peer = services.transfers.peer_requiring_proofs()
+    if peer is not None:
+        # A peer archive's objects are stored only with its ledger's proofs (ADR 0010): checked on their bytes first,
+        # one part in memory at a time (a part is read again for the ingest).
+        check = services.transfers.check_received(items, provenance)
+        for label, reason in check.refused.items():
+            results[int(label)].failure = NOT_AUTHORIZED
+            log.warning("STOW-RS from peer %s: part %s refused: %s", peer, label, reason)
+        accepted = set(check.accepted)
+        items = [(label, load) for label, load in items if label in accepted]
     source = f"stow-rs {services.principal.label()}"
+    stored: list[str] = []
     for outcome in services.store.ingest_many(items, source=source, study_uid=study_uid):
         r = results[int(outcome.label)]
         r.outcome, r.identity = outcome, outcome.identity
         if outcome.error is not None:
             r.failure = _FAILURE_REASON.get(outcome.error.reason, CANNOT_UNDERSTAND)
+        elif outcome.result is not None:
+            stored.append(outcome.result.sop_instance_uid)
+    if peer is not None:
+        services.transfers.keep_provenance(stored, peer)
     return results
 
 

@@ -26,6 +26,7 @@ from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import AlertHandled, AlertRaised, ContextImported
 from dicomguard.core.keyring import PURPOSE_DETECT
 from dicomguard.core.service import Service
+from dicomguard.core.services.shares import revoke_links_of
 from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import NotFoundError
 from dicomguard.identity import tokens, users
@@ -137,6 +138,7 @@ class DetectionService(Service):
             users.set_disabled(s, user, True)
             users.end_sessions(s, user, now)
             tokens.revoke_user_tokens(s, user)
+            revoke_links_of(s, self.ctx, self.principal, user, f"containment after alert {alert_id}", now)  # ADR 0010
         if existing is None:
             s.add(Containment(user_name=user, level=level, alert_id=alert_id, since=now, disabled_account=disabled))
         else:

@@ -129,8 +129,13 @@ class QueryService(Service):
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
 
+    def _in_series_scope(self, series_uid: str) -> bool:
+        """A principal limited to some series (a share link made for them) sees only those (ADR 0010)."""
+        scope = self.principal.series_scope
+        return not scope or series_uid in scope
+
     def find_series(self, study_uid: str | None = None, modality: str | None = None) -> list[SeriesRecord]:
-        candidates = self.access.index.series(study_uid=study_uid, modality=modality)
+        candidates = [se for se in self.access.index.series(study_uid=study_uid, modality=modality) if self._in_series_scope(se.uid)]
         visible, emergency = self.access.visible_studies({se.study_uid for se in candidates})
         found = [se for se in candidates if se.study_uid in visible]
         if study_uid and candidates and not found:
@@ -139,7 +144,8 @@ class QueryService(Service):
         return found
 
     def find_instances(self, *, study_uid: str | None = None, series_uid: str | None = None) -> list[InstanceRecord]:
-        candidates = self.access.index.instances(study_uid=study_uid, series_uid=series_uid)
+        candidates = [r for r in self.access.index.instances(study_uid=study_uid, series_uid=series_uid)
+                      if self._in_series_scope(r.series_uid)]
         visible, emergency = self.access.visible_studies({r.study_uid for r in candidates})
         found = [r for r in candidates if r.study_uid in visible]
         if (study_uid or series_uid) and candidates and not found:
@@ -157,13 +163,14 @@ class QueryService(Service):
         description: Description | None = None
         level, key = "STUDY", "StudyInstanceUID"
         if studies := index.studies(StudyFilter(study_uid=uid)):
-            description = Description("study", study=studies[0], children=index.series(study_uid=uid))
+            children = [se for se in index.series(study_uid=uid) if self._in_series_scope(se.uid)]
+            description = Description("study", study=studies[0], children=children)
             study_uid, ref = uid, studies[0].patient_ref
-        elif series := index.series(series_uid=uid):
+        elif (series := index.series(series_uid=uid)) and self._in_series_scope(uid):
             level, key = "SERIES", "SeriesInstanceUID"
             description = Description("series", series=series[0], children=index.instances(series_uid=uid))
             study_uid, ref = series[0].study_uid, self._patient_of(series[0].study_uid)
-        elif instances := index.instances(sop_instance_uid=uid):
+        elif (instances := index.instances(sop_instance_uid=uid)) and self._in_series_scope(instances[0].series_uid):
             level, key = "IMAGE", "SOPInstanceUID"
             description = Description("instance", instance=instances[0])
             study_uid, ref = instances[0].study_uid, instances[0].patient_ref

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dicomguard.core.access import Action, Resource
+from dicomguard.core.access import AccessDenied, Action, Resource
 from dicomguard.core.access_control import NO_ATTRIBUTES
 from dicomguard.core.events import InstancesAccessed
 from dicomguard.core.query import InstanceRecord
@@ -107,6 +107,9 @@ class RetrieveService(Service):
             records.update((r.sop_instance_uid, r) for r in index.instances(study_uid=uid))
         if require_all and not records:
             raise NotFoundError("no such study, series or instance")
+        records = self._within_series_scope(action, records, named=bool(series_uids or sop_instance_uids))
+        if require_all and not records:
+            raise NotFoundError("no such study, series or instance")
         plan = RetrievePlan(self, action, list(records.values()))
         plan.emergency = self._authorize(plan, by_instance=bool(sop_instance_uids) and not (study_uids or series_uids))
         return plan
@@ -123,6 +126,24 @@ class RetrieveService(Service):
     def instances(self, sop_instance_uids: Sequence[str], action: Action = Action.RETRIEVE) -> list[RetrievedObject]:
         """Several verified objects as one plan (one access record), all in memory; the first failure is raised."""
         return list(self.plan(action, sop_instance_uids=sop_instance_uids).verified())
+
+    def _within_series_scope(self, action: Action, records: dict[str, InstanceRecord], named: bool) -> dict[str, InstanceRecord]:
+        """A principal limited to some series (a share link made for them) gets only those (ADR 0010).
+
+        Like a token's scopes this is built in, before any policy: a series named
+        outside the scope is refused (recorded) as a study the principal may not
+        read; a whole study asked for is narrowed to the series in scope.
+        """
+        scope = self.principal.series_scope
+        if not scope:
+            return records
+        outside = [r for r in records.values() if r.series_uid not in scope]
+        if named and outside:
+            first = outside[0]
+            resource = Resource("series", first.series_uid, first.study_uid, first.patient_ref)
+            self.access.record_refusal(action, resource, "outside the series this share link opens")
+            raise AccessDenied(self.principal, action, resource, "outside the series this share link opens")
+        return {uid: r for uid, r in records.items() if r.series_uid in scope}
 
     def _raise_missing(self, uid: str) -> None:
         with read_session(self.ctx.engine) as s:
