@@ -9,10 +9,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq
   # Real peers for the tests: PostgreSQL client (pg_dump), dcmtk, stunnel (TLS for dcmtk tools
   # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector),
-  # Tesseract (burned-in text), Chromium (share links in a real browser, driven by Playwright), npm (the OHIF viewer).
+  # Tesseract (burned-in text), Chromium (share links in a real browser, driven by Playwright).
   apt-get install -y -qq --no-install-recommends \
     postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng \
-    fonts-dejavu-core chromium nodejs npm >/dev/null
+    fonts-dejavu-core chromium >/dev/null
+  # npm fetches the OHIF viewer; machines that already have Node.js (e.g. from NodeSource, whose nodejs conflicts
+  # with Debian's npm) keep theirs.
+  command -v npm >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 
 # The PostgreSQL tests need the server up; on the project's machines it is installed and

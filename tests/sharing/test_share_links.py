@@ -22,7 +22,7 @@ from dicomguard.audit.store import AuditStore
 from dicomguard.core.access import Action
 from dicomguard.core.events import AccessRefused, ShareCreated, ShareRevoked, UserAuthentication
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import ShareLink, ShareSession
+from dicomguard.index.models import AuthSession, ShareLink, ShareSession
 from dicomguard.web.auth import SHARE_COOKIE
 from tests.identity.conftest import add_user
 from tests.sharing.conftest import Shared, open_link, recipient, token_of
@@ -95,8 +95,11 @@ def test_create_over_https_open_with_pin_and_read_exactly_the_study(shared: Shar
     assert members == alice  # byte-identical to what the archive stored
 
     # Every use is audited with the recipient's address; the owner sees the uses.
-    records = _audit(shared, body["id"])
-    assert records, "the recipient's reads are in the audit trail under the share's id"
+    records = _audit(shared, f"share:{body['id']}")
+    events = [r["event"] for r in records]
+    assert len(events) >= 5 and {r["address"] for r in records} == {"127.0.0.1"}, records
+    assert any(r["studies"] == [shared.alice_study] for r in records)
+    assert not any(shared.bob_study in r["studies"] for r in records if r["outcome"] == "0")
     shown = shared.archive.operator.shares.show(body["id"])
     assert [u[1] for u in shown.uses_log] == ["opened", "viewed", "downloaded"]
     assert all(u[2] == "127.0.0.1" for u in shown.uses_log) and shown.uses == 1
@@ -200,7 +203,7 @@ def test_download_only_when_the_link_allows_it(shared: Shared, events) -> None: 
         assert "/s/download" not in browser.get("/s/view").text
         assert browser.get("/s/download").status_code == 403
     refused = [e for e in events if isinstance(e, AccessRefused)]
-    assert refused and refused[-1].action is Action.EXPORT and refused[-1].principal.name == created.id
+    assert refused and refused[-1].action is Action.EXPORT and refused[-1].principal.name == f"share:{created.id}"
 
 
 def test_a_deidentified_share_serves_only_the_copy(shared: Shared) -> None:
@@ -241,6 +244,17 @@ def test_policies_decide_step_up_and_de_identification_for_the_person_sharing(sh
     assert by_operator.deidentified and by_operator.deidentified_by_policy and by_operator.served_study_uid != shared.alice_study
     identified = shared.archive.operator.shares.create(shared.alice_study, recipient="referring GP", recipient_kind="external")
     assert not identified.deidentified and identified.served_study_uid == shared.alice_study
+    # A login session's TOTP is fresh for 300 s: an external share goes through, and asks again once it is stale.
+    account = add_user(shared.archive, "dr.out", "radiologist", "RADIOLOGY")
+    with shared.server.http() as http:
+        login = http.post("/auth/login", json={"username": account.name, "password": account.password, "totp": account.code()})
+        assert login.status_code == 200, login.text
+        bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        fresh = http.post("/shares", json={**base, "recipient": "external"}, headers=bearer)
+        assert fresh.status_code == 201 and not fresh.json()["deidentified"], fresh.text
+        with write_session(shared.archive.ctx.engine) as s:
+            s.execute(update(AuthSession).where(AuthSession.user_name == "dr.out").values(mfa_at=datetime.now(UTC) - timedelta(minutes=10)))
+        assert http.post("/shares", json={**base, "recipient": "external"}, headers=bearer).status_code == 401
     other = shared.server.token("dr.cardio", "cardiologist", department="CARDIOLOGY")
     with shared.server.http(other) as http:
         # Another department's study: like a study that does not exist.

@@ -133,12 +133,16 @@ class Principal:
     @classmethod
     def share(cls, share_id: str, *, studies: Iterable[str], series: Iterable[str] = (), download: bool = False,
               deidentified: bool = False, address: str | None = None) -> Principal:
-        """The recipient of share link ``share_id``: its scope is the link's studies (and, if any, series)."""
-        return cls(PrincipalKind.SHARE, share_id, frozenset(), address, {
-            "studies": tuple(sorted(studies)), "series": tuple(sorted(series)), "download": download, "deidentified": deidentified})
+        """The recipient of share link ``share_id``, named ``share:<id>`` everywhere (audit, ledger, policies).
+
+        Its scope is the link's studies (and, if any, series).
+        """
+        return cls(PrincipalKind.SHARE, f"{PrincipalKind.SHARE.value}:{share_id}", frozenset(), address, {
+            "share_id": share_id, "studies": tuple(sorted(studies)), "series": tuple(sorted(series)), "download": download,
+            "deidentified": deidentified})
 
     def label(self) -> str:
-        return f"{self.kind.value}:{self.name}"
+        return self.name if self.kind is PrincipalKind.SHARE else f"{self.kind.value}:{self.name}"
 
     @property
     def series_scope(self) -> frozenset[str]:

@@ -481,7 +481,7 @@ class ShareGate:
     def note(self, principal: Principal, kind: str) -> None:
         """A use the owner sees in ``share show`` (viewed, downloaded); the data read itself is in the audit trail."""
         with write_session(self.ctx.engine) as s:
-            s.add(ShareUse(share_id=principal.name, at=datetime.now(UTC), kind=kind[:16], address=(principal.address or "unknown")[:64]))
+            s.add(ShareUse(share_id=str(principal.attributes["share_id"]), at=datetime.now(UTC), kind=kind[:16], address=(principal.address or "unknown")[:64]))
 
     def _principal(self, row: ShareLink, address: str) -> Principal:
         series: list[str] = []
