@@ -69,6 +69,8 @@ NOT_RECORDED_CLI = {
     "share show": "one link and its uses (times, addresses): no PHI, nothing changed (decided: share-read)",
     "share queue": "lists transfers to peers (states, counts): no PHI, nothing changed (decided: peer-read)",
     "peer list": "lists peer archives: no PHI, nothing changed (decided: peer-read)",
+    "incident list": "lists incidents (titles, states): no PHI, nothing changed (decided: incident-read)",
+    "incident show": "one incident's timeline (accounts, devices, counts): no PHI, nothing changed (decided: incident-read)",
 }
 NOT_RECORDED_ROUTES = {
     ("GET", "/healthz"): "liveness only: no authentication, no data",
@@ -84,11 +86,19 @@ NOT_RECORDED_ROUTES = {
     ("GET", "/s/static/share.css"): "the recipient pages' stylesheet",
     ("POST", "/s/logout"): "ends a recipient's session (its opening is recorded)",
 }
+VIEWER_ROUTES = ("the OHIF viewer (/viewer, its generated configuration and its static files, one route per installed file): public "
+                 "code and no PHI, behind the archive's authentication; what it then reads through /dicomweb is recorded there")
 ROUTES_RECORDED_ELSEWHERE = {
     # Share links need a session cookie over HTTPS: one recorded action each is checked in tests/sharing/test_share_actions.py.
     ("POST", "/shares"): "share-created", ("POST", "/shares/{share_id}/revoke"): "share-revoked",
     ("POST", "/s/{token}"): "user-authentication (the recipient's login)", ("GET", "/s/view"): "query",
     ("GET", "/s/download"): "export",
+    # Incident routes need a security officer's login session with a fresh TOTP: tests/incident_response/test_actions.py.
+    ("POST", "/incidents"): "incident", ("POST", "/incidents/{incident_id}/contain"): "incident",
+    ("POST", "/incidents/{incident_id}/release"): "incident", ("POST", "/incidents/{incident_id}/close"): "incident",
+    ("GET", "/incidents/{incident_id}/report"): "incident (the draft is a recorded step)",
+    ("POST", "/incidents/{incident_id}/scope"): "audit-log-used and incident (two actions)",
+    ("GET", "/incidents"): "nothing (lists incidents: no PHI)", ("GET", "/incidents/{incident_id}"): "nothing (a timeline: no PHI)",
 }
 
 
@@ -112,6 +122,8 @@ def _routes(archive) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
             if included is not None:
                 walk(included.routes, prefix + route.include_context.prefix)
                 continue
+            if getattr(getattr(route, "endpoint", None), "__module__", "") == "dicomguard.web.viewer":
+                continue  # VIEWER_ROUTES: the OHIF app's files, one route each
             for method in getattr(route, "methods", None) or ():
                 if method not in ("HEAD", "OPTIONS"):
                     found.add((method, prefix + route.path))
@@ -232,6 +244,12 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("share revoke", lambda w, t: ["share", "revoke", _last_share(t), "--reason", "sent to the wrong colleague"], 1),
     ("peer add", lambda w, t: ["peer", "add", "site-b", "--url", "https://127.0.0.1:9/dicomweb", "--ca", str(t / "peer-ca.pem")], 1),
     ("peer remove", lambda w, t: ["peer", "remove", "site-b"], 1),
+    ("incident open", lambda w, t: ["incident", "open", "--title", "dr.y's account used at night"], 1),
+    ("incident contain", lambda w, t: ["incident", "contain", "1", "--user", "dr.y", "--reason", "night-time bulk reads"], 1),
+    ("incident release", lambda w, t: ["incident", "release", "1", "--step", "2", "--reason", "the account holder was on call"], 1),
+    ("incident notify", lambda w, t: ["incident", "notify", "1", "--sent", "authority", "--note", "phased report"], 1),
+    ("incident report", lambda w, t: ["incident", "report", "1", "--format", "gdpr-art33", "--as", "json", "--out", str(t / "r.json")], 1),
+    ("incident close", lambda w, t: ["incident", "close", "1", "--reason", "false positive, documented"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),
 ]
 
@@ -247,6 +265,9 @@ CLI_RECORDED_ELSEWHERE = {
     "init": "creates the archive: its first record, checked by test_init_is_the_first_recorded_action",
     "restore": "creates a new home from a snapshot: recorded there (archive-restored), tests/backup/test_backup_cli.py",
     "share send": "queues a study for a peer (share-created) and delivers it (transfer-delivered): tests/sharing/test_site_to_site.py",
+    "incident verify": "two actions: the verification (integrity-checked) and its incident step: tests/incident_response/test_actions.py",
+    "incident letters": "one incident step (letters) after a scope: tests/incident_response/test_drill.py",
+    "incident scope": "two actions: the audit-trail read (audit-log-used) and its incident step: tests/incident_response/test_drill.py",
 }
 
 

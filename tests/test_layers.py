@@ -36,7 +36,7 @@ def test_a_broken_contract_is_caught(tmp_path: Path) -> None:
     tree = tmp_path / "src"
     (tree / "dicomguard").mkdir(parents=True)
     for pkg in ("core", "audit", "app", "ledger", "policy", "identity", "pki", "cli", "web", "dimse", "gateway", "crypto", "storage",
-                "index", "deid", "detect", "media", "transfer"):
+                "index", "deid", "detect", "media", "transfer", "incident"):
         (tree / "dicomguard" / pkg).mkdir()
         (tree / "dicomguard" / pkg / "__init__.py").write_text("")
     for module in ("__init__", "config", "errors"):

@@ -391,7 +391,9 @@ def test_healthz_openapi_and_metrics(web, stored_ct) -> None:
                          "/admin/users/{name}/roles", "/admin/users/{name}/roles/{role}", "/admin/users/{name}/reset-mfa",
                          "/admin/users/{name}/recovery-codes", "/admin/devices", "/admin/devices/{ae_title}/revoke",
                          "/admin/gateway/allow-list", "/admin/gateway/allow-list/deny", "/admin/studies/{study}/access",
-                         "/shares", "/shares/{share_id}", "/shares/{share_id}/revoke"}
+                         "/shares", "/shares/{share_id}", "/shares/{share_id}/revoke", "/incidents", "/incidents/{incident_id}",
+                         "/incidents/{incident_id}/contain", "/incidents/{incident_id}/release", "/incidents/{incident_id}/scope",
+                         "/incidents/{incident_id}/report", "/incidents/{incident_id}/close"}
         assert anonymous.get("/docs").status_code == 404
         assert anonymous.get("/metrics").status_code == 401
     with web.http(web.token("dr.m", "radiologist")) as http:

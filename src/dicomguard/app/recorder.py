@@ -44,6 +44,7 @@ from dicomguard.core.events import (
     Deidentified,
     Event,
     IdentityConflictRefused,
+    IncidentRecorded,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -107,6 +108,7 @@ RECORDINGS: dict[type[Event], Recording] = {
     ShareRevoked: Recording(leaves.share_revoked, mapping.share_revoked),
     TransferDelivered: Recording(leaves.transfer_delivered, mapping.transfer_delivered),
     ProvenanceVerified: Recording(leaves.provenance_verified, mapping.provenance_verified),
+    IncidentRecorded: Recording(leaves.incident_recorded, mapping.incident_recorded),
 }
 
 

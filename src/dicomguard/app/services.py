@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from dicomguard.app.backup.service import BackupService
 from dicomguard.app.detection.service import DetectionService
+from dicomguard.app.incidents import IncidentService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
 from dicomguard.app.transfers import TransferService
@@ -134,3 +135,7 @@ class Services:
     @cached_property
     def transfers(self) -> TransferService:
         return TransferService(self.archive.ctx, self.access, self.archive.ledger)
+
+    @cached_property
+    def incidents(self) -> IncidentService:
+        return IncidentService(self.archive.ctx, self.access)

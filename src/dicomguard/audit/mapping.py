@@ -66,6 +66,7 @@ from dicomguard.core.events import (
     Deidentified,
     Event,
     IdentityConflictRefused,
+    IncidentRecorded,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -712,4 +713,13 @@ def provenance_verified(c: MappingContext, s: Session, e: ProvenanceVerified) ->
     objects = [alert_subject(f"urn:dicomguard:peer:{e.peer}", text, Origin=e.origin[:256], ProofsSHA256=e.proofs_sha256)]
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
                     c.archive()], objects, (EventTypes.PROVENANCE_VERIFIED,), text)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def incident_recorded(c: MappingContext, s: Session, e: IncidentRecorded) -> list[Draft]:
+    """A.5.3.11 Security Alert: one step of an incident's response, with the account or device it concerns."""
+    text = f"incident {e.incident_id} {e.action} {e.target}: {e.detail}"[:1024]
+    objects = [alert_subject(f"urn:dicomguard:incident:{e.incident_id}", text, Action=e.action[:64], Target=e.target[:256])]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], objects, (EventTypes.INCIDENT,), text)
     return [Draft(msg, e.principal.name, ())]

@@ -15,6 +15,7 @@ from dicomguard.cli import (
     detect_cmds,
     device_cmds,
     gateway_cmds,
+    incident_cmds,
     ledger_cmds,
     patient_cmds,
     policy_cmds,
@@ -58,6 +59,7 @@ backup_cmds.register(app)
 deid_cmds.register(app)
 detect_cmds.register(app)
 share_cmds.register(app)
+incident_cmds.register(app)
 
 
 @app.callback()

@@ -96,6 +96,11 @@ class Action(StrEnum):
     """Registering (or removing) a peer archive for site-to-site transfer: its address, CA and ledger key."""
     PEER_READ = "peer-read"
     """Listing peers and the transfer queue."""
+    INCIDENT_RESPOND = "incident-respond"
+    """Opening and closing an incident, and its containment steps (user, device, network, read-only archive) and their
+    release (NIST SP 800-61r3 Respond)."""
+    INCIDENT_READ = "incident-read"
+    """Reading incidents, their timeline, breach scope and notification reports."""
 
 
 ADMINISTRATION = frozenset({
@@ -208,6 +213,11 @@ class Resource:
         return cls("share-link", share_id, attributes={"owner": owner})
 
     @classmethod
+    def incident(cls, incident_id: int | str) -> Resource:
+        """An incident (``*``: incidents in general, e.g. to open one or list them)."""
+        return cls("incident", str(incident_id))
+
+    @classmethod
     def peer(cls, name: str, external: bool = True) -> Resource:
         """A peer archive (site-to-site transfer)."""
         return cls("peer", name, attributes={"external": external})
@@ -273,6 +283,8 @@ class RequestContext:
     """For share: the kind of recipient (``internal``, ``external``, ``research``, ``patient``, ``peer``)."""
     deidentified: bool = False
     """For share: the share serves a de-identified copy."""
+    read_only: bool = False
+    """The archive is contained read-only during an incident: stores and changes are refused, reading goes on."""
 
     @classmethod
     def now_for(cls, principal: Principal) -> RequestContext:
@@ -290,6 +302,7 @@ class RequestContext:
             "contained": self.contained,
             "recipient": self.recipient,
             "deidentified": self.deidentified,
+            "read_only": self.read_only,
         }
 
 

@@ -44,11 +44,15 @@ from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import AccessRefused
 from dicomguard.core.query import IndexQuery
 from dicomguard.index.db import read_session, write_session
-from dicomguard.index.models import Containment, StudyAccessWindow
+from dicomguard.index.models import ArchiveMeta, Containment, StudyAccessWindow
 
 STUDY_ACTIONS = frozenset({Action.QUERY, Action.RETRIEVE, Action.EXPORT, Action.SHARE})
 """Actions on studies: the only ones a break-glass grant can open."""
 BULK_ACTIONS = frozenset({Action.RETRIEVE, Action.EXPORT, Action.DEIDENTIFY, Action.SHARE})
+CHANGE_ACTIONS = frozenset({Action.STORE, Action.ERASE, Action.STUDY_CHANGE, Action.PATIENT_RECONCILE})
+"""Actions a read-only containment refuses (``context.read_only``)."""
+READ_ONLY_KEY = "read_only"
+"""``archive_meta`` key set (to the incident's id) while an incident holds the archive read-only."""
 """Actions counted in the step-up window (``context.studies_in_window``)."""
 NO_ATTRIBUTES = Decision(False, "the study has no access attributes")
 
@@ -98,7 +102,11 @@ class AccessControl:
             name = self.principal.name
             contained = bool(self._cached("contained", now, lambda s: frozenset(
                 s.scalars(select(Containment.user_name).where(Containment.user_name == name, Containment.level != "record")))))
-        return RequestContext(now, mfa_age_of(self.principal, now), emergency, counted, contained=contained)
+        read_only = False
+        if action in CHANGE_ACTIONS:
+            read_only = bool(self._cached("read_only", now, lambda s: frozenset(
+                s.scalars(select(ArchiveMeta.value).where(ArchiveMeta.key == READ_ONLY_KEY)))))
+        return RequestContext(now, mfa_age_of(self.principal, now), emergency, counted, contained=contained, read_only=read_only)
 
     def _cached(self, key: str, now: datetime, load: Callable[[Session], frozenset[str]]) -> frozenset[str]:
         hit = self._context_cache.get(key)

@@ -468,3 +468,16 @@ class ProvenanceVerified(Event):
     sop_instance_uids: tuple[str, ...]
     proofs_sha256: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class IncidentRecorded(Event):
+    """A step of incident response (NIST SP 800-61r3): opened, a containment or its release, a verification, a scope,
+    a notification drafted or sent, closed. ``detail`` holds counts and names of accounts and devices, never PHI."""
+
+    principal: Principal
+    incident_id: int
+    action: str
+    target: str
+    detail: str
+    at: datetime

@@ -26,6 +26,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomguard.app.archive import Archive
 from dicomguard.core.access import Principal, PrincipalKind
+from dicomguard.core.network_blocks import is_blocked
 from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
@@ -130,6 +131,8 @@ class DimseService:
         address = str(assoc.requestor.address)
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         try:
+            if is_blocked(self.archive.ctx.engine, address):
+                raise PeerRefused("connections from this network are refused (incident containment)")
             sock = assoc.dul.socket.socket
             der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
             device = self.registry.authenticate(der, calling)

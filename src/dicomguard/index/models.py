@@ -267,6 +267,50 @@ class TransferJob(Base):
     """Sealed JSON: the study (served copy), its source, the SOP Instance UIDs to send."""
 
 
+class Incident(Base):
+    """A security incident (NIST SP 800-61r3): its title and notes are sealed (they may name people)."""
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """``open`` or ``closed``."""
+    opened_by: Mapped[str] = mapped_column(String(256))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    aware_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When the organisation became aware (GDPR Art. 33(1): the 72 hours run from here)."""
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    """Sealed JSON: title, description, the last breach scope (counts only)."""
+
+
+class IncidentStep(Base):
+    """One step of an incident's timeline: a containment (active until released), a verification, a notification, a note."""
+
+    __tablename__ = "incident_steps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    by: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(32))
+    """``contain-user``, ``contain-device``, ``contain-network``, ``read-only``, ``verify``, ``scope``, ``notified-...``, ``note``,
+    ``release``, ``close``."""
+    target: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean)
+    """A containment still in force."""
+    detail: Mapped[str] = mapped_column(Text)
+    """What was done and why (JSON; no PHI: counts, names of accounts and devices)."""
+
+
+class NetworkBlock(Base):
+    """A network refused at connection (DIMSE and HTTPS) while an incident contains it."""
+
+    __tablename__ = "network_blocks"
+    cidr: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class PatientToken(Base):
     """Prefix blind indexes of a patient's name and ID (wildcard matching, PS3.4 C.2.2.2.4)."""
 

@@ -29,6 +29,7 @@ from dicomguard.core.events import (
     ContextImported,
     Deidentified,
     IdentityConflictRefused,
+    IncidentRecorded,
     InstancesAccessed,
     InstanceStored,
     IntegrityChecked,
@@ -277,3 +278,8 @@ def provenance_verified(e: ProvenanceVerified) -> LeafEntry:
     return _event({"event": "provenance-verified", "subject": e.peer, "origin": e.origin, "instances": len(e.sop_instance_uids),
                    "instances_sha256": _listing_hash(e.sop_instance_uids), "proofs_sha256": e.proofs_sha256,
                    "by": e.principal.label(), "time": _time(e.at)})
+
+
+def incident_recorded(e: IncidentRecorded) -> LeafEntry:
+    return _event({"event": "incident", "subject": str(e.incident_id), "action": e.action, "target": e.target,
+                   "detail_sha256": hashlib.sha256(e.detail.encode()).hexdigest(), "by": e.principal.label(), "time": _time(e.at)})

@@ -285,7 +285,8 @@ def principal_entity(p: Principal) -> dict[str, object]:
     }}
 
 
-_SIMPLE_KINDS = {"archive": "Archive", "audit-log": "AuditLog", "allow-list": "AllowList", "policy-set": "PolicySet"}
+_SIMPLE_KINDS = {"archive": "Archive", "audit-log": "AuditLog", "allow-list": "AllowList", "policy-set": "PolicySet",
+                 "incident": "Incident"}
 _STUDY_KINDS = frozenset({"study", "series", "instance"})
 
 

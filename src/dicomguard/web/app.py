@@ -30,10 +30,11 @@ from dicomguard import __version__
 from dicomguard.app.archive import Archive
 from dicomguard.errors import ConfigurationError
 from dicomguard.identity.session_policy import session_policy_from
-from dicomguard.web import admin_routes, auth_routes, errors, qido, recipient, share_routes, stow, viewer, wado
+from dicomguard.web import admin_routes, auth_routes, errors, incident_routes, qido, recipient, share_routes, stow, viewer, wado
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
 from dicomguard.web.middleware import (
+    NetworkBlockMiddleware,
     ObservabilityMiddleware,
     PathGuardMiddleware,
     SecurityHeadersMiddleware,
@@ -62,6 +63,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(auth_routes.router)  # /auth: login, refresh, logout, password, step-up, break-glass (in the OpenAPI document)
     app.include_router(admin_routes.router)  # /admin: erase, accounts, devices, allow-list, study attributes (in the OpenAPI document)
     app.include_router(share_routes.router)  # /shares: create, list, show, revoke share links (in the OpenAPI document)
+    app.include_router(incident_routes.router)  # /incidents: open, contain, release, scope, report, close (in the OpenAPI document)
     app.include_router(recipient.router)  # /s/: a share link's recipient: PIN page, study page, download (not in the OpenAPI document)
     # /viewer and the OHIF app's root-relative files, behind the archive's authentication; 404 at /viewer if not installed.
     viewer_dir = Path(archive.settings.sharing.viewer_dir) if archive.settings.sharing.viewer_dir else viewer.default_viewer_dir()
@@ -86,6 +88,7 @@ def create_app(archive: Archive) -> FastAPI:
         return Response(body + gauges(archive.ctx), media_type=content_type)
 
     # Added innermost first: the last one added is the outermost.
+    app.add_middleware(NetworkBlockMiddleware, engine=archive.ctx.engine)
     app.add_middleware(PathGuardMiddleware)
     if origins:
         app.add_middleware(

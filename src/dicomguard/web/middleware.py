@@ -135,3 +135,24 @@ class ObservabilityMiddleware:
             "%s %s %s %d %.1fms user=%s", client[0], method, template, status, seconds * 1000,
             principal.label() if principal is not None else "-",
         )
+
+
+class NetworkBlockMiddleware:
+    """403 for every request from a network an incident contains (``incident contain --network``), before routing."""
+
+    def __init__(self, app: ASGIApp, engine: Any) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            from dicomguard.core.network_blocks import is_blocked
+
+            client = scope.get("client")
+            if client and is_blocked(self.engine, client[0]):
+                body = json.dumps({"error": "forbidden", "detail": "requests from this network are refused"}).encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -53,8 +53,8 @@ MAX_RECIPIENT_TEXT = 500
 _TOUCH_EVERY = timedelta(seconds=30)
 
 
-class ShareRefused(DicomGuardError):
-    """A recipient could not open a link. ``public`` is all the recipient is told."""
+class ShareRefused(DicomGuardError, ValueError):
+    """A link could not be made or opened. ``public`` is all a recipient is told."""
 
     def __init__(self, public: str, reason: str) -> None:
         super().__init__(reason)
@@ -294,7 +294,7 @@ class ShareService(Service):
             else:
                 copied += 1
         if not copied or len(served) != 1:
-            raise DicomGuardError("no object of the study could be shared de-identified: " +
+            raise ShareRefused("nothing could be shared de-identified", "no object of the study could be shared de-identified: " +
                                   "; ".join(f"{uid}: {why}" for uid, why in refused[:5]))
         return served.pop(), copied, refused
 
