@@ -69,6 +69,10 @@ NOT_RECORDED_CLI = {
     "share show": "one link and its uses (times, addresses): no PHI, nothing changed (decided: share-read)",
     "share queue": "lists transfers to peers (states, counts): no PHI, nothing changed (decided: peer-read)",
     "peer list": "lists peer archives: no PHI, nothing changed (decided: peer-read)",
+    "posture": "evaluates configuration and records against NIST CSF 2.0 and HIPAA: no PHI, nothing changed (decided: posture-read)",
+    "review list": "lists log reviews with their counts and sign-off: no PHI, nothing changed (decided: log-review)",
+    "risk list": "the register and the risks derived from the posture: no PHI, nothing changed (decided: risk-read)",
+    "assets": "devices, storage, backup targets, privileged accounts: no PHI, nothing changed (decided: risk-read)",
     "incident list": "lists incidents (titles, states): no PHI, nothing changed (decided: incident-read)",
     "incident show": "one incident's timeline (accounts, devices, counts): no PHI, nothing changed (decided: incident-read)",
 }
@@ -250,6 +254,12 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("incident notify", lambda w, t: ["incident", "notify", "1", "--sent", "authority", "--note", "phased report"], 1),
     ("incident report", lambda w, t: ["incident", "report", "1", "--format", "gdpr-art33", "--as", "json", "--out", str(t / "r.json")], 1),
     ("incident close", lambda w, t: ["incident", "close", "1", "--reason", "false positive, documented"], 1),
+    ("review sign-off", lambda w, t: ["review", "sign-off", "1", "--note", "refusals and exports looked at"], 1),
+    ("risk add", lambda w, t: ["risk", "add", "--asset", "CT9", "--threat", "malware", "--likelihood", "3", "--impact", "4",
+                               "--owner", "imaging IT"], 1),
+    ("risk update", lambda w, t: ["risk", "update", "1", "--status", "accepted"], 1),
+    ("assets sanitise", lambda w, t: ["assets", "sanitise", "--media", "old NAS disk 3", "--method", "NIST SP 800-88 destroy",
+                                      "--reason", "end of life"], 1),
     ("erase", lambda w, t: ["erase", "--patient", ALICE.patient_id, "--reason", "GDPR art. 17 request", "--yes"], 2),
 ]
 
@@ -266,6 +276,7 @@ CLI_RECORDED_ELSEWHERE = {
     "restore": "creates a new home from a snapshot: recorded there (archive-restored), tests/backup/test_backup_cli.py",
     "share send": "queues a study for a peer (share-created) and delivers it (transfer-delivered): tests/sharing/test_site_to_site.py",
     "incident verify": "two actions: the verification (integrity-checked) and its incident step: tests/incident_response/test_actions.py",
+    "review assemble": "two actions: the audit-trail read (audit-log-used) and the review: tests/incident_response/test_governance.py",
     "incident letters": "one incident step (letters) after a scope: tests/incident_response/test_drill.py",
     "incident scope": "two actions: the audit-trail read (audit-log-used) and its incident step: tests/incident_response/test_drill.py",
 }
@@ -284,6 +295,8 @@ def test_every_cli_action_is_one_recorded_action(archive, world: World, tmp_path
             (tmp_path / "audit-one.xml").write_bytes((tmp_path / "audit.xml").read_bytes().splitlines()[0])
         if command == "ledger witness":
             (tmp_path / "checkpoint.txt").write_bytes(archive.ledger.latest_checkpoint())
+        if command == "review sign-off":
+            archive.operator.governance.assemble_review()  # set-up: the review to sign (two actions of its own)
         if command == "peer add":
             (tmp_path / "peer-ca.pem").write_bytes((archive.home / "tls" / "ca.pem").read_bytes())
         before = _state(archive)

@@ -209,6 +209,8 @@ class AuditSettings(_Section):
     """AuditEnterpriseSiteID (e.g. the hospital). Empty: omitted."""
     syslog: list[SyslogCollector] = []
     spool: AuditSpoolSettings = AuditSpoolSettings()
+    review_every_days: int = Field(7, ge=0, le=92)
+    """``serve`` assembles a routine log review this often, for a security officer to sign off (0: never by itself)."""
 
 
 class SessionSettings(_Section):

@@ -273,6 +273,7 @@ def test_owners_see_their_links_others_do_not_and_officers_see_all(shared: Share
         assert [v["id"] for v in http.get("/shares").json()] == [mine["id"]]
     with shared.server.http(bea) as http:
         assert http.get("/shares").json() == []
+        assert http.get("/shares", params={"everyone": "true"}).status_code == 403  # whether or not others have links
         assert http.get(f"/shares/{mine['id']}").status_code == 404
         assert http.post(f"/shares/{mine['id']}/revoke", json={"reason": "mine now"}).status_code == 404
         assert http.get(f"/shares/{'0' * 16}").status_code == 404

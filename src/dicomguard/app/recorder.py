@@ -43,6 +43,7 @@ from dicomguard.core.events import (
     ContextImported,
     Deidentified,
     Event,
+    GovernanceRecorded,
     IdentityConflictRefused,
     IncidentRecorded,
     InstancesAccessed,
@@ -109,6 +110,7 @@ RECORDINGS: dict[type[Event], Recording] = {
     TransferDelivered: Recording(leaves.transfer_delivered, mapping.transfer_delivered),
     ProvenanceVerified: Recording(leaves.provenance_verified, mapping.provenance_verified),
     IncidentRecorded: Recording(leaves.incident_recorded, mapping.incident_recorded),
+    GovernanceRecorded: Recording(leaves.governance_recorded, mapping.governance_recorded),
 }
 
 

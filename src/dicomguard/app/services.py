@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from dicomguard.app.backup.service import BackupService
 from dicomguard.app.detection.service import DetectionService
+from dicomguard.app.governance import GovernanceService
 from dicomguard.app.incidents import IncidentService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
+from dicomguard.app.posture import PostureService
 from dicomguard.app.transfers import TransferService
 from dicomguard.app.verify import VerifyService
 from dicomguard.audit.service import AuditService
@@ -139,3 +141,11 @@ class Services:
     @cached_property
     def incidents(self) -> IncidentService:
         return IncidentService(self.archive.ctx, self.access)
+
+    @cached_property
+    def posture(self) -> PostureService:
+        return PostureService(self.archive.ctx, self.access)
+
+    @cached_property
+    def governance(self) -> GovernanceService:
+        return GovernanceService(self.archive.ctx, self.access)

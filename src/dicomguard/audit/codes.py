@@ -111,6 +111,7 @@ class EventTypes:
     TRANSFER_DELIVERED = local("transfer-delivered", "Study delivered to a peer archive")
     TRANSFER_FAILED = local("transfer-failed", "Delivery to a peer archive failed permanently")
     PROVENANCE_VERIFIED = local("provenance-verified", "Received objects proven in the sending archive's ledger")
+    GOVERNANCE = local("governance", "Log review, risk register or media sanitisation record")
     INCIDENT = local("incident", "Incident response step (opened, containment, release, scope, notification, closed)")
     BACKUP_COMPLETED = local("backup-completed", "Backup snapshot written")
     BACKUP_FAILED = local("backup-failed", "Backup or restore drill failed, or overdue")

@@ -65,6 +65,7 @@ from dicomguard.core.events import (
     ContextImported,
     Deidentified,
     Event,
+    GovernanceRecorded,
     IdentityConflictRefused,
     IncidentRecorded,
     InstancesAccessed,
@@ -722,4 +723,13 @@ def incident_recorded(c: MappingContext, s: Session, e: IncidentRecorded) -> lis
     objects = [alert_subject(f"urn:dicomguard:incident:{e.incident_id}", text, Action=e.action[:64], Target=e.target[:256])]
     msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
                     c.archive()], objects, (EventTypes.INCIDENT,), text)
+    return [Draft(msg, e.principal.name, ())]
+
+
+def governance_recorded(c: MappingContext, s: Session, e: GovernanceRecorded) -> list[Draft]:
+    """A.5.3.11 Security Alert (success): a log review, a risk-register change or a media sanitisation, as evidence."""
+    text = f"{e.action} {e.subject}: {e.detail}"[:1024]
+    msg = c.message(EventIds.SECURITY_ALERT, e.at, Outcome.SUCCESS, ActionCode.EXECUTE, [c.principal(e.principal, requestor=True),
+                    c.archive()], [alert_subject(f"urn:dicomguard:{e.subject}", text, Action=e.action[:64])],
+                    (EventTypes.GOVERNANCE,), text)
     return [Draft(msg, e.principal.name, ())]

@@ -239,5 +239,31 @@ def incident_close(incident_id: int = typer.Argument(...), reason: str = typer.O
     console.print(f"incident {incident_id} closed", highlight=False)
 
 
+def posture_cmd(
+    fmt: str = typer.Option("html", "--format", help="html | csv | oscal | json"),
+    out: Path = typer.Option(None, "--out", help="Write here instead of standard output."),
+) -> None:
+    """The security posture: configuration and records against NIST CSF 2.0 and HIPAA, gaps first; exit 1 if any gap."""
+    from dicomguard.app.posture import posture_csv, posture_html, posture_json, posture_oscal
+
+    if fmt not in ("html", "csv", "oscal", "json"):
+        fail("--format is html, csv, oscal or json")
+    with open_archive() as archive:
+        posture = archive.operator.posture.assess()
+        name = archive.settings.archive.ae_title
+    import json
+
+    text = {"html": lambda: posture_html(posture, name), "csv": lambda: posture_csv(posture),
+            "oscal": lambda: json.dumps(posture_oscal(posture, name), indent=2), "json": lambda: posture_json(posture)}[fmt]()
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"posture: {len(posture.findings) - len(posture.gaps)}/{len(posture.findings)} satisfied -> {out}", highlight=False)
+    else:
+        sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    if posture.gaps:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(incident_app, name="incident")
+    app.command("posture")(posture_cmd)

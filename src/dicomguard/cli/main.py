@@ -15,6 +15,7 @@ from dicomguard.cli import (
     detect_cmds,
     device_cmds,
     gateway_cmds,
+    governance_cmds,
     incident_cmds,
     ledger_cmds,
     patient_cmds,
@@ -60,6 +61,7 @@ deid_cmds.register(app)
 detect_cmds.register(app)
 share_cmds.register(app)
 incident_cmds.register(app)
+governance_cmds.register(app)
 
 
 @app.callback()

@@ -110,13 +110,16 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         serve_services.operations.application("dicomguard serve", started=True)  # each worker records its own
         from dicomguard.app.backup.schedule import BackupScheduler
         from dicomguard.app.detection.engine import DetectionEngine
+        from dicomguard.app.governance import ReviewScheduler
         from dicomguard.app.transfers import TransferWorker
         scheduler = BackupScheduler(serve_services)
+        reviews = ReviewScheduler(serve_services)
         detection = DetectionEngine(archive.services(Principal.operator("detector")))
         transfers = TransferWorker(serve_services)
         if channel is None or channel.slot == 0:  # one scheduler, detector and transfer worker per archive host
             scheduler.start(stop)
             transfers.start(stop)
+            reviews.start(stop)
             if detection.start(stop):
                 console.print("access-anomaly detection: scoring every access in the audit trail")
         if channel is None:
@@ -147,6 +150,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         scheduler.join(timeout=30)
         detection.join(timeout=10)
         transfers.join(timeout=30)
+        reviews.join(timeout=30)
         serve_services.operations.application("dicomguard serve", started=False)
         archive.ledger.latest_checkpoint()
         for forwarder in forwarders:

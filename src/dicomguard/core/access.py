@@ -101,6 +101,14 @@ class Action(StrEnum):
     release (NIST SP 800-61r3 Respond)."""
     INCIDENT_READ = "incident-read"
     """Reading incidents, their timeline, breach scope and notification reports."""
+    POSTURE_READ = "posture-read"
+    """The security posture report (configuration and records against NIST CSF 2.0 and HIPAA; no PHI)."""
+    LOG_REVIEW = "log-review"
+    """Assembling a routine audit-log review and signing it off (HIPAA 164.308(a)(1)(ii)(D))."""
+    RISK_MANAGE = "risk-manage"
+    """Adding and updating risk-register entries and recording media sanitisation."""
+    RISK_READ = "risk-read"
+    """Reading the risk register and the asset inventory (devices, targets, privileged accounts; no PHI)."""
 
 
 ADMINISTRATION = frozenset({
@@ -109,6 +117,7 @@ ADMINISTRATION = frozenset({
     Action.POLICY_READ, Action.KEYS_ROTATE, Action.LEDGER_WITNESS, Action.VERIFY, Action.METRICS_READ,
     Action.PATIENT_CONFLICTS_READ, Action.PATIENT_RECONCILE, Action.BACKUP_RUN, Action.BACKUP_DRILL, Action.BACKUP_READ,
     Action.CONTEXT_IMPORT, Action.ALERTS_READ, Action.ALERTS_HANDLE, Action.ALERTS_RAISE, Action.PEER_ADD, Action.PEER_READ,
+    Action.POSTURE_READ, Action.RISK_READ,
 })
 """Members of the Cedar action group ``administer`` (an API token scoped to ``administer`` may use each)."""
 

@@ -481,3 +481,15 @@ class IncidentRecorded(Event):
     target: str
     detail: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class GovernanceRecorded(Event):
+    """A governance record: a log review assembled or signed off, a risk added or updated, media sanitised (the
+    destruction of keys or media as evidence, NIST SP 800-88). ``detail`` holds no PHI."""
+
+    principal: Principal
+    subject: str
+    action: str
+    detail: str
+    at: datetime

@@ -311,6 +311,41 @@ class NetworkBlock(Base):
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class LogReview(Base):
+    """A routine audit-log review (HIPAA 164.308(a)(1)(ii)(D)): the period's counts, and who signed it off when."""
+
+    __tablename__ = "log_reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(256))
+    summary: Mapped[str] = mapped_column(Text)
+    """JSON counts (records, users, refusals, failed logins, lockouts, break-glass, exports, integrity alerts): no PHI."""
+    signed_off_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    signed_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Risk(Base):
+    """An entry of the risk register (NIST SP 800-30 terms: asset, threat, vulnerability, likelihood, impact, treatment)."""
+
+    __tablename__ = "risks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset: Mapped[str] = mapped_column(String(256))
+    threat: Mapped[str] = mapped_column(String(512))
+    vulnerability: Mapped[str] = mapped_column(String(512))
+    likelihood: Mapped[int] = mapped_column(SmallInteger)
+    impact: Mapped[int] = mapped_column(SmallInteger)
+    owner: Mapped[str] = mapped_column(String(256))
+    treatment: Mapped[str] = mapped_column(String(1024))
+    due: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    """``open``, ``accepted`` or ``closed``."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class PatientToken(Base):
     """Prefix blind indexes of a patient's name and ID (wildcard matching, PS3.4 C.2.2.2.4)."""
 

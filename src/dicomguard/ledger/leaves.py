@@ -28,6 +28,7 @@ from dicomguard.core.events import (
     ConflictRefused,
     ContextImported,
     Deidentified,
+    GovernanceRecorded,
     IdentityConflictRefused,
     IncidentRecorded,
     InstancesAccessed,
@@ -282,4 +283,9 @@ def provenance_verified(e: ProvenanceVerified) -> LeafEntry:
 
 def incident_recorded(e: IncidentRecorded) -> LeafEntry:
     return _event({"event": "incident", "subject": str(e.incident_id), "action": e.action, "target": e.target,
+                   "detail_sha256": hashlib.sha256(e.detail.encode()).hexdigest(), "by": e.principal.label(), "time": _time(e.at)})
+
+
+def governance_recorded(e: GovernanceRecorded) -> LeafEntry:
+    return _event({"event": "governance", "subject": e.subject, "action": e.action,
                    "detail_sha256": hashlib.sha256(e.detail.encode()).hexdigest(), "by": e.principal.label(), "time": _time(e.at)})

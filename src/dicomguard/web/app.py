@@ -5,9 +5,12 @@ Security properties, in request order:
 1. Path guard: traversal and odd bytes are refused before routing (400).
 2. CORS only for the configured origins (``[network] cors_origins``; empty: no
    CORS headers at all; ``*`` is refused at start).
-3. Every DICOMweb route authenticates a bearer token against the index and
-   acts through ``archive.services(principal)`` (authorization and access
-   events in the core). ``/healthz`` needs no token and returns no data.
+3. Every DICOMweb route authenticates a bearer token against the index (else a
+   registered device's client certificate, else a share-link recipient's
+   cookie for reads: :mod:`dicomguard.web.auth`) and acts through
+   ``archive.services(principal)`` (authorization and access events in the
+   core). ``/healthz`` needs no token and returns no data. Requests from a
+   network an incident contains are refused before routing.
 4. Core exceptions become statuses in one place (:mod:`dicomguard.web.errors`).
 5. Every response carries HSTS, nosniff and ``Cache-Control: no-store``.
 
