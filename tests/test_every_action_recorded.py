@@ -275,6 +275,7 @@ CLI_RECORDED_ELSEWHERE = {
     "init": "creates the archive: its first record, checked by test_init_is_the_first_recorded_action",
     "restore": "creates a new home from a snapshot: recorded there (archive-restored), tests/backup/test_backup_cli.py",
     "share send": "queues a study for a peer (share-created) and delivers it (transfer-delivered): tests/sharing/test_site_to_site.py",
+    "incident rotate-keys": "two actions: the key rotation (keys-rotated) and its incident step: tests/incident_response/test_actions.py",
     "incident verify": "two actions: the verification (integrity-checked) and its incident step: tests/incident_response/test_actions.py",
     "review assemble": "two actions: the audit-trail read (audit-log-used) and the review: tests/incident_response/test_governance.py",
     "incident letters": "one incident step (letters) after a scope: tests/incident_response/test_drill.py",

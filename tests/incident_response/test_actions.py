@@ -73,3 +73,13 @@ def test_incident_verify_records_the_verification_and_its_step(archive) -> None:
     assert result.exit_code == 0, result.output
     _leaves(archive, before, 2)
     assert archive.operator.incidents.show(number).steps[-1].kind == "verify"
+
+
+def test_incident_rotate_keys_records_the_rotation_and_its_step(archive) -> None:  # type: ignore[no-untyped-def]
+    number = archive.operator.incidents.open("a copy of the key file may have leaked")
+    before = _state(archive)
+    result = CliRunner().invoke(cli_app, ["incident", "rotate-keys", str(number)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    _leaves(archive, before, 2)  # keys-rotated and the incident step
+    step = archive.operator.incidents.show(number).steps[-1]
+    assert step.kind == "rotate-keys" and step.detail["keys_rewrapped"] >= 3

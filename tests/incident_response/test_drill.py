@@ -86,6 +86,12 @@ def test_contain_scope_and_report_a_compromised_account(drill, events) -> None: 
         assert any(f["to_complete"] for f in report["fields"])  # what a person must write stands out
         assert "30" in text
 
+    deadlines = {d["name"]: d for d in officer.deadlines(number)}
+    aware = officer.show(number).aware_at
+    assert datetime.fromisoformat(deadlines["gdpr-authority"]["due"]) == aware + timedelta(hours=72)
+    assert deadlines["gdpr-authority"]["status"] == "open" and deadlines["hipaa-individuals"]["status"] == "open"
+    officer.note(number, "notified-authority", "phased notification to the supervisory authority")
+    assert {d["name"]: d["status"] for d in officer.deadlines(number)}["gdpr-authority"] == "met"
     letters = officer.letters(number, organisation="St Example Hospital")
     assert set(letters) == set(touched)
     for pid, letter in letters.items():
@@ -96,8 +102,8 @@ def test_contain_scope_and_report_a_compromised_account(drill, events) -> None: 
         officer.close(number, "contained, scoped, notified")
         officer.close(number, "again")
     recorded = [e for e in events if isinstance(e, IncidentRecorded)]
-    assert [e.action for e in recorded] == ["open", "contain-user", "scope", "report", "report", "letters", "release",
-                                                      "close"]
+    assert [e.action for e in recorded] == ["open", "contain-user", "scope", "report", "report", "notified-authority",
+                                                      "letters", "release", "close"]
 
 
 def test_bad_input_gets_clear_errors(archive) -> None:  # type: ignore[no-untyped-def]

@@ -53,7 +53,9 @@ def test_the_risk_register_lists_its_own_and_derived_risks(archive) -> None:  # 
     derived = [r for r in risks if r.source == "derived"]
     assert {r.asset for r in derived} >= {"backups", "audit trail"}  # no target drilled, no collector, no review
     assert risks == sorted(risks, key=lambda r: (-r.score, r.source, r.asset))
+    assert not _status(archive, "risks")  # an open risk scored 16: a posture gap
     governance.update_risk(number, status="closed", treatment="modality replaced")
+    assert _status(archive, "risks")
     assert number not in {r.id for r in governance.risks()}
     assert number in {r.id for r in governance.risks(include_closed=True)}
     with pytest.raises(ValueError, match="status"):

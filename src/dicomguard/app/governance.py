@@ -206,6 +206,8 @@ class GovernanceService(Service):
 
         found: list[RiskView] = []
         for gap in PostureService(self.ctx, self.access).assess().gaps:
+            if gap.id == "risks":
+                continue  # the register's own risks are listed already
             asset, threat, likelihood, impact = _GAP_RISKS.get(gap.id, (gap.id, gap.title, 3, 3))
             found.append(RiskView(None, "derived", asset, threat, gap.evidence, likelihood, impact, "security officer",
                                   f"close the posture gap '{gap.title}'", None, "open"))

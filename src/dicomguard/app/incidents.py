@@ -426,6 +426,21 @@ class IncidentService(Service):
                              closed_at=view.closed_at, organisation=organisation or self.ctx.settings.archive.ae_title,
                              contact=contact, timeline=timeline, scope=scope, measures=measures)
 
+    def deadlines(self, incident_id: int) -> list[dict[str, Any]]:
+        """The notification deadlines (GDPR 72 h, HIPAA 60 days, media, HHS) and whether the timeline shows them met."""
+        from dicomguard.incident.deadlines import deadlines
+
+        facts = self._facts(incident_id, "", None)
+        return [{"name": d.name, "due": d.due.isoformat(), "status": d.status, "citation": d.citation, "note": d.note}
+                for d in deadlines(facts, datetime.now(UTC))]
+
+    def record_key_rotation(self, incident_id: int, kek_id: str, keys: int) -> int:
+        """Record a key rotation made for the incident (``keys rotate`` as a step of the response)."""
+        self._open_incident(incident_id)
+        now = datetime.now(UTC)
+        with self.change() as s:
+            return self._step(s, incident_id, "rotate-keys", "archive", {"kek_id": kek_id, "keys_rewrapped": keys}, now, active=False)
+
     def letters(self, incident_id: int, *, organisation: str = "", contact: str | None = None) -> dict[str, str]:
         """One plain-language letter per patient of the last scope (GDPR Art. 34, HIPAA 164.404(c)): Patient ID -> text.
 
@@ -470,6 +485,7 @@ def _describe(step: StepView) -> str:
 
 
 _PUBLIC_MEASURES = {
+    "rotate-keys": "All encryption keys were re-protected under a new master key.",
     "contain-user": "The user account involved was disabled, its sessions ended and its access tokens and share links revoked.",
     "contain-device": "The device involved was disconnected: its certificate was revoked.",
     "contain-network": "Connections from the network involved were blocked.",

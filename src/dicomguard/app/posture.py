@@ -26,7 +26,7 @@ from dicomguard.audit.codes import EventTypes
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.service import Service
 from dicomguard.index.db import as_utc, read_session
-from dicomguard.index.models import AlertRow, AuditRecord, BackupRun, Device, GatewayAllow, Incident, LogReview, User
+from dicomguard.index.models import AlertRow, AuditRecord, BackupRun, Device, GatewayAllow, Incident, LogReview, Risk, User
 
 STEP_UP_GUARDS = ("step-up-erase", "step-up-bulk-retrieve", "step-up-external-share", "step-up-contained", "step-up-incident-response")
 """Guards that make the second factor count for the riskiest actions: removing one is a posture gap."""
@@ -34,6 +34,8 @@ CERT_WARNING = timedelta(days=30)
 ALERT_REVIEW = timedelta(days=7)
 VERIFY_EVERY = timedelta(days=7)
 INCIDENT_OPEN_TOO_LONG = timedelta(days=30)
+HIGH_RISK = 15
+"""Likelihood x impact (1-25) from which an open register risk is a posture gap."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class PostureService(Service):
         now = datetime.now(UTC)
         checks: list[Callable[[datetime], Finding]] = [
             self._transport, self._at_rest, self._step_up, self._mfa_enrolled, self._default_deny, self._forwarding,
-            self._backups, self._integrity, self._alerts, self._certificates, self._log_review, self._incidents,
+            self._backups, self._integrity, self._alerts, self._certificates, self._log_review, self._incidents, self._risks,
         ]
         return Posture(now, tuple(check(now) for check in checks))
 
@@ -210,6 +212,16 @@ class PostureService(Service):
         return Finding("incidents", "Incidents are brought to a close", long_open == 0,
                        f"{long_open} incident(s) open for more than {INCIDENT_OPEN_TOO_LONG.days} days", ("RS.MA-01", "RS.MA-05"),
                        ("164.308(a)(6)(ii)",))
+
+
+    def _risks(self, now: datetime) -> Finding:
+        with read_session(self.ctx.engine) as s:
+            rows = list(s.scalars(select(Risk).where(Risk.status == "open")))
+        high = [r for r in rows if r.likelihood * r.impact >= HIGH_RISK]
+        late = [r for r in rows if r.due is not None and as_utc(r.due) < now]
+        evidence = f"{len(rows)} open risk(s) in the register, {len(high)} scored {HIGH_RISK} or more, {len(late)} past their due date"
+        return Finding("risks", "High risks are treated and none is past due", not high and not late, evidence, ("ID.RA-05", "ID.RA-06"),
+                       ("164.308(a)(1)(ii)(A)", "164.308(a)(1)(ii)(B)"))
 
 
 def posture_csv(posture: Posture) -> str:

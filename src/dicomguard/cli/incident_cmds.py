@@ -68,10 +68,13 @@ def incident_show(incident_id: int = typer.Argument(...), as_json: bool = typer.
     """An incident and its timeline (who did what, when; containments in force)."""
     with open_archive() as archive:
         i = archive.operator.incidents.show(incident_id)
+        deadlines = archive.operator.incidents.deadlines(incident_id)
     if as_json:
-        print_json(i.to_json())
+        print_json({**i.to_json(), "deadlines": deadlines})
         return
     console.print(f"incident {i.id} [{i.status}] {i.severity}: {i.title}", highlight=False)
+    for d in deadlines:
+        console.print(f"  deadline {d['name']}: {d['due']} [{d['status']}] ({d['citation']})", highlight=False)
     for st in i.steps:
         console.print(f"  {st.id} {st.at.isoformat()} {st.by}: {st.kind} {st.target}{' [in force]' if st.active else ''} {st.detail}",
                       highlight=False)
@@ -117,6 +120,17 @@ def incident_release(incident_id: int = typer.Argument(...), step: int = typer.O
         except ValueError as exc:
             fail(str(exc))
     console.print(f"step {step} released", highlight=False)
+
+
+@incident_app.command("rotate-keys")
+def incident_rotate_keys(incident_id: int = typer.Argument(...)) -> None:
+    """Rotate the key-encryption key now (as `keys rotate`) and record it in the incident's timeline."""
+    from dicomguard.cli.common import ask_passphrase
+
+    with open_archive() as archive:
+        rotation = archive.operator.keys.rotate(ask_passphrase())
+        archive.operator.incidents.record_key_rotation(incident_id, rotation.new_kek_id, rotation.rewrapped)
+    console.print(f"keys re-wrapped under KEK {rotation.new_kek_id}", highlight=False)
 
 
 @incident_app.command("verify")
