@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
+from dicomguard.app.periodic import PeriodicTask
 from dicomguard.audit.store import AuditFilter
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import GovernanceRecorded
@@ -272,24 +272,14 @@ def _check_level(name: str, value: int) -> None:
         raise ValueError(f"{name} is 1 (rare / negligible) to 5 (almost certain / severe)")
 
 
-class ReviewScheduler:
+class ReviewScheduler(PeriodicTask):
     """The ``serve`` thread that assembles the routine log review every ``[audit] review_every_days``."""
 
+    NAME = "log-review"
     POLL_S = 300.0
 
-    def __init__(self, services) -> None:  # type: ignore[no-untyped-def]
-        self.services = services
-        self._thread: threading.Thread | None = None
-
-    def start(self, stop: threading.Event) -> None:
-        if self.services.archive.settings.audit.review_every_days <= 0:
-            return
-        self._thread = threading.Thread(target=self._loop, args=(stop,), name="log-review", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def enabled(self) -> bool:
+        return bool(self.services.archive.settings.audit.review_every_days > 0)
 
     def tick(self, now: datetime) -> bool:
         """Assemble a review when the last one ended a period or more ago; returns whether one was made."""
@@ -300,11 +290,3 @@ class ReviewScheduler:
             return False
         self.services.governance.assemble_review(until=now)
         return True
-
-    def _loop(self, stop: threading.Event) -> None:
-        # The first check comes a poll after the start: a start-up records nothing beyond its own start.
-        while not stop.wait(self.POLL_S):
-            try:
-                self.tick(datetime.now(UTC))
-            except Exception:  # keep serving; the next tick retries
-                log.exception("routine log review could not be assembled")

@@ -29,10 +29,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import delete, select
 
+from dicomguard.app.sealed_docs import SealedDocuments
 from dicomguard.audit.codes import EventIds, EventTypes
 from dicomguard.audit.store import AuditEntry, AuditFilter
 from dicomguard.core.access import Action, Resource
@@ -41,7 +43,6 @@ from dicomguard.core.events import IncidentRecorded
 from dicomguard.core.keyring import PURPOSE_SHARE
 from dicomguard.core.service import Service
 from dicomguard.core.services.shares import revoke_links_of
-from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity import tokens, users
 from dicomguard.index.db import as_utc, read_session
@@ -143,18 +144,18 @@ class IncidentView:
 
 
 class IncidentService(Service):
-    _sealing: bytes | None = None
+    @cached_property
+    def _docs(self) -> SealedDocuments:
+        return SealedDocuments(self.ctx, PURPOSE_SHARE, b"dicomguard incident rows v1")
 
     def _key(self) -> bytes:
-        if self._sealing is None:
-            self._sealing = derive_key(self.ctx.keyring.ensure_archive_key(PURPOSE_SHARE), b"dicomguard incident rows v1")
-        return self._sealing
+        return self._docs.ensure_key()
 
     def _seal(self, incident_id: int, doc: dict[str, Any]) -> bytes:
-        return seal(self._key(), json.dumps(doc).encode(), f"incidents|{incident_id}".encode())
+        return self._docs.seal("incidents", incident_id, doc)
 
     def _open(self, row: Incident) -> dict[str, Any]:
-        return json.loads(open_sealed(self._key(), row.sealed, f"incidents|{row.id}".encode()))  # type: ignore[no-any-return]
+        return self._docs.open("incidents", row.id, row.sealed)  # type: ignore[no-any-return]
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,13 +37,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from dicomguard.app.periodic import PeriodicTask
+from dicomguard.app.sealed_docs import SealedDocuments
 from dicomguard.core.access import Action, Principal, PrincipalKind, Resource
 from dicomguard.core.events import SecurityConfigurationChanged, ShareCreated, TransferDelivered
 from dicomguard.core.keyring import PURPOSE_SHARE
 from dicomguard.core.service import Service
 from dicomguard.core.services.retrieve import RetrieveService
 from dicomguard.core.services.shares import ShareService
-from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import ObjectProvenance, Peer, TransferJob
@@ -100,18 +100,16 @@ class TransferService(Service):
     def __init__(self, ctx, access, ledger: Ledger) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx, access)
         self.ledger = ledger
-        self._sealing: bytes | None = None
+        self._docs = SealedDocuments(ctx, PURPOSE_SHARE, b"dicomguard transfer rows v1")
 
     def _key(self) -> bytes:
-        if self._sealing is None:
-            self._sealing = derive_key(self.ctx.keyring.ensure_archive_key(PURPOSE_SHARE), b"dicomguard transfer rows v1")
-        return self._sealing
+        return self._docs.ensure_key()
 
     def _seal(self, table: str, row: str, doc: object) -> bytes:
-        return seal(self._key(), json.dumps(doc).encode(), f"{table}|{row}".encode())
+        return self._docs.seal(table, row, doc)
 
     def _open(self, table: str, row: str, sealed: bytes) -> Any:
-        return json.loads(open_sealed(self._key(), sealed, f"{table}|{row}".encode()))
+        return self._docs.open(table, row, sealed)
 
     # -- peers -------------------------------------------------------------------------------------
 
@@ -407,26 +405,11 @@ def _job_view(j: TransferJob) -> JobView:
                    j.last_error)
 
 
-class TransferWorker:
+class TransferWorker(PeriodicTask):
     """The ``serve`` thread that delivers queued transfers when they are due (one per archive host)."""
 
+    NAME = "transfers"
     POLL_S = 2.0
 
-    def __init__(self, services) -> None:  # type: ignore[no-untyped-def]
-        self.services = services
-        self._thread: threading.Thread | None = None
-
-    def start(self, stop: threading.Event) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(stop,), name="transfers", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.POLL_S):
-            try:
-                self.services.transfers.deliver_due()
-            except Exception:  # keep serving; the job stays queued and the next tick retries
-                log.exception("transfer delivery failed")
+    def tick(self, now: datetime) -> int:
+        return int(self.services.transfers.deliver_due())

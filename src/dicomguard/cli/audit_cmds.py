@@ -26,6 +26,7 @@ from dicomguard.cli.common import (
     fail,
     open_archive,
     print_json,
+    time_option,
 )
 
 audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5, IHE ATNA): search, report, export, import, forwarding.",
@@ -34,17 +35,6 @@ audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5, IHE ATNA): search, 
 FORMATS = ("json", "csv", "xml")
 CSV_COLUMNS = ["seq", "time", "event", "event_id", "event_types", "action", "outcome", "user", "address", "patients",
                "studies", "description", "origin", "asserted_by", "id"]
-
-
-def _when(value: str | None, option: str) -> datetime | None:
-    from dicomguard.audit.store import parse_when
-
-    if value is None:
-        return None
-    try:
-        return parse_when(value)
-    except ValueError as exc:
-        fail(f"{option}: {exc}")
 
 
 def _filter(**kwargs):  # type: ignore[no-untyped-def]
@@ -81,7 +71,7 @@ def search_cmd(
     """Search the audit trail. Output holds patient identifiers: treat it as PHI."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
-    flt = _filter(user=user, patient=patient, event=event, since=_when(since, "--since"), until=_when(until, "--until"),
+    flt = _filter(user=user, patient=patient, event=event, since=time_option(since, "--since"), until=time_option(until, "--until"),
                   study=study, failures_only=failures, origin=origin, limit=limit)
     with open_archive() as archive:
         entries = archive.operator.audit.search(flt)
@@ -117,7 +107,7 @@ def report_cmd(
     from dicomguard.audit.report import review, write_report
     from dicomguard.audit.store import parse_when
 
-    end = _when(until, "--until") or datetime.now(UTC)
+    end = time_option(until, "--until") or datetime.now(UTC)
     try:
         start = parse_when(period, now=end)
     except ValueError as exc:
@@ -142,7 +132,7 @@ def export_cmd(
 
     if fmt not in ("fhir", "dicom"):
         fail("--format must be fhir or dicom")
-    flt = _filter(since=_when(since, "--since"), until=_when(until, "--until"))
+    flt = _filter(since=time_option(since, "--since"), until=time_option(until, "--until"))
     with open_archive() as archive:
         entries = archive.operator.audit.read(flt, f"export --format {fmt}")
         tmp = out.with_name(out.name + ".part")

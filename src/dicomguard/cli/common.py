@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -37,6 +38,18 @@ def setup_logging() -> None:
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # messages may contain [brackets]
     raise typer.Exit(code)
+
+
+def time_option(text: str | None, what: str) -> datetime | None:
+    """An ISO time or a period back from now (``30d``, ``12h``) given on the command line; exits 2 naming ``what`` if bad."""
+    if text is None:
+        return None
+    from dicomguard.audit.store import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        fail(f"{what}: {exc}")
 
 
 def ask_passphrase(confirm: bool = False) -> str:

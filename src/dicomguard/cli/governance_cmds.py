@@ -6,11 +6,9 @@ policies and, when it changes something, recorded as evidence (audit trail and l
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import typer
 
-from dicomguard.cli.common import console, fail, open_archive, print_json
+from dicomguard.cli.common import console, fail, open_archive, print_json, time_option
 
 review_app = typer.Typer(help="Routine audit-log review (HIPAA 164.308(a)(1)(ii)(D)): assemble, list, sign off.", no_args_is_help=True)
 risk_app = typer.Typer(help="Risk register (NIST SP 800-30), with the risks the archive derives from its own state.",
@@ -19,23 +17,12 @@ assets_app = typer.Typer(help="Asset inventory (devices, storage, backup targets
                          invoke_without_command=True)
 
 
-def _when(text: str | None, what: str) -> datetime | None:
-    if text is None:
-        return None
-    from dicomguard.audit.store import parse_when
-
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        fail(f"{what}: {exc}")
-
-
 @review_app.command("assemble")
 def review_assemble(since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until")) -> None:
     """Assemble a review of a period (default: since the last review) from the audit trail; prints its number."""
     with open_archive() as archive:
         try:
-            number = archive.operator.governance.assemble_review(_when(since, "--since"), _when(until, "--until"))
+            number = archive.operator.governance.assemble_review(time_option(since, "--since"), time_option(until, "--until"))
         except ValueError as exc:
             fail(str(exc))
     console.print(f"log review {number} assembled: sign it off with `dicomguard review sign-off {number} --note ...`", highlight=False)
@@ -78,7 +65,7 @@ def risk_add(
     with open_archive() as archive:
         try:
             number = archive.operator.governance.add_risk(asset=asset, threat=threat, vulnerability=vulnerability, likelihood=likelihood,
-                                                          impact=impact, owner=owner, treatment=treatment, due=_when(due, "--due"))
+                                                          impact=impact, owner=owner, treatment=treatment, due=time_option(due, "--due"))
         except ValueError as exc:
             fail(str(exc))
     console.print(f"risk {number} added", highlight=False)
@@ -94,7 +81,7 @@ def risk_update(
     with open_archive() as archive:
         try:
             archive.operator.governance.update_risk(risk_id, status=status, treatment=treatment, likelihood=likelihood, impact=impact,
-                                                    owner=owner, due=_when(due, "--due"))
+                                                    owner=owner, due=time_option(due, "--due"))
         except ValueError as exc:
             fail(str(exc))
     console.print(f"risk {risk_id} updated", highlight=False)

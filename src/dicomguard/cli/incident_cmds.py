@@ -14,21 +14,10 @@ from pathlib import Path
 
 import typer
 
-from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive, print_json
+from dicomguard.cli.common import EXIT_FAILED, console, fail, open_archive, print_json, time_option
 
 incident_app = typer.Typer(help="Incident response: contain in one command, scope a breach, draft the notifications.",
                            no_args_is_help=True)
-
-
-def _when(text: str | None, what: str) -> datetime | None:
-    if text is None:
-        return None
-    from dicomguard.audit.store import parse_when
-
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        fail(f"{what}: {exc}")
 
 
 @incident_app.command("open")
@@ -43,7 +32,7 @@ def incident_open(
     with open_archive() as archive:
         try:
             number = archive.operator.incidents.open(title, severity=severity, description=description,
-                                                     aware_at=_when(aware_at, "--aware-at"))
+                                                     aware_at=time_option(aware_at, "--aware-at"))
         except ValueError as exc:
             fail(str(exc))
     console.print(f"incident {number} opened", highlight=False)
@@ -159,7 +148,7 @@ def incident_scope(
     """Which patients and studies a user, device or network queried, retrieved, exported or shared (recorded: it reads the audit trail)."""
     if fmt not in ("json", "csv", "html"):
         fail("--format is json, csv or html")
-    start, end = _when(since, "--since"), _when(until, "--until") or datetime.now(UTC)
+    start, end = time_option(since, "--since"), time_option(until, "--until") or datetime.now(UTC)
     with open_archive() as archive:
         try:
             result = archive.operator.incidents.scope(incident_id, user=user, device=device, network=network, since=start, until=end)  # type: ignore[arg-type]
