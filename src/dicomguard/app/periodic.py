@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-class PeriodicTask:
+class PeriodicTask(ABC):
     """Subclasses set ``NAME`` and ``POLL_S`` and implement :meth:`tick`; a failed tick is logged and retried next time.
 
     The first tick comes one poll after the start, so a start records nothing beyond its own start.
@@ -26,8 +27,9 @@ class PeriodicTask:
     def enabled(self) -> bool:
         return True
 
+    @abstractmethod
     def tick(self, now: datetime) -> object:
-        raise NotImplementedError
+        """One round of the task (``serve`` calls it every ``POLL_S`` seconds)."""
 
     def start(self, stop: threading.Event) -> None:
         if not self.enabled():
