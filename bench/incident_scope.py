@@ -118,12 +118,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--postgresql", action="store_true", help="also on the PostgreSQL server at 127.0.0.1:5432")
+    parser.add_argument("--only-postgresql", action="store_true", help="only on PostgreSQL")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / "results" / f"incident-scope-{dt.date.today()}.json"
     results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(), "events": args.events, "users": USERS,
                                "cores": os.cpu_count(), "backends": {}}
-    backends = ["sqlite"] + (["postgresql"] if args.postgresql else [])
+    backends = ["postgresql"] if args.only_postgresql else ["sqlite"] + (["postgresql"] if args.postgresql else [])
     for backend in backends:
         work = Path(tempfile.mkdtemp(prefix=f"dg-scope-{backend}-"))
         database, admin = "", None

@@ -54,6 +54,7 @@ def test_contain_scope_and_report_a_compromised_account(drill, events) -> None: 
         assert all("pin" in link for link in links)
         browser = recipient(server)
         assert open_link(browser, links[0]["url"], links[0]["pin"]).status_code == 303
+        assert browser.get(f"/dicomweb/studies/{studies[touched[0]]}").status_code == 200  # the recipient reads the study
 
         officer = archive.operator.incidents
         number = officer.open("dr.mole's account used from an unknown address", severity="critical")
@@ -70,8 +71,14 @@ def test_contain_scope_and_report_a_compromised_account(drill, events) -> None: 
     assert counts["by_action"]["retrieve"]["patients"] == 30 and counts["by_action"]["share"]["patients"] == 2
     assert counts["categories"]["images"] == 30
     assert set(scope.studies) == {studies[pid] for pid in touched}
+    # What the first link's recipient read: exactly that study's patient (recorded under share:<id>).
+    by_link = officer.scope(number, share=links[0]["id"], since=start, until=datetime.now(UTC) + timedelta(seconds=1))
+    assert by_link.patients == {touched[0]} and by_link.addresses == {"127.0.0.1"}
+    with pytest.raises(NotFoundError):
+        officer.scope(number, share="0" * 16, since=start, until=datetime.now(UTC))
+    scope = officer.scope(number, user="dr.mole", since=start, until=datetime.now(UTC) + timedelta(seconds=1))  # for the reports
     shown = officer.show(number)
-    assert [s.kind for s in shown.steps] == ["open", "contain-user", "scope"]
+    assert [s.kind for s in shown.steps] == ["open", "contain-user", "scope", "scope", "scope"]
     assert shown.steps[1].detail["share_links_revoked"] == 2 and shown.steps[1].active
     assert shown.scope is not None and shown.scope["patients"] == 30 and "patient_ids" not in shown.scope
 
@@ -102,7 +109,8 @@ def test_contain_scope_and_report_a_compromised_account(drill, events) -> None: 
         officer.close(number, "contained, scoped, notified")
         officer.close(number, "again")
     recorded = [e for e in events if isinstance(e, IncidentRecorded)]
-    assert [e.action for e in recorded] == ["open", "contain-user", "scope", "report", "report", "notified-authority",
+    assert [e.action for e in recorded] == ["open", "contain-user", "scope", "scope", "scope", "report", "report",
+                                                      "notified-authority",
                                                       "letters", "release", "close"]
 
 

@@ -46,7 +46,7 @@ from dicomguard.core.services.shares import revoke_links_of
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity import tokens, users
 from dicomguard.index.db import as_utc, read_session
-from dicomguard.index.models import ArchiveMeta, Device, GatewayAllow, Incident, IncidentStep, NetworkBlock, User
+from dicomguard.index.models import ArchiveMeta, Device, GatewayAllow, Incident, IncidentStep, NetworkBlock, ShareLink, User
 
 SEVERITIES = ("low", "medium", "high", "critical")
 CONTAINMENTS = ("contain-user", "contain-device", "contain-network", "read-only")
@@ -346,10 +346,11 @@ class IncidentService(Service):
     # -- scope --------------------------------------------------------------------------------------
 
     def scope(self, incident_id: int, *, user: str | None = None, device: str | None = None, network: str | None = None,
-              since: datetime, until: datetime) -> Scope:
-        """What ``user``, ``device`` or ``network`` exposed between ``since`` and ``until``, from the audit trail."""
-        if sum(x is not None for x in (user, device, network)) != 1:
-            raise ValueError("scope one subject: --user, --device or --network")
+              share: str | None = None, since: datetime, until: datetime) -> Scope:
+        """What ``user``, ``device``, ``network`` or the recipients of share link ``share`` exposed between ``since`` and
+        ``until``, from the audit trail. (An API token acts as its user: scope the user.)"""
+        if sum(x is not None for x in (user, device, network, share)) != 1:
+            raise ValueError("scope one subject: --user, --device, --network or --share")
         if since >= until:
             raise ValueError("--since must be before --until")
         self._incident(incident_id, Action.INCIDENT_READ)
@@ -364,7 +365,13 @@ class IncidentService(Service):
                 cidr = ipaddress.ip_network(network.strip(), strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not a network") from None
-        subject = f"user {user}" if user else f"device {device}" if device else f"network {cidr}"
+        if share is not None:
+            with read_session(self.ctx.engine) as s:
+                if s.get(ShareLink, share.strip().lower()) is None:
+                    raise NotFoundError(f"no share link {share}")
+            user = f"share:{share.strip().lower()}"  # a link's recipients are recorded under this name
+        subject = (f"share link {share}" if share else f"user {user}" if user else f"device {device}" if device
+                   else f"network {cidr}")
         from dicomguard.audit.service import AuditService
 
         reader = AuditService(self.ctx, self.access)

@@ -140,6 +140,7 @@ def incident_scope(
     user: str = typer.Option(None, "--user"),
     device: str = typer.Option(None, "--device"),
     network: str = typer.Option(None, "--network"),
+    share: str = typer.Option(None, "--share", help="A share link's id: what its recipients read (an API token: scope its --user)."),
     since: str = typer.Option(..., "--since", help="ISO time or a period back from now (e.g. 30d)."),
     until: str = typer.Option(None, "--until", help="ISO time (default now)."),
     fmt: str = typer.Option("json", "--format", help="json | csv | html"),
@@ -151,7 +152,8 @@ def incident_scope(
     start, end = time_option(since, "--since"), time_option(until, "--until") or datetime.now(UTC)
     with open_archive() as archive:
         try:
-            result = archive.operator.incidents.scope(incident_id, user=user, device=device, network=network, since=start, until=end)  # type: ignore[arg-type]
+            result = archive.operator.incidents.scope(incident_id, user=user, device=device, network=network, share=share,
+                                                      since=start, until=end)  # type: ignore[arg-type]
         except ValueError as exc:
             fail(str(exc))
     if fmt == "json":

@@ -50,6 +50,7 @@ class ScopeRequest(BaseModel):
     user: Name | None = None
     device: Name | None = None
     network: Name | None = None
+    share: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = None
     since: datetime
     until: datetime | None = None
 
@@ -109,7 +110,7 @@ def release(incident_id: int, body: ReleaseRequest, caller: Caller) -> dict[str,
 @router.post("/{incident_id}/scope", responses=_ERRORS, summary="Breach scope of a user, device or network (patient identifiers)")
 def scope(incident_id: int, body: ScopeRequest, caller: Caller) -> dict[str, Any]:
     with _invalid_is_400():
-        result = caller.incidents.scope(incident_id, user=body.user, device=body.device, network=body.network,
+        result = caller.incidents.scope(incident_id, user=body.user, device=body.device, network=body.network, share=body.share,
                                         since=_aware(body.since) or body.since, until=_aware(body.until) or datetime.now(UTC))
     return result.to_json()
 
