@@ -178,7 +178,7 @@ class TransferService(Service):
         if not peer.cert_pem:
             raise ValueError(f"peer {peer_name} has no client certificate to send with (peer add --cert --key)")
         shares = ShareService(self.ctx, self.access)
-        resource = shares._visible_study(study_uid, Action.SHARE)
+        resource = shares.visible_study(study_uid, Action.SHARE)
         decision = self.access.decide(Action.SHARE, resource, external=peer.external, recipient="peer", deidentified=deidentify)
         if not decision.allowed and decision.deidentify and not deidentify:
             deidentify = True

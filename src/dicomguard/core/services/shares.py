@@ -204,7 +204,7 @@ class ShareService(Service):
             raise ValueError(f"a share link expires after at most {settings.max_expiry_hours} hours")
         if max_uses is not None and not 1 <= max_uses <= 1000:
             raise ValueError("--max-uses is between 1 and 1000")
-        resource = self._visible_study(study_uid, Action.SHARE)
+        resource = self.visible_study(study_uid, Action.SHARE)
         external = recipient_kind != "internal"
         decision = self.access.decide(Action.SHARE, resource, external=external, recipient=recipient_kind, deidentified=deidentify)
         by_policy = False
@@ -239,7 +239,7 @@ class ShareService(Service):
         return CreatedShare(share_id, token, pin, expires_at, study_uid, served, deidentify, by_policy, download, max_uses, scope,
                             copied, refused)
 
-    def _visible_study(self, study_uid: str, action: Action) -> Resource:
+    def visible_study(self, study_uid: str, action: Action) -> Resource:
         """The study's resource; an unknown study and one the principal may not query both raise :class:`NotFoundError`."""
         resource = self.access.study_resources([study_uid]).get(study_uid)
         if resource is None or study_uid not in self.access.visible_studies([study_uid])[0]:
