@@ -47,7 +47,7 @@ from dicomguard.core.events import InstancesAccessed  # noqa: E402
 from dicomguard.core.keyring import PURPOSE_IDENTITY  # noqa: E402
 from dicomguard.identity.users import create_user  # noqa: E402
 from dicomguard.index.db import read_session, write_session  # noqa: E402
-from dicomguard.index.models import AuditRecord  # noqa: E402
+from dicomguard.index.models import AuditPatient, AuditRecord  # noqa: E402
 from tests.dicom_factory import FakePatient, ct_series  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase, throwaway archive"
@@ -56,7 +56,8 @@ TARGET = "user0042"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def build(home: Path, database: str, events: int) -> tuple[Archive, float]:
+def build(home: Path, database: str, events: int, days: int = 90, patients: bool = False) -> tuple[Archive, float]:
+    """The archive with ``events`` audit rows spread over ``days``; ``patients``: copy their patient blind index too."""
     init_home(home, PASSPHRASE, "admin", database)
     archive = Archive.open(home, PASSPHRASE)
     refs: list[tuple[str, str, str]] = []
@@ -77,8 +78,11 @@ def build(home: Path, database: str, events: int) -> tuple[Archive, float]:
     with read_session(archive.ctx.engine) as s:
         template = [dict(r._mapping) for r in s.execute(select(AuditRecord.__table__))]
         top = max(r["seq"] for r in template)
+        tokens: dict[int, list[bytes]] = {}
+        for seq_of, token in s.execute(select(AuditPatient.record_seq, AuditPatient.token)):
+            tokens.setdefault(seq_of, []).append(token)
     started = time.perf_counter()
-    seq, batch, made = top, [], len(template)
+    seq, batch, made, named = top, [], len(template), []
     rng = secrets.SystemRandom()
     while made < events:
         for r in template:
@@ -87,16 +91,23 @@ def build(home: Path, database: str, events: int) -> tuple[Archive, float]:
             seq += 1
             made += 1
             batch.append({**r, "seq": seq, "dedup_token": None,
-                          "event_time": now - dt.timedelta(seconds=rng.randrange(90 * 86400)),
+                          "event_time": now - dt.timedelta(seconds=rng.randrange(days * 86400)),
                           "recorded_at": now})
+            if patients:
+                named += [{"record_seq": seq, "token": token} for token in tokens.get(r["seq"], ())]
             if len(batch) >= 50_000:
-                with write_session(archive.ctx.engine) as s:
-                    s.execute(insert(AuditRecord.__table__), batch)
-                batch = []
+                _insert(archive, batch, named)
+                batch, named = [], []
     if batch:
-        with write_session(archive.ctx.engine) as s:
-            s.execute(insert(AuditRecord.__table__), batch)
+        _insert(archive, batch, named)
     return archive, time.perf_counter() - started
+
+
+def _insert(archive: Archive, rows: list[dict[str, Any]], named: list[dict[str, Any]]) -> None:
+    with write_session(archive.ctx.engine) as s:
+        s.execute(insert(AuditRecord.__table__), rows)
+        if named:
+            s.execute(insert(AuditPatient.__table__), named)
 
 
 def measure(archive: Archive, reps: int) -> dict[str, Any]:

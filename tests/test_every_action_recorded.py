@@ -105,6 +105,31 @@ ROUTES_RECORDED_ELSEWHERE = {
     ("GET", "/incidents"): "nothing (lists incidents: no PHI)", ("GET", "/incidents/{incident_id}"): "nothing (a timeline: no PHI)",
 }
 
+# The console needs a browser session over HTTPS: each route's one recorded action (or none) is checked in
+# tests/console/test_console_actions.py.
+CONSOLE_ROUTES = {
+    ("GET", "/console/"): "nothing (a redirect to the user's first page)", ("GET", "/console/login"): "nothing (the sign-in form)",
+    ("GET", "/console/static/console.css"): "nothing (the stylesheet)", ("GET", "/console/static/icon.svg"): "nothing (the icon)",
+    ("POST", "/console/login"): "user-authentication", ("POST", "/console/logout"): "user-authentication (logout)",
+    ("GET", "/console/overview"): "nothing (counts and posture: no PHI; decided: audit-read)",
+    ("GET", "/console/alerts"): "nothing (alerts without patients; decided: alerts-read)",
+    ("GET", "/console/alerts/{alert_id}"): "alert-handled (viewed: it shows PHI)",
+    ("POST", "/console/alerts/{alert_id}/contain"): "alert-handled", ("POST", "/console/alerts/{alert_id}/release"): "alert-handled",
+    ("POST", "/console/alerts/{alert_id}/handle"): "alert-handled",
+    ("GET", "/console/audit"): "nothing (the empty search form; decided: audit-read)", ("POST", "/console/audit"): "audit-log-used",
+    ("GET", "/console/audit/patient"): "nothing (the empty form; decided: audit-read)",
+    ("POST", "/console/audit/patient"): "audit-log-used",
+    ("GET", "/console/people"): "nothing (accounts without secrets)", ("GET", "/console/devices"): "nothing (devices, allow-list)",
+    ("POST", "/console/people/{name}/{action}"): "account change", ("POST", "/console/devices/{ae_title}/revoke"): "device revoked",
+    ("POST", "/console/devices/allow-list"): "allow-list change",
+    ("GET", "/console/incidents"): "nothing (no PHI)", ("GET", "/console/incidents/{incident_id}"): "nothing (a timeline: no PHI)",
+    ("GET", "/console/risks"): "nothing (no PHI)", ("GET", "/console/posture"): "nothing (no PHI)",
+    ("GET", "/console/backups"): "nothing (no PHI)", ("GET", "/console/studies"): "nothing (the empty search form)",
+    ("GET", "/console/shares"): "nothing (one's own links: no PHI)",
+    ("POST", "/console/studies"): "query", ("POST", "/console/studies/share"): "query (the study the form names)",
+    ("POST", "/console/shares"): "share-created", ("POST", "/console/shares/{share_id}/revoke"): "share-revoked",
+}
+
 
 def _cli_commands(command, prefix: str = "") -> set[str]:  # type: ignore[no-untyped-def]
     """Every runnable command path (a group that runs without a subcommand is one too)."""
@@ -424,7 +449,8 @@ def _route_steps(w: World, tech_body: tuple[str, bytes], other_study: tuple[str,
 def test_route_inventory_is_complete(archive, world: World) -> None:  # type: ignore[no-untyped-def]
     routes = _routes(archive)
     steps = _route_steps(world, ("", b""), ("", b""), "1.2.3")
-    classified = {(m, p) for m, p, *_ in steps} | set(NOT_RECORDED_ROUTES) | set(ROUTES_RECORDED_ELSEWHERE) | {("POST", "/auth/login")}
+    classified = {(m, p) for m, p, *_ in steps} | set(NOT_RECORDED_ROUTES) | set(ROUTES_RECORDED_ELSEWHERE) | set(CONSOLE_ROUTES)
+    classified |= {("POST", "/auth/login")}
     assert routes == classified, f"unclassified: {sorted(routes - classified)}; stale: {sorted(classified - routes)}"
 
 

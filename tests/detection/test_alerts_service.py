@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,8 +130,12 @@ def test_who_may_read_handle_and_raise_alerts(archive: Archive) -> None:
                  lambda: radiologist.detection.raise_alert("dr.other", "x", "low", NOW, NOW, (), "", [])):
         with pytest.raises(AccessDenied):
             call()
-    officer = archive.services(_user(archive, "sec.sam", "security_officer"))
+    sam = _user(archive, "sec.sam", "security_officer")
+    officer = archive.services(sam)
     assert [a.id for a in officer.detection.alerts()] == [alert_id]
+    with pytest.raises(StepUpRequired):  # guard step-up-alert-response: acting on an alert needs a fresh TOTP
+        officer.detection.handle(alert_id, "resolve", "true-positive")
+    officer = archive.services(dataclasses.replace(sam, attributes={**sam.attributes, "mfa_at": datetime.now(UTC)}))
     officer.detection.handle(alert_id, "resolve", "true-positive")
     with pytest.raises(AccessDenied):  # an officer cannot forge an alert against a colleague
         officer.detection.raise_alert("dr.other", "forged", "critical", NOW, NOW, (), "", [])

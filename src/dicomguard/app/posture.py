@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from dicomguard import __version__
-from dicomguard.audit.codes import EventTypes
+from dicomguard.audit.codes import EventIds, EventTypes
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.service import Service
 from dicomguard.index.db import as_utc, read_session
@@ -158,7 +158,8 @@ class PostureService(Service):
     def _integrity(self, now: datetime) -> Finding:
         code = EventTypes.INTEGRITY_CHECKED.code
         with read_session(self.ctx.engine) as s:
-            last = s.execute(select(AuditRecord.event_time, AuditRecord.outcome).where(AuditRecord.event_type.contains(code))
+            last = s.execute(select(AuditRecord.event_time, AuditRecord.outcome)
+                             .where(AuditRecord.event_id == EventIds.SECURITY_ALERT.code, AuditRecord.event_type.contains(code))
                              .order_by(AuditRecord.seq.desc()).limit(1)).first()
         if last is None:
             ok, evidence = False, "the archive was never verified (dicomguard verify)"

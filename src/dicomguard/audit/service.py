@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from dicomguard.audit.activity import HourCounts, last_day
 from dicomguard.audit.imports import ImportItem, ImportResult, Unreadable, check_message, claims_of
 from dicomguard.audit.message import AuditMessage, MessageError
 from dicomguard.audit.origin import MAX_ORIGIN
@@ -66,6 +67,15 @@ class AuditService(Service):
 
     def search(self, f: AuditFilter) -> list[AuditEntry]:
         return self.read(f, "search")
+
+    def activity(self) -> list[HourCounts]:
+        """Accesses and refusals per hour of the last day against the usual pattern (``audit-read``).
+
+        Counts only (:mod:`dicomguard.audit.activity`): no record is opened and no
+        person is named, so no Audit Log Used is recorded for them.
+        """
+        self.access.authorize(Action.AUDIT_READ, Resource.audit_log())
+        return last_day(self.ctx.engine)
 
     # -- importing -------------------------------------------------------------------------
 

@@ -6,13 +6,14 @@ audited reader, verification and benchmarks, never an adapter directly.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -66,6 +67,7 @@ class AuditFilter:
     study: str | None = None
     origin: str | None = None
     limit: int | None = None
+    newest_first: bool = False
 
     def describe(self) -> str:
         """The filters as recorded in the Audit Log Used message (sealed like every record)."""
@@ -138,6 +140,22 @@ class AuditEntry:
         }
 
 
+CSV_COLUMNS = ("seq", "time", "event", "event_id", "event_types", "action", "outcome", "user", "address", "patients",
+               "studies", "description", "origin", "asserted_by", "id")
+
+
+def write_csv(entries: Iterable[AuditEntry], out: TextIO) -> None:
+    """Entries as CSV (``CSV_COLUMNS``; several patients or studies joined with ``;``). Holds PHI: so does the file."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for e in entries:
+        d = e.summary()
+        d["event_types"] = " ".join(d["event_types"])
+        d["patients"] = ";".join(d["patients"])
+        d["studies"] = ";".join(d["studies"])
+        w.writerow([d[c] for c in CSV_COLUMNS])
+
+
 class AuditStore:
     """Decrypting reader of the audit table. Use :class:`AuditReader` for anything a person asked for."""
 
@@ -146,7 +164,7 @@ class AuditStore:
         self.keys = keys or AuditKeys.for_archive(ctx)
 
     def _select(self, f: AuditFilter) -> Select[Any]:
-        stmt = select(AuditRecord).order_by(AuditRecord.seq)
+        stmt = select(AuditRecord).order_by(AuditRecord.seq.desc() if f.newest_first else AuditRecord.seq)
         if f.user:
             stmt = stmt.where(AuditRecord.user_token == self.keys.user_token(f.user))
         if f.patient:

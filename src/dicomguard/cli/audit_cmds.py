@@ -9,7 +9,6 @@ Every output shows an imported record as asserted by its source
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import sys
@@ -33,8 +32,6 @@ audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5, IHE ATNA): search, 
                         no_args_is_help=True)
 
 FORMATS = ("json", "csv", "xml")
-CSV_COLUMNS = ["seq", "time", "event", "event_id", "event_types", "action", "outcome", "user", "address", "patients",
-               "studies", "description", "origin", "asserted_by", "id"]
 
 
 def _filter(**kwargs):  # type: ignore[no-untyped-def]
@@ -73,6 +70,8 @@ def search_cmd(
         fail(f"--format must be one of {', '.join(FORMATS)}")
     flt = _filter(user=user, patient=patient, event=event, since=time_option(since, "--since"), until=time_option(until, "--until"),
                   study=study, failures_only=failures, origin=origin, limit=limit)
+    from dicomguard.audit.store import write_csv
+
     with open_archive() as archive:
         entries = archive.operator.audit.search(flt)
         if fmt == "json":
@@ -82,14 +81,7 @@ def search_cmd(
                 if not e.damaged:
                     sys.stdout.write(e.xml.decode("utf-8") + "\n")
         else:
-            w = csv.writer(sys.stdout, lineterminator="\n")
-            w.writerow(CSV_COLUMNS)
-            for e in entries:
-                d = e.summary()
-                d["event_types"] = " ".join(d["event_types"])
-                d["patients"] = ";".join(d["patients"])
-                d["studies"] = ";".join(d["studies"])
-                w.writerow([d[c] for c in CSV_COLUMNS])
+            write_csv(entries, sys.stdout)
         sys.stdout.flush()
     asserted = sum(1 for e in entries if e.asserted_by is not None)
     console.print(f"{len(entries)} audit records" + (f", {asserted} of them asserted by other systems (asserted_by), not observed "

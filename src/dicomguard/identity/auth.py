@@ -39,7 +39,7 @@ from dicomguard.identity.session_policy import (
     LoginPolicy,
     SessionPolicy,
 )
-from dicomguard.identity.sessions import RefreshTokenReused, SessionTokens, open_session, refresh_session
+from dicomguard.identity.sessions import RefreshTokenReused, SessionTokens, open_browser_session, open_session, refresh_session
 from dicomguard.identity.tokens import InvalidToken, end_session, verify_token
 from dicomguard.index.db import as_utc, write_session
 from dicomguard.index.models import ApiToken, AuthFailure, AuthSession, User
@@ -77,6 +77,19 @@ class Authenticator:
     # -- login -----------------------------------------------------------------------------
 
     def login(self, username: str, password: str, code: str, address: str | None, now: datetime | None = None) -> SessionTokens:
+        outcome = self._login(username, password, code, address, now, browser=False)
+        assert isinstance(outcome, SessionTokens)
+        return outcome
+
+    def login_browser(self, username: str, password: str, code: str, address: str | None,
+                      now: datetime | None = None) -> tuple[str, str]:
+        """Like :meth:`login`, for a web console: ``(cookie token, session id)`` (:func:`sessions.open_browser_session`)."""
+        outcome = self._login(username, password, code, address, now, browser=True)
+        assert isinstance(outcome, tuple)
+        return outcome
+
+    def _login(self, username: str, password: str, code: str, address: str | None, now: datetime | None, *,
+               browser: bool) -> SessionTokens | tuple[str, str]:
         now = now or datetime.now(UTC)
         name = username.strip()[:64]
         if not name.isprintable():
@@ -84,7 +97,7 @@ class Authenticator:
             # (and never sent to the database, where a NUL is an error rather than a miss).
             name = ""
         keys = [f"user:{name}"] + ([f"addr:{address}"] if address else [])
-        outcome: SessionTokens | LoginThrottled | AuthenticationFailed
+        outcome: SessionTokens | tuple[str, str] | LoginThrottled | AuthenticationFailed
         with write_session(self.engine) as s:
             wait = self._throttled(s, keys, now)
             if wait is not None:
@@ -97,8 +110,11 @@ class Authenticator:
                     if users.password_needs_rehash(user):
                         users.rehash_password(user, password)
                     self._clear_account_failures(s, keys)
-                    outcome = open_session(s, user.name, address, now, self.sessions)
-                    self._publish(s, user.name, "login", now, address)
+                    if browser:
+                        outcome = open_browser_session(s, user.name, address, now, self.sessions)
+                    else:
+                        outcome = open_session(s, user.name, address, now, self.sessions)
+                    self._publish(s, user.name, "login", now, address, "web console" if browser else "")
                 else:
                     outcome = self._failed(s, name, keys, now, address, "invalid credentials")
         if isinstance(outcome, Exception):
@@ -233,10 +249,10 @@ class Authenticator:
 
     # -- logout and password change --------------------------------------------------------
 
-    def logout(self, access_token: str, address: str | None, now: datetime | None = None) -> None:
-        """End the session of an access token at once (all of its tokens die)."""
+    def logout(self, access_token: str, address: str | None, now: datetime | None = None, *, browser: bool = False) -> None:
+        """End the session of an access token (``browser``: of a console cookie) at once (all of its tokens die)."""
         now = now or datetime.now(UTC)
-        principal = verify_token(self.engine, access_token, now, self.sessions)
+        principal = verify_token(self.engine, access_token, now, self.sessions, browser=browser)
         if principal.session_id is None:
             raise InvalidToken()  # API tokens are revoked with ``dicomguard token revoke``
         end_session(self.engine, principal.session_id, now)

@@ -83,6 +83,31 @@ def open_session(
     return _issue(s, user_name, session_id, now, expires_at, policy)
 
 
+BROWSER_KIND = "browser"
+"""The ``api_tokens.kind`` of a web console's session cookie: accepted only by the console, never as a bearer token."""
+
+
+def open_browser_session(
+    s: Session, user_name: str, address: str | None, now: datetime, policy: SessionPolicy = DEFAULT_SESSION_POLICY
+) -> tuple[str, str]:
+    """Start a session for a browser: one cookie token that lives as long as the session (no refresh token).
+
+    The token dies with the session: logout, idle sign-off and the absolute
+    lifetime apply exactly as to access tokens, so a cookie needs no rotation
+    (a rotating cookie would race between a browser's parallel requests).
+    Returns ``(token, session id)``.
+    """
+    session_id = secrets.token_hex(16)
+    expires_at = now + policy.absolute_lifetime
+    s.add(AuthSession(id=session_id, user_name=user_name, created_at=now, last_seen_at=now, expires_at=expires_at,
+                      revoked_at=None, address=address, mfa_at=now))
+    s.flush()
+    token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+    s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=expires_at,
+                   revoked_at=None, session_id=session_id, kind=BROWSER_KIND))
+    return token, session_id
+
+
 def refresh_session(
     engine: Engine, refresh_token: str, now: datetime | None = None, policy: SessionPolicy = DEFAULT_SESSION_POLICY
 ) -> SessionTokens:

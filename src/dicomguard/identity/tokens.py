@@ -131,15 +131,21 @@ def create_token(s: Session, user_name: str, ttl: timedelta, scopes: Iterable[st
     return token
 
 
+_KINDS = {False: (None, "access"), True: ("browser",)}
+
+
 def verify_token(
-    engine: Engine, token: str, now: datetime | None = None, policy: SessionPolicy = DEFAULT_SESSION_POLICY
+    engine: Engine, token: str, now: datetime | None = None, policy: SessionPolicy = DEFAULT_SESSION_POLICY, *,
+    browser: bool = False,
 ) -> TokenPrincipal:
     """The principal of a valid token; raises :class:`InvalidToken` otherwise (reads the index every time).
 
     Access tokens of a login session are also refused when the session was
     logged out or revoked, has been idle longer than the idle timeout of the
     user's roles (the session is then signed off) or is past its absolute
-    lifetime. Refresh tokens are never accepted as bearer tokens.
+    lifetime. Refresh tokens are never accepted as bearer tokens. ``browser``
+    selects the other kind: a web console's session cookie, accepted nowhere
+    else (and no bearer token is accepted as a console cookie).
     """
     if not _TOKEN_SHAPE.match(token):
         raise InvalidToken()  # malformed: refused without a database round trip
@@ -161,7 +167,7 @@ def verify_token(
     if row is None or not hmac.compare_digest(bytes(row.token_sha256), digest):
         raise InvalidToken()
     expires_at = as_utc(row.expires_at)
-    if row.revoked_at is not None or expires_at <= now or row.disabled or row.kind not in (None, "access"):
+    if row.revoked_at is not None or expires_at <= now or row.disabled or row.kind not in _KINDS[browser]:
         raise InvalidToken()
     roles = frozenset({row.role, *granted})
     if row.session_id is not None:

@@ -33,6 +33,7 @@ from dicomguard.crypto.aead import derive_key, open_sealed, seal
 from dicomguard.errors import DicomGuardError, NotFoundError
 from dicomguard.identity._common_passwords import COMMON_PASSWORDS
 from dicomguard.identity.roles import ROLES
+from dicomguard.index.db import as_utc
 from dicomguard.index.models import (
     ApiToken,
     AuthFailure,
@@ -239,6 +240,10 @@ class UserInfo:
     created_at: datetime
     attributes: dict[str, object] = field(default_factory=dict)
     """Policy attributes (site, modalities, referring_token, clearances); no secret, no name."""
+    mfa_confirmed: bool = False
+    """The account's TOTP authenticator has produced an accepted code (it is set up, not only issued)."""
+    locked_until: datetime | None = None
+    """Failed logins lock the account until then (``None``: not locked)."""
 
 
 def _user(session: Session, name: str, lock: bool = False) -> User:
@@ -259,9 +264,13 @@ def list_users(session: Session) -> list[UserInfo]:
     grants: dict[str, list[str]] = {}
     for row in session.execute(select(UserRole.user_name, UserRole.role)):
         grants.setdefault(row.user_name, []).append(row.role)
+    now = datetime.now(UTC)
+    locked = {row.key.removeprefix("user:"): as_utc(row.locked_until)
+              for row in session.scalars(select(AuthFailure).where(AuthFailure.key.like("user:%"), AuthFailure.locked_until.is_not(None)))
+              if as_utc(row.locked_until) > now}
     return [
         UserInfo(u.name, u.role, (u.role, *sorted(set(grants.get(u.name, ())) - {u.role})), u.department, u.disabled, u.created_at,
-                 decode_attributes(u.attributes))
+                 decode_attributes(u.attributes), u.totp_last_step is not None, locked.get(u.name))
         for u in session.scalars(select(User).order_by(User.name))
     ]
 

@@ -554,6 +554,8 @@ class AuditRecord(Base):
     """
 
     __tablename__ = "audit_records"
+    # The console's hourly counts (dicomguard.audit.activity) read this index only, never the sealed rows.
+    __table_args__ = (Index("ix_audit_records_event_time_event_id_outcome", "event_time", "event_id", "outcome"),)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(32))
     """Random record id (128 bits): how the ledger names the record."""

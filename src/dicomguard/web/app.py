@@ -33,7 +33,19 @@ from dicomguard import __version__
 from dicomguard.app.archive import Archive
 from dicomguard.errors import ConfigurationError
 from dicomguard.identity.session_policy import session_policy_from
-from dicomguard.web import admin_routes, auth_routes, errors, incident_routes, qido, recipient, share_routes, stow, viewer, wado
+from dicomguard.web import (
+    admin_routes,
+    auth_routes,
+    console,
+    errors,
+    incident_routes,
+    qido,
+    recipient,
+    share_routes,
+    stow,
+    viewer,
+    wado,
+)
 from dicomguard.web.auth import metrics_reader
 from dicomguard.web.metrics import WebMetrics
 from dicomguard.web.middleware import (
@@ -67,6 +79,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(admin_routes.router)  # /admin: erase, accounts, devices, allow-list, study attributes (in the OpenAPI document)
     app.include_router(share_routes.router)  # /shares: create, list, show, revoke share links (in the OpenAPI document)
     app.include_router(incident_routes.router)  # /incidents: open, contain, release, scope, report, close (in the OpenAPI document)
+    console.install(app)  # /console: the security console's pages (not in the OpenAPI document)
     app.include_router(recipient.router)  # /s/: a share link's recipient: PIN page, study page, download (not in the OpenAPI document)
     # /viewer and the OHIF app's root-relative files, behind the archive's authentication; 404 at /viewer if not installed.
     viewer_dir = Path(archive.settings.sharing.viewer_dir) if archive.settings.sharing.viewer_dir else viewer.default_viewer_dir()

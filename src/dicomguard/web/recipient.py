@@ -28,7 +28,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -41,6 +40,7 @@ from dicomguard.core.access import Action, PrincipalKind
 from dicomguard.core.services.shares import WRONG_LINK_OR_PIN, ShareRefused
 from dicomguard.errors import DicomGuardError
 from dicomguard.web.auth import SHARE_COOKIE, share_principal
+from dicomguard.web.forms import read_form, same_origin
 
 router = APIRouter(prefix="/s", include_in_schema=False)
 
@@ -80,16 +80,6 @@ class AttemptThrottle:
 def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     html = _templates.get_template(name).render(**values)
     return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"})
-
-
-def _same_origin(request: Request) -> None:
-    """Forms are accepted from this origin only (a cross-site POST is refused before anything happens)."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise HTTPException(403, "cross-site request refused")
-    origin = request.headers.get("origin")
-    if origin is not None and origin != "null" and origin.rstrip("/") != str(request.base_url).rstrip("/"):
-        raise HTTPException(403, "cross-origin request refused")
 
 
 def _address(request: Request) -> str:
@@ -179,7 +169,7 @@ def download(request: Request, caller: Services = Depends(recipient_services)) -
 @router.post("/logout")
 def close(request: Request) -> Response:
     """End the recipient's session (the link stays usable with its PIN until it expires)."""
-    _same_origin(request)
+    same_origin(request)
     secret = request.cookies.get(SHARE_COOKIE)
     if secret and len(secret) <= 128:
         request.app.state.archive.share_gate.end(secret)
@@ -199,7 +189,7 @@ def pin_page(token: str) -> HTMLResponse:
 @router.post("/{token}")
 async def open_share(request: Request, token: str) -> Response:
     """Check link and PIN; on success set the session cookie and go to the study page."""
-    _same_origin(request)
+    same_origin(request)
     if not _plausible(token):
         return _page("share_message.html", 404, heading="Not a share link", message=WRONG_LINK_OR_PIN)
     pin = await _form_pin(request)
@@ -226,15 +216,8 @@ MAX_FORM_BYTES = 1024
 
 
 async def _form_pin(request: Request) -> str:
-    """The ``pin`` field of a small ``application/x-www-form-urlencoded`` body (422 for anything else)."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        raise HTTPException(415, "the PIN form is application/x-www-form-urlencoded")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise HTTPException(413, "form too large")
-    values = parse_qs(body.decode("ascii", "replace"), max_num_fields=4).get("pin", [""])
+    """The ``pin`` field of a small urlencoded body (422 unless it is 6 to 12 digits)."""
+    values = (await read_form(request, MAX_FORM_BYTES, 4)).get("pin", [""])
     pin = values[0].strip()
     if len(values) != 1 or not pin.isdigit() or len(pin) > 12:
         raise HTTPException(422, "the PIN is 6 to 12 digits")

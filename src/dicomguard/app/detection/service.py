@@ -208,6 +208,30 @@ class DetectionService(Service):
         pairs = sorted({*map(tuple, pairs), *((user, p) for p in patients)})
         s.merge(DetectionContext(kind=FEEDBACK, sealed=self._seal("detection_context", FEEDBACK, pairs), rows=len(pairs), imported_at=now))
 
+    def contain(self, alert_id: int, level: str, note: str = "") -> str:
+        """Contain the alert's user now (``alerts-handle``): ``step-up`` or ``suspend``, as configured levels do.
+
+        The officer's one-click answer to an alert: the same containment the
+        detector applies by severity ([detection.containment]), recorded with the
+        alert and undone by :meth:`release`. Returns the level in force.
+        """
+        if level not in ("step-up", "suspend"):
+            raise ValueError("containment level must be step-up or suspend")
+        self._key()
+        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
+        now = datetime.now(UTC)
+        with self.change() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFoundError(f"no alert {alert_id}")
+            if s.get(User, row.user_name) is None:
+                raise ValueError("the alert names a user of another system: contain them there")
+            applied = self._contain(s, row.user_name, level, alert_id, now)
+            row.containment = applied
+            self._noted(row, f"contained ({applied}){': ' + note if note else ''}", now)
+            self.record(s, AlertHandled(self.principal, alert_id, f"contained ({applied})", None, now))
+        return applied
+
     def release(self, user: str, reason: str) -> str:
         """End a user's containment (``alerts-handle``): re-enable the account if the containment disabled it."""
         if len(reason.strip()) < 10:

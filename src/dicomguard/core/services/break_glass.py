@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from sqlalchemy import select
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.break_glass import BreakGlassRefused, Grant, check_reason, new_grant
 from dicomguard.core.events import BreakGlassStarted
 from dicomguard.core.service import Service
+from dicomguard.index.db import as_utc, read_session
+from dicomguard.index.models import BreakGlassGrant
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GrantInForce:
+    grant: str
+    """The first characters of the grant id (enough to find it in the audit trail)."""
+    user: str
+    patient_ref: str
+    """The archive's internal (pseudonymous) patient reference, not the Patient ID."""
+    granted_at: datetime
+    expires_at: datetime
+
+
 class BreakGlassService(Service):
+    def in_force(self) -> list[GrantInForce]:
+        """Unexpired, unended grants (``audit-read``: the officer reviews them). Patients by internal reference, no reason."""
+        self.access.authorize(Action.AUDIT_READ, Resource.audit_log())
+        now = datetime.now(UTC)
+        with read_session(self.ctx.engine) as s:
+            rows = s.scalars(select(BreakGlassGrant).where(BreakGlassGrant.expires_at > now, BreakGlassGrant.ended_at.is_(None))
+                             .order_by(BreakGlassGrant.created_at))
+            return [GrantInForce(r.id[:8], r.user_name, r.patient_ref, as_utc(r.created_at), as_utc(r.expires_at)) for r in rows]
+
     def claim(self, patient_id: str, reason: str, issuer: str | None = None) -> Grant:
         """Claim emergency access to one patient: decided, time-boxed, recorded as an "Emergency Override Started" alert.
 

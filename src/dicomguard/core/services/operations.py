@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from dicomguard.core.access import Action, Resource
@@ -34,3 +35,12 @@ class OperationsService(Service):
     def permit_metrics(self) -> None:
         """Raise :class:`AccessDenied` unless the principal may read the service metrics (no PHI, but activity levels)."""
         self.access.authorize(Action.METRICS_READ, Resource.archive())
+
+    def permitted(self, asks: Iterable[tuple[Action, Resource]]) -> frozenset[Action]:
+        """Which of these actions the policies would permit the principal (decided, not recorded: nothing is done).
+
+        What an adapter offers (a console's menu, a button) follows the same policies
+        that decide the action itself; the action is decided and recorded again when
+        it is taken, so an offer grants nothing.
+        """
+        return frozenset(action for action, resource in asks if self.access.decide(action, resource).allowed)
