@@ -21,7 +21,8 @@ its bytes) is counted as a duplicate, an invalid one is rejected with its reason
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -48,6 +49,35 @@ REFUSED_SEND = "audit-send refused: "
 """How a message the policy refused is named in an import's rejections (the listener counts them)."""
 
 
+class AuditStream:
+    """The entries of one recorded read, newest first, fetched and decrypted ``PAGE`` rows at a time."""
+
+    PAGE = 500
+
+    def __init__(self, ctx: ArchiveContext, store: AuditStore, f: AuditFilter, scan_limit: int | None) -> None:
+        self.ctx, self.store, self.filter, self.scan_limit = ctx, store, f, scan_limit
+        self.truncated = False
+        """The scan limit ended the stream before the trail did (it applies to a study filter only: the others are in SQL)."""
+
+    def __iter__(self) -> Iterator[AuditEntry]:
+        f, before, given, scanned = self.filter, None, 0, 0
+        while f.limit is None or given < f.limit:
+            with read_session(self.ctx.engine) as s:
+                rows = self.store.page(s, f, before, self.PAGE)
+            if not rows:
+                return
+            before = rows[-1].seq
+            for entry in self.store.entries(rows, replace(f, limit=None)):
+                yield entry
+                given += 1
+                if f.limit is not None and given >= f.limit:
+                    return
+            scanned += len(rows)
+            if f.study and self.scan_limit is not None and scanned >= self.scan_limit:
+                self.truncated = True
+                return
+
+
 class AuditService(Service):
     def __init__(self, ctx: ArchiveContext, access: AccessControl, keys: AuditKeys | None = None) -> None:
         super().__init__(ctx, access)
@@ -67,6 +97,18 @@ class AuditService(Service):
 
     def search(self, f: AuditFilter) -> list[AuditEntry]:
         return self.read(f, "search")
+
+    def stream(self, f: AuditFilter, purpose: str, *, scan_limit: int | None = None) -> AuditStream:
+        """Like :meth:`read`, newest first, decrypted a page at a time (memory bounded whatever the trail's size).
+
+        Authorized and recorded before it returns. ``scan_limit`` bounds how many
+        records are opened when a filter is applied after decryption (the study):
+        past it the stream ends and says so (``truncated``), so no search can make
+        the archive decrypt the whole trail.
+        """
+        self.access.authorize(Action.AUDIT_READ, Resource.audit_log())
+        self.record_alone(AuditLogUsed(self.principal, f"{purpose} {f.describe()}"[:1024], datetime.now(UTC)))
+        return AuditStream(self.ctx, self.store, f, scan_limit)
 
     def activity(self) -> list[HourCounts]:
         """Accesses and refusals per hour of the last day against the usual pattern (``audit-read``).

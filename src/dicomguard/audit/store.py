@@ -7,10 +7,12 @@ audited reader, verification and benchmarks, never an adapter directly.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, TextIO
@@ -144,16 +146,26 @@ CSV_COLUMNS = ("seq", "time", "event", "event_id", "event_types", "action", "out
                "studies", "description", "origin", "asserted_by", "id")
 
 
-def write_csv(entries: Iterable[AuditEntry], out: TextIO) -> None:
-    """Entries as CSV (``CSV_COLUMNS``; several patients or studies joined with ``;``). Holds PHI: so does the file."""
-    w = csv.writer(out, lineterminator="\n")
+def csv_lines(entries: Iterable[AuditEntry]) -> Iterator[str]:
+    """Entries as CSV lines (``CSV_COLUMNS``; several patients or studies joined with ``;``), one at a time. They hold PHI."""
+    line = io.StringIO()
+    w = csv.writer(line, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    for e in entries:
-        d = e.summary()
-        d["event_types"] = " ".join(d["event_types"])
-        d["patients"] = ";".join(d["patients"])
-        d["studies"] = ";".join(d["studies"])
-        w.writerow([d[c] for c in CSV_COLUMNS])
+    for e in itertools.chain((None,), entries):
+        if e is not None:
+            d = e.summary()
+            d["event_types"] = " ".join(d["event_types"])
+            d["patients"] = ";".join(d["patients"])
+            d["studies"] = ";".join(d["studies"])
+            w.writerow([d[c] for c in CSV_COLUMNS])
+        yield line.getvalue()
+        line.seek(0)
+        line.truncate()
+
+
+def write_csv(entries: Iterable[AuditEntry], out: TextIO) -> None:
+    """Entries as CSV to ``out`` (:func:`csv_lines`)."""
+    out.writelines(csv_lines(entries))
 
 
 class AuditStore:
@@ -187,6 +199,13 @@ class AuditStore:
 
     def rows(self, s: Session, f: AuditFilter) -> list[AuditRecord]:
         return list(s.scalars(self._select(f)))
+
+    def page(self, s: Session, f: AuditFilter, before_seq: int | None, size: int) -> list[AuditRecord]:
+        """Up to ``size`` rows matching ``f`` (its limit and study aside), newest first, older than ``before_seq``."""
+        stmt = self._select(replace(f, limit=None, study=None, newest_first=True))
+        if before_seq is not None:
+            stmt = stmt.where(AuditRecord.seq < before_seq)
+        return list(s.scalars(stmt.limit(size)))
 
     def decode(self, row: AuditRecord) -> AuditEntry:
         try:

@@ -5,21 +5,23 @@ would land in browser history, proxies and logs (no PHI in URLs). Each search
 goes through :meth:`AuditService.search`, which decides ``audit-read`` and
 records an Audit Log Used event (PS3.15 A.5.3.2) with the filters before reading.
 Results come newest first, at most ``PAGE_LIMIT`` per search; the CSV export
-holds up to ``EXPORT_LIMIT`` records, streamed from memory (never a file on disk).
+holds up to ``EXPORT_LIMIT`` records, streamed a page at a time (never a file on
+disk, never the whole export in memory: the browser's download shows its
+progress). A study is matched inside the sealed records, so a search by study
+opens at most ``SCAN_LIMIT`` records and says so when it stopped there.
 """
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from dicomguard.audit.codes import EVENT_NAMES
-from dicomguard.audit.store import AuditEntry, AuditFilter, event_code, parse_when, write_csv
+from dicomguard.audit.store import AuditEntry, AuditFilter, csv_lines, event_code, parse_when
 from dicomguard.web.console.actions import run_action, view
 from dicomguard.web.console.pages import render
 from dicomguard.web.console.session import ConsoleCaller, checked_form, console_caller
@@ -27,6 +29,7 @@ from dicomguard.web.console.session import ConsoleCaller, checked_form, console_
 router = APIRouter()
 PAGE_LIMIT = 200
 EXPORT_LIMIT = 100_000
+SCAN_LIMIT = 50_000
 OUTCOMES = {"": None, "success": 0, "minor-failure": 4, "serious-failure": 8, "major-failure": 12}
 FIELDS = ("user", "patient", "study", "event", "outcome", "failures", "since", "until")
 
@@ -75,14 +78,14 @@ async def search(request: Request) -> Response:
     form = await checked_form(request)
 
     def act(caller: ConsoleCaller) -> Response:
+        audit = caller.services.audit
         if form.get("format") == "csv":
-            entries = caller.services.audit.read(audit_filter(form, EXPORT_LIMIT), "console export")
-            out = io.StringIO()
-            write_csv(entries, out)
-            return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"})
-        entries = caller.services.audit.read(audit_filter(form, PAGE_LIMIT), "console search")
-        return _page(request, caller, form, entries)
+            stream = audit.stream(audit_filter(form, EXPORT_LIMIT), "console export", scan_limit=SCAN_LIMIT)
+            return StreamingResponse(csv_lines(stream), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"})
+        stream = audit.stream(audit_filter(form, PAGE_LIMIT), "console search", scan_limit=SCAN_LIMIT)
+        entries = list(stream)
+        return _page(request, caller, form, entries, truncated=SCAN_LIMIT if stream.truncated else None)
     return await run_action(request, form, "Searching the audit trail", act)
 
 
@@ -103,9 +106,10 @@ async def patient_history(request: Request) -> Response:
         patient = form.get("patient", "").strip()[:64]
         if not patient:
             raise ValueError("enter a Patient ID")
-        entries = caller.services.audit.read(AuditFilter(patient=patient, limit=EXPORT_LIMIT, newest_first=True), "patient history")
         people: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "events": set(), "refused": 0})
-        for e in entries:
+        records = 0
+        for e in caller.services.audit.stream(AuditFilter(patient=patient, limit=EXPORT_LIMIT, newest_first=True), "patient history"):
+            records += 1
             d = e.summary()
             p = people[d["user"] or "(unknown)"]
             p["count"] += 1
@@ -117,5 +121,5 @@ async def patient_history(request: Request) -> Response:
                 p.setdefault("addresses", set()).add(d["address"])
         listed = [{"user": u, **v, "events": ", ".join(sorted(v["events"])), "addresses": ", ".join(sorted(v.get("addresses", ())))}
                   for u, v in sorted(people.items(), key=lambda kv: kv[1]["last"], reverse=True)]
-        return render(request, caller, "patient_history.html", patient=patient, people=listed, records=len(entries))
+        return render(request, caller, "patient_history.html", patient=patient, people=listed, records=records)
     return await run_action(request, form, "Reading a patient's access history", act)
