@@ -78,14 +78,17 @@ def _timed(reps: int, run: Callable[[], Any]) -> list[float]:
     return out
 
 
-def _sign_in(http: httpx.Client, origin: str, name: str, password: str, secret: str) -> str:
+def _sign_in(http: httpx.Client, origin: str, name: str, password: str, secret: str) -> tuple[str, float]:
+    """Sign in through the form; (the session's form token, seconds of the first overview after the start)."""
     page = http.get("/console/login").text
     token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     r = http.post("/console/login", data={"csrf": token, "username": name, "password": password, "totp": pyotp.TOTP(secret).now()},
                   headers={"Origin": origin})
-    assert r.status_code == 303, r.text
-    landing = http.get(r.headers["location"]).text
-    return re.search(r'name="csrf" value="([^"]+)"', landing).group(1)  # type: ignore[union-attr]
+    assert r.status_code == 303 and r.headers["location"] == "/console/overview", r.text
+    t0 = time.perf_counter()
+    landing = http.get(r.headers["location"]).text  # counts the hours that are then cached
+    first = time.perf_counter() - t0
+    return re.search(r'name="csrf" value="([^"]+)"', landing).group(1), first  # type: ignore[union-attr]
 
 
 def _browser(url: str, cookie: str, reps: int) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def run_backend(backend: str, events: int, reps: int) -> dict[str, Any]:
     out: dict[str, Any] = {"events": events, "fill_s": round(fill_s, 1)}
     try:
         http = httpx.Client(base_url=server.url, verify=ssl.create_default_context(cafile=server.ca), timeout=120, trust_env=False)
-        csrf = _sign_in(http, server.url, officer.name, officer.password, officer.totp_secret)
+        csrf, first_overview = _sign_in(http, server.url, officer.name, officer.password, officer.totp_secret)
         out["healthz"] = _stats(_timed(reps, lambda: http.get("/healthz")))
         first_byte: list[float] = []
 
@@ -139,8 +142,8 @@ def run_backend(backend: str, events: int, reps: int) -> dict[str, Any]:
                 assert r.status_code == 200, r.status_code
 
         whole = _timed(reps, overview)
-        # The first request after the start counts the completed hours and the week's pattern (then cached): reported apart.
-        out["overview"] = {"ttfb": _stats(first_byte[1:]), "complete": _stats(whole), "first_after_start_ms": round(first_byte[0] * 1000, 1)}
+        # The first overview after the start counts the completed hours and the week's pattern (then cached): reported apart.
+        out["overview"] = {"ttfb": _stats(first_byte[1:]), "complete": _stats(whole), "first_after_start_ms": round(first_overview * 1000, 1)}
         out["overview_browser"] = _browser(server.url, http.cookies["__Host-dicomguard-console"], reps)
         out["search"] = {}
         for name, fields in SEARCHES.items():

@@ -35,6 +35,7 @@ from dicomguard.ledger.leaves import audit_hashes, decode
 from dicomguard.pki.devices import DeviceRegistry
 from dicomguard.pki.store import load_tls_material
 from dicomguard.web.app import create_app
+from tests.detect_fhir.test_fhir_context import transaction_bundle
 from tests.dicom_factory import ALICE, BOB, CAROL, DEPARTMENT, ct_series, dataset_of, to_bytes
 from tests.identity.conftest import Account, add_user
 from tests.web.multipart_util import encode
@@ -212,6 +213,7 @@ def world(archive, tmp_path: Path) -> World:  # type: ignore[no-untyped-def]
     files = tmp_path / "files"
     files.mkdir()
     (files / "users.csv").write_text("user_id,name,role,department,home_address\ndr.x,Xavier Doe,radiologist,RADIOLOGY,1 Main St\n")
+    (files / "context.json").write_bytes(transaction_bundle())  # FHIR R4: users, patients and orders
     (files / "bob.dcm").write_bytes(ct_series(BOB, n=1, seed=5)[0])
     with write_session(archive.ctx.engine) as s:  # set-up straight into the index: not actions under test
         identity = archive.ctx.keyring.archive_key(PURPOSE_IDENTITY)
@@ -262,6 +264,7 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("keys recovery-key", lambda w, t: ["keys", "recovery-key", "--replace"], 1),
     ("patient resolve", lambda w, t: ["patient", "resolve", "1", "--as", "same-person", "--reason", "name corrected"], 1),
     ("context import", lambda w, t: ["context", "import", "users", str(w.files / "users.csv")], 1),
+    ("context import-fhir", lambda w, t: ["context", "import-fhir", str(w.files / "context.json")], 1),
     ("alerts show", lambda w, t: ["alerts", "show", "1"], 1),
     ("alerts ack", lambda w, t: ["alerts", "ack", "1", "--note", "looking"], 1),
     ("alerts resolve", lambda w, t: ["alerts", "resolve", "1", "--disposition", "true-positive"], 1),

@@ -15,7 +15,7 @@ import typer
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, console, fail, open_archive, print_json
 
-context_app = typer.Typer(help="Context for access-anomaly detection: users, patients, orders (CSV).", no_args_is_help=True)
+context_app = typer.Typer(help="Context for access-anomaly detection: users, patients, orders (CSV or FHIR R4).", no_args_is_help=True)
 alerts_app = typer.Typer(help="Access-anomaly alerts: list, read, acknowledge, resolve, release containment.", no_args_is_help=True)
 
 
@@ -34,6 +34,22 @@ def context_import(
         except (ContextError, ValueError, OSError) as exc:
             fail(str(exc), EXIT_FAILED)
     console.print(f"imported {rows} {kind}", highlight=False)
+
+
+@context_app.command("import-fhir")
+def context_import_fhir(
+    file: Path = typer.Argument(..., help="HL7 FHIR R4 JSON: a Bundle, one resource, or NDJSON (bulk export). Practitioner and "
+                                "PractitionerRole -> users, Patient -> patients, ServiceRequest and ImagingStudy -> orders."),
+) -> None:
+    """Import detection context from FHIR R4 (PHI, sealed in the index); anything wrong refuses the whole file, naming the entry."""
+    from dicomguard.detect.context import ContextError
+
+    with open_archive() as archive:
+        try:
+            counts = archive.operator.detection.import_fhir(file)
+        except (ContextError, ValueError, OSError) as exc:
+            fail(str(exc), EXIT_FAILED)
+    console.print("imported " + ", ".join(f"{n} {kind}" for kind, n in counts.items()), highlight=False)
 
 
 @alerts_app.command("list")

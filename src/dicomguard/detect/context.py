@@ -102,7 +102,7 @@ def _parse_bool(value: str) -> bool:
         return True
     if v in _FALSE:
         return False
-    raise ValueError(f"not a boolean: {value[:20]!r}")
+    raise ValueError("not a boolean (true/false, yes/no, 1/0)")
 
 
 T = TypeVar("T")
@@ -165,7 +165,7 @@ def _order(r: dict[str, str]) -> Order:
     try:
         ordered_at = parse_datetime(r["ordered_at"])
     except ValueError:
-        raise ValueError(f"ordered_at is not an ISO 8601 date-time: {r['ordered_at'][:40]!r}") from None
+        raise ValueError("ordered_at is not an ISO 8601 date-time") from None
     return Order(r["accession"].strip(), _required(r, "patient_id"), r["study_uid"].strip(), r["modality"].strip(),
                  r["ordering_user"].strip(), r["department"].strip(), ordered_at, r["reading_group"].strip())
 
@@ -179,7 +179,7 @@ def _unique(path: str | os.PathLike[str], rows: list[T], key: Callable[[T], str]
     for i, row in enumerate(rows):
         k = key(row)
         if k in out:
-            raise ContextError(f"{os.fspath(path)}:{i + 2}: duplicate id {k[:40]!r}")
+            raise ContextError(f"{os.fspath(path)}:{i + 2}: duplicate id (of an earlier line)")  # the id itself is PHI
         out[k] = row
     return out
 

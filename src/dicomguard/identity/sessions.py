@@ -75,12 +75,17 @@ def open_session(
     s: Session, user_name: str, address: str | None, now: datetime, policy: SessionPolicy = DEFAULT_SESSION_POLICY
 ) -> SessionTokens:
     """Start a session for an authenticated user, inside the caller's write transaction."""
+    session_id, expires_at = _new_session(s, user_name, address, now, policy)
+    return _issue(s, user_name, session_id, now, expires_at, policy)
+
+
+def _new_session(s: Session, user_name: str, address: str | None, now: datetime, policy: SessionPolicy) -> tuple[str, datetime]:
     session_id = secrets.token_hex(16)
     expires_at = now + policy.absolute_lifetime
     s.add(AuthSession(id=session_id, user_name=user_name, created_at=now, last_seen_at=now, expires_at=expires_at,
                       revoked_at=None, address=address, mfa_at=now))  # login confirmed a TOTP code
     s.flush()
-    return _issue(s, user_name, session_id, now, expires_at, policy)
+    return session_id, expires_at
 
 
 BROWSER_KIND = "browser"
@@ -97,11 +102,7 @@ def open_browser_session(
     (a rotating cookie would race between a browser's parallel requests).
     Returns ``(token, session id)``.
     """
-    session_id = secrets.token_hex(16)
-    expires_at = now + policy.absolute_lifetime
-    s.add(AuthSession(id=session_id, user_name=user_name, created_at=now, last_seen_at=now, expires_at=expires_at,
-                      revoked_at=None, address=address, mfa_at=now))
-    s.flush()
+    session_id, expires_at = _new_session(s, user_name, address, now, policy)
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     s.add(ApiToken(token_sha256=token_digest(token), user_name=user_name, created_at=now, expires_at=expires_at,
                    revoked_at=None, session_id=session_id, kind=BROWSER_KIND))

@@ -13,6 +13,8 @@ Security properties, in request order:
    network an incident contains are refused before routing.
 4. Core exceptions become statuses in one place (:mod:`dicomguard.web.errors`).
 5. Every response carries HSTS, nosniff and ``Cache-Control: no-store``.
+6. The security console's pages under ``/console`` authenticate by their own
+   session cookie, never by a bearer token (:mod:`dicomguard.web.console`, ADR 0012).
 
 OpenAPI: ``/openapi.json`` documents the non-DICOMweb endpoints only
 (``/healthz``, ``/metrics``, ``/auth/*``, ``/admin/*``). DICOMweb routes are excluded from it on purpose:

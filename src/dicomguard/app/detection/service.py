@@ -99,6 +99,30 @@ class DetectionService(Service):
             self.record(s, ContextImported(self.principal, kind, rows, now))
         return rows
 
+    def import_fhir(self, path: Path) -> dict[str, int]:
+        """Import users, patients and orders from HL7 FHIR R4 JSON (a Bundle, a resource or NDJSON; ``context-import``).
+
+        Converted by :func:`dicomguard.detect.fhir.context_texts_from_fhir` into the CSV
+        documents the CSV import stores, each kind present replacing the previous one,
+        all in one transaction. Refused whole, naming the entry, if anything is wrong.
+        Returns the rows per kind.
+        """
+        from dicomguard.detect import context as ctxfiles
+        from dicomguard.detect.fhir import context_texts_from_fhir
+
+        self.access.authorize(Action.CONTEXT_IMPORT, Resource.archive())
+        texts = context_texts_from_fhir(path.read_bytes(), name=path.name)
+        parsed = ctxfiles.context_from_texts(texts.get("users", ""), texts.get("patients", ""), texts.get("orders", ""))
+        counts = {"users": len(parsed.users), "patients": len(parsed.patients), "orders": len(parsed.orders)}
+        self._key()
+        now = datetime.now(UTC)
+        with self.change() as s:
+            for kind, raw in texts.items():
+                s.merge(DetectionContext(kind=kind, sealed=self._seal("detection_context", kind, raw), rows=counts[kind], imported_at=now))
+            # One action, one record: the kinds replaced together ("users+patients+orders") and their rows.
+            self.record(s, ContextImported(self.principal, "+".join(texts), sum(counts[k] for k in texts), now))
+        return {kind: counts[kind] for kind in texts}
+
     def context_files(self) -> dict[str, str]:
         """The stored context documents (kind -> CSV text, plus the feedback pairs) for the detector; internal, no adapter shows them."""
         with read_session(self.ctx.engine) as s:

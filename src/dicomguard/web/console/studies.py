@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from dicomguard.core.query import PatientFilter, StudyFilter
 from dicomguard.core.services.shares import RECIPIENT_KINDS
+from dicomguard.errors import NotFoundError
 from dicomguard.web.console.actions import run_action, view
 from dicomguard.web.console.pages import render
 from dicomguard.web.console.session import ConsoleCaller, checked_form, console_caller
@@ -76,8 +77,6 @@ async def share_form(request: Request) -> Response:
         uid = _study_uid(form)
         found = caller.services.query.find_studies(StudyFilter(study_uid=uid))
         if not found:
-            from dicomguard.errors import NotFoundError
-
             raise NotFoundError("no such study")
         return render(request, caller, "share_form.html", study=found[0], kinds=RECIPIENT_KINDS, expiries=EXPIRY_CHOICES)
     return await run_action(request, form, "Sharing a study", act)
