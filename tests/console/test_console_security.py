@@ -190,3 +190,13 @@ def test_stored_script_in_names_recipients_and_audit_fields_is_rendered_inert(si
     for text in (p.lower() for p in pages):  # departments are stored upper-case
         assert "&lt;script&gt;alert(" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
         assert "<script" not in text and "<img src=x" not in text
+
+
+def test_a_forged_token_of_any_shape_is_a_403_not_an_error(site: Site, client: ConsoleClient) -> None:
+    client.sign_in(site.accounts["officer"])
+    for forged in ("é" * 43, "\x00", "x" * 5000, ""):
+        assert client.post("/console/audit", {"csrf": forged}).status_code == 403
+    client.get("/console/login")
+    officer = site.accounts["officer"]
+    r = client.post("/console/login", {"csrf": "ü", "username": officer.name, "password": officer.password, "totp": officer.code()})
+    assert r.status_code == 403

@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from dicomguard.core.access import AccessDenied, StepUpRequired
 from dicomguard.errors import NotFoundError
 from dicomguard.identity.auth import AuthenticationFailed, LoginThrottled
+from dicomguard.web.auth_routes import authenticator
 from dicomguard.web.console.pages import message, render
-from dicomguard.web.console.session import ConsoleCaller, address, authenticator, console_caller
+from dicomguard.web.console.session import ConsoleCaller, address, console_caller
 
 TOTP_FIELD = "step_up_totp"
 

@@ -32,7 +32,6 @@ from fastapi import HTTPException, Request
 
 from dicomguard.app.archive import Archive
 from dicomguard.app.services import Services
-from dicomguard.identity.auth import Authenticator
 from dicomguard.identity.tokens import InvalidToken, verify_token
 from dicomguard.web.auth import principal_for
 from dicomguard.web.forms import FORM_TYPE, read_form, same_origin
@@ -70,15 +69,6 @@ def cookie_options() -> dict[str, object]:
     return {"path": "/", "secure": True, "httponly": True, "samesite": "strict"}
 
 
-def authenticator(request: Request) -> Authenticator:
-    state = request.app.state
-    auth = getattr(state, "authenticator", None)
-    if auth is None:
-        archive: Archive = state.archive
-        auth = state.authenticator = archive.authenticator(state.session_policy)
-    return auth
-
-
 def address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -108,7 +98,7 @@ async def checked_form(request: Request) -> dict[str, str]:
     fields = await _own_form(request)
     secret = request.cookies.get(COOKIE) or ""
     sent = fields.get(CSRF_FIELD, [""])
-    if not secret or len(sent) != 1 or not hmac.compare_digest(sent[0], form_token(secret)):
+    if not secret or len(sent) != 1 or not _same(sent[0], form_token(secret)):
         raise HTTPException(403, "the form's security token is missing or stale: reload the page and try again")
     return {k: v[0] for k, v in fields.items() if len(v) == 1 and k != CSRF_FIELD}
 
@@ -121,6 +111,11 @@ async def _own_form(request: Request, max_bytes: int = 16 * 1024, max_fields: in
     return await read_form(request, max_bytes, max_fields)
 
 
+def _same(sent: str, expected: str) -> bool:
+    """Constant-time comparison of a submitted token (as UTF-8: a non-ASCII value is simply wrong, not an error)."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def login_form_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -130,6 +125,6 @@ async def checked_login_form(request: Request) -> dict[str, str]:
     fields = await _own_form(request, max_bytes=4096, max_fields=8)
     expected = request.cookies.get(LOGIN_COOKIE) or ""
     sent = fields.get(CSRF_FIELD, [""])
-    if not expected or len(sent) != 1 or not hmac.compare_digest(sent[0], form_token(expected, b"dicomguard console login v1")):
+    if not expected or len(sent) != 1 or not _same(sent[0], form_token(expected, b"dicomguard console login v1")):
         raise HTTPException(403, "the sign-in form expired: reload the page and try again")
     return {k: v[0] for k, v in fields.items() if len(v) == 1 and k != CSRF_FIELD}

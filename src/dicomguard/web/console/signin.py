@@ -8,13 +8,13 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomguard.identity.auth import AuthenticationFailed, LoginThrottled
 from dicomguard.identity.tokens import InvalidToken
+from dicomguard.web.auth_routes import authenticator
 from dicomguard.web.console.pages import home, render
 from dicomguard.web.console.session import (
     COOKIE,
     LOGIN_COOKIE,
     LOGIN_COOKIE_AGE_S,
     address,
-    authenticator,
     caller_of,
     checked_form,
     checked_login_form,
