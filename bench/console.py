@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import re
-import secrets
 import ssl
 import statistics
 import sys
@@ -45,9 +44,9 @@ os.environ.setdefault("DICOMGUARD_UNSAFE_TEST_PASSWORD_HASH", "1")
 
 import httpx  # noqa: E402
 import pyotp  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
 
-from bench.incident_scope import PASSPHRASE, PG_ADMIN, TARGET, build  # noqa: E402, F401
+from bench.incident_scope import TARGET, build, scratch_database  # noqa: E402
+from dicomguard.app.archive import Archive  # noqa: E402
 from dicomguard.audit.store import AuditFilter  # noqa: E402
 from dicomguard.core.keyring import PURPOSE_IDENTITY  # noqa: E402
 from dicomguard.identity.users import create_user  # noqa: E402
@@ -116,18 +115,19 @@ def _browser(url: str, cookie: str, reps: int) -> dict[str, Any]:
 
 def run_backend(backend: str, events: int, reps: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"dg-console-{backend}-"))
-    database, admin = "", None
-    if backend == "postgresql":
-        name = f"dgbench_{secrets.token_hex(4)}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        database = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    archive, fill_s = build(work / "home", database, events, days=30, patients=True)
+    with scratch_database(backend) as database:
+        archive, fill_s = build(work / "home", database, events, days=30, patients=True)
+        try:
+            return {"events": events, "fill_s": round(fill_s, 1), **measure(archive, reps)}
+        finally:
+            archive.close()
+
+
+def measure(archive: Archive, reps: int) -> dict[str, Any]:
     with write_session(archive.ctx.engine) as s:
         officer = create_user(s, archive.ctx.keyring.archive_key(PURPOSE_IDENTITY), "sec.bench", "security_officer")
     server, stop = start_server(archive)
-    out: dict[str, Any] = {"events": events, "fill_s": round(fill_s, 1)}
+    out: dict[str, Any] = {}
     try:
         http = httpx.Client(base_url=server.url, verify=ssl.create_default_context(cafile=server.ca), timeout=120, trust_env=False)
         csrf, first_overview = _sign_in(http, server.url, officer.name, officer.password, officer.totp_secret)
@@ -158,10 +158,6 @@ def run_backend(backend: str, events: int, reps: int) -> dict[str, Any]:
         http.close()
     finally:
         stop()
-        archive.close()
-        if admin is not None:
-            with admin.connect() as c:
-                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database.rsplit("/", 1)[1]}" WITH (FORCE)')
     return out
 
 

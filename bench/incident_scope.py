@@ -30,6 +30,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,24 @@ def build(home: Path, database: str, events: int, days: int = 90, patients: bool
     return archive, time.perf_counter() - started
 
 
+@contextmanager
+def scratch_database(backend: str) -> Iterator[str]:
+    """``""`` for SQLite (the home's file); for PostgreSQL a new database on the local server, dropped afterwards."""
+    if backend != "postgresql":
+        yield ""
+        return
+    name = f"dgbench_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def _insert(archive: Archive, rows: list[dict[str, Any]], named: list[dict[str, Any]]) -> None:
     with write_session(archive.ctx.engine) as s:
         s.execute(insert(AuditRecord.__table__), rows)
@@ -138,25 +158,16 @@ def main() -> None:
     backends = ["postgresql"] if args.only_postgresql else ["sqlite"] + (["postgresql"] if args.postgresql else [])
     for backend in backends:
         work = Path(tempfile.mkdtemp(prefix=f"dg-scope-{backend}-"))
-        database, admin = "", None
-        if backend == "postgresql":
-            name = f"dgbench_{secrets.token_hex(4)}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as c:
-                c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            database = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        archive, fill_s = build(work / "home", database, args.events)
-        with read_session(archive.ctx.engine) as s:
-            rows = s.execute(text("SELECT count(*) FROM audit_records")).scalar_one()
-        measured = measure(archive, args.reps)
-        results["backends"][backend] = {"rows": rows, "fill_s": fill_s, **measured, "target_met": measured["median_s"] < 5}
-        print(backend, json.dumps(results["backends"][backend]), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1))
-        archive.close()
-        if admin is not None:
-            with admin.connect() as c:
-                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database.rsplit("/", 1)[1]}" WITH (FORCE)')
+        with scratch_database(backend) as database:
+            archive, fill_s = build(work / "home", database, args.events)
+            with read_session(archive.ctx.engine) as s:
+                rows = s.execute(text("SELECT count(*) FROM audit_records")).scalar_one()
+            measured = measure(archive, args.reps)
+            results["backends"][backend] = {"rows": rows, "fill_s": fill_s, **measured, "target_met": measured["median_s"] < 5}
+            print(backend, json.dumps(results["backends"][backend]), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+            archive.close()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from tests.browser import browser  # noqa: F401  (the browser fixture of these tests)
 from tests.dicom_factory import ALICE, BOB, DEPARTMENT, ct_series, dataset_of
 from tests.identity.conftest import Account, add_user, forget_totp_step
 from tests.web.conftest import WebServer, start_server

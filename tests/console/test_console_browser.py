@@ -12,13 +12,11 @@ any other console error. Screenshots of every page are written to
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import sync_playwright
 from sqlalchemy import update
 
 from dicomguard.identity.tokens import create_token
@@ -28,23 +26,8 @@ from tests.console.conftest import Site
 from tests.console.test_console_actions import _raise_alert
 from tests.identity.conftest import Account, forget_totp_step
 
-CHROMIUM = "/usr/bin/chromium"
 DESKTOP, TABLET = {"width": 1280, "height": 800}, {"width": 768, "height": 1024}
 ARTIFACTS = Path(os.environ.get("DICOMGUARD_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "console"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (scripts/test.sh installs it)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Tab:

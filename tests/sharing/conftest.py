@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from tests.browser import browser  # noqa: F401  (the browser fixture of these tests)
 from tests.dicom_factory import ALICE, BOB, ct_series, dataset_of, to_bytes
 from tests.web.conftest import WebServer, start_server
 

@@ -12,31 +12,12 @@ import io
 import os
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from tests.sharing.conftest import Shared
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (scripts/test.sh installs it)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright  # a test dependency; the browser is Debian's
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser, shared: Shared, created):  # type: ignore[no-untyped-def]

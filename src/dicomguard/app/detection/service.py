@@ -204,19 +204,28 @@ class DetectionService(Service):
             raise ValueError("action must be acknowledge or resolve")
         if action == "resolve" and disposition not in DISPOSITIONS:
             raise ValueError(f"resolve needs --disposition {' or '.join(DISPOSITIONS)}")
-        self._key()
-        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
-        now = datetime.now(UTC)
+        now = self._handling()
         with self.change() as s:
-            row = s.get(AlertRow, alert_id)
-            if row is None:
-                raise NotFoundError(f"no alert {alert_id}")
+            row = self._alert(s, alert_id)
             doc = self._noted(row, note, now)
             row.status = "acknowledged" if action == "acknowledge" else "resolved"
             row.disposition = disposition if action == "resolve" else row.disposition
             if disposition == "false-positive":
                 self._explain(s, row.user_name, doc["patients"], now)
             self.record(s, AlertHandled(self.principal, alert_id, row.status, row.disposition, now))
+
+    def _handling(self) -> datetime:
+        """Decide ``alerts-handle`` (the row key made first: never inside the write transaction); the time of the handling."""
+        self._key()
+        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
+        return datetime.now(UTC)
+
+    @staticmethod
+    def _alert(s: Any, alert_id: int) -> AlertRow:
+        row = s.get(AlertRow, alert_id)
+        if row is None:
+            raise NotFoundError(f"no alert {alert_id}")
+        return row
 
     def _noted(self, row: AlertRow, note: str, now: datetime) -> dict[str, Any]:
         """The alert's sealed document, with ``note`` (if any) appended under the principal's name, sealed back."""
@@ -241,13 +250,9 @@ class DetectionService(Service):
         """
         if level not in ("step-up", "suspend"):
             raise ValueError("containment level must be step-up or suspend")
-        self._key()
-        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
-        now = datetime.now(UTC)
+        now = self._handling()
         with self.change() as s:
-            row = s.get(AlertRow, alert_id)
-            if row is None:
-                raise NotFoundError(f"no alert {alert_id}")
+            row = self._alert(s, alert_id)
             if s.get(User, row.user_name) is None:
                 raise ValueError("the alert names a user of another system: contain them there")
             applied = self._contain(s, row.user_name, level, alert_id, now)
@@ -260,9 +265,7 @@ class DetectionService(Service):
         """End a user's containment (``alerts-handle``): re-enable the account if the containment disabled it."""
         if len(reason.strip()) < 10:
             raise ValueError("a release needs a reason (at least 10 characters)")
-        self._key()
-        self.access.authorize(Action.ALERTS_HANDLE, Resource.archive())
-        now = datetime.now(UTC)
+        now = self._handling()
         with self.change() as s:
             c = s.get(Containment, user)
             if c is None:

@@ -49,12 +49,8 @@ def _run(request: Request, form: dict[str, str], what: str, act: Callable[[Conso
         return act(caller)
     except StepUpRequired:
         return _step_up_page(request, caller, form, what, None)
-    except AccessDenied:
-        return message(request, caller, 403, "Not permitted", "The policies do not permit you to do this. It has been recorded.")
-    except NotFoundError:
-        return message(request, caller, 404, "Not found", "There is no such item, or it is not visible to you.")
-    except ValueError as exc:
-        return message(request, caller, 400, "Cannot do that", str(exc))
+    except (AccessDenied, NotFoundError, ValueError) as exc:
+        return _refused(request, caller, exc, "do this")
 
 
 async def run_action(request: Request, form: dict[str, str], what: str, act: Callable[[ConsoleCaller], Response]) -> Response:
@@ -69,9 +65,14 @@ def view(request: Request, caller: ConsoleCaller, show: Callable[[], Response]) 
     except StepUpRequired:
         return message(request, caller, 401, "Confirm your identity",
                        "This page needs a recent second-factor confirmation. Confirm it from a form, then open the page again.")
-    except AccessDenied:
-        return message(request, caller, 403, "Not permitted", "The policies do not permit you to see this page. It has been recorded.")
-    except NotFoundError:
+    except (AccessDenied, NotFoundError, ValueError) as exc:
+        return _refused(request, caller, exc, "see this page")
+
+
+def _refused(request: Request, caller: ConsoleCaller, exc: Exception, what: str) -> Response:
+    """403 for a refusal (recorded by the core), one 404 for what is absent or invisible, 400 naming the rule broken."""
+    if isinstance(exc, AccessDenied):
+        return message(request, caller, 403, "Not permitted", f"The policies do not permit you to {what}. It has been recorded.")
+    if isinstance(exc, NotFoundError):
         return message(request, caller, 404, "Not found", "There is no such item, or it is not visible to you.")
-    except ValueError as exc:
-        return message(request, caller, 400, "Cannot show that", str(exc))
+    return message(request, caller, 400, "Cannot do that", str(exc))
