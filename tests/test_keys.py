@@ -103,3 +103,25 @@ def test_wrapped_key_moved_to_another_patient_does_not_open(archive) -> None:
     kek = Kek.unseal(sealed_kek_path(archive.home, archive.ctx.keyring.kek_id).read_bytes(), PASSPHRASE)
     with pytest.raises(UnsealError):
         kek.unwrap(PURPOSE_PATIENT, b.ref, a.wrapped_data_key)
+
+
+def test_a_process_with_a_rotated_away_kek_stores_nothing_new_until_restarted(home: Path) -> None:
+    """Two processes (``serve --workers``, two nodes, ``keys rotate`` beside ``serve``): after one rotates, the other
+    would wrap new keys under a KEK whose sealed file is gone. It refuses instead (fail closed), and nothing is lost."""
+    from dicomguard.core.keyring import StaleKek
+
+    with Archive.open(home, PASSPHRASE) as rotator, Archive.open(home, PASSPHRASE) as stale:
+        known = stale.operator.store.ingest(ct_series(ALICE, n=1)[0]).sop_instance_uid
+        rotator.operator.keys.rotate(PASSPHRASE)
+        with pytest.raises(StaleKek, match="restart"):
+            stale.operator.store.ingest(ct_series(BOB, n=1, seed=4)[0])  # a new patient: a new data key, refused
+        with pytest.raises(StaleKek):
+            stale.ctx.keyring.ensure_archive_key("test-purpose")  # a new archive key, refused too
+        assert stale.operator.retrieve.instance(known).data  # reading what exists goes on
+        with pytest.raises(StaleKek):  # and it cannot rotate back over the other's rotation
+            stale.operator.keys.rotate(PASSPHRASE)
+    with Archive.open(home, PASSPHRASE) as restarted:
+        bob = restarted.operator.store.ingest(ct_series(BOB, n=1, seed=4)[0]).sop_instance_uid
+        assert restarted.operator.retrieve.instance(bob).data and restarted.operator.retrieve.instance(known).data
+        report = restarted.operator.verify.run()
+        assert report.ok, report.problems

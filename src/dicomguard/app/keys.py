@@ -10,6 +10,7 @@ from pathlib import Path
 from dicomguard.app.home import KEYS_DIR, kdf_params, recovery_public_key, sealed_kek_path, write_recovery_key
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import KeysRotated, SecurityConfigurationChanged
+from dicomguard.core.keyring import StaleKek
 from dicomguard.core.service import Service
 from dicomguard.crypto.kek import Kek, check_passphrase_strength
 from dicomguard.index.db import checkpoint_and_shrink
@@ -36,7 +37,10 @@ class KeyService(Service):
         new_passphrase = new_passphrase or passphrase
         check_passphrase_strength(new_passphrase)
         home, keyring = self.ctx.home, self.ctx.keyring
-        old_kek = Kek.unseal(sealed_kek_path(home, keyring.kek_id).read_bytes(), passphrase)
+        current = sealed_kek_path(home, keyring.kek_id)
+        if not current.exists():
+            raise StaleKek()  # another process rotated: this one's KEK is no longer the archive's
+        old_kek = Kek.unseal(current.read_bytes(), passphrase)
         new_kek = Kek.generate()
         write_private_file(sealed_kek_path(home, new_kek.kek_id), new_kek.seal_with_passphrase(new_passphrase, kdf_params(self.ctx.settings)))
         with self.change() as s:

@@ -21,7 +21,7 @@ from dicomguard.core.phi import RowSealer
 from dicomguard.core.retrieve import READ_LIMITS
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blob_cipher import blob_identity, blob_salt, decrypt_blob
-from dicomguard.errors import DicomGuardError, ErasedError, RejectedObject
+from dicomguard.errors import DicomGuardError, ErasedError, RejectedObject, UnsealError
 from dicomguard.index.models import Instance, Patient, Series, Study
 from dicomguard.storage.base import BlobMissingError
 
@@ -145,5 +145,7 @@ def check_index_rows(ctx: ArchiveContext, s: Session, report: VerifyReport) -> N
             RowSealer(ctx.keyring.patient_key(ref, s)).open(table, row_id, sealed or b"")
         except ErasedError:
             continue
+        except UnsealError:
+            report.add(ProblemKind.INDEX_ROW_UNREADABLE, f"{table}:{row_id}"[:200], "its patient's data key does not unwrap under the KEK")
         except (DecryptionError, ValueError):
             report.add(ProblemKind.INDEX_ROW_UNREADABLE, f"{table}:{row_id}"[:200], "does not open under its patient's key")

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from dicomguard.crypto.aead import new_key
 from dicomguard.crypto.kek import Kek
-from dicomguard.errors import ErasedError
-from dicomguard.index.db import read_session, write_session
+from dicomguard.errors import DicomGuardError, ErasedError
+from dicomguard.index.db import is_sqlite, read_session, write_session
 from dicomguard.index.models import ArchiveMeta, Patient, WrappedKey
 
 PURPOSE_INDEX = "index"
@@ -35,6 +35,14 @@ PURPOSE_SHARE = "share"
 PURPOSE_BACKUP = "backup"
 """Derives each snapshot's key (ADR 0007); created by the first backup of a home."""
 META_KEK_ID = "kek_id"
+
+
+class StaleKek(DicomGuardError):
+    """Another process rotated the archive's KEK: this process holds the old one and must be restarted."""
+
+    def __init__(self) -> None:
+        super().__init__("the archive's keys were rotated by another process: restart this one (with the new sealed key file "
+                         "on this host) before it stores anything new")
 META_ARCHIVE_ID = "archive_id"
 _CACHE = 4096
 
@@ -93,7 +101,24 @@ class Keyring:
                 self.add_archive_key(s, purpose, new_key())
         return self.archive_key(purpose)
 
+    def check_current(self, session: Session) -> None:
+        """Inside a write transaction: refuse (:class:`StaleKek`) if another process rotated the KEK since this one unsealed.
+
+        A key wrapped under a KEK that is no longer the archive's would be lost at the
+        next start (its sealed file is gone), so a process with a stale KEK fails closed
+        instead: it stores nothing new until restarted. On PostgreSQL the current KEK id
+        is read FOR SHARE, so a rotation (which locks it FOR UPDATE first) and a new
+        wrapped key cannot interleave; SQLite has one writer at a time anyway.
+        """
+        stmt = select(ArchiveMeta.value).where(ArchiveMeta.key == META_KEK_ID)
+        if not is_sqlite(self._engine):
+            stmt = stmt.with_for_update(read=True)
+        current = session.scalar(stmt)
+        if current is not None and current != self._kek.kek_id:
+            raise StaleKek()
+
     def add_archive_key(self, session: Session, purpose: str, key: bytes) -> None:
+        self.check_current(session)
         session.add(WrappedKey(purpose=purpose, kek_id=self._kek.kek_id, wrapped=self._kek.wrap(purpose, "archive", key)))
 
     def new_patient_key(self, patient_ref: str) -> tuple[bytes, bytes]:
@@ -135,6 +160,10 @@ class Keyring:
         The caller commits; until then the old KEK stays authoritative, so a
         crash mid-rotation leaves the archive on the old KEK, intact.
         """
+        meta = session.get(ArchiveMeta, META_KEK_ID, with_for_update=True)  # first: new keys of other processes wait
+        assert meta is not None
+        if meta.value != self._kek.kek_id:
+            raise StaleKek()
         count = 0
         for row in session.scalars(select(WrappedKey)):
             key = self._kek.unwrap(row.purpose, "archive", row.wrapped)
@@ -150,8 +179,6 @@ class Keyring:
                 .values(wrapped_data_key=new_kek.wrap(PURPOSE_PATIENT, ref, key), kek_id=new_kek.kek_id)
             )
             count += 1
-        meta = session.get(ArchiveMeta, META_KEK_ID)
-        assert meta is not None
         meta.value = new_kek.kek_id
         return count
 

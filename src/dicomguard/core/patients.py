@@ -121,6 +121,7 @@ class PatientDirectory:
         ix = self._indexer
         try:
             with write_session(self._engine) as s:
+                self._keyring.check_current(s)  # a data key wrapped under a rotated-away KEK would be lost
                 if not is_sqlite(self._engine):
                     # Creators of one identity take turns (SQLite has one writer anyway), so the second
                     # of two racing with different demographics sees the first and records the conflict.
