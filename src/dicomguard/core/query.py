@@ -10,7 +10,7 @@ tombstones and never match.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,12 @@ from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
 
 log = logging.getLogger(__name__)
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``keys`` in slices small enough for one ``IN (...)`` each."""
+    for start in range(0, len(keys), size):
+        yield keys[start:start + size]
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,7 @@ class IndexQuery:
         uids = list(dict.fromkeys(study_uids))
         out: dict[str, tuple[str, StudyAccess]] = {}
         with read_session(self.ctx.engine) as s:
-            for start in range(0, len(uids), 500):
-                chunk = uids[start:start + 500]
+            for chunk in _chunks(uids):
                 modalities: dict[str, set[str]] = {}
                 for study_uid, modality in s.execute(select(Series.study_uid, Series.modality).where(Series.study_uid.in_(chunk))):
                     if modality:
@@ -206,12 +211,13 @@ class IndexQuery:
         with read_session(self.ctx.engine) as s:
             stmt = self._narrow_patients(select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)), f)
             rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref)).all()
-            counts = dict(
-                s.execute(
-                    select(Instance.patient_ref, func.count()).where(Instance.erased.is_(False)).group_by(Instance.patient_ref)
-                ).all()
-            )
-            study_counts = dict(s.execute(select(Study.patient_ref, func.count()).group_by(Study.patient_ref)).all())
+            counts: dict[str, int] = {}
+            study_counts: dict[str, int] = {}
+            for chunk in _chunks([ref for ref, _ in rows]):  # counted for the matched patients only: never the whole archive
+                counts.update(s.execute(select(Instance.patient_ref, func.count())
+                                        .where(Instance.patient_ref.in_(chunk), Instance.erased.is_(False)).group_by(Instance.patient_ref)).all())
+                study_counts.update(s.execute(select(Study.patient_ref, func.count()).where(Study.patient_ref.in_(chunk))
+                                              .group_by(Study.patient_ref)).all())
             out = []
             for ref, sealed in rows:
                 phi = self._open(s, ref, "patients", ref, sealed)
@@ -241,12 +247,14 @@ class IndexQuery:
             rows = s.execute(stmt.order_by(Study.created_at, Study.uid)).all()
             modalities: dict[str, set[str]] = {}
             series_counts: dict[str, int] = {}
-            for study_uid, modality in s.execute(select(Series.study_uid, Series.modality)).all():
-                modalities.setdefault(study_uid, set()).add(modality or "")
-                series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
-            instance_counts = dict(
-                s.execute(select(Instance.study_uid, func.count()).where(Instance.erased.is_(False)).group_by(Instance.study_uid)).all()
-            )
+            instance_counts: dict[str, int] = {}
+            for chunk in _chunks([r[0] for r in rows]):  # for the matched studies only: never the whole archive
+                for study_uid, modality in s.execute(select(Series.study_uid, Series.modality).where(Series.study_uid.in_(chunk))).all():
+                    modalities.setdefault(study_uid, set()).add(modality or "")
+                    series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
+                instance_counts.update(s.execute(select(Instance.study_uid, func.count())
+                                                 .where(Instance.study_uid.in_(chunk), Instance.erased.is_(False))
+                                                 .group_by(Instance.study_uid)).all())
             out = []
             for uid, ref, study_sealed, patient_sealed in rows:
                 pphi = self._open(s, ref, "patients", ref, patient_sealed)
