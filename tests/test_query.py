@@ -95,3 +95,27 @@ def test_ranges_and_uid_lists() -> None:
     assert match_range("-20200101", "19991231") and match_range("20200101-", "20990101")
     assert not match_range("20200101-", "")
     assert match_uid_list("1.2\\1.3", "1.3") and not match_uid_list("1.2\\1.3", "1.4")
+
+
+def test_counts_are_the_same_whether_counted_per_match_or_over_the_archive(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Few matches: series and instances are counted for the matched studies only; many: once over the archive."""
+    from dicomguard.core import query as index_query
+    from dicomguard.core.query import PatientFilter, StudyFilter
+    from tests.dicom_factory import ALICE, BOB, ct_series
+
+    for data in ct_series(ALICE, n=3, seed=41) + ct_series(BOB, n=2, seed=42):
+        archive.operator.store.ingest(data)
+    q = archive.operator.query
+
+    def snapshot():  # type: ignore[no-untyped-def]
+        studies = sorted((s.uid, s.series, s.instances, tuple(s.modalities)) for s in q.find_studies(StudyFilter()))
+        patients = sorted((p.patient_id, p.studies, p.instances) for p in q.find_patients(PatientFilter()))
+        one = [(s.series, s.instances) for s in q.find_studies(StudyFilter(patient=PatientFilter(patient_id=ALICE.patient_id)))]
+        return studies, patients, one
+
+    per_match = snapshot()
+    monkeypatch.setattr(index_query, "WHOLE_ARCHIVE_ABOVE", 0)
+    assert snapshot() == per_match
+    studies, patients, one = per_match
+    assert sorted(s[1:3] for s in studies) == [(1, 2), (1, 3)] and all(s[3] == ("CT",) for s in studies)
+    assert sorted(p[1:] for p in patients) == [(1, 2), (1, 3)] and one == [(1, 3)]

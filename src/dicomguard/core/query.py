@@ -44,6 +44,22 @@ def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
         yield keys[start:start + size]
 
 
+WHOLE_ARCHIVE_ABOVE = 5000
+"""Past this many matched rows, one grouped count over the archive is cheaper than many ``IN`` lists."""
+
+
+def _count_slices(keys: list[str]) -> Iterator[list[str] | None]:
+    """Slices of ``keys`` to count for, or one ``None`` (count everything) when most of the archive matched."""
+    if len(keys) > WHOLE_ARCHIVE_ABOVE:
+        yield None
+    else:
+        yield from _chunks(keys)
+
+
+def _within(stmt: Select[Any], column: Any, chunk: list[str] | None) -> Select[Any]:
+    return stmt if chunk is None else stmt.where(column.in_(chunk))
+
+
 @dataclass(frozen=True)
 class PatientFilter:
     patient_id: str | None = None
@@ -213,10 +229,10 @@ class IndexQuery:
             rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref)).all()
             counts: dict[str, int] = {}
             study_counts: dict[str, int] = {}
-            for chunk in _chunks([ref for ref, _ in rows]):  # counted for the matched patients only: never the whole archive
-                counts.update(s.execute(select(Instance.patient_ref, func.count())
-                                        .where(Instance.patient_ref.in_(chunk), Instance.erased.is_(False)).group_by(Instance.patient_ref)).all())
-                study_counts.update(s.execute(select(Study.patient_ref, func.count()).where(Study.patient_ref.in_(chunk))
+            for chunk in _count_slices([ref for ref, _ in rows]):  # counted for the matched patients, not the whole archive
+                counts.update(s.execute(_within(select(Instance.patient_ref, func.count()).where(Instance.erased.is_(False)),
+                                                Instance.patient_ref, chunk).group_by(Instance.patient_ref)).all())
+                study_counts.update(s.execute(_within(select(Study.patient_ref, func.count()), Study.patient_ref, chunk)
                                               .group_by(Study.patient_ref)).all())
             out = []
             for ref, sealed in rows:
@@ -248,13 +264,12 @@ class IndexQuery:
             modalities: dict[str, set[str]] = {}
             series_counts: dict[str, int] = {}
             instance_counts: dict[str, int] = {}
-            for chunk in _chunks([r[0] for r in rows]):  # for the matched studies only: never the whole archive
-                for study_uid, modality in s.execute(select(Series.study_uid, Series.modality).where(Series.study_uid.in_(chunk))).all():
+            for chunk in _count_slices([r[0] for r in rows]):  # for the matched studies, not the whole archive
+                for study_uid, modality in s.execute(_within(select(Series.study_uid, Series.modality), Series.study_uid, chunk)).all():
                     modalities.setdefault(study_uid, set()).add(modality or "")
                     series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
-                instance_counts.update(s.execute(select(Instance.study_uid, func.count())
-                                                 .where(Instance.study_uid.in_(chunk), Instance.erased.is_(False))
-                                                 .group_by(Instance.study_uid)).all())
+                instance_counts.update(s.execute(_within(select(Instance.study_uid, func.count()).where(Instance.erased.is_(False)),
+                                                         Instance.study_uid, chunk).group_by(Instance.study_uid)).all())
             out = []
             for uid, ref, study_sealed, patient_sealed in rows:
                 pphi = self._open(s, ref, "patients", ref, patient_sealed)
