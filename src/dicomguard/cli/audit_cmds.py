@@ -174,13 +174,15 @@ def import_cmd(
 
 @audit_app.command("status")
 def status_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Spool size and lag per syslog collector. Exit 1 if a collector lags beyond [audit.spool] limits."""
+    """Spool size and lag per syslog collector, and which process runs each background task. Exit 1 if a collector lags."""
+    from dicomguard.app.leases import lease_status
     from dicomguard.audit.forwarder import spool_status
 
     with open_archive() as archive:
         total, statuses = spool_status(archive.ctx)
+        leases = lease_status(archive.ctx.engine)
     if as_json:
-        print_json({"records": total, "collectors": [s.to_json() for s in statuses]})
+        print_json({"records": total, "collectors": [s.to_json() for s in statuses], "leases": [x.to_json() for x in leases]})
     else:
         console.print(f"{total} audit records")
         if not statuses:
@@ -191,6 +193,8 @@ def status_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
                           + (f", forwarding by {s.forwarding_by}" if s.forwarding_by else ", no forwarder running")
                           + (f"; last error {s.last_error} at {s.last_error_at:%Y-%m-%d %H:%M:%S}" if s.last_error and s.last_error_at else ""),
                           highlight=False)
+        for x in leases:  # background tasks: one process of the archive runs each (app/leases.py)
+            console.print(f"  task {x.name}: " + (f"run by {x.holder}" if x.holder else "not running"), highlight=False)
     raise typer.Exit(EXIT_FAILED if any(s.lagging for s in statuses) else EXIT_OK)
 
 

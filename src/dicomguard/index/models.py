@@ -597,6 +597,20 @@ class AuditCursor(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class TaskLease(Base):
+    """Which process runs an archive-wide background task (one at a time, across nodes) until ``lease_until`` (app/leases.py)."""
+
+    __tablename__ = "task_lease"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    """``hostname:pid:random`` of the holder; NULL when released."""
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set from the database's clock on PostgreSQL, so the nodes' clocks need not agree."""
+    cursor: Mapped[str | None] = mapped_column(Text)
+    """Progress the holder persists for its successor (the detector: the last audit ``seq`` it scored)."""
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # -- identity and sessions (NIST SP 800-63B) ------------------------------------------------
 
 

@@ -6,15 +6,22 @@ an hour at most), drills each whose last drill is older than ``drill_every_days`
 and raises one ``BackupFailed`` Security Alert per overdue target and period. Every
 run goes through :class:`BackupService` as the ``serve`` operator, so it is decided
 and recorded like a run from the command line.
+
+With several ``serve`` nodes on one database, only the holder of the
+``backup-scheduler`` lease (:mod:`dicomguard.app.leases`) runs the schedule;
+the overdue targets already alerted are kept in the lease's cursor, so a node
+taking over does not alert them again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
 from dicomguard.app.backup.status import compute_status
+from dicomguard.app.leases import Lease
 from dicomguard.app.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,7 @@ class BackupScheduler:
         self.ctx = services.archive.ctx
         self._alerted: set[str] = set()
         self._thread: threading.Thread | None = None
+        self.lease: Lease | None = None
 
     @property
     def enabled(self) -> bool:
@@ -42,6 +50,7 @@ class BackupScheduler:
     def start(self, stop: threading.Event) -> None:
         if not self.enabled:
             return
+        self.lease = Lease(self.ctx.engine, "backup-scheduler")
         self._thread = threading.Thread(target=self._loop, args=(stop,), name="backup-scheduler", daemon=True)
         self._thread.start()
 
@@ -50,11 +59,30 @@ class BackupScheduler:
             self._thread.join(timeout)
 
     def _loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s()):
-            try:
-                self.tick(datetime.now(UTC))
-            except Exception:  # the scheduler must outlive one bad run; the run itself recorded its failure
-                log.exception("scheduled backup step failed")
+        lease = self.lease
+        assert lease is not None
+        lease.try_hold()
+        lease.keep()
+        seen = 0
+        try:
+            while not stop.wait(self.interval_s()):
+                if not lease.held():
+                    continue  # another node runs the schedule (or this one cannot renew: it must not act)
+                if lease.acquisitions != seen:  # (re)acquired: what the previous holder alerted is in the cursor
+                    seen = lease.acquisitions
+                    try:
+                        self._alerted = set(json.loads(lease.cursor)) if lease.cursor else set()
+                    except (ValueError, TypeError):
+                        self._alerted = set()  # unreadable: alert again rather than stay silent
+                alerted = set(self._alerted)
+                try:
+                    self.tick(datetime.now(UTC))
+                except Exception:  # the scheduler must outlive one bad run; the run itself recorded its failure
+                    log.exception("scheduled backup step failed")
+                if self._alerted != alerted:
+                    lease.save_cursor(json.dumps(sorted(self._alerted)))
+        finally:
+            lease.release()  # after the last run ended: a standby takes over without waiting for expiry
 
     def tick(self, now: datetime) -> None:
         b = self.ctx.settings.backup
