@@ -48,6 +48,8 @@ NOT_RECORDED_CLI = {
     "serve": "runs the services; its start and stop are Application Activity records (tests/audit/test_actions.py)",
     "gateway": "runs the gateway; its start and stop are Application Activity records",
     "audit listen": "runs the syslog-TLS listener; its start and stop, and every message it imports, are recorded",
+    "context listen-hl7": "runs the HL7 v2 MLLP listener; its start and stop, every batch of messages it applies (one "
+                          "ContextImported each, tests/detect_hl7/test_feed.py) and every refused sender are recorded",
     "gateway status": "reads the gateway's status file: opens no archive, reads no PHI",
     "gateway requeue": "moves the gateway's own encrypted dead letters back into its queue: opens no archive, reads no PHI",
     "audit status": "counts records and forwarding lag: no PHI, nothing changed",

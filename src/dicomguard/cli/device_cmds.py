@@ -31,8 +31,9 @@ def add(
     out_dir: Path = typer.Option(None, "--out", help="Folder for cert.pem, key.pem, ca.pem."),
     operations: str = typer.Option(
         ",".join(DEFAULT_OPERATIONS), "--operations",
-        help="Allowed: echo,store,query,retrieve,audit,audit-relay (audit: may send audit messages about itself over "
-             "syslog-TLS; audit-relay: about others too, e.g. a PACS).",
+        help="Allowed: echo,store,query,retrieve,audit,audit-relay,context-feed (audit: may send audit messages about itself "
+             "over syslog-TLS; audit-relay: about others too, e.g. a PACS; context-feed: may update the detection context "
+             "over HL7 v2 MLLP, e.g. the interface engine).",
     ),
     cert: Path = typer.Option(None, "--cert", help="Register an existing certificate (hospital CA) instead of issuing one."),
     move_destination: str = typer.Option(None, "--move-destination", help="HOST:PORT where C-MOVE may send to this AE."),

@@ -76,6 +76,9 @@ class Action(StrEnum):
     as a Security Alert)."""
     CONTEXT_IMPORT = "context-import"
     """Importing detection context (users, patients, orders: PHI) into the archive."""
+    CONTEXT_FEED = "context-feed"
+    """Updating detection context incrementally as its sender (a hospital interface engine, a device over the HL7 v2
+    MLLP listener): not administration, granted to no device by default."""
     ALERTS_READ = "alerts-read"
     """Listing and reading access-anomaly alerts (reading one shows its patients: recorded)."""
     ALERTS_HANDLE = "alerts-handle"

@@ -39,7 +39,9 @@ AUDIT_SELF = "audit"
 """May send audit messages about itself over syslog-TLS (every ActiveParticipant and the AuditSourceID is its AE title)."""
 AUDIT_RELAY = "audit-relay"
 """A registered audit source for others (e.g. a PACS): may send audit messages about its users."""
-KNOWN_OPERATIONS = ("echo", Action.STORE.value, Action.QUERY.value, Action.RETRIEVE.value, AUDIT_SELF, AUDIT_RELAY)
+CONTEXT_FEED = Action.CONTEXT_FEED.value
+"""May update the detection context over the HL7 v2 MLLP listener (a hospital interface engine)."""
+KNOWN_OPERATIONS = ("echo", Action.STORE.value, Action.QUERY.value, Action.RETRIEVE.value, AUDIT_SELF, AUDIT_RELAY, CONTEXT_FEED)
 
 
 class PeerRefused(DicomGuardError):
