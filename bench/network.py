@@ -280,9 +280,14 @@ def _dicomguard_env(home: Path) -> dict[str, str]:
 BENCH_DEPARTMENT = "BENCH"
 
 
-def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
-    """A new home, a device certificate for storescu and a technologist token for DICOMweb, all made with the CLI."""
-    env = _dicomguard_env(home)
+def _setup_dicomguard_home(home: Path, device_dir: Path, database: str = "", init_env: dict[str, str] | None = None,
+                           device: bool = True) -> str:
+    """A new home, a device certificate for storescu and a technologist token for DICOMweb, all made with the CLI.
+
+    ``database``: ``init --database`` (empty: SQLite in the home); ``init_env``: extra variables for these CLI calls
+    (e.g. ``DICOMGUARD_STORAGE__*``, which ``init`` writes into the home's config.toml); ``device``: False for
+    DICOMweb-only benchmarks (no storescu device)."""
+    env = _dicomguard_env(home) | (init_env or {})
 
     def cli(*args: str) -> str:
         proc = subprocess.run([*_dicomguard_cli(), *args], check=False, env=env, capture_output=True, text=True)
@@ -290,9 +295,10 @@ def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
             raise BenchError(f"dicomguard {' '.join(args[:2])} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
         return proc.stdout
 
-    cli("init", "--admin", "admin", "--json")  # the passphrase comes from DICOMGUARD_PASSPHRASE
-    cli("device", "add", "--ae", DEVICE_AE, "--name", "bench storescu", "--out", str(device_dir),
-        "--operations", "echo,store,query,retrieve", "--department", BENCH_DEPARTMENT)
+    cli("init", "--admin", "admin", "--json", *(("--database", database) if database else ()))  # passphrase: DICOMGUARD_PASSPHRASE
+    if device:
+        cli("device", "add", "--ae", DEVICE_AE, "--name", "bench storescu", "--out", str(device_dir),
+            "--operations", "echo,store,query,retrieve", "--department", BENCH_DEPARTMENT)
     # The admin role may not store: STOW-RS and WADO-RS run as a technologist of the device's department
     # (the default policies: store, and read back recent work of their own modalities in their department).
     user = json.loads(cli("user", "add", TECH_USER, "--role", "technologist", "--department", BENCH_DEPARTMENT,
@@ -306,11 +312,12 @@ def _setup_dicomguard_home(home: Path, device_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def dicomguard_target(folder: Path) -> Iterator[DicomguardTarget]:
+def dicomguard_target(folder: Path, database: str = "", init_env: dict[str, str] | None = None,
+                      with_device: bool = True) -> Iterator[DicomguardTarget]:
     folder.mkdir(parents=True)
     home, device = folder / "home", folder / "device"
     t0 = time.perf_counter()
-    token = _setup_dicomguard_home(home, device)
+    token = _setup_dicomguard_home(home, device, database, init_env, with_device)
     setup_s = time.perf_counter() - t0
     dimse_port, https_port = free_port(), free_port()
     cmd = [*_dicomguard_cli(), "serve", "--dimse-port", str(dimse_port), "--https-port", str(https_port), "--host", "127.0.0.1"]
@@ -464,11 +471,13 @@ class OrthancTarget:
 
 
 @contextlib.contextmanager
-def orthanc_target(folder: Path) -> Iterator[OrthancTarget]:
+def orthanc_target(folder: Path, extra_config: dict[str, object] | None = None) -> Iterator[OrthancTarget]:
+    """``extra_config``: top-level keys replacing the configuration's (e.g. ``Plugins`` and ``PostgreSQL``)."""
     folder.mkdir(parents=True)
     dicom_port, http_port = free_port(), free_port()
     cfg = folder / "orthanc.json"
-    cfg.write_text(json.dumps(orthanc_config(folder / "db", dicom_port, http_port), indent=2), encoding="utf-8")
+    config = orthanc_config(folder / "db", dicom_port, http_port) | (extra_config or {})
+    cfg.write_text(json.dumps(config, indent=2), encoding="utf-8")
     server = Server("orthanc", [orthanc_binary(), str(cfg)], folder)
     base = f"http://127.0.0.1:{http_port}"
 

@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # without it), Orthanc + its DICOMweb plugin, OpenSSL's command line, rsyslog with TLS (audit collector),
   # Tesseract (burned-in text), Chromium (share links in a real browser, driven by Playwright).
   apt-get install -y -qq --no-install-recommends \
-    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng \
+    postgresql-client dcmtk stunnel4 orthanc orthanc-dicomweb orthanc-postgresql openssl rsyslog rsyslog-gnutls tesseract-ocr tesseract-ocr-eng \
     fonts-dejavu-core chromium unzip >/dev/null
   # npm fetches the OHIF viewer; machines that already have Node.js (e.g. from NodeSource, whose nodejs conflicts
   # with Debian's npm) keep theirs.
