@@ -47,6 +47,19 @@ def _overlaps(a, m) -> bool:
     return a.user == m.user and a.end >= m.start - timedelta(hours=1) and a.start <= m.end + timedelta(days=1)
 
 
+def _lxml_anchor(path: Path) -> float:
+    """Lines/s of lxml alone parsing every line of the trail in one process (same hardened parser): the floor's anchor."""
+    from lxml import etree
+
+    from dicomguard.detect.events import _PARSER, _xml_of
+
+    lines = [line.rstrip(b"\r\n") for line in path.read_bytes().splitlines() if line.strip()]
+    t = time.perf_counter()
+    for line in lines:
+        etree.fromstring(_xml_of(line), _PARSER)
+    return len(lines) / (time.perf_counter() - t)
+
+
 def run_seed(seed: int, offline: bool) -> dict:
     sim = simulate(seed)
     d = Detector(sim.context)
@@ -89,9 +102,14 @@ def run_seed(seed: int, offline: bool) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             write_context(sim.context, Path(tmp) / "ctx")
             write_audit(sim.events, Path(tmp) / "audit.log", syslog_every=5)
+            anchor = _lxml_anchor(Path(tmp) / "audit.log")
+            _, serial = detect_offline([Path(tmp) / "audit.log"], Path(tmp) / "ctx", sim.baseline_until, workers=1)
             alerts, stats = detect_offline([Path(tmp) / "audit.log"], Path(tmp) / "ctx", sim.baseline_until)
         out["offline"] = {k: v for k, v in stats.items() if k != "calibration"}
+        out["offline_one_process"] = {k: v for k, v in serial.items() if k != "calibration"}
         out["offline_alerts"] = len(alerts)
+        out["anchor_lxml_parse_events_per_second"] = anchor
+        out["offline_vs_anchor"] = stats["events_per_second"] / anchor
     return out
 
 
@@ -112,7 +130,9 @@ def main() -> None:
         print(f"seed {seed}: caught {sum(r['caught'].values())}/{sum(r['intruders'].values())}, false/1000 {r['false_per_1000_user_days']:.2f} "
               f"{r['false_alert_kinds']}, explained {r['normal_explained_share']:.3f}, "
               f"p99 {r['observe_latency_ms']['p99']:.3f} ms, observe {r['observe_events_per_second']:.0f} ev/s"
-              + (f", offline {r['offline']['events_per_second']:.0f} ev/s" if 'offline' in r else ""), flush=True)
+              + (f", offline {r['offline']['events_per_second']:.0f} ev/s ({r['offline']['workers']} workers; one process "
+                 f"{r['offline_one_process']['events_per_second']:.0f}; lxml parse alone {r['anchor_lxml_parse_events_per_second']:.0f})"
+                 if 'offline' in r else ""), flush=True)
     summary: dict = {"per_kind_caught_share": {}}
     for k in MISUSE_KINDS:
         shares = [r["caught"][k] / r["intruders"][k] for r in runs if r["intruders"][k]]
@@ -131,6 +151,10 @@ def main() -> None:
         }
         if all("offline" in r for r in sel):
             summary[group]["offline_events_per_second"] = _summary([r["offline"]["events_per_second"] for r in sel])
+            summary[group]["offline_one_process_events_per_second"] = _summary(
+                [r["offline_one_process"]["events_per_second"] for r in sel])
+            summary[group]["anchor_lxml_parse_events_per_second"] = _summary([r["anchor_lxml_parse_events_per_second"] for r in sel])
+            summary[group]["offline_vs_anchor"] = _summary([r["offline_vs_anchor"] for r in sel])
     result = {"date": dt.date.today().isoformat(), "python": sys.version.split()[0], "summary": summary, "runs": runs}
     out = args.out or ROOT / "bench" / "results" / f"detect-{dt.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -255,6 +255,11 @@ class DetectionSettings(_Section):
     (sessions, tokens and share links revoked, account disabled until ``alerts release``)."""
     poll_s: float = Field(0.5, gt=0, le=60)
     """How often ``serve`` reads new audit records to score (latency from access to alert)."""
+    relearn_every_h: float = Field(24.0, gt=0, le=24 * 92)
+    """``serve`` learns again from the last ``baseline_days`` this often (behaviour drifts; dispositions feed back)."""
+    hl7_port: int = Field(2575, ge=1, le=65535)
+    """TCP port of ``dicomguard context listen-hl7``: HL7 v2 ADT, order and staff messages over MLLP, mutual TLS only,
+    from devices registered for ``context-feed`` (2575 is the IANA port of HL7 over MLLP)."""
 
 
 class SharingSettings(_Section):

@@ -64,6 +64,25 @@ def test_each_explanation_path() -> None:
     assert x.explain("mate", "P2", t + timedelta(days=60)) is None  # the colleague's access is too old
 
 
+def test_consult_pattern_is_learned_only_from_enough_unexplained_patients() -> None:
+    """Orthopedics opening cardiology's open orders for 5+ patients is learned; it then explains only open orders."""
+    ctx = _ctx()
+    extra = [Order(f"C{i}", f"Q{i}", f"1.3.{i}", "CT", "doc", "cardiology", T0, "rad-cardiac") for i in range(6)]
+    extra.append(Order("CLOSED", "P9", "1.4", "CT", "doc", "cardiology", T0 - timedelta(days=90), "rad-cardiac"))
+    ctx = Context(ctx.users, ctx.patients, ctx.orders + extra)
+    t = T0 + timedelta(hours=3)
+    x = ex.Explainer(ctx)
+    x.learn_consults([("ortho", f"Q{i}", t) for i in range(4)] + [("doc", f"Q{i}", t) for i in range(6)])
+    assert x.consults == frozenset()  # four patients: a coincidence; the ordering user's own accesses never count
+    assert x.explain("ortho", "Q5", t) is None
+    x.learn_consults([("ortho", f"Q{i}", t) for i in range(5)] + [("mate", "Q0", t)])
+    assert x.consults == {("orthopedics", "cardiology")}
+    assert x.explain("mate", "Q5", t) == ex.CONSULT  # any orthopedist, for a patient with an open cardiology order
+    assert x.explain("mate", "P9", t) is None  # cardiology's order for P9 closed long ago
+    assert x.explain("mate", "P2", t) is None  # no order at all: snooping stays unexplained
+    assert x.explain("rad", "Q5", t) == ex.READING_GROUP  # stronger paths come first
+
+
 def _fitted(ctx: Context) -> Detector:
     d = Detector(ctx)
     # A quiet baseline: everybody views ordered patients on weekdays; calibration floor applies.

@@ -98,3 +98,64 @@ def test_overlong_line_refused(tmp_path: Path) -> None:
     path.write_bytes(b"<AuditMessage>" + b" " * (1024 * 1024 + 10) + b"</AuditMessage>\n")
     with pytest.raises(ValueError, match=r"big\.log:1: .*longer"):
         list(read_audit_files(path))
+
+
+def _rows(events: list[AccessEvent]) -> list[tuple[object, ...]]:
+    return [(e.time, e.user, e.action, e.patients, e.study_uids, e.instances, e.address, e.workstation, e.outcome,
+             e.reason, e.event_id) for e in events]
+
+
+def _trail(tmp_path: Path, n: int) -> tuple[Path, list[AccessEvent]]:
+    from datetime import timedelta
+
+    events = [_event(["view", "retrieve", "export", "query"][i % 4], time=T + timedelta(seconds=i), user=f"u{i % 7}",
+                     patients=(f"P{i}",)) for i in range(n)]
+    path = tmp_path / "trail.log"
+    write_audit(events, path, syslog_every=3)
+    return path, events
+
+
+def test_parallel_reading_gives_the_same_events_across_chunk_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges cut mid-line, blank and CRLF lines: every event once, in file order, as one process reads them."""
+    import dicomguard.detect.events as events_module
+
+    path, _ = _trail(tmp_path, 300)
+    with open(path, "ab") as f:
+        f.write(b"\n\r\n")
+    data = path.read_bytes().replace(b"\n", b"\r\n", 40)
+    path.write_bytes(data)
+    monkeypatch.setattr(events_module, "_MIN_CHUNK", 997)  # many ranges, none aligned to a line (workers are forked)
+    serial = list(read_audit_files(path))
+    parallel = list(read_audit_files(path, workers=3))
+    assert len(serial) == 300
+    assert _rows(parallel) == _rows(serial)
+
+
+def test_parallel_reading_reports_the_first_bad_line_with_its_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad line deep in a later range is reported as FILE:LINE, the same as by one process; nothing is returned."""
+    import dicomguard.detect.events as events_module
+
+    path, _ = _trail(tmp_path, 200)
+    lines = path.read_bytes().split(b"\n")
+    lines.insert(150, b"<AuditMessage><EventIdentification>")
+    lines.insert(170, b"<AuditMessage>")  # a second bad line: only the first is named
+    path.write_bytes(b"\n".join(lines))
+    monkeypatch.setattr(events_module, "_MIN_CHUNK", 1500)
+    with pytest.raises(ValueError) as serial:
+        list(read_audit_files(path))
+    with pytest.raises(ValueError) as parallel:
+        list(read_audit_files(path, workers=2))
+    assert str(serial.value).startswith(f"{path}:151: ")
+    assert str(parallel.value) == str(serial.value)
+
+
+def test_parallel_reading_refuses_an_overlong_line_in_a_later_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line over the limit is refused by the range it starts in; the next range skips it without holding it whole."""
+    import dicomguard.detect.events as events_module
+
+    path, _ = _trail(tmp_path, 20)
+    with open(path, "ab") as f:
+        f.write(b"<AuditMessage>" + b" " * (1024 * 1024 + 10) + b"</AuditMessage>\n")
+    monkeypatch.setattr(events_module, "_MIN_CHUNK", 4096)
+    with pytest.raises(ValueError, match=rf"{path.name}:21: .*longer"):
+        list(read_audit_files(path, workers=2))

@@ -1,4 +1,4 @@
-"""Access-anomaly detection: ``context import``, ``alerts list|show|ack|resolve|release``, and offline ``detect``.
+"""Access-anomaly detection: ``context import|import-fhir|listen-hl7``, ``alerts list|show|ack|resolve|release``, offline ``detect``.
 
 ``detect`` scores audit logs of other systems without an archive (it opens none and records
 nothing: its input and output are the operator's files); everything else goes through the
@@ -15,7 +15,8 @@ import typer
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, console, fail, open_archive, print_json
 
-context_app = typer.Typer(help="Context for access-anomaly detection: users, patients, orders (CSV or FHIR R4).", no_args_is_help=True)
+context_app = typer.Typer(help="Context for access-anomaly detection: users, patients, orders (CSV, FHIR R4, or an HL7 v2 feed).",
+                          no_args_is_help=True)
 alerts_app = typer.Typer(help="Access-anomaly alerts: list, read, acknowledge, resolve, release containment.", no_args_is_help=True)
 
 
@@ -50,6 +51,46 @@ def context_import_fhir(
         except (ContextError, ValueError, OSError) as exc:
             fail(str(exc), EXIT_FAILED)
     console.print("imported " + ", ".join(f"{n} {kind}" for kind, n in counts.items()), highlight=False)
+
+
+@context_app.command("listen-hl7")
+def context_listen_hl7(
+    port: int = typer.Option(None, "--port", help="TCP port; default: setting detection.hl7_port (2575, the IANA port of HL7 MLLP)."),
+    host: str = typer.Option(None, "--host", help="Address to bind; default from config."),
+) -> None:
+    """Receive HL7 v2 ADT, ORM/OMI and MFN^M02 messages over MLLP with mutual TLS until SIGTERM; each updates the context.
+
+    Only registered devices allowed to feed context (device operation context-feed) are applied; every message is
+    acknowledged (AA once committed, AE/AR with the segment and field at fault).
+    """
+    import signal
+    import time
+
+    from dicomguard.app.detection.hl7_listener import Hl7Listener
+
+    stopping: list[int] = []  # set by the handlers without a lock (an Event.set in a handler can deadlock the main thread)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    with open_archive() as archive:
+        # Peers are devices authenticated by mutual TLS; each batch is applied as its sender's, not the operator's.
+        operator = archive.operator
+        listener = Hl7Listener(archive.ctx, archive.services, host or archive.settings.network.host,
+                               archive.settings.detection.hl7_port if port is None else port)
+        try:
+            listener.start()
+        except OSError as exc:
+            fail(f"cannot listen on {listener.host}:{listener.port}: {exc.strerror}")
+        operator.operations.application("dicomguard context listen-hl7", started=True)
+        console.print(f"receiving HL7 v2 context messages (MLLP over TLS) on {listener.host}:{listener.port}", highlight=False)
+        print(f"READY hl7={listener.port}", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+        listener.stop()
+        operator.operations.application("dicomguard context listen-hl7", started=False)
+        st = listener.stats
+    console.print(f"stopped: {st.connections} connections ({st.refused_peers} peers refused, {st.busy} over the limit), "
+                  f"{st.applied} applied, {st.errors} errors (AE), {st.rejected} rejected (AR), {st.framing_errors} framing errors",
+                  highlight=False)
 
 
 @alerts_app.command("list")
@@ -128,13 +169,15 @@ def detect_cmd(
     baseline_until: datetime = typer.Option(..., "--baseline-until", help="Learn from events before this ISO 8601 time, score after."),
     out: Path = typer.Option(..., "--out", help="alerts.jsonl: one JSON object per alert."),
     budget: float = typer.Option(1.0, "--budget", help="Alerts per 1,000 user-days the thresholds are calibrated to."),
+    workers: int = typer.Option(0, "--workers", min=0, max=256, help="Processes parsing the logs (0: one per core)."),
 ) -> None:
     """Score audit logs of other systems offline (opens no archive); exit 0 with or without alerts, 2 on bad input."""
     from dicomguard.detect.context import ContextError
     from dicomguard.detect.detector import detect_offline
 
     try:
-        alerts, stats = detect_offline(audit, context, baseline_until, alert_budget_per_1000_user_days=budget)
+        alerts, stats = detect_offline(audit, context, baseline_until, alert_budget_per_1000_user_days=budget,
+                                       workers=workers or None)
     except (ContextError, ValueError, OSError) as exc:
         fail(str(exc))
     tmp = out.with_name(out.name + ".part")

@@ -121,7 +121,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
             transfers.start(stop)
             reviews.start(stop)
             if detection.start(stop):
-                console.print("access-anomaly detection: scoring every access in the audit trail")
+                console.print("access-anomaly detection: scoring every access in the audit trail (once context is imported)")
         if channel is None:
             print(f"READY dimse={dimse.port} https={https_port or net.https_port}", flush=True)
         else:

@@ -9,6 +9,13 @@ records, and that the remainder is where misuse hides. The paths used here:
   patient placed within the reading window (radiologists read priors too);
 * ``department``: the user's department placed an order for the patient within
   the consult window (ward colleagues, clerks, consultants of that department);
+* ``consult``: the user's department regularly consults for the department that
+  placed an order for the patient within the consult window: a department pair
+  learned from the baseline, where the first department's users opened at least
+  :data:`CONSULT_MIN_PATIENTS` patients with an open order of the second and no other
+  path (department-level collaborative groups: Fabbri and LeFevre, "Explaining
+  accesses to electronic medical records using diagnosis information", JAMIA
+  20(1), 2013, where such learned groups explain most of what orders alone leave);
 * ``repeat``: the user had an explained access to the patient before;
 * ``colleague``: a user who shares many patients with this user (collaborative
   groups, Chen and Malin, "Detection of anomalous insiders in collaborative
@@ -23,7 +30,7 @@ only what is left to score. Only explained accesses feed the ``repeat`` and
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -32,9 +39,13 @@ from dicomguard.detect.context import Context
 ORDERING_USER: Final = "ordering-user"
 READING_GROUP: Final = "reading-group"
 DEPARTMENT: Final = "department"
+CONSULT: Final = "consult"
 REPEAT: Final = "repeat"
 COLLEAGUE: Final = "colleague"
-PATHS: Final = (ORDERING_USER, READING_GROUP, DEPARTMENT, REPEAT, COLLEAGUE)
+PATHS: Final = (ORDERING_USER, READING_GROUP, DEPARTMENT, CONSULT, REPEAT, COLLEAGUE)
+
+CONSULT_MIN_PATIENTS: Final = 5
+"""Distinct baseline patients that make a (consulting, ordering) department pair a learned consult pattern."""
 
 _EARLY: Final = timedelta(days=1)  # accesses a little before the order's time (scheduling, clock skew)
 
@@ -53,6 +64,7 @@ class Explainer:
         self.colleagues: dict[str, frozenset[str]] = {}
         self._explained: dict[str, set[str]] = {}
         self._recent: dict[str, dict[str, datetime]] = {}
+        self.consults: frozenset[tuple[str, str]] = frozenset()
 
     def learn_colleagues(self, patients_of: Mapping[str, set[str]], *, min_shared: int = 3, top: int = 20,
                          max_users_per_patient: int = 60) -> None:
@@ -73,7 +85,37 @@ class Explainer:
                 for v in users:
                     if v != u:
                         c[v] += 1
-        self.colleagues = {u: frozenset(v for v, n in c.most_common(top) if n >= min_shared) for u, c in shared.items()}
+        # Ties broken by name, not by set order: the same trail must give the same colleagues in every process.
+        self.colleagues = {u: frozenset(v for v, n in sorted(c.items(), key=lambda vn: (-vn[1], vn[0]))[:top] if n >= min_shared)
+                           for u, c in shared.items()}
+
+    def learn_consults(self, accesses: Iterable[tuple[str, str, datetime]]) -> None:
+        """Learn the department pairs of :data:`CONSULT` from baseline (user, patient, time) accesses in time order.
+
+        Only accesses no order path explains count, each (user department, order department,
+        patient) once; a user's own department never pairs with itself (that is ``department``).
+        """
+        patients: dict[tuple[str, str], set[str]] = {}
+        for user, pid, t in accesses:
+            department = self._department.get(user, "")
+            if not department or self._order_path(user, department, pid, t) is not None:
+                continue
+            for o in self.context.orders_by_patient.get(pid, ()):
+                if o.ordered_at - _EARLY > t:
+                    break
+                if o.department and o.department != department and t - o.ordered_at <= self.consult_window:
+                    patients.setdefault((department, o.department), set()).add(pid)
+        self.consults = frozenset(pair for pair, pids in patients.items() if len(pids) >= CONSULT_MIN_PATIENTS)
+
+    def with_context(self, context: Context) -> Explainer:
+        """This explainer over a newer context (an HL7 v2 feed's update): the tables derived from the context are
+        rebuilt, everything learned (colleagues, consult pairs, explained and recent accesses, windows) carries over."""
+        fresh = Explainer(context)
+        derived = {"context", "_department", "_groups"}
+        for name, value in vars(self).items():
+            if name not in derived:
+                setattr(fresh, name, value)
+        return fresh
 
     def has_encounter(self, patient_id: str, t: datetime) -> bool:
         """Whether the patient has an order within the encounter window of ``t`` (an active patient)."""
@@ -88,6 +130,26 @@ class Explainer:
         if seen is not None and patient_id in seen:
             return REPEAT
         department = self._department.get(user, "")
+        path = self._order_path(user, department, patient_id, t)
+        if path is not None:
+            return path
+        if department and self.consults:
+            for o in self.context.orders_by_patient.get(patient_id, ()):
+                if o.ordered_at - _EARLY > t:
+                    break
+                if (department, o.department) in self.consults and t - o.ordered_at <= self.consult_window:
+                    return CONSULT
+        recent = self._recent.get(patient_id)
+        if recent:
+            mates = self.colleagues.get(user)
+            if mates:
+                small, large = (recent, mates) if len(recent) < len(mates) else (mates, recent)
+                for v in small:
+                    if v in large and v != user and t - recent[v] <= self.colleague_window:
+                        return COLLEAGUE
+        return None
+
+    def _order_path(self, user: str, department: str, patient_id: str, t: datetime) -> str | None:
         for o in self.context.orders_by_patient.get(patient_id, ()):
             if o.ordered_at - _EARLY > t:
                 break  # sorted by time: the rest are later still
@@ -98,14 +160,6 @@ class Explainer:
                 return READING_GROUP
             if department and o.department == department and age <= self.consult_window:
                 return DEPARTMENT
-        recent = self._recent.get(patient_id)
-        if recent:
-            mates = self.colleagues.get(user)
-            if mates:
-                small, large = (recent, mates) if len(recent) < len(mates) else (mates, recent)
-                for v in small:
-                    if v in large and v != user and t - recent[v] <= self.colleague_window:
-                        return COLLEAGUE
         return None
 
     def record(self, user: str, patient_id: str, t: datetime) -> None:

@@ -91,6 +91,16 @@ class Relations:
             self._patients[patient_id] = value
             return value
 
+    def is_self(self, user: str, patient_id: str) -> bool:
+        """Whether the patient is the user (same name, and the same address where both are known)."""
+        pat = self._patient(patient_id)
+        u = self._users.get(user)
+        if pat is None or u is None:
+            return False
+        p = pat[0]
+        return bool(p.family) and (u.family, u.given) == (p.family, p.given) and (
+            not p.address or not u.address or p.address == u.address)
+
     def of(self, user: str, patient_id: str) -> list[str]:
         """The signatures the pair shows, strongest first (empty for most pairs)."""
         pat = self._patient(patient_id)
@@ -100,8 +110,7 @@ class Relations:
         out: list[str] = []
         u = self._users.get(user)
         if u is not None and p.family:
-            same_name = (u.family, u.given) == (p.family, p.given)
-            if same_name and (not p.address or not u.address or p.address == u.address):
+            if self.is_self(user, patient_id):
                 out.append(SELF)
             elif u.address and p.address == u.address:
                 out.append(FAMILY)  # one household

@@ -1,7 +1,7 @@
 """The detection service: context import, alerts (raise, list, read, acknowledge, resolve) and containment.
 
-Each method is decided by the policies (``context-import``, ``alerts-read``, ``alerts-handle``,
-``alerts-raise``) and recorded in its own transaction. Context (users, patients, orders) and
+Each method is decided by the policies (``context-import``, ``context-feed``, ``alerts-read``,
+``alerts-handle``, ``alerts-raise``) and recorded in its own transaction. Context (users, patients, orders) and
 each alert's patients, explanation and evidence are PHI: sealed under the archive's
 ``detect`` key (AES-256-GCM, the row's identity as associated data). An alert is a PS3.15
 Security Alert, so the collectors receive it like every other. Containment is graded per
@@ -15,12 +15,14 @@ disposition feeds back: the user-patient pairs of the alert count as explained f
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import AlertHandled, AlertRaised, ContextImported
@@ -32,6 +34,9 @@ from dicomguard.errors import NotFoundError
 from dicomguard.identity import tokens, users
 from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import AlertRow, Containment, DetectionContext, User
+
+if TYPE_CHECKING:
+    from dicomguard.detect.hl7v2 import Outcome
 
 CONTEXT_KINDS = ("users", "patients", "orders")
 DISPOSITIONS = ("true-positive", "false-positive")
@@ -67,7 +72,11 @@ class DetectionService(Service):
     def _key(self) -> bytes:
         # Created (committed) on first use: never from inside another write transaction (SQLite has one writer).
         if self._derived is None:
-            self._derived = derive_key(self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT), b"dicomguard detection rows v1")
+            try:
+                key = self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT)
+            except IntegrityError:  # another process created it at the same moment (two feeds' first messages): use theirs
+                key = self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT)
+            self._derived = derive_key(key, b"dicomguard detection rows v1")
         return self._derived
 
     def _seal(self, table: str, row_id: str, doc: object) -> bytes:
@@ -122,6 +131,70 @@ class DetectionService(Service):
             # One action, one record: the kinds replaced together ("users+patients+orders") and their rows.
             self.record(s, ContextImported(self.principal, "+".join(texts), sum(counts[k] for k in texts), now))
         return {kind: counts[kind] for kind in texts}
+
+    def apply_hl7(self, messages: Sequence[bytes]) -> list[Outcome]:
+        """Apply HL7 v2 messages of a feed to the stored context (``context-feed``): one outcome per message, in order.
+
+        Decided once for the batch (a refusal raises :class:`AccessDenied`, recorded, and changes
+        nothing). Each message is parsed and mapped by :func:`dicomguard.detect.hl7v2.context_update`;
+        a wrong or unaccepted one gets its AE/AR outcome and the others go on. The accepted ones are
+        merged into the stored documents (users and patients upserted by id, orders by accession,
+        removals by key; :func:`dicomguard.detect.hl7v2.merge`), the result checked to load whole,
+        sealed, and recorded as one ``ContextImported`` ("hl7:" and the message types) in one
+        transaction, rows locked against a concurrent feed. AA is returned only after that
+        transaction committed: the sender may forget a message only once it is durable (HL7 v2.5.1
+        2.9.2). Any failure of the transaction raises: nothing of the batch is applied.
+        """
+        from dicomguard.detect import hl7v2
+
+        self.access.authorize(Action.CONTEXT_FEED, Resource.archive())
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        accepted: list[tuple[int, hl7v2.ContextUpdate]] = []
+        for i, data in enumerate(messages):
+            try:
+                accepted.append((i, hl7v2.context_update(data)))
+            except hl7v2.Hl7Error as exc:
+                outcomes[i] = hl7v2.Outcome.of(exc)
+        if accepted:
+            self._key()
+            now = datetime.now(UTC)
+            updates = [u for _, u in accepted]
+            for attempt in range(3):
+                try:
+                    self._merge_feed(updates, now)
+                    break
+                except IntegrityError:  # a concurrent feed created the same kind's first document: merge into it
+                    if attempt == 2:
+                        raise
+            for i, _ in accepted:
+                outcomes[i] = hl7v2.Outcome("AA")
+        return [o for o in outcomes if o is not None]
+
+    def _merge_feed(self, updates: list[Any], now: datetime) -> None:
+        """One transaction: the stored documents locked, merged, checked to load whole, sealed, recorded."""
+        from dicomguard.detect import context as ctxfiles
+        from dicomguard.detect import hl7v2
+
+        with self.change() as s:
+            stored = {r.kind: r for r in s.scalars(select(DetectionContext).where(DetectionContext.kind.in_(CONTEXT_KINDS))
+                                                   .with_for_update())}
+            texts = {kind: self._open("detection_context", kind, r.sealed) for kind, r in stored.items()}
+            merged, counts = hl7v2.merge(texts, updates)
+            whole = {**texts, **merged}
+            ctxfiles.context_from_texts(whole.get("users", ""), whole.get("patients", ""), whole.get("orders", ""))
+            for kind, raw in merged.items():
+                s.merge(DetectionContext(kind=kind, sealed=self._seal("detection_context", kind, raw), rows=counts[kind],
+                                         imported_at=now))
+            types = "+".join(dict.fromkeys(u.message_type for u in updates))
+            self.record(s, ContextImported(self.principal, f"hl7:{types}"[:120], sum(u.changes for u in updates), now))
+
+    def context_version(self) -> tuple[tuple[str, int, datetime], ...]:
+        """What changes whenever a stored context document does (kind, rows, time of its last change): cheap to
+        poll, no PHI opened. The detector in ``serve`` reloads its context when it differs."""
+        with read_session(self.ctx.engine) as s:
+            rows = s.execute(select(DetectionContext.kind, DetectionContext.rows, DetectionContext.imported_at)
+                             .order_by(DetectionContext.kind)).all()
+        return tuple((kind, rows_, as_utc(at)) for kind, rows_, at in rows)
 
     def context_files(self) -> dict[str, str]:
         """The stored context documents (kind -> CSV text, plus the feedback pairs) for the detector; internal, no adapter shows them."""
