@@ -109,6 +109,7 @@ class Archive:
         return self.ctx.home
 
     def close(self) -> None:
+        self.ctx.close_writers()  # the heartbeat ends; what stays journalled is recovered after its expiry
         self.ctx.engine.dispose()
 
     def __enter__(self) -> Archive:

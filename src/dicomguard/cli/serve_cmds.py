@@ -111,15 +111,18 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         from dicomguard.app.backup.schedule import BackupScheduler
         from dicomguard.app.detection.engine import DetectionEngine
         from dicomguard.app.governance import ReviewScheduler
+        from dicomguard.app.ingest_recovery import IngestRecovery
         from dicomguard.app.transfers import TransferWorker
         scheduler = BackupScheduler(serve_services)
         reviews = ReviewScheduler(serve_services)
         detection = DetectionEngine(archive.services(Principal.operator("detector")))
         transfers = TransferWorker(serve_services)
+        recovery = IngestRecovery(serve_services)
         if channel is None or channel.slot == 0:  # one scheduler, detector and transfer worker per archive host
             scheduler.start(stop)
             transfers.start(stop)
             reviews.start(stop)
+            recovery.start(stop)
             if detection.start(stop):
                 console.print("access-anomaly detection: scoring every access in the audit trail (once context is imported)")
         if channel is None:
@@ -151,6 +154,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
         detection.join(timeout=10)
         transfers.join(timeout=30)
         reviews.join(timeout=30)
+        recovery.join(timeout=30)
         serve_services.operations.application("dicomguard serve", started=False)
         archive.ledger.latest_checkpoint()
         for forwarder in forwarders:

@@ -31,8 +31,11 @@ class BlobIdPool:
     CHUNK = 64
 
     def __init__(self, engine: Engine, owner: str) -> None:
+        from dicomguard.core.writers import Heartbeat
+
         self._engine = engine
         self._owner = owner
+        self._heartbeat = Heartbeat(engine, owner)
         self._ids: deque[str] = deque()
         self._lock = threading.Lock()
 
@@ -45,9 +48,32 @@ class BlobIdPool:
                 fresh = [secrets.token_hex(16) for _ in range(max(n - len(self._ids), self.CHUNK))]
                 now = datetime.now(UTC)
                 with write_session(self._engine) as s:
+                    self._heartbeat.announce(s)  # alive before any of these ids can be seen by recovery
                     s.add_all(IngestJournal(blob_id=b, owner=self._owner, created_at=now) for b in fresh)
                 self._ids.extend(fresh)
             return [self._ids.popleft() for _ in range(n)]
+
+    def close(self) -> None:
+        """The archive closes: ids reserved and never used leave the journal, and the heartbeat stops."""
+        from sqlalchemy import delete
+
+        from dicomguard.index.db import write_session
+        from dicomguard.index.models import IngestJournal
+
+        with self._lock:
+            unused, self._ids = list(self._ids), deque()
+        if unused:
+            try:
+                with write_session(self._engine) as s:
+                    s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(unused)))
+            except Exception:  # noqa: BLE001 - closing anyway; recovery removes them after the heartbeat expires
+                pass
+        self._heartbeat.stop()
+
+    def forget(self) -> None:
+        """Drop the ids reserved ahead (recovery reclaimed them: this writer was taken for dead); fresh ones follow."""
+        with self._lock:
+            self._ids.clear()
 
 
 @dataclass
@@ -64,6 +90,10 @@ class ArchiveContext:
     known_series: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Series already indexed by this process, with their (study UID, patient reference): skips the owner check per object."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
+
+    def close_writers(self) -> None:
+        if self._blob_ids is not None:
+            self._blob_ids.close()
 
     def blob_id_pool(self, owner: str) -> BlobIdPool:
         if self._blob_ids is None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,10 +43,11 @@ from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
 from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, InstanceStored
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_released, live_tokens, token_of, writer_owner
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
 from dicomguard.errors import RejectedObject, RejectReason
-from dicomguard.index.db import insert_ignore, read_session, write_session
+from dicomguard.index.db import insert_ignore, is_sqlite, read_session, write_session
 from dicomguard.index.models import Conflict, IngestJournal, Instance, Series, Study
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,6 @@ _PARALLEL_HASH_BYTES = 4 * 1024 * 1024
 def _hasher() -> ThreadPoolExecutor:
     """The second core's SHA-256 worker for large objects (created on first use, not at import)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomguard-hash")
-
-
-def _owner() -> str:
-    """This process as the owner of journalled blob ids (host and pid: a fork gets its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class IngestStatus(StrEnum):
@@ -166,7 +161,7 @@ class IngestPipeline:
             yield from self._ingest_batch(batch)
 
     def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
-        blob_ids = self.ctx.blob_id_pool(_owner()).take(len(batch))
+        blob_ids = self.ctx.blob_id_pool(writer_owner()).take(len(batch))
         outcomes: dict[int, IngestOutcome] = {}
         prepared: list[tuple[int, _Prepared]] = []
         try:
@@ -191,9 +186,11 @@ class IngestPipeline:
                 # insert (the same object on two associations at once). Nothing of ours committed:
                 # decide again, now seeing theirs, so ours is a duplicate (or a conflict), not a failure.
                 committed = self._index(prepared, blob_ids)
-        except BaseException:
+        except BaseException as exc:
             # Nothing of this batch became visible: remove its blobs and journal entries.
             self._discard(blob_ids)
+            if isinstance(exc, JournalReclaimed):
+                self.ctx.blob_id_pool(writer_owner()).forget()  # the rest of the reserved ids were reclaimed too
             raise
         outcomes.update(committed)
         return [outcomes[i] for i in range(len(batch))]
@@ -298,7 +295,8 @@ class IngestPipeline:
                 )
             if rows:
                 s.execute(insert(Instance), rows)
-            s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
+            if not journal_released(s, blob_ids):
+                raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
         for blob_id in unused:
             self.ctx.store.delete(blob_id)
         if len(self.ctx.known_series) > 100_000:
@@ -477,23 +475,43 @@ def _conflict(uid: str) -> RejectedObject:
 
 
 def recover_interrupted_ingests(ctx: ArchiveContext) -> int:
-    """Remove blobs journalled by writers that died before their index transaction committed."""
-    removed = 0
+    """Remove blobs journalled by writers that died before their index transaction committed.
+
+    Dead: on PostgreSQL a writer whose heartbeat expired, on any node (:mod:`dicomguard.core.writers`);
+    on SQLite, or for journal rows written before heartbeats, a process of this host that no longer
+    runs. The journal rows are claimed (deleted, committed) before any blob is removed, so a writer
+    wrongly taken for dead cannot index them afterwards (its commit is fenced).
+    """
     with read_session(ctx.engine) as s:
         rows = s.execute(select(IngestJournal.blob_id, IngestJournal.owner)).all()
+    if not rows:
+        return 0
     host = socket.gethostname()
+    heartbeats = not is_sqlite(ctx.engine)
+    alive = live_tokens(ctx.engine) if heartbeats else set()
     dead = []
     for blob_id, owner in rows:
-        owner_host, _, pid = owner.rpartition(":")
+        token = token_of(owner)
+        if heartbeats and token is not None:
+            if token not in alive:
+                dead.append(blob_id)
+            continue
+        owner_host, _, pid = (owner.rsplit(":", 1)[0] if token is not None else owner).rpartition(":")
         if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
             dead.append(blob_id)
-    if dead:
+    removed = 0
+    for start in range(0, len(dead), 500):
         with write_session(ctx.engine) as s:
-            indexed = set(s.scalars(select(Instance.blob_id).where(Instance.blob_id.in_(dead))))
-            for blob_id in dead:
-                # Most journalled ids were reserved ahead of use and never written: count real blobs only.
-                if blob_id not in indexed and ctx.store.exists(blob_id):
-                    ctx.store.delete(blob_id)
-                    removed += 1
-            s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(dead)))
+            claimed = list(s.scalars(delete(IngestJournal).where(IngestJournal.blob_id.in_(dead[start:start + 500]))
+                                     .returning(IngestJournal.blob_id)))
+        # Committed: no writer can index these ids any more; those already indexed stay.
+        with read_session(ctx.engine) as s:
+            indexed = set(s.scalars(select(Instance.blob_id).where(Instance.blob_id.in_(claimed))))
+        for blob_id in claimed:
+            # Most journalled ids were reserved ahead of use and never written: count real blobs only.
+            if blob_id not in indexed and ctx.store.exists(blob_id):
+                ctx.store.delete(blob_id)
+                removed += 1
+    if heartbeats:
+        forget_expired(ctx.engine)
     return removed
