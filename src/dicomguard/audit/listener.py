@@ -1,10 +1,10 @@
 """A syslog-over-TLS receiver (RFC 5425) for audit messages of other systems (``dicomguard audit listen``).
 
-Mutual TLS with the archive's server certificate. The peer is the registered,
-unrevoked, unexpired device whose certificate it presented
-(:meth:`DeviceRegistry.identify`); any other peer (no registered certificate,
-a revoked or expired one) is refused and recorded as a Node Authentication
-alert. Each message is then *that device's* assertion: it is received through
+Mutual TLS with the archive's server certificate; the peer is the registered,
+unrevoked, unexpired device whose certificate it presented, any other peer is
+refused and recorded as a Node Authentication alert
+(:class:`dicomguard.pki.listener.MutualTlsListener`). Each message is then
+*that device's* assertion: it is received through
 the device's own services (:meth:`AuditService.receive`), which decide per
 message whether the device may send it (``audit-send``: a device may assert
 events about itself only when registered for ``audit``, about others when
@@ -21,9 +21,7 @@ cannot be resynchronized). Revocation takes effect before the next packet.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,15 +30,14 @@ from dicomguard.audit.imports import ImportItem, Unreadable
 from dicomguard.audit.origin import device_origin
 from dicomguard.audit.service import REFUSED_SEND, AuditService
 from dicomguard.audit.syslog import FrameReader, SyslogError, parse_message
-from dicomguard.core.access import Principal, PrincipalKind
+from dicomguard.core.access import Principal
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.services.operations import OperationsService
-from dicomguard.pki.devices import DeviceRegistry, PeerRefused
-from dicomguard.pki.tls import server_context
+from dicomguard.pki.devices import DeviceInfo
+from dicomguard.pki.listener import MutualTlsListener
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 600.0
 MAX_REFUSED_SENDS = 10
 """Messages a connection may have refused by the policy (each a recorded Security Alert) before it is closed:
@@ -66,92 +63,20 @@ class PeerServices(Protocol):
     def operations(self) -> OperationsService: ...
 
 
-def _common_name(sock: ssl.SSLSocket) -> str:
-    cert = sock.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return ""
+class AuditListener(MutualTlsListener):
+    """Receives audit messages over syslog-TLS, each as the assertion of the device that sent it."""
 
-
-class AuditListener:
-    """Receives audit messages over syslog-TLS, each as the assertion of the device that sent it.
-
-    ``services`` builds the services of one verified principal (``Archive.services``):
-    the listener never imports as whoever started it.
-    """
+    LABEL = "audit listener"
 
     def __init__(self, ctx: ArchiveContext, services: Callable[[Principal], PeerServices], host: str, port: int,
                  tls: ssl.SSLContext | None = None) -> None:
-        if tls is None:
-            from dicomguard.pki.store import load_tls_material
-
-            m = load_tls_material(ctx.home, ctx.settings, ctx.keyring)
-            tls = server_context(m.server_chain_pem, m.server_key_pem, m.client_ca_pem)
-        self.tls = tls
-        self.host = host
-        self.port = port
-        self.services = services
-        self.registry = DeviceRegistry(ctx.engine)
+        super().__init__(ctx, services, host, port, tls)
         self.stats = ListenerStats()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: socket.socket | None = None
 
-    def start(self) -> None:
-        server = socket.create_server((self.host, self.port), reuse_port=False)
-        server.settimeout(0.5)
-        self.port = server.getsockname()[1]
-        self._server = server
-        threading.Thread(target=self._accept, name="audit-listener", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.close()
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        while not self._stop.is_set():
-            try:
-                conn, addr = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn, addr[0]), name="audit-listener-conn", daemon=True).start()
-
-    def _refuse(self, who: str, address: str, reason: str) -> None:
-        """An unverified peer, named by its certificate's CN, as a refused connection (Node Authentication alert)."""
-        with self._lock:
-            self.stats.refused_peers += 1
-        log.warning("audit listener: %s@%s refused: %s", who or "unknown", address, reason)
-        try:
-            principal = Principal(PrincipalKind.DEVICE, who[:64] or "unknown", frozenset(), address)
-            self.services(principal).operations.connection_refused(f"audit listener: {reason}")
-        except Exception:  # the refusal itself must not crash the listener
-            log.exception("could not record a refused audit sender")
-
-    def _serve(self, raw: socket.socket, address: str) -> None:
-        try:
-            raw.settimeout(HANDSHAKE_TIMEOUT_S)
-            sock = self.tls.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("audit listener: TLS handshake with %s failed (%s)", address, getattr(exc, "reason", None) or type(exc).__name__)
-            raw.close()
-            return
-        try:
-            device = self.registry.identify(sock.getpeercert(binary_form=True))
-        except (PeerRefused, ValueError) as exc:
-            self._refuse(_common_name(sock), address, str(exc) if isinstance(exc, PeerRefused) else "unreadable certificate")
-            sock.close()
-            return
+    def receive(self, sock: ssl.SSLSocket, device: DeviceInfo, address: str) -> None:
         peer = f"{device.ae_title}@{address}"
         audit = self.services(device.principal(address)).audit
         origin = device_origin(device.ae_title, address)
-        with self._lock:
-            self.stats.connections += 1
         reader = FrameReader()
         sock.settimeout(IDLE_TIMEOUT_S)
         number = refused = 0
@@ -174,10 +99,7 @@ class AuditListener:
                     return
                 for start in range(0, len(items), MAX_REFUSED_SENDS):
                     result = audit.receive(items[start:start + MAX_REFUSED_SENDS], origin)
-                    with self._lock:
-                        self.stats.stored += result.stored
-                        self.stats.duplicates += result.duplicates
-                        self.stats.rejected += len(result.rejected)
+                    self._count(stored=result.stored, duplicates=result.duplicates, rejected=len(result.rejected))
                     for label, reason in result.rejected:
                         log.warning("audit listener: message %s rejected: %s", label, reason)
                     refused += sum(reason.startswith(REFUSED_SEND) for _, reason in result.rejected)
@@ -186,10 +108,3 @@ class AuditListener:
                         return
         except SyslogError as exc:
             log.warning("audit listener: closing %s: %s", peer, exc)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            try:
-                sock.close()
-            except OSError:
-                pass

@@ -10,9 +10,7 @@ Every output shows an imported record as asserted by its source
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from dicomguard.cli.common import (
     fail,
     open_archive,
     print_json,
+    serve_listener,
     time_option,
 )
 
@@ -209,25 +208,8 @@ def listen_cmd(
     """
     from dicomguard.audit.listener import AuditListener
 
-    stopping: list[int] = []  # set by the handlers without a lock (an Event.set in a handler can deadlock the main thread)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
-    with open_archive() as archive:
-        # Peers are devices authenticated by mutual TLS; each message is received as its sender's, not the operator's.
-        operator = archive.operator
-        listener = AuditListener(archive.ctx, archive.services, host or archive.settings.network.host, port)
-        try:
-            listener.start()
-        except OSError as exc:
-            fail(f"cannot listen on {listener.host}:{port}: {exc.strerror}")
-        operator.operations.application("dicomguard audit listen", started=True)
-        console.print(f"receiving audit messages (syslog over TLS) on {listener.host}:{listener.port}")
-        print(f"READY audit={listener.port}", flush=True)
-        while not stopping:
-            time.sleep(0.2)
-        listener.stop()
-        operator.operations.application("dicomguard audit listen", started=False)
-        st = listener.stats
+    st = serve_listener(lambda archive: AuditListener(archive.ctx, archive.services, host or archive.settings.network.host, port),
+                        "dicomguard audit listen", "audit", "receiving audit messages (syslog over TLS)")
     console.print(f"stopped: {st.connections} connections ({st.refused_peers} peers refused), {st.stored} stored, "
                   f"{st.duplicates} duplicates, {st.rejected} rejected")
 

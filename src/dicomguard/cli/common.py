@@ -99,3 +99,30 @@ def print_json(data: Any) -> None:
     """Machine-readable output on stdout (``--json``); messages go to stderr."""
     sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
     sys.stdout.flush()
+
+
+def serve_listener(make: Any, name: str, ready: str, banner: str) -> Any:
+    """Run a device listener until SIGTERM/SIGINT: ``make(archive)`` builds it; start and stop are recorded as the
+    application ``name``; prints ``READY <ready>=<port>`` once listening. Returns the listener's stats."""
+    import signal
+    import time
+
+    stopping: list[int] = []  # set by the handlers without a lock (an Event.set in a handler can deadlock the main thread)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    with open_archive() as archive:
+        # Peers are devices authenticated by mutual TLS; what they send is received as theirs, not the operator's.
+        operator = archive.operator
+        listener = make(archive)
+        try:
+            listener.start()
+        except OSError as exc:
+            fail(f"cannot listen on {listener.host}:{listener.port}: {exc.strerror}")
+        operator.operations.application(name, started=True)
+        console.print(f"{banner} on {listener.host}:{listener.port}", highlight=False)
+        print(f"READY {ready}={listener.port}", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+        listener.stop()
+        operator.operations.application(name, started=False)
+        return listener.stats

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, console, fail, open_archive, print_json
+from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, console, fail, open_archive, print_json, serve_listener
 
 context_app = typer.Typer(help="Context for access-anomaly detection: users, patients, orders (CSV, FHIR R4, or an HL7 v2 feed).",
                           no_args_is_help=True)
@@ -63,31 +63,11 @@ def context_listen_hl7(
     Only registered devices allowed to feed context (device operation context-feed) are applied; every message is
     acknowledged (AA once committed, AE/AR with the segment and field at fault).
     """
-    import signal
-    import time
-
     from dicomguard.app.detection.hl7_listener import Hl7Listener
 
-    stopping: list[int] = []  # set by the handlers without a lock (an Event.set in a handler can deadlock the main thread)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
-    with open_archive() as archive:
-        # Peers are devices authenticated by mutual TLS; each batch is applied as its sender's, not the operator's.
-        operator = archive.operator
-        listener = Hl7Listener(archive.ctx, archive.services, host or archive.settings.network.host,
-                               archive.settings.detection.hl7_port if port is None else port)
-        try:
-            listener.start()
-        except OSError as exc:
-            fail(f"cannot listen on {listener.host}:{listener.port}: {exc.strerror}")
-        operator.operations.application("dicomguard context listen-hl7", started=True)
-        console.print(f"receiving HL7 v2 context messages (MLLP over TLS) on {listener.host}:{listener.port}", highlight=False)
-        print(f"READY hl7={listener.port}", flush=True)
-        while not stopping:
-            time.sleep(0.2)
-        listener.stop()
-        operator.operations.application("dicomguard context listen-hl7", started=False)
-        st = listener.stats
+    st = serve_listener(lambda archive: Hl7Listener(archive.ctx, archive.services, host or archive.settings.network.host,
+                                                    archive.settings.detection.hl7_port if port is None else port),
+                        "dicomguard context listen-hl7", "hl7", "receiving HL7 v2 context messages (MLLP over TLS)")
     console.print(f"stopped: {st.connections} connections ({st.refused_peers} peers refused, {st.busy} over the limit), "
                   f"{st.applied} applied, {st.errors} errors (AE), {st.rejected} rejected (AR), {st.framing_errors} framing errors",
                   highlight=False)

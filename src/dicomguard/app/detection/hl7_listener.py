@@ -3,8 +3,8 @@
 A hospital interface engine sends ADT, ORM/OMI and MFN messages (HL7 v2.5.1 Chapters 3, 4 and 8) framed by
 MLLP (HL7 v2.5.1 Appendix C.4) inside TLS (the archive's server certificate, a client certificate required;
 there is no plaintext mode: the messages are PHI and their sender decides what the detector believes). The peer is the
-registered, unrevoked, unexpired device whose certificate it presented (:meth:`DeviceRegistry.identify`); any
-other peer is refused and recorded as a Node Authentication alert. Each batch of messages is then applied
+registered, unrevoked, unexpired device whose certificate it presented; any other peer is refused and recorded as a
+Node Authentication alert (:class:`dicomguard.pki.listener.MutualTlsListener`). Each batch of messages is then applied
 through *that device's* services (:meth:`DetectionService.apply_hl7`), which decide ``context-feed`` (by the
 shipped policies: only a device registered with the operation ``context-feed``) and record the change.
 
@@ -21,15 +21,13 @@ cannot flood the trail). Revocation takes effect before the next batch. Message 
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from dicomguard.app.detection.service import DetectionService
-from dicomguard.core.access import AccessDenied, Principal, PrincipalKind
+from dicomguard.core.access import AccessDenied, Principal
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.services.operations import OperationsService
 from dicomguard.detect.hl7v2 import (
@@ -41,12 +39,11 @@ from dicomguard.detect.hl7v2 import (
     ack,
     frame,
 )
-from dicomguard.pki.devices import DeviceInfo, DeviceRegistry, PeerRefused
-from dicomguard.pki.tls import server_context
+from dicomguard.pki.devices import DeviceInfo
+from dicomguard.pki.listener import MutualTlsListener
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 600.0
 """A connection without data for this long is closed (interface engines reconnect on their own)."""
 MAX_CONNECTIONS = 16
@@ -80,119 +77,20 @@ class PeerServices(Protocol):
     def operations(self) -> OperationsService: ...
 
 
-def _common_name(sock: ssl.SSLSocket) -> str:
-    cert = sock.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return ""
+class Hl7Listener(MutualTlsListener):
+    """Receives HL7 v2 context messages over MLLP and mutual TLS, each batch applied as its sending device."""
 
-
-class Hl7Listener:
-    """Receives HL7 v2 context messages over MLLP and mutual TLS, each batch applied as its sending device.
-
-    ``services`` builds the services of one verified principal (``Archive.services``): the listener never
-    applies anything as whoever started it.
-    """
+    LABEL = "HL7 listener"
 
     def __init__(self, ctx: ArchiveContext, services: Callable[[Principal], PeerServices], host: str, port: int,
                  tls: ssl.SSLContext | None = None, *, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout_s: float = IDLE_TIMEOUT_S, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        if tls is None:
-            from dicomguard.pki.store import load_tls_material
-
-            m = load_tls_material(ctx.home, ctx.settings, ctx.keyring)
-            tls = server_context(m.server_chain_pem, m.server_key_pem, m.client_ca_pem)
-        if tls.verify_mode != ssl.CERT_REQUIRED:
-            raise ValueError("the HL7 listener needs a TLS context that requires client certificates")
-        self.tls = tls
-        self.host = host
-        self.port = port
-        self.services = services
-        self.registry = DeviceRegistry(ctx.engine)
+        super().__init__(ctx, services, host, port, tls, max_connections=max_connections)
         self.idle_timeout_s = idle_timeout_s
         self.max_message_bytes = max_message_bytes
         self.stats = Hl7Stats()
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: socket.socket | None = None
 
-    def start(self) -> None:
-        server = socket.create_server((self.host, self.port), reuse_port=False)
-        server.settimeout(0.5)
-        self.port = server.getsockname()[1]
-        self._server = server
-        threading.Thread(target=self._accept, name="hl7-listener", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.close()
-
-    def _count(self, **changes: int) -> None:
-        with self._lock:
-            for name, n in changes.items():
-                setattr(self.stats, name, getattr(self.stats, name) + n)
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        while not self._stop.is_set():
-            try:
-                conn, addr = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                self._count(busy=1)
-                log.warning("HL7 listener: connection from %s closed: %d connections already open", addr[0], MAX_CONNECTIONS)
-                conn.close()
-                continue
-            threading.Thread(target=self._serve_slot, args=(conn, addr[0]), name="hl7-listener-conn", daemon=True).start()
-
-    def _serve_slot(self, raw: socket.socket, address: str) -> None:
-        try:
-            self._serve(raw, address)
-        finally:
-            self._slots.release()
-
-    def _refuse(self, who: str, address: str, reason: str) -> None:
-        """An unverified peer, named by its certificate's CN, as a refused connection (Node Authentication alert)."""
-        self._count(refused_peers=1)
-        log.warning("HL7 listener: %s@%s refused: %s", who or "unknown", address, reason)
-        try:
-            principal = Principal(PrincipalKind.DEVICE, who[:64] or "unknown", frozenset(), address)
-            self.services(principal).operations.connection_refused(f"HL7 listener: {reason}")
-        except Exception:  # the refusal itself must not crash the listener
-            log.exception("could not record a refused HL7 sender")
-
-    def _serve(self, raw: socket.socket, address: str) -> None:
-        try:
-            raw.settimeout(HANDSHAKE_TIMEOUT_S)
-            sock = self.tls.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("HL7 listener: TLS handshake with %s failed (%s)", address, getattr(exc, "reason", None) or type(exc).__name__)
-            raw.close()
-            return
-        try:
-            try:
-                device = self.registry.identify(sock.getpeercert(binary_form=True))
-            except (PeerRefused, ValueError) as exc:
-                self._refuse(_common_name(sock), address, str(exc) if isinstance(exc, PeerRefused) else "unreadable certificate")
-                return
-            self._count(connections=1)
-            self._receive(sock, device, address)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-    def _receive(self, sock: ssl.SSLSocket, device: DeviceInfo, address: str) -> None:
+    def receive(self, sock: ssl.SSLSocket, device: DeviceInfo, address: str) -> None:
         peer = f"{device.ae_title}@{address}"
         detection = self.services(device.principal(address)).detection
         reader = MllpReader(self.max_message_bytes)
