@@ -81,8 +81,8 @@ SIGNATURE_WEIGHT: Final = {
 
 NO_ENCOUNTER_FACTOR: Final = 1.25
 """A snooping signature on a patient with no order anywhere in the hospital around the access weighs this much more:
-nobody is treating the patient, so no unrecorded consult or cover can explain it (Boxwala et al., JAMIA 2011, count
-accesses without a current encounter among the strongest predictors of a violation)."""
+nobody is treating the patient, so no unrecorded consult or cover can explain it (our reasoning, in line with
+explanation-based auditing: an access no clinical event accounts for is the one to review)."""
 NO_ENCOUNTER_WORDS: Final = ", and nobody in the hospital has an order for the patient around that time"
 
 NEW_ADDRESS_POINTS: Final = 3.0

@@ -13,9 +13,9 @@ records, and that the remainder is where misuse hides. The paths used here:
   placed an order for the patient within the consult window: a department pair
   learned from the baseline, where the first department's users opened at least
   :data:`CONSULT_MIN_PATIENTS` patients with an open order of the second and no other
-  path (department-level collaborative groups: Fabbri and LeFevre, "Explaining
-  accesses to electronic medical records using diagnosis information", JAMIA
-  20(1), 2013, where such learned groups explain most of what orders alone leave);
+  path (groups learned from the log itself rather than declared, in the spirit of
+  Fabbri and LeFevre, "Explaining accesses to electronic medical records using
+  diagnosis information", JAMIA 20(1), 2013);
 * ``repeat``: the user had an explained access to the patient before;
 * ``colleague``: a user who shares many patients with this user (collaborative
   groups, Chen and Malin, "Detection of anomalous insiders in collaborative
