@@ -7,7 +7,13 @@ ones the import benchmark uses):
   0.53 MB each, 105 MB; ``--quick``: 50) sent by dcmtk's ``storescu`` on one association;
 * ``us_cstore``: one 50.4 MB RGB ultrasound cine sent by ``storescu``;
 * ``ct_stow``: the same CT series uploaded over HTTP by one client;
-* ``ct_wado``: the CT series retrieved again with one WADO-RS series request.
+* ``ct_wado``: the CT series retrieved again with one WADO-RS series request;
+* ``ct_cget``: the CT study (stored by ``ct_cstore`` in the same session) retrieved
+  with dcmtk's ``getscu``: one study-level C-GET on one association, every
+  instance written to a temp folder. ``getscu`` has no TLS in dcmtk 3.6.7, so
+  towards dicomguard it goes through a local ``stunnel`` TLS client holding the
+  bench device's certificate (started before the clock; the TLS handshake and
+  the extra loopback hop are inside it).
 
 Targets, each started fresh (new folder, new free loopback ports) for every
 repetition and stopped afterwards:
@@ -32,11 +38,12 @@ repetition and stopped afterwards:
 The bare SCPs never fsync; Orthanc fsyncs each file (``SyncStorageArea``, a
 Debian default); dicomguard fsyncs every blob and index batch.
 
-Timed: the wall clock of ``storescu`` (process start, TLS handshake,
-association, all C-STOREs, release), or of the HTTP requests (one
+Timed: the wall clock of ``storescu`` / ``getscu`` (process start, TLS handshake,
+association, all C-STOREs or the C-GET with its sub-operations, release), or of the HTTP requests (one
 ``requests.Session``; bodies are read into memory before the clock starts).
 ``os.sync()`` runs before every timed section. Every result is checked (the
-target holds all instances; WADO-RS answers every part) so a run that
+target holds all instances; WADO-RS answers every part; C-GET wrote one file
+per instance, of the input's size) so a run that
 silently lost objects cannot look fast.
 
 Throughput = input instances or input bytes (MB = 10**6 bytes) / wall seconds
@@ -94,6 +101,7 @@ WORKLOADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "us_cstore": ("us", ("dicomguard", "orthanc", "bare_tuned", "bare_untuned")),
     "ct_stow": ("ct", ("dicomguard", "orthanc_rest", "orthanc_stow")),
     "ct_wado": ("ct", ("dicomguard", "orthanc")),
+    "ct_cget": ("ct", ("dicomguard", "orthanc")),  # the bare SCPs have no C-GET
 }
 # What one repetition starts: each session is one fresh server.
 SESSIONS = ("dicomguard-dimse", "dicomguard-stow", "orthanc-dimse", "orthanc-rest", "orthanc-stow", "bare_tuned", "bare_untuned")
@@ -113,6 +121,7 @@ ISSUE_TARGETS = (
     IssueTarget("CT C-STORE inst/s >= 75 % of bare tuned SCP", "ct_cstore", "instances_per_s", "bare_tuned", 0.75),
     IssueTarget("US cine C-STORE MB/s >= 3x Orthanc", "us_cstore", "mb_per_s", "orthanc", 3.0),
     IssueTarget("STOW-RS inst/s >= 3x Orthanc REST upload", "ct_stow", "instances_per_s", "orthanc_rest", 3.0),
+    IssueTarget("C-GET 200-instance study >= 2x Orthanc", "ct_cget", "instances_per_s", "orthanc", 2.0),
 )
 
 
@@ -123,6 +132,7 @@ class Inputs:
     ct_bytes: list[bytes]  # the CT files in memory, for the HTTP uploads
     study_uid: str
     series_uid: str
+    ct_sizes: dict[str, int]  # SOP Instance UID -> file size, to check what C-GET wrote
 
     def files(self, name: str) -> list[Path]:
         return self.ct if name == "ct" else self.us
@@ -225,6 +235,64 @@ def storescu(files: list[Path], port: int, called_ae: str, tls: tuple[Path, Path
     if proc.returncode != 0:
         raise BenchError(f"storescu to port {port} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return seconds
+
+
+CGET_META_SLACK = 1024  # bytes a received file may differ from its input: the File Meta Information is getscu's own
+
+
+def getscu(port: int, called_ae: str, study_uid: str, out: Path) -> float:
+    """One study-level C-GET (study root) on one association, every instance written into ``out`` (created here, empty);
+    returns getscu's wall seconds. Default options otherwise: 16 KB receive PDU, uncompressed syntaxes, no fsync."""
+    out.mkdir(parents=True)
+    cmd = ["getscu", "-S", "-aet", DEVICE_AE, "-aec", called_ae, "-k", "QueryRetrieveLevel=STUDY",
+           "-k", f"StudyInstanceUID={study_uid}", "-od", str(out), "127.0.0.1", str(port)]
+    os.sync()
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError(f"getscu to port {port} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return seconds
+
+
+def check_cget(out: Path, expected: dict[str, int]) -> int:
+    """What getscu wrote: one file per input instance (by SOP Instance UID), each the input's size give or take the
+    File Meta Information. Returns the bytes received."""
+    received = {_sop_uid(f): f.stat().st_size for f in out.iterdir()}
+    if len(received) != len(expected) or received.keys() != expected.keys():
+        raise BenchError(f"C-GET wrote {len(received)} instances ({len(received.keys() & expected.keys())} of the input's), "
+                         f"expected {len(expected)}")
+    off = {uid: size - expected[uid] for uid, size in received.items() if abs(size - expected[uid]) > CGET_META_SLACK}
+    if off:
+        raise BenchError(f"C-GET: {len(off)} files differ from their input by more than {CGET_META_SLACK} bytes, e.g. {next(iter(off.values()))}")
+    return sum(received.values())
+
+
+@contextlib.contextmanager
+def tls_tunnel(folder: Path, connect_port: int, tls: tuple[Path, Path, Path]) -> Iterator[tuple[Server, int]]:
+    """A plaintext loopback port forwarded over mutual TLS (stunnel in client mode, with the device's certificate)
+    for dcmtk tools built without TLS (getscu). The TLS session is opened when a client connects, not before."""
+    key, cert, ca = tls
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = folder / "stunnel.conf"
+    conf.write_text("\n".join([
+        "foreground = yes", "pid =", "debug = 5",
+        "[dimse]", "client = yes", f"accept = 127.0.0.1:{port}", f"connect = 127.0.0.1:{connect_port}",
+        f"cert = {cert}", f"key = {key}", f"CAfile = {ca}", "verifyChain = yes", "checkIP = 127.0.0.1",
+        "sslVersionMin = TLSv1.2",
+        "socket = l:TCP_NODELAY=1", "socket = r:TCP_NODELAY=1",  # as dcmtk sets on its own sockets
+    ]) + "\n", encoding="utf-8")
+    server = Server("stunnel", [stunnel_binary(), str(conf)], folder)
+    try:
+        server.wait_until(lambda: "Configuration successful" in server.err.read_text(errors="replace"), "configuration")
+        yield server, port
+    finally:
+        server.stop()
+
+
+def stunnel_binary() -> str:
+    return shutil.which("stunnel") or shutil.which("stunnel4") or "stunnel"
 
 
 def multipart_body(parts: list[bytes]) -> tuple[bytes, str]:
@@ -359,6 +427,12 @@ def _uids(path: Path) -> tuple[str, str]:
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
 
 
+def _sop_uid(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+
+
 def session_dicomguard_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
     with dicomguard_target(folder) as dg, _http_session(dg.token, dg.ca) as http:
         t.extra("dicomguard", "startup_s", dg.startup_s)
@@ -373,6 +447,16 @@ def session_dicomguard_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
         secs, body = wado_series(http, f"{dg.base}/studies/{inputs.study_uid}/series/{inputs.series_uid}", len(inputs.ct))
         t.add("ct_wado", "dicomguard", secs)
         t.extra("dicomguard", "wado_body_bytes", body)
+        # C-GET of the study ct_cstore stored, by the same device (registered for "retrieve", department BENCH).
+        with tls_tunnel(folder / "stunnel", dg.dimse_port, dg.tls) as (tunnel, port):
+            try:
+                secs = getscu(port, "DICOMGUARD", inputs.study_uid, folder / "cget")
+                received = check_cget(folder / "cget", inputs.ct_sizes)
+            except BenchError as exc:
+                raise dg.server.fail(f"{exc}\n--- stunnel:\n{_tail(tunnel.err)}") from None
+        t.add("ct_cget", "dicomguard", secs)
+        t.extra("dicomguard", "cget_bytes", received)
+        shutil.rmtree(folder / "cget")
 
 
 def session_dicomguard_stow(inputs: Inputs, folder: Path, t: Timings) -> None:
@@ -500,8 +584,16 @@ def _orthanc_instances(o: OrthancTarget) -> int:
     return int(_http_session().get(f"{o.base}/statistics", timeout=30).json()["CountInstances"])
 
 
+# Orthanc answers C-GET only for a known modality (DicomAlwaysAllowGet is false in the Debian configuration): the
+# bench's AE title is registered for the C-STORE and C-GET it sends, nothing else. Only the orthanc-dimse session.
+ORTHANC_CGET_MODALITIES = {"DicomModalities": {"bench": {
+    "AET": DEVICE_AE, "Host": "127.0.0.1", "Port": 104,  # the port is never used: C-GET answers on the same association
+    "AllowEcho": True, "AllowStore": True, "AllowGet": True, "AllowFind": False, "AllowMove": False,
+}}}
+
+
 def session_orthanc_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
-    with orthanc_target(folder) as o, _http_session() as http:
+    with orthanc_target(folder, ORTHANC_CGET_MODALITIES) as o, _http_session() as http:
         t.extra("orthanc", "startup_s", o.startup_s)
         t.add("ct_cstore", "orthanc", storescu(inputs.ct, o.dicom_port, "ORTHANC", None))
         if (n := _orthanc_instances(o)) != len(inputs.ct):
@@ -512,6 +604,14 @@ def session_orthanc_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
         secs, body = wado_series(http, f"{o.base}/dicom-web/studies/{inputs.study_uid}/series/{inputs.series_uid}", len(inputs.ct))
         t.add("ct_wado", "orthanc", secs)
         t.extra("orthanc", "wado_body_bytes", body)
+        try:
+            secs = getscu(o.dicom_port, "ORTHANC", inputs.study_uid, folder / "cget")
+            received = check_cget(folder / "cget", inputs.ct_sizes)
+        except BenchError as exc:
+            raise o.server.fail(str(exc)) from None
+        t.add("ct_cget", "orthanc", secs)
+        t.extra("orthanc", "cget_bytes", received)
+        shutil.rmtree(folder / "cget")
 
 
 def session_orthanc_rest(inputs: Inputs, folder: Path, t: Timings) -> None:
@@ -745,6 +845,15 @@ def _version(cmd: list[str]) -> str:
         return "unknown"
 
 
+def _stunnel_version() -> str:
+    """``stunnel -version`` prints an "Initializing ..." line before its version (on stderr)."""
+    try:
+        proc = subprocess.run([stunnel_binary(), "-version"], check=False, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return next((line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("stunnel ")), "unknown")
+
+
 def _dpkg_version(package: str) -> str:
     return _version(["dpkg-query", "-W", "-f", "${Version}", package])
 
@@ -779,6 +888,8 @@ def machine_info(root: Path) -> dict[str, object]:
         "requests": requests.__version__,
         "openssl": ssl.OPENSSL_VERSION,
         "storescu": _version(["storescu", "--version"]),
+        "getscu": _version(["getscu", "--version"]),
+        "stunnel": _stunnel_version(),
         "orthanc": _version([orthanc_binary(), "--version"]),
         "orthanc_dicomweb_plugin": _dpkg_version("orthanc-dicomweb"),
         "orthanc_dicomweb_plugin_path": dicomweb_plugin(),
@@ -794,11 +905,16 @@ def settings_report() -> dict[str, object]:
     orthanc = orthanc_config(Path("STORAGE"), 0, 0)
     return {
         "dicomguard": {"network_defaults": NetworkSettings().model_dump(), "env_overrides": overrides, "defaults": not overrides},
-        "orthanc": {"config_source": f"{ORTHANC_ETC}/*.json (Debian package)", "overridden": list(ORTHANC_OVERRIDES),
+        "orthanc": {"config_source": f"{ORTHANC_ETC}/*.json (Debian package)",
+                    "overridden": [*ORTHANC_OVERRIDES, "DicomModalities (orthanc-dimse session)"],
+                    "dicom_modalities": ORTHANC_CGET_MODALITIES["DicomModalities"],
                     "notable_values": {k: orthanc.get(k, "(built-in default)") for k in ORTHANC_NOTABLE}},
         "bare_tuned": {"maximum_pdu_size": 0, "STORE_RECV_CHUNKED_DATASET": True, "handler": "os.replace(event.dataset_path, ...)"},
         "bare_untuned": {"maximum_pdu_size": 16382, "STORE_RECV_CHUNKED_DATASET": False, "handler": "write_bytes(event.encoded_dataset())"},
         "storescu": "one association, default options (proposes uncompressed syntaxes, 16 KB receive PDU)",
+        "getscu": "study root, QueryRetrieveLevel=STUDY, one association, default options (accepts uncompressed syntaxes, "
+                  "16 KB receive PDU, files written with -od, no fsync); to dicomguard through stunnel (TLS 1.2+ client "
+                  "with the device certificate, TCP_NODELAY both sides), to Orthanc plaintext",
     }
 
 
@@ -961,9 +1077,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def check_tools() -> None:
-    missing = [tool for tool in ("storescu", orthanc_binary()) if shutil.which(tool) is None]
+    missing = [tool for tool in ("storescu", "getscu", orthanc_binary(), stunnel_binary()) if shutil.which(tool) is None]
     if missing:
-        raise SystemExit(f"missing tools: {', '.join(missing)} (dcmtk, orthanc)")
+        raise SystemExit(f"missing tools: {', '.join(missing)} (dcmtk, orthanc, stunnel4)")
     dicomweb_plugin()
 
 
@@ -971,7 +1087,7 @@ def load_inputs(root: Path, ct_count: int) -> Inputs:
     workloads = {w.name: w for w in BENCH.make_workloads(root, ct_count)}
     ct, us = workloads["ct"].files, workloads["us"].files
     study, series = _uids(ct[0])
-    return Inputs(ct, us, [p.read_bytes() for p in ct], study, series)
+    return Inputs(ct, us, [p.read_bytes() for p in ct], study, series, {_sop_uid(p): p.stat().st_size for p in ct})
 
 
 def main() -> None:
