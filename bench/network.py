@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
@@ -76,17 +75,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def _load_import_bench():  # type: ignore[no-untyped-def]
-    """``bench/run.py`` as a module (it is a script, not a package member): its input generators and machine info."""
-    spec = importlib.util.spec_from_file_location("dicomguard_bench_run", HERE / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from bench_scripts import load_script  # noqa: E402
 
 DEVICE_AE = "BENCHSCU"
 TECH_USER = "bench.tech"
@@ -228,12 +219,17 @@ def storescu(files: list[Path], port: int, called_ae: str, tls: tuple[Path, Path
         key, cert, ca = tls
         cmd += ["+tls", str(key), str(cert), "+cf", str(ca)]
     cmd += ["127.0.0.1", str(port), *map(str, files)]
+    return _timed_tool(cmd, port)
+
+
+def _timed_tool(cmd: list[str], port: int) -> float:
+    """Wall seconds of one dcmtk tool run (after os.sync()); a failure raises with its output's tail."""
     os.sync()
     start = time.perf_counter()
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise BenchError(f"storescu to port {port} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise BenchError(f"{cmd[0]} to port {port} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return seconds
 
 
@@ -246,13 +242,7 @@ def getscu(port: int, called_ae: str, study_uid: str, out: Path) -> float:
     out.mkdir(parents=True)
     cmd = ["getscu", "-S", "-aet", DEVICE_AE, "-aec", called_ae, "-k", "QueryRetrieveLevel=STUDY",
            "-k", f"StudyInstanceUID={study_uid}", "-od", str(out), "127.0.0.1", str(port)]
-    os.sync()
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise BenchError(f"getscu to port {port} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return seconds
+    return _timed_tool(cmd, port)
 
 
 def check_cget(out: Path, expected: dict[str, int]) -> int:
@@ -1130,7 +1120,7 @@ def main() -> None:
     print(f"\nresults written to {out} (run took {report['total_run_s']:.0f} s)")
 
 
-BENCH = _load_import_bench()
+BENCH = load_script("dicomguard_bench_run", "run.py")  # its input generators and machine info
 
 if __name__ == "__main__":
     main()

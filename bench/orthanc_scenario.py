@@ -76,7 +76,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.util
 import io
 import json
 import os
@@ -97,18 +96,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
+from bench_scripts import load_script  # noqa: E402
 
-def _load(name: str, file: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, HERE / file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-NET = _load("dicomguard_bench_network", "network.py")
+NET = load_script("dicomguard_bench_network", "network.py")
 RUN = NET.BENCH  # bench/run.py, loaded by network.py
 
 TARGETS = ("orthanc_sqlite", "orthanc_pg", "dicomguard_pg_disk", "dicomguard_pg_s3", "dicomguard_sqlite")

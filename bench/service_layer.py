@@ -55,6 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_scripts import load_script  # noqa: E402
+
 MB = 1e6
 TECH_USER = "bench.tech"
 DEPARTMENT = "BENCH"
@@ -93,17 +97,7 @@ def _stand_in_for_moved_internals() -> list[str]:
 STUBBED = _stand_in_for_moved_internals()
 
 
-def _load_network():  # type: ignore[no-untyped-def]
-    """``bench/network.py`` as a module: its Server, Orthanc target and HTTP helpers, and (as ``.BENCH``) ``bench/run.py``."""
-    spec = importlib.util.spec_from_file_location("dicomguard_bench_network", HERE / "network.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-NET = _load_network()
+NET = load_script("dicomguard_bench_network", "network.py")  # its Server, Orthanc target, HTTP helpers
 BENCH = NET.BENCH
 BenchError = NET.BenchError
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import shutil
@@ -43,20 +42,15 @@ import numpy as np
 import pydicom
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_scripts import load_script  # noqa: E402
+
 CONCURRENT = 8
 TARGET = 1.7
 
 
-def _load(name: str, file: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, HERE / file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-NET = _load("dicomguard_bench_network", "network.py")
+NET = load_script("dicomguard_bench_network", "network.py")
 RUN = NET.BENCH  # bench/run.py, loaded by network.py
 
 

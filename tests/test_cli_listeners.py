@@ -3,11 +3,8 @@ start and stop, refuse a peer without a registered certificate, and stop cleanly
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,22 +13,14 @@ from dicomguard.app.archive import Archive
 from dicomguard.dimse.server import free_port
 from tests.audit.conftest import entries
 from tests.conftest import PASSPHRASE
-from tests.serve_process import stop_gracefully
+from tests.serve_process import cli_process, stop_gracefully
 
 
 @pytest.mark.parametrize(("command", "ready"), [(["audit", "listen"], "audit"), (["context", "listen-hl7"], "hl7")])
 def test_a_listener_command_listens_refuses_strangers_and_stops(home: Path, command: list[str], ready: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dicomguard", *command, "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = ""
-        for line in proc.stdout:
-            if line.startswith("READY"):
-                break
-        assert line.strip() == f"READY {ready}={port}", proc.stderr.read() if proc.stderr else line
+    with cli_process(*command, "--port", str(port), "--host", "127.0.0.1") as (proc, ready_line):
+        assert ready_line == f"READY {ready}={port}"
         # A TLS client with no certificate: the handshake fails (a client certificate is required), nothing is read.
         client = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
         client.check_hostname = False
@@ -42,10 +31,6 @@ def test_a_listener_command_listens_refuses_strangers_and_stops(home: Path, comm
                     if not tls.recv(1024):
                         raise ConnectionError("closed")
         out, err = stop_gracefully(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert "stopped: 0 connections" in out + err
     name = ("dicomguard " + " ".join(command)).encode()
     with Archive.open(home, PASSPHRASE) as archive:
