@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from dicomguard.app.archive import Archive
+from dicomguard.app.leases import lease_status
 from dicomguard.core import writers
 from dicomguard.core.ingest import recover_interrupted_ingests
 from dicomguard.core.writers import JournalReclaimed
@@ -74,6 +75,7 @@ def test_this_process_keeps_a_heartbeat_and_its_reserved_ids(archive: Archive) -
         reserved = list(s.scalars(select(IngestJournal.blob_id).where(IngestJournal.owner == owner)))
         row = s.get(TaskLease, writers.PREFIX + str(writers.token_of(owner)))
     assert reserved and row is not None and row.owner == f"{os.getpid()}@{writers.process_namespace()}"
+    assert not [x for x in lease_status(archive.ctx.engine) if x.name.startswith(writers.PREFIX)]  # not a task
     recover_interrupted_ingests(archive.ctx)
     with read_session(archive.ctx.engine) as s:
         assert set(reserved) <= set(s.scalars(select(IngestJournal.blob_id)))

@@ -52,6 +52,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomguard.core.writers import PREFIX as WRITER_PREFIX
 from dicomguard.index.db import as_utc, insert_ignore, is_sqlite, read_session, write_session
 from dicomguard.index.models import TaskLease
 
@@ -217,9 +218,10 @@ class LeaseStatus:
 
 
 def lease_status(engine: Engine) -> list[LeaseStatus]:
-    """Every task lease and who holds it, judged by the database's clock (one small table)."""
+    """Every task lease and who holds it, judged by the database's clock (one small table; blob writers' heartbeats,
+    kept in the same table by :mod:`dicomguard.core.writers`, are not tasks and are left out)."""
     with read_session(engine) as s:
-        rows = list(s.scalars(select(TaskLease).order_by(TaskLease.name)))
+        rows = list(s.scalars(select(TaskLease).where(TaskLease.name.not_like(WRITER_PREFIX + "%")).order_by(TaskLease.name)))
         now = datetime.now(UTC) if is_sqlite(engine) else as_utc(s.scalar(select(func.now())))
     out = []
     for r in rows:
