@@ -14,6 +14,7 @@ from collections import OrderedDict
 from threading import Lock
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
 from dicomguard.crypto.aead import new_key
@@ -91,14 +92,21 @@ class Keyring:
             return self._archive_keys[purpose]
 
     def ensure_archive_key(self, purpose: str) -> bytes:
-        """The archive key of ``purpose``, created (and committed) on first use."""
+        """The archive key of ``purpose``, created (and committed) on first use.
+
+        Two processes creating it at the same moment (two nodes, two workers) race on the primary key: the
+        loser's insert fails and it uses the winner's key, so every process ends up with the same one.
+        """
         try:
             return self.archive_key(purpose)
         except KeyError:
             pass
-        with write_session(self._engine) as s:
-            if s.get(WrappedKey, purpose) is None:
-                self.add_archive_key(s, purpose, new_key())
+        try:
+            with write_session(self._engine) as s:
+                if s.get(WrappedKey, purpose) is None:
+                    self.add_archive_key(s, purpose, new_key())
+        except DbIntegrityError:
+            pass  # another process created it first: read theirs
         return self.archive_key(purpose)
 
     def check_current(self, session: Session) -> None:

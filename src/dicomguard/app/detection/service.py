@@ -72,11 +72,7 @@ class DetectionService(Service):
     def _key(self) -> bytes:
         # Created (committed) on first use: never from inside another write transaction (SQLite has one writer).
         if self._derived is None:
-            try:
-                key = self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT)
-            except IntegrityError:  # another process created it at the same moment (two feeds' first messages): use theirs
-                key = self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT)
-            self._derived = derive_key(key, b"dicomguard detection rows v1")
+            self._derived = derive_key(self.ctx.keyring.ensure_archive_key(PURPOSE_DETECT), b"dicomguard detection rows v1")
         return self._derived
 
     def _seal(self, table: str, row_id: str, doc: object) -> bytes:
