@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -39,7 +40,7 @@ def common_name(sock: ssl.SSLSocket) -> str:
     return ""
 
 
-class MutualTlsListener:
+class MutualTlsListener(ABC):
     """Accept, handshake, identify the device, then :meth:`receive`; subclasses set ``LABEL`` and implement it.
 
     ``services`` builds the services of one verified principal (``Archive.services``): the listener never acts
@@ -142,6 +143,6 @@ class MutualTlsListener:
             if self._slots is not None:
                 self._slots.release()
 
+    @abstractmethod
     def receive(self, sock: ssl.SSLSocket, device: DeviceInfo, address: str) -> None:
         """Read what the verified ``device`` sends until it closes, misbehaves or the listener stops."""
-        raise NotImplementedError
