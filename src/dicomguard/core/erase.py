@@ -80,7 +80,7 @@ def tombstone_patients(s: Session, refs: tuple[str, ...], now: datetime, sealed_
             )
         )
     s.execute(delete(PatientToken).where(PatientToken.patient_ref.in_(refs)))
-    s.execute(update(Study).where(Study.patient_ref.in_(refs)).values(phi=None, accession_token=None))
+    s.execute(update(Study).where(Study.patient_ref.in_(refs)).values(phi=None, accession_token=None, study_date_token=None))
     s.execute(update(Series).where(Series.study_uid.in_(study_uids)).values(phi=None))
     s.execute(update(Instance).where(Instance.patient_ref.in_(refs)).values(erased=True))
     return study_uids

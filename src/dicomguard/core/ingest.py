@@ -43,6 +43,7 @@ from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
 from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, InstanceStored
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.study_dates import study_date_token
 from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_released, live_tokens, token_of, writer_owner
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
@@ -236,6 +237,7 @@ class IngestPipeline:
             "patient_ref": patient_ref,
             "accession_token": self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, st.accession_number),
             "study_year": year_of(st.date),
+            "study_date_token": study_date_token(self.ctx.indexer, st.date),
             "phi": sealer.seal("studies", st.uid, _study_phi(a)),
             "department": self._department(st.department),
             "site": str(self.principal.attributes.get("site") or "")[:64] or None,

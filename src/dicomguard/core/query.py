@@ -10,16 +10,15 @@ tombstones and never match.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import StudyAccess
-from dicomguard.core.attributes import year_of
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.matching import (
     has_wildcard,
@@ -29,6 +28,7 @@ from dicomguard.core.matching import (
     match_value,
 )
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.study_dates import study_date_condition
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.errors import ErasedError
@@ -65,9 +65,11 @@ class PatientFilter:
     patient_id: str | None = None
     name: str | None = None
     birth_date: str | None = None
+    refs: frozenset[str] | None = None
+    """Only these patients (the patients of a page of studies), when set."""
 
     def is_universal(self) -> bool:
-        return not (self.patient_id or self.name or self.birth_date)
+        return not (self.patient_id or self.name or self.birth_date) and self.refs is None
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class IndexQuery:
             if token is not None:
                 sub = select(PatientToken.patient_ref).where(PatientToken.field == int(prefix_field), PatientToken.token == token)
                 stmt = stmt.where(Patient.ref.in_(sub))
+        if f.refs is not None:
+            stmt = stmt.where(Patient.ref.in_(sorted(f.refs)))
         if f.birth_date and "-" not in f.birth_date and not has_wildcard(f.birth_date):
             stmt = stmt.where(Patient.birth_date_token == ix.token(BlindField.PATIENT_BIRTH_DATE, f.birth_date))
         return stmt
@@ -244,54 +248,85 @@ class IndexQuery:
                     )
             return out
 
+    def _study_select(self, f: StudyFilter) -> Select[Any]:
+        """Candidate studies of ``f`` (uid, patient ref, sealed study, sealed patient, storage time), narrowed by blind
+        indexes and clear columns only; every candidate is still matched exactly once decrypted."""
+        stmt = (
+            select(Study.uid, Study.patient_ref, Study.phi, Patient.phi, Study.created_at)
+            .join(Patient, Patient.ref == Study.patient_ref)
+            .where(Patient.erased_at.is_(None))
+        )
+        stmt = self._narrow_patients(stmt, f.patient)
+        if f.study_uid:
+            stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
+        if f.accession_number and not has_wildcard(f.accession_number):
+            stmt = stmt.where(Study.accession_token == self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, f.accession_number))
+        dates = study_date_condition(self.ctx.indexer, f.study_date)
+        return stmt if dates is None else stmt.where(dates)
+
+    def _study_records(self, s: Session, rows: Sequence[Any], f: StudyFilter, slices: Iterable[list[str] | None]) -> list[StudyRecord]:
+        """The candidates that match ``f`` once decrypted, with modalities and counts of those studies (``slices``)."""
+        modalities: dict[str, set[str]] = {}
+        series_counts: dict[str, int] = {}
+        instance_counts: dict[str, int] = {}
+        for chunk in slices:
+            for study_uid, modality in s.execute(_within(select(Series.study_uid, Series.modality), Series.study_uid, chunk)).all():
+                modalities.setdefault(study_uid, set()).add(modality or "")
+                series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
+            instance_counts.update(s.execute(_within(select(Instance.study_uid, func.count()).where(Instance.erased.is_(False)),
+                                                     Instance.study_uid, chunk).group_by(Instance.study_uid)).all())
+        out = []
+        for uid, ref, study_sealed, patient_sealed, _ in rows:
+            pphi = self._open(s, ref, "patients", ref, patient_sealed)
+            sphi = self._open(s, ref, "studies", uid, study_sealed)
+            if pphi is None or sphi is None:
+                continue
+            mods = sorted(m for m in modalities.get(uid, set()) if m)
+            if not (
+                self._patient_matches(pphi, f.patient)
+                and match_uid_list(f.study_uid, uid)
+                and match_value(f.accession_number, sphi["accession_number"])
+                and match_range(f.study_date, sphi["date"])
+                and match_value(f.description, sphi["description"])
+                and (not f.modality or any(match_value(f.modality, m) for m in mods))
+            ):
+                continue
+            out.append(
+                StudyRecord(uid, ref, pphi["id"], pphi["name"], sphi["date"], sphi["time"], sphi["accession_number"],
+                            sphi["study_id"], sphi["description"], sphi["referring_physician"], mods,
+                            series_counts.get(uid, 0), instance_counts.get(uid, 0))
+            )
+        return out
+
     def studies(self, f: StudyFilter | None = None) -> list[StudyRecord]:
+        """Every matching study, in storage order."""
         f = f or StudyFilter()
         with read_session(self.ctx.engine) as s:
-            stmt = (
-                select(Study.uid, Study.patient_ref, Study.phi, Patient.phi)
-                .join(Patient, Patient.ref == Study.patient_ref)
-                .where(Patient.erased_at.is_(None))
-            )
-            stmt = self._narrow_patients(stmt, f.patient)
-            if f.study_uid:
-                stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
-            if f.accession_number and not has_wildcard(f.accession_number):
-                stmt = stmt.where(Study.accession_token == self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, f.accession_number))
-            year = year_of(f.study_date) if f.study_date and "-" not in f.study_date else None
-            if year is not None:
-                stmt = stmt.where(Study.study_year == year)
-            rows = s.execute(stmt.order_by(Study.created_at, Study.uid)).all()
-            modalities: dict[str, set[str]] = {}
-            series_counts: dict[str, int] = {}
-            instance_counts: dict[str, int] = {}
-            for chunk in _count_slices([r[0] for r in rows]):  # for the matched studies, not the whole archive
-                for study_uid, modality in s.execute(_within(select(Series.study_uid, Series.modality), Series.study_uid, chunk)).all():
-                    modalities.setdefault(study_uid, set()).add(modality or "")
-                    series_counts[study_uid] = series_counts.get(study_uid, 0) + 1
-                instance_counts.update(s.execute(_within(select(Instance.study_uid, func.count()).where(Instance.erased.is_(False)),
-                                                         Instance.study_uid, chunk).group_by(Instance.study_uid)).all())
-            out = []
-            for uid, ref, study_sealed, patient_sealed in rows:
-                pphi = self._open(s, ref, "patients", ref, patient_sealed)
-                sphi = self._open(s, ref, "studies", uid, study_sealed)
-                if pphi is None or sphi is None:
-                    continue
-                mods = sorted(m for m in modalities.get(uid, set()) if m)
-                if not (
-                    self._patient_matches(pphi, f.patient)
-                    and match_uid_list(f.study_uid, uid)
-                    and match_value(f.accession_number, sphi["accession_number"])
-                    and match_range(f.study_date, sphi["date"])
-                    and match_value(f.description, sphi["description"])
-                    and (not f.modality or any(match_value(f.modality, m) for m in mods))
-                ):
-                    continue
-                out.append(
-                    StudyRecord(uid, ref, pphi["id"], pphi["name"], sphi["date"], sphi["time"], sphi["accession_number"],
-                                sphi["study_id"], sphi["description"], sphi["referring_physician"], mods,
-                                series_counts.get(uid, 0), instance_counts.get(uid, 0))
-                )
-            return out
+            rows = s.execute(self._study_select(f).order_by(Study.created_at, Study.uid)).all()
+            # Counted for the matched studies, not the whole archive (unless most of it matched).
+            return self._study_records(s, rows, f, _count_slices([r[0] for r in rows]))
+
+    def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048) -> Iterator[list[StudyRecord]]:
+        """The matching studies in storage order, a batch of candidates at a time (``first`` rows, doubling up to
+        ``largest``): a caller that stops once it has a page (closing the generator) decrypts no further candidate,
+        so listing the first page of a large archive costs a page, not the archive. Keyset paging over
+        ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan."""
+        f = f or StudyFilter()
+        stmt = self._study_select(f).order_by(Study.created_at, Study.uid)
+        size = min(largest, max(1, first))  # a huge offset reads more batches, never one unbounded batch
+        after: tuple[datetime, str] | None = None
+        with read_session(self.ctx.engine) as s:
+            while True:
+                page = stmt if after is None else stmt.where(
+                    or_(Study.created_at > after[0], and_(Study.created_at == after[0], Study.uid > after[1])))
+                rows = s.execute(page.limit(size)).all()
+                if not rows:
+                    return
+                yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))
+                if len(rows) < size:
+                    return
+                after = (rows[-1][4], rows[-1][0])
+                size = min(largest, size * 2)
 
     def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None) -> list[SeriesRecord]:
         with read_session(self.ctx.engine) as s:

@@ -37,6 +37,8 @@ class BlindField(IntEnum):
     """Referring Physician's Name of a study, matched against a user's account for policies."""
     PATIENT_DEMOGRAPHICS = 7
     """A patient identity with its name, birth date and sex: objects join a patient row only when all agree."""
+    STUDY_DATE = 8
+    """Study Date of a study as a calendar date ``YYYYMMDD``: date searches enumerate the days of a range (ADR 0014)."""
     PATIENT_ID_PREFIX = 11
     PATIENT_NAME_PREFIX = 12
 

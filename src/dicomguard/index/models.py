@@ -363,6 +363,9 @@ class Study(Base):
     patient_ref: Mapped[str] = mapped_column(ForeignKey("patients.ref"), index=True)
     accession_token: Mapped[bytes | None] = mapped_column(TOKEN, index=True)
     study_year: Mapped[int | None] = mapped_column(Integer, index=True)
+    study_date_token: Mapped[bytes | None] = mapped_column(TOKEN, nullable=True, index=True)
+    """Blind index of the Study Date when it is a calendar date ``YYYYMMDD`` (ADR 0014); NULL otherwise and for rows
+    stored before it existed, which date searches narrow by ``study_year`` only."""
     phi: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Access attributes for policies (ADR 0003): none identifies the patient.
@@ -372,6 +375,7 @@ class Study(Base):
     """Comma-separated lower-case labels set by an administrator (e.g. ``vip``)."""
     referring_token: Mapped[bytes | None] = mapped_column(TOKEN, nullable=True, index=True)
     """Blind index of the Referring Physician's Name (never the name)."""
+    __table_args__ = (Index("ix_studies_created_at_uid", "created_at", "uid"),)
 
 
 class Series(Base):

@@ -13,7 +13,7 @@ a client asks for them (``includefield`` or a matching key), not by default.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -186,19 +186,30 @@ def _to_json(r: _Row, q: QidoQuery, defaults: tuple[str, ...], base: str) -> Jso
 # -- searches --------------------------------------------------------------------------
 
 
-def _patients(client: QueryService, q: QidoQuery) -> dict[str, PatientRecord]:
+def _patients(client: QueryService, q: QidoQuery, refs: set[str] | None = None) -> dict[str, PatientRecord]:
+    """Patient details (birth date, sex, issuer) when asked for; of the ``refs`` patients only, when given (a page)."""
     if not (q.include_all or q.returns & _PATIENT_DETAILS):
         return {}
-    return {p.ref: p for p in client.find_patients(_study_filter(q).patient)}
+    flt = _study_filter(q).patient
+    if refs is not None:
+        if not refs:
+            return {}
+        flt = replace(flt, refs=frozenset(refs))
+    return {p.ref: p for p in client.find_patients(flt)}
 
 
 def _studies(client: QueryService, q: QidoQuery) -> list[StudyRecord]:
     return [s for s in client.find_studies(_study_filter(q)) if _study_matches(q, s)]
 
 
-def search_studies(client: QueryService, q: QidoQuery) -> list[_Row]:
-    patients = _patients(client, q)
-    return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in _studies(client, q)]
+def search_studies(client: QueryService, q: QidoQuery, want: int | None = None) -> list[_Row]:
+    """Matching studies; with ``want``, only the first ``want`` (the index is read no further than that page)."""
+    if want is None:
+        found = _studies(client, q)
+    else:
+        found = client.find_studies_page(_study_filter(q), want=want, accept=lambda s: _study_matches(q, s))
+    patients = _patients(client, q, {s.patient_ref for s in found} if want is not None else None)
+    return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in found]
 
 
 def search_series(client: QueryService, q: QidoQuery, study_uid: str | None) -> list[_Row]:
@@ -238,14 +249,34 @@ def search_instances(client: QueryService, q: QidoQuery, study_uid: str | None, 
 # -- HTTP ------------------------------------------------------------------------------
 
 
-def _respond(request: Request, rows: list[_Row], q: QidoQuery, defaults: tuple[str, ...]) -> Response:
-    """Page, convert and answer (PS3.18 10.6.3): 204 when nothing matched; Warning headers as 8.3.4 says."""
+def page_limit(q: QidoQuery) -> int:
+    """Results per response: the client's ``limit``, at most :data:`MAX_LIMIT` (also when it asked for none)."""
+    return MAX_LIMIT if q.limit is None or q.limit == 0 else min(q.limit, MAX_LIMIT)
+
+
+Search = Callable[[QueryService, QidoQuery, int], list[_Row]]
+"""A search given the number of matches the page needs (``offset + limit + 1``: one more tells whether more exist)."""
+
+
+def answer(client: QueryService, q: QidoQuery, level: str, run: Search) -> tuple[list[_Row], bool]:
+    """One QIDO-RS search cut to its page (PS3.18 8.3.4.4 ``limit``/``offset``): (the page, whether more matched).
+
+    One Query record per request, naming the rows answered, committed before the caller builds the answer.
+    """
+    limit = page_limit(q)
+    with client.one_query(level) as one:
+        rows = run(client, q, q.offset + limit + 1)
+        page = rows[q.offset : q.offset + limit]
+        one.results = len(page)
+    return page, q.offset + len(page) < len(rows)
+
+
+def _respond(request: Request, page: list[_Row], more: bool, q: QidoQuery, defaults: tuple[str, ...]) -> Response:
+    """Convert and answer (PS3.18 10.6.3): 204 when nothing matched; Warning headers as 8.3.4 says."""
     warnings = []
     if q.fuzzy:
         warnings.append(WARN_FUZZY)
-    limit = MAX_LIMIT if q.limit is None or q.limit == 0 else min(q.limit, MAX_LIMIT)
-    page = rows[q.offset : q.offset + limit]
-    if q.offset + len(page) < len(rows):
+    if more:
         warnings.append(WARN_MORE)
     headers = {"Warning": ", ".join(f'299 dicomguard: "{w}"' for w in warnings)} if warnings else {}
     if not page:
@@ -255,18 +286,14 @@ def _respond(request: Request, rows: list[_Row], q: QidoQuery, defaults: tuple[s
     return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
 
 
-def _search(
-    request: Request, caller: Services, levels: set[Level], run: Callable[[QueryService, QidoQuery], list[_Row]], defaults: tuple[str, ...],
-) -> Response:
+def _search(request: Request, caller: Services, levels: set[Level], run: Search, defaults: tuple[str, ...]) -> Response:
     """Negotiate, parse, search: one Query record per request, committed before the answer is built."""
     if choose_single(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"]) is None:
         raise not_acceptable("QIDO-RS answers in application/dicom+json")
     q = parse_query(request.query_params.multi_items(), levels)
     level = "IMAGE" if Level.INSTANCE in levels else "SERIES" if Level.SERIES in levels else "STUDY"
-    with caller.query.one_query(level) as one:
-        rows = run(caller.query, q)
-        one.results = len(rows)
-    return _respond(request, rows, q, defaults)
+    page, more = answer(caller.query, q, level, run)
+    return _respond(request, page, more, q, defaults)
 
 
 _S, _SE, _I = Level.STUDY, Level.SERIES, Level.INSTANCE
@@ -275,19 +302,19 @@ _S, _SE, _I = Level.STUDY, Level.SERIES, Level.INSTANCE
 @router.get("/studies", include_in_schema=False)
 def studies(request: Request, caller: Caller) -> Response:
     """Search for studies (PS3.18 10.6.1, resource ``/studies``)."""
-    return _search(request, caller, {_S}, lambda query, q: search_studies(query, q), STUDY_DEFAULT)
+    return _search(request, caller, {_S}, search_studies, STUDY_DEFAULT)
 
 
 @router.get("/studies/{study}/series", include_in_schema=False)
 def study_series(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Search for the series of a study (PS3.18 10.6.1, ``/studies/{study}/series``)."""
-    return _search(request, caller, {_SE}, lambda query, q: search_series(query, q, study), SERIES_DEFAULT)
+    return _search(request, caller, {_SE}, lambda query, q, _: search_series(query, q, study), SERIES_DEFAULT)
 
 
 @router.get("/series", include_in_schema=False)
 def all_series(request: Request, caller: Caller) -> Response:
     """Search for series in all studies (PS3.18 10.6.1, ``/series``); study attributes are returned too."""
-    return _search(request, caller, {_S, _SE}, lambda query, q: search_series(query, q, None), SERIES_DEFAULT)
+    return _search(request, caller, {_S, _SE}, lambda query, q, _: search_series(query, q, None), SERIES_DEFAULT)
 
 
 @router.get("/studies/{study}/series/{series}/instances", include_in_schema=False)
@@ -295,16 +322,16 @@ def series_instances(
     request: Request, study: StudyUID, series: SeriesUID, caller: Caller
 ) -> Response:
     """Search for the instances of a series (``/studies/{study}/series/{series}/instances``)."""
-    return _search(request, caller, {_I}, lambda query, q: search_instances(query, q, study, series), INSTANCE_DEFAULT)
+    return _search(request, caller, {_I}, lambda query, q, _: search_instances(query, q, study, series), INSTANCE_DEFAULT)
 
 
 @router.get("/studies/{study}/instances", include_in_schema=False)
 def study_instances(request: Request, study: StudyUID, caller: Caller) -> Response:
     """Search for the instances of a study (``/studies/{study}/instances``); series attributes are returned too."""
-    return _search(request, caller, {_SE, _I}, lambda query, q: search_instances(query, q, study, None), INSTANCE_DEFAULT + SERIES_DEFAULT)
+    return _search(request, caller, {_SE, _I}, lambda query, q, _: search_instances(query, q, study, None), INSTANCE_DEFAULT + SERIES_DEFAULT)
 
 
 @router.get("/instances", include_in_schema=False)
 def all_instances(request: Request, caller: Caller) -> Response:
     """Search for instances in all studies (``/instances``); study and series attributes are returned too."""
-    return _search(request, caller, {_S, _SE, _I}, lambda query, q: search_instances(query, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)
+    return _search(request, caller, {_S, _SE, _I}, lambda query, q, _: search_instances(query, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)

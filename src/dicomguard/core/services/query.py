@@ -10,7 +10,7 @@ policy hid all of it, the refusal is recorded too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -110,6 +110,37 @@ class QueryService(Service):
         candidates = self.access.index.studies(flt)
         visible, emergency = self.access.visible_studies(s.uid for s in candidates)
         found = [s for s in candidates if s.uid in visible]
+        self._record("STUDY", _study_keys(flt), len(found), emergency)
+        return found
+
+    def find_studies_page(self, flt: StudyFilter | None = None, *, want: int,
+                          accept: Callable[[StudyRecord], bool] | None = None) -> list[StudyRecord]:
+        """The first ``want`` studies, in storage order, that match ``flt`` and ``accept`` (keys the caller matches
+        itself) and that the principal may query: a page of a search (QIDO-RS ``limit``/``offset``).
+
+        The index is read a batch of candidates at a time and reading stops once the page is full, so the first
+        page of an archive-wide listing decrypts and decides a page's worth of studies, not the archive
+        (``IndexQuery.study_batches``). The same studies, in the same order, as the first ``want`` of
+        :meth:`find_studies` filtered by ``accept``. Recorded like :meth:`find_studies`, with the count found.
+        """
+        flt = flt or StudyFilter()
+        found: list[StudyRecord] = []
+        emergency = False
+        batches = self.access.index.study_batches(flt, first=want + want // 2 + 1)
+        try:
+            for batch in batches:
+                decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
+                for study in batch:
+                    decision = decisions.get(study.uid)
+                    if decision is not None and decision.allowed and (accept is None or accept(study)):
+                        found.append(study)
+                        emergency = emergency or decision.break_glass
+                        if len(found) >= want:
+                            break
+                if len(found) >= want:
+                    break
+        finally:
+            batches.close()
         self._record("STUDY", _study_keys(flt), len(found), emergency)
         return found
 
