@@ -44,13 +44,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from statistics import median
 from typing import Final
 
 from dicomguard.detect import explain as ex
 from dicomguard.detect import signatures as sig
 from dicomguard.detect.context import Context, load_context_dir
-from dicomguard.detect.events import ACCESS_ACTIONS, AccessEvent, read_audit_files
+from dicomguard.detect.events import ACCESS_ACTIONS, AccessEvent, _start_reading
 
 FEATURES: Final = ("patients", "new_patients", "unexplained", "export", "bulk", "after_hours", "break_glass",
                    "failed_logins")
@@ -123,12 +122,25 @@ class Alert:
 # -- robust statistics -----------------------------------------------------------------------------------------
 
 
+def _median(values: Iterable[float]) -> float:
+    """The value of :func:`statistics.median` (the middle of the sorted values, or the mean of the two middle ones:
+    the same operations, so the same float), without its overhead: fitting takes thousands of medians."""
+    data = sorted(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no median for empty data")
+    i = n // 2
+    if n % 2 == 1:
+        return data[i]
+    return (data[i - 1] + data[i]) / 2
+
+
 def _robust(values: Sequence[float]) -> tuple[float, float]:
     """(median, scale): scale is 1.4826 MAD floored by sqrt(median + 1), the spread of a Poisson count."""
     if not values:
         return 0.0, 1.0
-    m = median(values)
-    mad = median([abs(v - m) for v in values])
+    m = _median(values)
+    mad = _median([abs(v - m) for v in values])
     return m, max(1.4826 * mad, math.sqrt(m + 1.0))
 
 
@@ -147,7 +159,9 @@ def _fit_stats(rows: list[tuple[str, tuple[str, str], list[float]]], min_days: i
         by_peer.setdefault(peer, []).append(x)
 
     def fit(vectors: list[list[float]]) -> list[tuple[float, float]]:
-        return [_robust([v[i] for v in vectors]) for i in range(_N)]
+        if not vectors:
+            return [_robust(()) for _ in range(_N)]
+        return [_robust(column) for column in zip(*vectors, strict=True)]  # the feature columns, transposed once
 
     return _Stats({u: fit(v) for u, v in by_user.items() if len(v) >= min_days},
                   {p: fit(v) for p, v in by_peer.items()}, fit([x for _, _, x in rows]))
@@ -157,8 +171,10 @@ def _z(stats: _Stats, user: str, peer: tuple[str, str], x: Sequence[float]) -> l
     p = stats.peer.get(peer, stats.overall)
     u = stats.user.get(user)
     if u is None:
-        return [(x[i] - p[i][0]) / p[i][1] for i in range(_N)]
-    return [min((x[i] - u[i][0]) / u[i][1], (x[i] - p[i][0]) / p[i][1]) for i in range(_N)]
+        return [(v - pm) / ps for v, (pm, ps) in zip(x, p, strict=True)]
+    # min(a, b) inlined as "b if b < a else a", exactly what min returns (the first of equal values), for every
+    # feature of every scored event.
+    return [b if (b := (v - pm) / ps) < (a := (v - um) / us) else a for v, (um, us), (pm, ps) in zip(x, u, p, strict=True)]
 
 
 def _learned_score(z: Sequence[float], new_address: bool) -> tuple[float, int]:
@@ -279,10 +295,17 @@ class Detector:
         patients_of: dict[str, set[str]] = {}
         hours_by_parity: dict[str, list[list[int]]] = {}
         for e in events:
+            user, t = e.user, e.time
+            # get() before creating: setdefault() would build the empty set and histograms for every event.
             if e.action in ACCESS_ACTIONS:
-                patients_of.setdefault(e.user, set()).update(e.patients)
-            hp = hours_by_parity.setdefault(e.user, [[0] * 24, [0] * 24])
-            hp[e.time.toordinal() % 2][e.time.hour] += 1
+                pids = patients_of.get(user)
+                if pids is None:
+                    pids = patients_of[user] = set()
+                pids.update(e.patients)
+            hp = hours_by_parity.get(user)
+            if hp is None:
+                hp = hours_by_parity[user] = [[0] * 24, [0] * 24]
+            hp[t.toordinal() % 2][t.hour] += 1
         self.explainer.learn_colleagues(patients_of)
         self.explainer.learn_consults((e.user, pid, e.time) for e in events if e.action in ACCESS_ACTIONS for pid in e.patients)
         for user, (even, odd) in hours_by_parity.items():
@@ -290,16 +313,32 @@ class Detector:
             for h in range(24):
                 ph[h] += even[h] + odd[h]
 
-        # Replay: features of every user-day, hours judged out of sample (the other parity's histogram).
+        # Replay: features of every user-day, hours judged out of sample (the other parity's histogram, whose
+        # total is taken once: the replay does not count hours).
         self._fitting = True
         days: dict[tuple[str, date], list[float]] = {}
         first_day = events[0].time.date() if events else None
+        other_parity = {u: ((odd, sum(odd)), (even, sum(even))) for u, (even, odd) in hours_by_parity.items()}
+        # A user-day's features are its counts after its last event: taken when the user's next day begins (or at the
+        # end) rather than after every event. The key is inserted at the day's first event, as before (same order).
+        pending: dict[str, tuple[_User, date]] = {}
         for e in events:
-            st = self._user(e.user)
-            hp = hours_by_parity[e.user][1 - e.time.toordinal() % 2]
-            st.hours, st.hours_total = hp, sum(hp)
+            user = e.user
+            t = e.time
+            day = t.date()
+            open_day = pending.get(user)
+            if open_day is None or open_day[1] != day:
+                if open_day is not None:
+                    days[(user, open_day[1])] = open_day[0].features()
+                st = self._user(user)
+                pending[user] = (st, day)
+                days[(user, day)] = []  # filled when the day is over
+            else:
+                st = open_day[0]
+            st.hours, st.hours_total = other_parity[user][t.toordinal() % 2]
             self._step(e, st)
-            days[(e.user, e.time.date())] = st.features()
+        for user, (st, day) in pending.items():
+            days[(user, day)] = st.features()
         self._fitting = False
 
         rows = [(u, self._peer.get(u, ("", "")), x, d) for (u, d), x in days.items()]
@@ -356,32 +395,38 @@ class Detector:
         return self._step(event, self._user(event.user))
 
     def _step(self, e: AccessEvent, st: _User) -> list[Alert]:
+        # Runs once per event in fit and in observe: attributes used more than once are read into locals once.
         t = e.time
+        user = e.user
         day = t.date()
         hits: list[tuple[str, str | None, str]] = []  # (signature, patient, words)
         if st.day != day:
             st._reset(day)
-        if st.last is not None and t - st.last >= DORMANT_AFTER:
-            hits.append((DORMANT, None, f"first activity after {(t - st.last).days} days without any"))
+        last = st.last
+        if last is not None and t - last >= DORMANT_AFTER:
+            hits.append((DORMANT, None, f"first activity after {(t - last).days} days without any"))
         st.last = t
         if e.event_id:
             st.d_events.append(e.event_id)
-        if e.address and e.address not in st.addresses:
+        address = e.address
+        if address and address not in st.addresses:
             if st.addresses:
                 st.d_new_address = True
                 if self._fitting:
-                    self._na_days.add((e.user, day))
-            st.addresses.add(e.address)
-        if e.workstation and e.workstation not in st.workstations:
-            st.workstations.add(e.workstation)
+                    self._na_days.add((user, day))
+            st.addresses.add(address)
+        workstation = e.workstation
+        if workstation and workstation not in st.workstations:
+            st.workstations.add(workstation)
         hours, total = st.hours, st.hours_total
         if total < 50:
-            hours = self._peer_hours.get(self._peer.get(e.user, ("", "")), hours)
+            hours = self._peer_hours.get(self._peer.get(user, ("", "")), hours)
             total = sum(hours)
-        if total and not _usual_hour(hours, total, t.hour):
+        hour = t.hour
+        if total and not _usual_hour(hours, total, hour):
             st.d_after += 1
         if not self._fitting:
-            st.hours[t.hour] += 1
+            st.hours[hour] += 1
             st.hours_total += 1
 
         action = e.action
@@ -390,23 +435,25 @@ class Detector:
         elif action in ACCESS_ACTIONS and e.patients:
             self._accesses += 1
             all_explained = True
+            explainer = self.explainer
+            d_patients, seen = st.d_patients, st.seen
             for pid in e.patients:
-                st.d_patients.add(pid)
-                if pid not in st.seen:
+                d_patients.add(pid)
+                if pid not in seen:
                     st.d_new.add(pid)
-                    st.seen.add(pid)
+                    seen.add(pid)
                 if action == "export":
                     st.d_export.add(pid)
                 elif action in ("retrieve", "query"):
                     st.d_bulk.add(pid)
-                path = self.explainer.explain(e.user, pid, t)
+                path = explainer.explain(user, pid, t)
                 if path is not None:
-                    self.explainer.record(e.user, pid, t)
+                    explainer.record(user, pid, t)
                     # An explained access can still be a self-access; the other signatures need a missing explanation.
-                    if self.relations.is_self(e.user, pid):
+                    if self.relations.is_self(user, pid):
                         hits.append((sig.SELF, pid, f"the user accessed their own record (explained by {path})"))
                     continue
-                found = self.relations.of(e.user, pid)
+                found = self.relations.of(user, pid)
                 all_explained = False
                 st.d_unexpl.add(pid)
                 active = self.explainer.has_encounter(pid, t)
@@ -430,6 +477,8 @@ class Detector:
             st.slow.popleft()
         if len(st.slow) >= 2 and hits == [] and e.action in ACCESS_ACTIONS and st.slow[-1][0] == t:
             hits.append((SLOW, st.slow[-1][1], "unexplained access to a patient with no recent order anywhere"))
+        if self._fitting and not hits:
+            return []  # what _score returns while fitting when nothing hit
         return self._score(e, st, day, hits)
 
     def _score(self, e: AccessEvent, st: _User, day: date, hits: list[tuple[str, str | None, str]]) -> list[Alert]:
@@ -565,18 +614,23 @@ def detect_offline(audit_files: Iterable[str | Path] | str | Path, context_dir: 
     in this process, because explanations link users (an access explained by a colleague's).
     """
     started = _time.perf_counter()
-    context = load_context_dir(context_dir)
     workers = workers or os.cpu_count() or 1
-    events = sorted(read_audit_files(audit_files, workers=workers), key=lambda e: e.time)
+    # The worker processes parse while this one loads the context. A context that does not load is still the error
+    # raised (before any of the trail's), as when the context was loaded first.
+    reading = _start_reading(audit_files, workers)
+    try:
+        context = load_context_dir(context_dir)
+        events = sorted(reading, key=lambda e: e.time)  # stable: events of the same time stay in file order
+    finally:
+        reading.close()
     parsed = _time.perf_counter()
     baseline = [e for e in events if e.time < baseline_until]
     scored = events[len(baseline):]
     detector = Detector(context, alert_budget_per_1000_user_days)
     detector.fit(baseline)
     fitted = _time.perf_counter()
-    alerts: list[Alert] = []
     for e in scored:
-        alerts.extend(detector.observe(e))
+        detector.observe(e)
     detector.flush()
     done = _time.perf_counter()
     seconds = done - started

@@ -22,12 +22,15 @@ import base64
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from lxml import etree
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import Pool
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 """Longest line accepted (the archive's own bound on one audit message, PS3.15 A.5 gives none)."""
@@ -88,27 +91,42 @@ def _xml_of(line: bytes) -> bytes:
     if line[pos:pos + 1] == b"-":
         pos += 1
     else:
-        in_quotes = False
-        n = len(line)
-        while pos < n:
-            ch = line[pos]
-            if ch == 0x5C and in_quotes:  # backslash escapes the next octet inside a value
-                pos += 2
-                continue
-            if ch == 0x22:
-                in_quotes = not in_quotes
-            elif ch == 0x5D and not in_quotes and (pos + 1 >= n or line[pos + 1] != 0x5B):
-                pos += 1
-                break
-            pos += 1
-        else:
-            raise ValueError("syslog structured data not terminated")
+        pos = _end_of_structured_data(line, pos)
     msg = line[pos + 1:] if line[pos:pos + 1] == b" " else line[pos:]
     if msg.startswith(_BOM):
         msg = msg[3:]
     if not msg:
         raise ValueError("syslog message carries no audit message")
     return msg
+
+
+def _end_of_structured_data(line: bytes, pos: int) -> int:
+    """Where the SD-ELEMENTs starting at ``pos`` end: after the ``]`` outside a quoted PARAM-VALUE that no ``[``
+    follows. Inside a value a backslash escapes the next octet ('"', '\\', ']'); outside, both are plain octets.
+
+    Jumps between the octets that matter (bytes.find runs in C) instead of stepping through every octet in Python.
+    """
+    n = len(line)
+    while True:
+        quote = line.find(b'"', pos)
+        close = line.find(b"]", pos)
+        if close < 0:
+            raise ValueError("syslog structured data not terminated")
+        if 0 <= quote < close:  # a value opens before the next ']': skip to the quote that closes it
+            pos = quote + 1
+            while True:
+                quote = line.find(b'"', pos)
+                if quote < 0:
+                    raise ValueError("syslog structured data not terminated")
+                escape = line.find(b"\\", pos, quote)
+                if escape < 0:
+                    pos = quote + 1
+                    break
+                pos = escape + 2  # the escaped octet, a quote or not, is part of the value
+            continue
+        pos = close + 1
+        if pos >= n or line[pos] != 0x5B:
+            return pos
 
 
 def _parse_time(value: str | None) -> datetime:
@@ -121,6 +139,8 @@ def _parse_time(value: str | None) -> datetime:
         t = datetime.fromisoformat(v)
     except ValueError:
         raise ValueError("EventDateTime is not an xs:dateTime") from None
+    if t.tzinfo is UTC:
+        return t  # what astimezone(UTC) returns for a time already in UTC (the common "Z" form), without the call
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
@@ -141,8 +161,18 @@ def _alert_reason(po: etree._Element) -> str | None:
     return None
 
 
+_Row = tuple[datetime, str, str, tuple[str, ...], tuple[str, ...], int, str | None, str | None, int, str | None, str]
+"""An event's fields in :class:`AccessEvent` order: what parsing produces, and what worker processes send back."""
+
+
 def parse_xml(data: bytes, event_id: str = "") -> AccessEvent | None:
     """The access an AuditMessage records, or ``None`` when it records no access (raises ValueError if malformed)."""
+    row = _row_of_xml(data, event_id)
+    return None if row is None else AccessEvent(*row)
+
+
+def _row_of_xml(data: bytes, event_id: str) -> _Row | None:
+    """:func:`parse_xml`'s fields, same checks, same errors; no event object is built (a worker sends plain tuples)."""
     if len(data) > MAX_LINE_BYTES:
         raise ValueError(f"message longer than {MAX_LINE_BYTES} bytes")
     if _NOT_ACCEPTED[0] in data or _NOT_ACCEPTED[1] in data:
@@ -157,7 +187,10 @@ def parse_xml(data: bytes, event_id: str = "") -> AccessEvent | None:
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise ValueError("DTDs and entities are not accepted")  # a UTF-16 document hides its DOCTYPE from the byte test
 
-    ev = root[0] if len(root) and root[0].tag == "EventIdentification" else root.find("EventIdentification")
+    # Every element access creates a Python proxy (the main cost of extraction): each is asked for once.
+    ev = root[0] if len(root) else None
+    if ev is None or ev.tag != "EventIdentification":
+        ev = root.find("EventIdentification")
     if ev is None:
         raise ValueError("EventIdentification missing")
     code = ""
@@ -208,8 +241,12 @@ def parse_xml(data: bytes, event_id: str = "") -> AccessEvent | None:
                 alt = el.get("AlternativeUserID")
                 workstation = alt if alt and not alt.startswith("AETITLES=") else None
             continue
-        # iterchildren runs in C; find() goes through lxml's Python ElementPath (several times slower per message).
-        id_type = next(el.iterchildren("ParticipantObjectIDTypeCode"), None)
+        # The first ParticipantObjectIDTypeCode child. PS3.15 puts it first, where indexing finds it without the
+        # iterator and tag matcher iterchildren() builds per call; anywhere else, iterchildren() looks further
+        # (it runs in C; find() goes through lxml's Python ElementPath, several times slower per message).
+        id_type = el[0] if len(el) else None
+        if id_type is not None and id_type.tag != "ParticipantObjectIDTypeCode":
+            id_type = next(el.iterchildren("ParticipantObjectIDTypeCode"), None)
         type_code = id_type.get("csd-code", "") if id_type is not None else ""
         object_id = el.get("ParticipantObjectID", "")
         if type_code == _PATIENT_ID_TYPE or (el.get("ParticipantObjectTypeCode") == "1"
@@ -232,8 +269,8 @@ def parse_xml(data: bytes, event_id: str = "") -> AccessEvent | None:
         address = first.get("NetworkAccessPointID")
     if not user:
         raise ValueError("requesting user has no UserID")
-    return AccessEvent(_parse_time(ev.get("EventDateTime")), user, action, tuple(patients), tuple(studies), instances,
-                       address, workstation, outcome, reason, event_id)
+    return (_parse_time(ev.get("EventDateTime")), user, action, tuple(patients), tuple(studies), instances,
+            address, workstation, outcome, reason, event_id)
 
 
 def _line_bytes(line: str | bytes) -> bytes:
@@ -250,38 +287,48 @@ def parse_audit_line(line: str | bytes, line_number: int | None = None) -> Acces
 
     Raises ValueError("line N: reason") (or just the reason when no line number is given).
     """
-    data = _line_bytes(line).rstrip(b"\r\n")
+    data = _line_bytes(line)
     try:
-        if len(data) > MAX_LINE_BYTES:
-            raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes")
-        return parse_xml(_xml_of(data.lstrip()), event_id_of(data))
+        row = _row_of_line(data)
     except ValueError as exc:
         if line_number is None:
             raise
         raise ValueError(f"line {line_number}: {exc}") from None
+    return None if row is None else AccessEvent(*row)
 
 
-def _events_of(f: BinaryIO, end: float, label: str, lines: list[int] | None = None) -> Iterator[AccessEvent]:
-    """Events of the lines of ``f`` that start before byte ``end``; errors as "LABEL:LINE: reason".
+def _row_of_line(line: bytes) -> _Row | None:
+    """:func:`parse_audit_line`'s fields for a line of bytes (its line ending included or not); errors unnumbered."""
+    data = line.rstrip(b"\r\n")
+    if len(data) > MAX_LINE_BYTES:
+        raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes")
+    return _row_of_xml(_xml_of(data.lstrip()), event_id_of(data))
+
+
+def _rows_of(f: BinaryIO, end: float, label: str, lines: list[int] | None = None) -> Iterator[_Row]:
+    """Event fields of the lines of ``f`` that start before byte ``end``; errors as "LABEL:LINE: reason".
 
     ``lines[0]`` is set to the number of lines read (blank ones included) when the range is exhausted.
     """
     number = 0
-    while f.tell() < end:
-        line = f.readline(MAX_LINE_BYTES + 3)
+    pos = f.tell()  # then counted from the lines read: tell() costs a call per line
+    limit = MAX_LINE_BYTES + 3
+    while pos < end:
+        line = f.readline(limit)
         if not line:
             break
+        pos += len(line)
         number += 1
         if len(line) > MAX_LINE_BYTES + 2 and not line.endswith(b"\n"):
             raise ValueError(f"{label}:{number}: line longer than {MAX_LINE_BYTES} bytes")
         if not line.strip():
             continue
         try:
-            event = parse_audit_line(line)
+            row = _row_of_line(line)
         except ValueError as exc:
             raise ValueError(f"{label}:{number}: {exc}") from None
-        if event is not None:
-            yield event
+        if row is not None:
+            yield row
     if lines is not None:
         lines[0] = number
 
@@ -295,16 +342,84 @@ def read_audit_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike
     remains. With ``workers`` > 1 the files are cut into line-aligned byte ranges parsed by that
     many processes (the same events, the same first error), for offline scoring of large trails.
     """
+    reading = _start_reading(paths, workers)
+    try:
+        yield from reading
+    finally:
+        reading.close()
+
+
+class _Reading(Iterator[AccessEvent]):
+    """Events of audit files being read: in file order, as :func:`read_audit_files` yields them.
+
+    Reading by worker processes starts on creation, so the caller can do other work (load the
+    context) while they parse; :meth:`close` stops them (also when not every event was taken).
+    """
+
+    def __init__(self, paths: list[str | os.PathLike[str]], workers: int) -> None:
+        self._pool: Pool | None = None
+        # Ranges need seekable regular files; a pipe or a small trail is read by this process.
+        if workers > 1 and all(os.path.isfile(p) for p in paths) and sum(os.path.getsize(p) for p in paths) > _MIN_CHUNK:
+            self._events = self._parallel(paths, workers)
+        else:
+            self._events = self._serial(paths)
+
+    def __next__(self) -> AccessEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop reading: worker processes are terminated; the events not yet taken are dropped."""
+        self._events.close()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    @staticmethod
+    def _serial(paths: list[str | os.PathLike[str]]) -> Generator[AccessEvent, None, None]:
+        for path in paths:
+            with open(path, "rb") as f:
+                for row in _rows_of(f, math.inf, os.fspath(path)):
+                    yield AccessEvent(*row)
+
+    def _parallel(self, paths: list[str | os.PathLike[str]], workers: int) -> Generator[AccessEvent, None, None]:
+        tasks: list[tuple[str, int, int]] = []
+        file_of: list[int] = []
+        for index, path in enumerate(paths):
+            name = os.fspath(path)
+            size = os.path.getsize(name)
+            # Eight ranges per worker: the first arrives early (the caller works on it while the rest are parsed)
+            # and the last ones are small (no worker idles long at the end).
+            step = max(_MIN_CHUNK // 2, -(-size // (workers * 8)))
+            for a in range(0, max(size, 1), step):
+                tasks.append((name, a, min(size, a + step)))
+                file_of.append(index)
+        import multiprocessing
+
+        # fork: the workers inherit the loaded modules (no re-import per process); they only read files.
+        self._pool = multiprocessing.get_context("fork").Pool(workers)
+        return self._collect(self._pool.imap(_chunk_events, tasks), tasks, file_of, len(paths))
+
+    def _collect(self, results: Iterator[tuple[list[_Row], int, tuple[int, str] | None]], tasks: list[tuple[str, int, int]],
+                 file_of: list[int], files: int) -> Generator[AccessEvent, None, None]:
+        lines_before = [0] * files
+        for (name, _, _), index, (rows, lines, error) in zip(tasks, file_of, results, strict=True):
+            if error is not None:
+                self._stop()
+                raise ValueError(f"{name}:{lines_before[index] + error[0]}: {error[1]}")
+            lines_before[index] += lines
+            for row in rows:
+                yield AccessEvent(*row)
+        self._stop()
+
+
+def _start_reading(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], workers: int) -> _Reading:
+    """Start reading audit files (see :func:`read_audit_files`); the caller must :meth:`_Reading.close` it."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = list(paths)
-    # Ranges need seekable regular files; a pipe or a small trail is read by this process.
-    if workers > 1 and all(os.path.isfile(p) for p in paths) and sum(os.path.getsize(p) for p in paths) > _MIN_CHUNK:
-        yield from _read_parallel(paths, workers)
-        return
-    for path in paths:
-        with open(path, "rb") as f:
-            yield from _events_of(f, math.inf, os.fspath(path))
+    return _Reading(list(paths), workers)
 
 
 # -- parallel reading -------------------------------------------------------------------------------------------
@@ -323,42 +438,15 @@ def _skip_partial_line(f: BinaryIO, start: int) -> None:
             return
 
 
-def _chunk_events(task: tuple[str, int, int]) -> tuple[list[tuple[object, ...]], int, tuple[int, str] | None]:
-    """One worker's range: (events as tuples, lines that start in it, first error as (line in range, reason))."""
+def _chunk_events(task: tuple[str, int, int]) -> tuple[list[_Row], int, tuple[int, str] | None]:
+    """One worker's range: (event fields, lines that start in it, first error as (line in range, reason))."""
     path, start, end = task
-    out: list[tuple[object, ...]] = []
     with open(path, "rb") as f:
         _skip_partial_line(f, start)
         lines = [0]
         try:
-            for e in _events_of(f, end, "", lines):
-                out.append((e.time, e.user, e.action, e.patients, e.study_uids, e.instances, e.address, e.workstation,
-                            e.outcome, e.reason, e.event_id))
+            out = list(_rows_of(f, end, "", lines))
         except ValueError as exc:
             where, reason = str(exc)[1:].split(": ", 1)  # ":LINE: reason", LINE counted from the range's start
             return [], 0, (int(where), reason)
         return out, lines[0], None
-
-
-def _read_parallel(paths: list[str | os.PathLike[str]], workers: int) -> Iterator[AccessEvent]:
-    import multiprocessing
-
-    tasks: list[tuple[str, int, int]] = []
-    file_of: list[int] = []
-    for index, path in enumerate(paths):
-        name = os.fspath(path)
-        size = os.path.getsize(name)
-        step = max(_MIN_CHUNK, -(-size // (workers * 4)))
-        for a in range(0, max(size, 1), step):
-            tasks.append((name, a, min(size, a + step)))
-            file_of.append(index)
-    # fork: the workers inherit the loaded modules (no re-import per process); they only read files.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        lines_before = [0] * len(paths)
-        for (name, _, _), index, (rows, lines, error) in zip(tasks, file_of, pool.imap(_chunk_events, tasks), strict=True):
-            if error is not None:
-                pool.terminate()
-                raise ValueError(f"{name}:{lines_before[index] + error[0]}: {error[1]}")
-            lines_before[index] += lines
-            for row in rows:
-                yield AccessEvent(*row)  # type: ignore[arg-type]

@@ -81,10 +81,15 @@ class Explainer:
             if len(users) < 2 or len(users) > max_users_per_patient:
                 continue
             for u in users:
-                c = shared.setdefault(u, Counter())
-                for v in users:
-                    if v != u:
-                        c[v] += 1
+                c = shared.get(u)
+                if c is None:
+                    c = shared[u] = Counter()
+                # Count every user of the patient (in C), then take the user back out: the same counts as adding
+                # one for each other user, without a Python loop per pair.
+                c.update(users)
+                c[u] -= 1
+        for u, c in shared.items():
+            del c[u]  # back to zero above; a user is not their own colleague
         # Ties broken by name, not by set order: the same trail must give the same colleagues in every process.
         self.colleagues = {u: frozenset(v for v, n in sorted(c.items(), key=lambda vn: (-vn[1], vn[0]))[:top] if n >= min_shared)
                            for u, c in shared.items()}
@@ -150,22 +155,40 @@ class Explainer:
         return None
 
     def _order_path(self, user: str, department: str, patient_id: str, t: datetime) -> str | None:
-        for o in self.context.orders_by_patient.get(patient_id, ()):
+        orders = self.context.orders_by_patient.get(patient_id)
+        if not orders:
+            return None
+        groups = self._groups
+        for o in orders:
             if o.ordered_at - _EARLY > t:
                 break  # sorted by time: the rest are later still
             if o.ordering_user == user:
                 return ORDERING_USER
+            if not department:
+                continue  # the two department paths need one
             age = t - o.ordered_at
-            if department and department in self._groups.get(id(o), o.reading_groups) and age <= self.reading_window:
+            # An order added to the context after this explainer was built has no precomputed groups: derive them.
+            # (Not as the default of get(): that would split the order's groups on every call.)
+            reading = groups.get(id(o))
+            if reading is None:
+                reading = o.reading_groups
+            if department in reading and age <= self.reading_window:
                 return READING_GROUP
-            if department and o.department == department and age <= self.consult_window:
+            if o.department == department and age <= self.consult_window:
                 return DEPARTMENT
         return None
 
     def record(self, user: str, patient_id: str, t: datetime) -> None:
         """Remember an explained access (for the repeat and colleague paths)."""
-        self._explained.setdefault(user, set()).add(patient_id)
-        self._recent.setdefault(patient_id, {})[user] = t
+        # get() first: setdefault() would build an empty set and dict on every call, and most calls find them.
+        seen = self._explained.get(user)
+        if seen is None:
+            seen = self._explained[user] = set()
+        seen.add(patient_id)
+        recent = self._recent.get(patient_id)
+        if recent is None:
+            recent = self._recent[patient_id] = {}
+        recent[user] = t
 
     def why_not(self, user: str) -> str:
         """The missing explanation, in words, for the evidence of an alert."""

@@ -93,13 +93,16 @@ class Relations:
 
     def is_self(self, user: str, patient_id: str) -> bool:
         """Whether the patient is the user (same name, and the same address where both are known)."""
-        pat = self._patient(patient_id)
+        # Asked for every explained access: the cheap comparisons come first, and the family name decides most pairs.
+        patients = self._patients
+        pat = patients[patient_id] if patient_id in patients else self._patient(patient_id)
         u = self._users.get(user)
         if pat is None or u is None:
             return False
         p = pat[0]
-        return bool(p.family) and (u.family, u.given) == (p.family, p.given) and (
-            not p.address or not u.address or p.address == u.address)
+        if not p.family or u.family != p.family or u.given != p.given:
+            return False
+        return not p.address or not u.address or p.address == u.address
 
     def of(self, user: str, patient_id: str) -> list[str]:
         """The signatures the pair shows, strongest first (empty for most pairs)."""
