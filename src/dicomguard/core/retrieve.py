@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -60,7 +61,28 @@ class RetrievedObject:
     transfer syntax, inflated once by that walk, PS3.5 A.5) instead of the file again."""
 
 
-def load_verified(ctx: ArchiveContext, row: Instance) -> tuple[bytes, FileStructure]:
+class IndexedObject(Protocol):
+    """What verification needs of an object's index row (an ``Instance`` or a row of :data:`ROW_COLUMNS`)."""
+
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def series_uid(self) -> str: ...
+    @property
+    def study_uid(self) -> str: ...
+    @property
+    def patient_ref(self) -> str: ...
+    @property
+    def blob_id(self) -> str: ...
+    @property
+    def erased(self) -> bool: ...
+    @property
+    def pixel_sha256(self) -> bytes: ...
+    @property
+    def header_sha256(self) -> bytes: ...
+
+
+def load_verified(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileStructure]:
     """Decrypt and verify one indexed object; raises :class:`IntegrityError` on any mismatch."""
     uid = row.sop_instance_uid
     if row.erased:
@@ -98,13 +120,17 @@ def retrieve(ctx: ArchiveContext, sop_instance_uid: str) -> RetrievedObject:
 ROW_BATCH = 256
 """Index rows looked up per query: many objects cost a few queries, memory stays one object's worth."""
 
+ROW_COLUMNS = (Instance.sop_instance_uid, Instance.series_uid, Instance.study_uid, Instance.patient_ref, Instance.blob_id,
+               Instance.erased, Instance.pixel_sha256, Instance.header_sha256, Instance.sop_class_uid, Instance.transfer_syntax)
+"""The columns a retrieval reads: plain rows, not ORM objects (building those cost more than the query)."""
+
 
 def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, RetrievedObject | DicomGuardError]]:
     """Each object verified, in order, loaded one at a time; a failure is yielded in its place (not raised)."""
     for start in range(0, len(sop_instance_uids), ROW_BATCH):
         part = sop_instance_uids[start:start + ROW_BATCH]
         with read_session(ctx.engine) as s:
-            rows = {r.sop_instance_uid: r for r in s.scalars(select(Instance).where(Instance.sop_instance_uid.in_(set(part))))}
+            rows = {r.sop_instance_uid: r for r in s.execute(select(*ROW_COLUMNS).where(Instance.sop_instance_uid.in_(set(part))))}
         for uid in part:
             row = rows.get(uid)
             if row is None:
