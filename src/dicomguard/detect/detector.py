@@ -519,7 +519,10 @@ class Detector:
                          for i, f in enumerate(FEATURES) if z[i] >= 2.0]
             if st.d_new_address:
                 stood_out.append("worked from an address never seen for this user")
-            patients = tuple(st.d_export or st.d_bulk or st.d_unexpl or st.d_patients) if kind != "unusual-hours" else tuple(st.d_patients)
+            # Sorted: these are sets, whose order follows the per-process string hash; an alert (and which patients
+            # it keeps past its cap) must not differ between two runs over the same trail.
+            chosen = (st.d_export or st.d_bulk or st.d_unexpl or st.d_patients) if kind != "unusual-hours" else st.d_patients
+            patients = tuple(sorted(chosen))
             text = _explain_learned(kind, e.user, stood_out)
             a = self._raise(e, kind, score, patients, text, stood_out + [f"event {i}" for i in st.d_events[-MAX_EVIDENCE:]])
             if a is not None:
