@@ -104,3 +104,21 @@ def test_sighup_reloads_policies_and_a_broken_set_is_refused(home: Path) -> None
                    if e.event_type and "110129" in e.event_type.split()]
     assert any("refused" in c and "zz-local.cedar" in c for c in changes)
     assert any(c.startswith("policies reloaded:") and "sha256" in c for c in changes)
+
+
+def test_accepted_associations_have_nagle_off() -> None:
+    """A sent object's last segment must not wait for the peer's delayed ACK (up to 40 ms per C-GET sub-operation)."""
+    import socket as socket_module
+    from types import SimpleNamespace
+
+    from dicomguard.dimse.server import GuardedAssociationServer
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    client = socket_module.create_connection(listener.getsockname())
+    try:
+        accepted, _ = GuardedAssociationServer.get_request(SimpleNamespace(socket=listener))  # type: ignore[arg-type]
+        with accepted:
+            assert accepted.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY) != 0
+    finally:
+        client.close()
+        listener.close()
