@@ -122,3 +122,21 @@ def test_accepted_associations_have_nagle_off() -> None:
     finally:
         client.close()
         listener.close()
+
+
+def test_associations_the_archive_opens_have_nagle_off() -> None:
+    """C-MOVE sub-associations: the EVT_CONN_OPEN handler turns Nagle off on the connection pynetdicom opened."""
+    import socket as socket_module
+    from types import SimpleNamespace
+
+    from dicomguard.dimse.sockets import on_connection_open
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    client = socket_module.create_connection(listener.getsockname())
+    try:
+        assert client.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY) == 0
+        on_connection_open(SimpleNamespace(assoc=SimpleNamespace(dul=SimpleNamespace(socket=SimpleNamespace(socket=client)))))
+        assert client.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY) != 0
+    finally:
+        client.close()
+        listener.close()

@@ -18,12 +18,13 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom import build_context
+from pynetdicom import build_context, evt
 
 from dicomguard.core.access import AccessDenied
 from dicomguard.core.services.retrieve import RetrievePlan, RetrieveService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
+from dicomguard.dimse.sockets import on_connection_open
 from dicomguard.errors import DicomGuardError
 from dicomguard.pki.devices import DeviceRegistry
 
@@ -105,6 +106,7 @@ def handle_move(event, sessions: Sessions, registry: DeviceRegistry, tls_for_des
     host, _, port = dest.move_destination.rpartition(":")
     plan = _plan(session.services.retrieve, event.identifier)
     contexts = _contexts_for(plan.records)
-    yield host, int(port), {"ae_title": dest_ae, "tls_args": (tls_for_destination(), None), "contexts": contexts}
+    yield host, int(port), {"ae_title": dest_ae, "tls_args": (tls_for_destination(), None), "contexts": contexts,
+                            "evt_handlers": [(evt.EVT_CONN_OPEN, on_connection_open)]}
     yield len(plan)
     yield from _datasets(plan, event)

@@ -31,6 +31,7 @@ from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
 from dicomguard.dimse.session import Sessions
+from dicomguard.dimse.sockets import disable_nagle
 from dicomguard.dimse.store import handle_store
 from dicomguard.pki.devices import DeviceRegistry, PeerRefused
 from dicomguard.pki.store import load_tls_material
@@ -58,9 +59,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
     def get_request(self):  # type: ignore[no-untyped-def]
         request, address = self.socket.accept()  # no TLS here: never block the accept loop on a peer
-        # Nagle off, as DCMTK does on its sockets: the last segment of a sent object (C-GET sub-operations, C-FIND
-        # responses) otherwise waits for the peer's delayed ACK, up to 40 ms on Linux, per message.
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        disable_nagle(request)  # C-GET sub-operations and C-FIND responses must not wait for delayed ACKs
         return request, address
 
     def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
