@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, or_
 
+from dicomguard.core.attributes import year_of
 from dicomguard.crypto.blind_index import BlindField, BlindIndexer
 from dicomguard.index.models import Study
 
@@ -45,13 +46,7 @@ def calendar_day(value: str | None) -> date | None:
 
 def study_date_token(indexer: BlindIndexer, value: str | None) -> bytes | None:
     """The blind index stored for a study's date, or None when the date is not a calendar date."""
-    day = calendar_day(value)
-    return indexer.token(BlindField.STUDY_DATE, day.strftime("%Y%m%d")) if day is not None else None
-
-
-def _year(value: str) -> int | None:
-    head = value[:4]
-    return int(head) if len(head) == 4 and all("0" <= ch <= "9" for ch in head) else None
+    return indexer.token(BlindField.STUDY_DATE, value) if value is not None and calendar_day(value) is not None else None
 
 
 def study_date_condition(indexer: BlindIndexer, pattern: str | None) -> ColumnElement[Any] | None:
@@ -63,7 +58,7 @@ def study_date_condition(indexer: BlindIndexer, pattern: str | None) -> ColumnEl
         return None
     pattern = pattern.strip()
     if "-" not in pattern:
-        year = _year(pattern)
+        year = year_of(pattern)
         if year is None:
             return None
         same_year = or_(Study.study_year.is_(None), Study.study_year == year)
@@ -73,7 +68,7 @@ def study_date_condition(indexer: BlindIndexer, pattern: str | None) -> ColumnEl
         return or_(Study.study_date_token == token, and_(Study.study_date_token.is_(None), same_year))
     lo, _, hi = pattern.partition("-")
     lo, hi = lo.strip(), hi.strip()
-    y_lo, y_hi = _year(lo), _year(hi)
+    y_lo, y_hi = year_of(lo), year_of(hi)
     by_year: list[ColumnElement[Any]] = []
     if y_lo is not None:
         by_year.append(Study.study_year >= y_lo)
