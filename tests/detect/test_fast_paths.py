@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from dicomguard.detect import AccessEvent, parse_audit_line, read_audit_files
+from dicomguard.detect import AccessEvent, offline, parse_audit_line, read_audit_files
 from dicomguard.detect import detector as det
 from dicomguard.detect import events as ev
 from dicomguard.detect.context import Context, ContextError, Order, UserInfo
@@ -194,6 +195,108 @@ def test_z_scores_are_the_formula() -> None:
     assert [math.isnan(v) for v in det._z(stats, "u1", ("r", "d"), nan)] == [True] * det._N
 
 
+def _fitted_detector() -> tuple[det.Detector, list[AccessEvent]]:
+    from tests.detect.simulator import simulate
+
+    sim = simulate(4, n_users=40, n_patients=400, baseline_days=10, scoring_days=4, per_kind=1)
+    d = det.Detector(sim.context)
+    d.fit(sim.baseline)
+    return d, sim.scoring
+
+
+def test_quiet_limits_never_skip_a_day_that_would_alert() -> None:
+    """Counts under every limit always score below the threshold, also right at the limits; and the limits are not
+    vacuous (days over them exist)."""
+    d, _ = _fitted_detector()
+    rng = random.Random(8)
+    users = sorted(d._peer) + ["stranger"]
+    checked = skipped = 0
+    for _ in range(3000):
+        user = rng.choice(users)
+        limits = d._quiet_limits(user)
+        assert len(limits) == det._N and all(math.isfinite(v) for v in limits)
+        # Integer counts around the limits: the highest under each (ceil - 1), a little lower, a little higher, random.
+        offsets = (-1, 0, 0, 0) if rng.random() < 0.5 else (-2, -1, 0, 1, 2)
+        x = [max(0, math.ceil(v) - 1 + rng.choice(offsets)) if rng.random() < 0.9 else rng.randint(0, 60) for v in limits]
+        under = all(a < b for a, b in zip(x, limits, strict=True))
+        score, _ = det._learned_score(det._z(d._stats, user, d._peer.get(user, ("", "")), x), False)
+        if under:
+            skipped += 1
+            assert score < d.threshold, (user, x, limits)
+        checked += score >= d.threshold
+    assert skipped > 300 and checked > 100
+    # Limits follow what they were computed from: a new threshold gives new limits.
+    before = d._quiet_limits(users[0])
+    d.threshold *= 2
+    assert d._quiet_limits(users[0]) != before
+    d.threshold = math.inf
+    assert d._quiet_limits(users[0]) == [math.inf] * det._N  # nothing can alert
+
+
+def _old_merge(calls: list[tuple[tuple[str, ...], float, str, str, list[str]]], cap: int = det.MAX_ALERT_PATIENTS) -> dict[str, object]:
+    """What raising and extending an alert gave before: every hit's patients and evidence merged in full."""
+    patients, score, severity, explanation, evidence = calls[0]
+    alert = {"patients": patients[:cap], "score": score, "severity": severity, "explanation": explanation,
+             "evidence": list(dict.fromkeys(evidence))}
+    for patients, score, severity, explanation, evidence in calls[1:]:
+        alert["patients"] = tuple(dict.fromkeys((*alert["patients"], *patients)))[:cap]  # type: ignore[misc]
+        if score > alert["score"]:  # type: ignore[operator]
+            alert.update(score=score, severity=severity, explanation=explanation)
+        have = set(alert["evidence"])  # type: ignore[arg-type]
+        for item in evidence:
+            if len(alert["evidence"]) >= 4 * det.MAX_EVIDENCE:  # type: ignore[arg-type]
+                break
+            if item not in have:
+                have.add(item)
+                alert["evidence"].append(item)  # type: ignore[union-attr]
+    return alert
+
+
+@pytest.mark.parametrize("cap", [det.MAX_ALERT_PATIENTS, 7])
+def test_extending_an_alert_gives_what_merging_every_hit_gave(cap: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exfiltration day and snooping sessions: each alert's patients, evidence, score, severity and explanation are
+    those of merging every hit in full (the old code), although extensions skip the work past the caps."""
+    monkeypatch.setattr(det, "MAX_ALERT_PATIENTS", cap)
+    d, scoring = _fitted_detector()
+    t0 = scoring[0].time
+    exporter = sorted(d._peer)[3]
+    rng = random.Random(2)
+    # Several patients per export: an extension then brings several new ones at once, whose order matters.
+    extra = [AccessEvent(t0 + timedelta(seconds=20 * i), exporter, "export", tuple(f"X{rng.randint(0, 1500):04d}" for _ in range(4)),
+                         event_id=f"x{i}") for i in range(700)]
+    calls: dict[tuple[str, str, datetime], list[tuple[tuple[str, ...], float, str, str, list[str]]]] = {}
+    raise_ = det.Detector._raise
+
+    def recording(self: det.Detector, e: AccessEvent, kind: str, score: float, patients: object, details: object,
+                  *, sort: bool = False) -> object:
+        key = (e.user, kind)
+        before = self._open.get(key)
+        a = raise_(self, e, kind, score, patients, details, sort=sort)  # type: ignore[arg-type]
+        alert = a or self._open[key]
+        explanation, evidence = details()  # type: ignore[operator]
+        if e.event_id:
+            evidence.append(f"event {e.event_id}")
+        listed = tuple(sorted(patients)) if sort else tuple(patients)  # type: ignore[call-overload]
+        assert (a is None) == (before is alert)
+        calls.setdefault((e.user, kind, alert.start), []).append((listed, score, alert.severity if a else _severity(self, kind, score),
+                                                                  explanation, evidence))
+        return a
+
+    def _severity(self: det.Detector, kind: str, score: float) -> str:
+        ratio = score / self.threshold
+        severity = "low" if ratio < 1.25 else "medium" if ratio < 2 else "high" if ratio < 4 else "critical"
+        return "medium" if kind in ("self-access", "family", "vip", "coworker", "neighbour") and severity == "low" else severity
+
+    monkeypatch.setattr(det.Detector, "_raise", recording)
+    for e in sorted(scoring + extra, key=lambda e: e.time):
+        d.observe(e)
+    assert d.alerts and max(len(v) for v in calls.values()) > 200  # long alerts, past the evidence cap
+    for a in d.alerts:
+        want = _old_merge(calls[(a.user, a.kind, a.start)], cap)
+        assert (a.patients, a.score, a.severity, a.explanation, a.evidence) == (
+            want["patients"], want["score"], want["severity"], want["explanation"], want["evidence"])
+
+
 # -- explanations ------------------------------------------------------------------------------------------------
 
 
@@ -240,10 +343,10 @@ def test_a_bad_context_is_the_error_even_with_a_bad_trail(tmp_path: Path, monkey
     (ctx / "patients.csv").write_text("patient_id,name,address,vip\n")
     (ctx / "orders.csv").write_text("accession,patient_id,study_uid,modality,ordering_user,department,ordered_at,reading_group\n")
     with pytest.raises(ContextError, match="users.csv:1: missing column"):
-        det.detect_offline(path, ctx, T, workers=2)
+        offline.detect_offline(path, ctx, T, workers=2)
     (ctx / "users.csv").write_text("user_id,name,role,department,home_address\n")
     with pytest.raises(ValueError, match=r"trail\.log:201: "):
-        det.detect_offline(path, ctx, T, workers=2)
+        offline.detect_offline(path, ctx, T, workers=2)
 
 
 def test_offline_scoring_is_the_same_with_any_number_of_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +356,7 @@ def test_offline_scoring_is_the_same_with_any_number_of_workers(tmp_path: Path, 
     sim = simulate(2, n_users=40, n_patients=400, baseline_days=10, scoring_days=4, per_kind=1)
     write_context(sim.context, tmp_path / "ctx")
     write_audit(sim.events, tmp_path / "audit.log", syslog_every=5)
-    runs = [det.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", sim.baseline_until, workers=w) for w in (1, 2)]
+    runs = [offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", sim.baseline_until, workers=w) for w in (1, 2)]
     (a1, s1), (a2, s2) = runs
     assert [a.to_json() for a in a1] == [a.to_json() for a in a2]
     keep = ("events", "threshold", "calibration", "explained_share", "alerts")
@@ -297,19 +400,32 @@ def small_sim() -> object:
     return simulate(3, n_users=40, n_patients=400, baseline_days=10, scoring_days=4, per_kind=1)
 
 
-@pytest.mark.parametrize("shuffle", ["in-order", "one-late", "reversed-tail", "all-baseline"])
+@pytest.mark.parametrize("shuffle", ["in-order", "jittered", "one-late", "late-scored", "reversed-tail", "all-baseline"])
 def test_offline_result_is_that_of_the_sorted_trail(tmp_path: Path, small_sim: object, shuffle: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever the order of the lines, the result is that of the trail sorted by time (ties in file order)."""
+    """Whatever the order of the lines, the result is that of the trail sorted by time (ties in file order); a trail
+    whose lines are never more than the reorder window behind is scored while it is read (``in_order``)."""
     from tests.detect.simulator import write_context
 
     monkeypatch.setattr(ev, "_MIN_CHUNK", 64 * 1024)
     events = list(small_sim.events)  # type: ignore[attr-defined]
     until = small_sim.baseline_until  # type: ignore[attr-defined]
-    if shuffle == "one-late":
+    in_order: bool | None = True
+    if shuffle == "jittered":
+        # Written in the order of clocks up to 14 minutes fast: a line is at most 14 minutes behind any line before it.
+        rng = random.Random(5)
+        events.sort(key=lambda e: e.time + timedelta(seconds=rng.uniform(0, 14 * 60)))
+        assert [e.time for e in events] != sorted(e.time for e in events)  # ties broken by file order: still a shuffle
+    elif shuffle == "one-late":
         events.append(events.pop(len(events) // 5))  # an early baseline event written at the end of the trail
+        in_order = False
+    elif shuffle == "late-scored":
+        late = next(i for i, e in enumerate(events) if e.time >= until) + 10
+        events.append(events.pop(late))  # a scored event days behind, after scoring began: it starts over
+        in_order = False
     elif shuffle == "reversed-tail":
         events[-50:] = events[-50:][::-1]
+        in_order = None  # depends on how long the last 50 lines took
     elif shuffle == "all-baseline":
         until = events[-1].time + timedelta(days=1)
     write_context(small_sim.context, tmp_path / "ctx")  # type: ignore[attr-defined]
@@ -317,10 +433,92 @@ def test_offline_result_is_that_of_the_sorted_trail(tmp_path: Path, small_sim: o
     small_sim_until = type("S", (), {"baseline_until": until})()
     want_alerts, want_threshold = _sorted_first(small_sim_until, tmp_path / "ctx")
     for workers in (1, 2):
-        alerts, stats = det.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", until, workers=workers)
+        alerts, stats = offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", until, workers=workers)
         assert [a.to_json() for a in alerts] == want_alerts
         assert stats["threshold"] == want_threshold and stats["events"] == len(events)
         assert stats["baseline_events"] == sum(1 for e in events if e.time < until)
+        if in_order is not None:
+            assert stats["in_order"] is (in_order is True)
+
+
+def test_scoring_while_reading_releases_each_event_once_in_sorted_order() -> None:
+    """InOrderScoring against a recording detector: every event observed once, in (time, arrival) order, none
+    before the watermark has passed it, learning on exactly the events before ``baseline_until``."""
+    rng = random.Random(11)
+    base = T
+    times = sorted(base + timedelta(seconds=rng.randint(0, 6 * 3600)) for _ in range(400))
+    shuffled = sorted(range(len(times)), key=lambda i: times[i] + timedelta(seconds=rng.uniform(0, 600)))
+    events = [AccessEvent(times[i], f"u{i % 9}", "view", (f"P{i}",), event_id=str(i)) for i in shuffled]
+    until = base + timedelta(hours=2)
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.fitted: list[str] | None = None
+            self.observed: list[str] = []
+
+        def fit(self, baseline: list[AccessEvent]) -> None:
+            assert self.fitted is None
+            self.fitted = [e.event_id for e in baseline]
+
+        def observe(self, e: AccessEvent) -> list[object]:
+            assert self.fitted is not None
+            self.observed.append(e.event_id)
+            return []
+
+        def flush(self) -> list[object]:
+            return []
+
+    run = offline.InOrderScoring(Context({}, {}, []), until, 1.0)
+    run.detector = Recorder()  # type: ignore[assignment]
+    latest = events[0].time
+    for e in events:
+        latest = max(latest, e.time)
+        assert run.take(e)
+        assert len(run.detector.observed) <= sum(1 for x in events if x.time < latest - offline.REORDER_WINDOW)  # type: ignore[attr-defined]
+    run.finish()
+    ordered = sorted(events, key=lambda e: e.time)  # stable: file order among equal times
+    assert run.detector.fitted == [e.event_id for e in ordered if e.time < until]  # type: ignore[attr-defined]
+    assert run.detector.observed == [e.event_id for e in ordered if e.time >= until]  # type: ignore[attr-defined]
+    late = offline.InOrderScoring(Context({}, {}, []), until, 1.0)
+    assert late.take(events[-1]) and not late.take(AccessEvent(events[-1].time - timedelta(minutes=16), "u1", "view", ("P",)))
+
+
+def test_offline_scoring_restores_the_cycle_collector(tmp_path: Path, small_sim: object) -> None:
+    import gc
+
+    from tests.detect.simulator import write_context
+
+    write_context(small_sim.context, tmp_path / "ctx")  # type: ignore[attr-defined]
+    write_audit(list(small_sim.events)[:200], tmp_path / "audit.log")  # type: ignore[attr-defined]
+    assert gc.isenabled()
+    offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
+    assert gc.isenabled()
+    with pytest.raises(OSError):
+        offline.detect_offline(tmp_path / "audit.log", tmp_path / "nowhere", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_parsing_workers_run_at_lower_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(ev, "_MIN_CHUNK", 2000)
+    reading = ev._start_reading(_trail(tmp_path, 200), 2)
+    try:
+        assert reading._pool is not None
+        want = min(19, os.getpriority(os.PRIO_PROCESS, 0) + ev._WORKER_NICENESS)
+        pids = [worker.pid for worker in reading._pool._pool]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while any(os.getpriority(os.PRIO_PROCESS, pid) != want for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)  # a worker lowers its priority when it starts, which may not have happened yet
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [want] * len(pids)
+    finally:
+        reading.close()
 
 
 def test_a_trail_error_comes_before_a_learning_error(tmp_path: Path, small_sim: object, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,9 +532,9 @@ def test_a_trail_error_comes_before_a_learning_error(tmp_path: Path, small_sim: 
 
     monkeypatch.setattr(det.Detector, "fit", broken)
     with pytest.raises(RuntimeError, match="learning failed"):
-        det.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
+        offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
     lines = (tmp_path / "audit.log").read_bytes().split(b"\n")
     lines.insert(len(lines) - 3, b"<AuditMessage>")
     (tmp_path / "audit.log").write_bytes(b"\n".join(lines))
     with pytest.raises(ValueError, match=rf"audit\.log:{len(lines) - 3}: "):
-        det.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]
+        offline.detect_offline(tmp_path / "audit.log", tmp_path / "ctx", small_sim.baseline_until, workers=1)  # type: ignore[attr-defined]

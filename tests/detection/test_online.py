@@ -50,7 +50,7 @@ def _prepare(archive: Archive, home: Path, tmp_path: Path) -> tuple[str, list]: 
     """Context and a fortnight of another PACS's trail imported; 18 CARDIOLOGY studies stored. Returns the snooper."""
     sim = simulate(5, n_users=40, n_patients=600, baseline_days=14, scoring_days=1, per_kind=1)
     shift = datetime.now(UTC) - timedelta(hours=12) - sim.baseline_until  # the simulated fortnight ends this morning
-    baseline = [replace(e, time=e.time + shift) for e in sim.baseline]
+    baseline = [e._replace(time=e.time + shift) for e in sim.baseline]
     orders = [replace(o, ordered_at=o.ordered_at + shift) for o in sim.context.orders]
     write_context(Context(sim.context.users, sim.context.patients, orders), tmp_path / "ctx")
     snooper = next(u for u, info in sim.context.users.items() if info.role == "radiologist")

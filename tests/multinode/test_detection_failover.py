@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def test_one_engine_scores_and_a_failover_neither_re_raises_nor_skips(two_nodes:
     write_context(sim.context, tmp_path / "ctx")
     for kind in ("users", "patients", "orders"):
         node_a.operator.detection.import_context(kind, tmp_path / "ctx" / f"{kind}.csv")
-    baseline = [replace(e, time=e.time + shift) for e in sim.baseline]
+    baseline = [e._replace(time=e.time + shift) for e in sim.baseline]
     assert node_a.operator.audit.import_messages([(f"line {i}", audit_xml(e)) for i, e in enumerate(baseline)],
                                                  origin="simulated-his").stored == len(baseline)
     own_records = [(u, p) for u, info in sim.context.users.items() for p, pat in sim.context.patients.items()

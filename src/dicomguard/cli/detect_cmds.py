@@ -153,7 +153,7 @@ def detect_cmd(
 ) -> None:
     """Score audit logs of other systems offline (opens no archive); exit 0 with or without alerts, 2 on bad input."""
     from dicomguard.detect.context import ContextError
-    from dicomguard.detect.detector import detect_offline
+    from dicomguard.detect.offline import detect_offline
 
     try:
         alerts, stats = detect_offline(audit, context, baseline_until, alert_budget_per_1000_user_days=budget,

@@ -17,8 +17,9 @@ from dicomguard.detect.context import (
     load_patients_csv,
     load_users_csv,
 )
-from dicomguard.detect.detector import Alert, Detector, detect_offline
+from dicomguard.detect.detector import Alert, Detector
 from dicomguard.detect.events import AccessEvent, parse_audit_line, read_audit_files
+from dicomguard.detect.offline import detect_offline
 
 __all__ = [
     "AccessEvent", "Alert", "Context", "ContextError", "Detector", "Order", "PatientInfo", "UserInfo",

@@ -119,22 +119,28 @@ def _rows_of(name: str, data: bytes, columns: Sequence[str], build: Callable[[di
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ContextError(f"{name}:{line}: not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    # csv.reader and one dict per row built in C: the same rows as csv.DictReader (blank lines skipped, a repeated
+    # column name keeps its last value), a few times faster for an order list of a million rows.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        header = reader.fieldnames or []
+        header = next(reader, [])
     except csv.Error as exc:
         raise ContextError(f"{name}:1: {exc}") from None
     missing = [c for c in columns if c not in header]
     if missing:
         raise ContextError(f"{name}:1: missing column(s) {', '.join(missing)}")
+    width = len(header)
+    needed = max({c: i for i, c in enumerate(header)}[c] for c in columns) + 1  # a shorter row lacks a value we use
     out: list[T] = []
     try:
         for row in reader:
+            if not row:
+                continue
             line = reader.line_num
-            if None in row or any(row.get(c) is None for c in columns):
+            if len(row) > width or len(row) < needed:
                 raise ContextError(f"{name}:{line}: wrong number of fields")
             try:
-                out.append(build(row))
+                out.append(build(dict(zip(header, row))))
             except (ValueError, KeyError) as exc:
                 raise ContextError(f"{name}:{line}: {exc}") from None
     except csv.Error as exc:

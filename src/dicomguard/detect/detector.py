@@ -37,19 +37,17 @@ snooping session or one exfiltration day is one alert.
 from __future__ import annotations
 
 import math
-import os
-import time as _time
+import operator
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Final
 
 from dicomguard.detect import explain as ex
 from dicomguard.detect import signatures as sig
-from dicomguard.detect.context import Context, load_context_dir
-from dicomguard.detect.events import ACCESS_ACTIONS, AccessEvent, _start_reading
+from dicomguard.detect.context import Context
+from dicomguard.detect.events import ACCESS_ACTIONS, AccessEvent
 
 FEATURES: Final = ("patients", "new_patients", "unexplained", "export", "bulk", "after_hours", "break_glass",
                    "failed_logins")
@@ -97,6 +95,8 @@ MIN_THRESHOLD: Final = 4.0
 CALIBRATION_MARGIN: Final = 0.5
 """Share of the alert budget the baseline may use: the rest absorbs the period-to-period variation of rare days."""
 MAX_EVIDENCE: Final = 50
+MAX_ALERT_PATIENTS: Final = 1000
+"""Patients an alert names at most (the first ones, in the order found)."""
 
 
 @dataclass
@@ -175,6 +175,11 @@ def _z(stats: _Stats, user: str, peer: tuple[str, str], x: Sequence[float]) -> l
     # min(a, b) inlined as "b if b < a else a", exactly what min returns (the first of equal values), for every
     # feature of every scored event.
     return [b if (b := (v - pm) / ps) < (a := (v - um) / us) else a for v, (um, us), (pm, ps) in zip(x, u, p, strict=True)]
+
+
+def _below(limit: float) -> float:
+    """``limit`` lowered by a relative millionth (see :meth:`Detector._quiet_limits`)."""
+    return limit - 1e-6 * (1.0 + abs(limit))
 
 
 def _learned_score(z: Sequence[float], new_address: bool) -> tuple[float, int]:
@@ -286,6 +291,9 @@ class Detector:
         self._fitting = False
         self._candidates: dict[tuple[str, date], float] = {}
         self._na_days: set[tuple[str, date]] = set()
+        self._quiet_key: tuple[float, object, object] = (math.nan, None, None)  # what the limits were computed from
+        self._quiet: dict[str, list[float]] = {}
+        self._alert_patients: dict[tuple[str, str], tuple[tuple[str, ...], set[str]]] = {}  # open alerts' as sets
 
     # -- training ----------------------------------------------------------------------------------------------
 
@@ -497,15 +505,21 @@ class Detector:
                 continue
             if score >= self.threshold or name == sig.SELF:
                 patients = tuple(seen) if name != SLOW else tuple(dict.fromkeys(p for _, p, _ in st.slow))
-                evidence = [f"signature: {words}", f"missing explanation: {self.explainer.why_not(e.user)}"]
-                if name == SLOW:
-                    evidence += [f"event {i}" for _, _, i in st.slow if i]
-                a = self._raise(e, name, score, patients, _explain_signature(name, e.user, len(patients), words), evidence)
+
+                def details(name: str = name, words: str = words, n: int = len(patients)) -> tuple[str, list[str]]:
+                    evidence = [f"signature: {words}", f"missing explanation: {self.explainer.why_not(e.user)}"]
+                    if name == SLOW:
+                        evidence += [f"event {i}" for _, _, i in st.slow if i]
+                    return _explain_signature(name, e.user, n, words), evidence
+
+                a = self._raise(e, name, score, patients, details)
                 if a is not None:
                     raised.append(a)
         if self._fitting:
             return raised
         x = st.features()
+        if not st.d_new_address and all(map(operator.lt, x, self._quiet_limits(e.user))):
+            return raised  # no feature is high enough to reach the threshold: what scoring would conclude, cheaply
         z = _z(self._stats, e.user, self._peer.get(e.user, ("", "")), x)
         score, arg = _learned_score(z, st.d_new_address)
         if score >= self.threshold:
@@ -515,45 +529,98 @@ class Detector:
             kind = FEATURE_KIND[FEATURES[arg]]
             if st.d_new_address and (z[_AFTER] > 1.0 or z[_PATIENTS] > 1.0 or z[_BULK] > 1.0):
                 kind = COMPROMISED
-            stood_out = [f"{FEATURE_WORDS[f]}: {x[i]:g} today (robust z {z[i]:.1f} against own history and peers)"
-                         for i, f in enumerate(FEATURES) if z[i] >= 2.0]
-            if st.d_new_address:
-                stood_out.append("worked from an address never seen for this user")
+
+            def details() -> tuple[str, list[str]]:
+                stood_out = [f"{FEATURE_WORDS[f]}: {x[i]:g} today (robust z {z[i]:.1f} against own history and peers)"
+                             for i, f in enumerate(FEATURES) if z[i] >= 2.0]
+                if st.d_new_address:
+                    stood_out.append("worked from an address never seen for this user")
+                return _explain_learned(kind, e.user, stood_out), stood_out + [f"event {i}" for i in st.d_events[-MAX_EVIDENCE:]]
+
             # Sorted: these are sets, whose order follows the per-process string hash; an alert (and which patients
             # it keeps past its cap) must not differ between two runs over the same trail.
             chosen = (st.d_export or st.d_bulk or st.d_unexpl or st.d_patients) if kind != "unusual-hours" else st.d_patients
-            patients = tuple(sorted(chosen))
-            text = _explain_learned(kind, e.user, stood_out)
-            a = self._raise(e, kind, score, patients, text, stood_out + [f"event {i}" for i in st.d_events[-MAX_EVIDENCE:]])
+            a = self._raise(e, kind, score, chosen, details, sort=True)
             if a is not None:
                 raised.append(a)
         return raised
 
-    def _raise(self, e: AccessEvent, kind: str, score: float, patients: tuple[str, ...], explanation: str,
-               evidence: list[str]) -> Alert | None:
+    def _quiet_limits(self, user: str) -> list[float]:
+        """Per feature, a daily count that keeps the user's learned score under the threshold while every feature
+        stays below its limit (and no new address adds points).
+
+        The score is the top z-score plus half the second, so at most 1.5 times the top one: with every z below
+        ``threshold / 1.5`` no alert is possible. A feature's z is below ``c`` exactly when its count is below
+        ``median + c * scale`` of the user's own statistics or of the peer group's (it is the smaller of the two).
+        Each limit is lowered by a relative millionth, far more than the rounding of the z-scores, so a count
+        under its limit never belongs to a day that would have alerted. Computed once per user and fit.
+        """
+        key = self._quiet_key
+        if key[0] != self.threshold or key[1] is not self._stats or key[2] is not self._peer:
+            self._quiet_key, self._quiet = (self.threshold, self._stats, self._peer), {}
+        limits = self._quiet.get(user)
+        if limits is None:
+            c = self.threshold / 1.5
+            if not math.isfinite(c) or c <= 0:
+                limits = [math.inf if c > 0 else -math.inf] * _N  # no alert possible at all / every day scored
+            else:
+                peer = self._stats.peer.get(self._peer.get(user, ("", "")), self._stats.overall)
+                own = self._stats.user.get(user)
+                limits = [max(_below(pm + c * ps), _below(um + c * us) if own is not None else -math.inf)
+                          for (pm, ps), (um, us) in zip(peer, own if own is not None else peer, strict=True)]
+            self._quiet[user] = limits
+        return limits
+
+    def _raise(self, e: AccessEvent, kind: str, score: float, patients: Collection[str],
+               details: Callable[[], tuple[str, list[str]]], *, sort: bool = False) -> Alert | None:
+        """Raise an alert of ``kind`` for the event, or extend the user's open one of that kind (None then).
+
+        ``patients`` are the hit's, in order (sorted first when ``sort``: then they are a set); ``details`` gives
+        (explanation, evidence) and is only called when they are used: a long alert (an exfiltration day) is
+        extended by every event, and once its patients and evidence are at their caps only its end moves.
+        """
         key = (e.user, kind)
         a = self._open.get(key)
         ratio = score / self.threshold if math.isfinite(self.threshold) else 1.0
         severity = "low" if ratio < 1.25 else "medium" if ratio < 2 else "high" if ratio < 4 else "critical"
         if kind in (sig.SELF, sig.FAMILY, sig.VIP, sig.COWORKER, sig.NEIGHBOUR) and severity == "low":
             severity = "medium"
-        if e.event_id:
-            evidence = [*evidence, f"event {e.event_id}"]
         if a is not None and e.time - a.end <= SESSION_GAP.get(kind, DEFAULT_GAP):
             a.end = e.time
-            a.patients = tuple(dict.fromkeys((*a.patients, *patients)))[:1000]
-            if score > a.score:
-                a.score, a.severity, a.explanation = score, severity, explanation
-            have = set(a.evidence)
-            for item in evidence:
-                if len(a.evidence) >= 4 * MAX_EVIDENCE:
-                    break
-                if item not in have:
-                    have.add(item)
-                    a.evidence.append(item)
+            if len(a.patients) < MAX_ALERT_PATIENTS:
+                # The alert's patients, then the hit's that are new, in the hit's order: what merging both lists
+                # keeping first occurrences gives, with only the new ones sorted.
+                known = self._alert_patients.get(key)
+                if known is None or known[0] is not a.patients:
+                    known = (a.patients, set(a.patients))
+                fresh = sorted(patients - known[1]) if sort else [p for p in patients if p not in known[1]]  # type: ignore[operator]
+                if fresh:
+                    a.patients = (a.patients + tuple(fresh))[:MAX_ALERT_PATIENTS]
+                    known[1].update(fresh)
+                self._alert_patients[key] = (a.patients, known[1])
+            raise_score = score > a.score
+            if raise_score or len(a.evidence) < 4 * MAX_EVIDENCE:
+                explanation, evidence = details()
+                if raise_score:
+                    a.score, a.severity, a.explanation = score, severity, explanation
+                if e.event_id:
+                    evidence.append(f"event {e.event_id}")
+                if len(a.evidence) < 4 * MAX_EVIDENCE:
+                    have = set(a.evidence)
+                    for item in evidence:
+                        if len(a.evidence) >= 4 * MAX_EVIDENCE:
+                            break
+                        if item not in have:
+                            have.add(item)
+                            a.evidence.append(item)
             return None
-        a = Alert(e.user, e.time, e.time, kind, severity, patients[:1000], explanation, list(dict.fromkeys(evidence)), score)
+        explanation, evidence = details()
+        if e.event_id:
+            evidence.append(f"event {e.event_id}")
+        listed = tuple(sorted(patients)) if sort else tuple(patients)
+        a = Alert(e.user, e.time, e.time, kind, severity, listed[:MAX_ALERT_PATIENTS], explanation, list(dict.fromkeys(evidence)), score)
         self._open[key] = a
+        self._alert_patients.pop(key, None)
         self._raised.append(a)
         return a
 
@@ -606,42 +673,3 @@ def _explain_learned(kind: str, user: str, stood_out: list[str]) -> str:
         COMPROMISED: f"{user}'s account was used from a new address, in a way unlike its holder (possibly stolen credentials)",
     }.get(kind, f"{user} behaved unusually")
     return lead + ": " + "; ".join(stood_out) + "."
-
-
-def detect_offline(audit_files: Iterable[str | Path] | str | Path, context_dir: str | Path,
-                   baseline_until: datetime, *, alert_budget_per_1000_user_days: float = 1.0,
-                   workers: int | None = None) -> tuple[list[Alert], dict[str, object]]:
-    """Train on the events before ``baseline_until``, score those after; (alerts, statistics).
-
-    The trail is parsed by ``workers`` processes (default: one per core); learning and scoring run
-    in this process, because explanations link users (an access explained by a colleague's).
-    """
-    started = _time.perf_counter()
-    workers = workers or os.cpu_count() or 1
-    # The worker processes parse while this one loads the context. A context that does not load is still the error
-    # raised (before any of the trail's), as when the context was loaded first.
-    reading = _start_reading(audit_files, workers)
-    try:
-        context = load_context_dir(context_dir)
-        events = sorted(reading, key=lambda e: e.time)  # stable: events of the same time stay in file order
-    finally:
-        reading.close()
-    parsed = _time.perf_counter()
-    baseline = [e for e in events if e.time < baseline_until]
-    scored = events[len(baseline):]
-    detector = Detector(context, alert_budget_per_1000_user_days)
-    detector.fit(baseline)
-    fitted = _time.perf_counter()
-    for e in scored:
-        detector.observe(e)
-    detector.flush()
-    done = _time.perf_counter()
-    seconds = done - started
-    return detector.alerts, {
-        "events": len(events), "baseline_events": len(baseline), "scored_events": len(scored),
-        "explained_share": detector.explained_share(), "seconds": seconds,
-        "events_per_second": len(events) / seconds if seconds else 0.0,
-        "parse_seconds": parsed - started, "fit_seconds": fitted - parsed, "score_seconds": done - fitted,
-        "threshold": detector.threshold, "alerts": len(detector.alerts), "calibration": detector.calibration,
-        "workers": workers,
-    }
