@@ -101,3 +101,67 @@ def test_index_digest_altered_is_refused(stored) -> None:
     with write_session(archive.ctx.engine) as s:
         s.execute(update(Instance).where(Instance.sop_instance_uid == uids[1]).values(header_sha256=bytes(32)))
     _assert_refused(archive, uids[1], IntegrityKind.HEADER_CHANGED, events)
+
+
+# -- verification ahead of delivery -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def series_of_eight(archive):
+    return archive, [archive.operator.store.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=8, seed=3)]
+
+
+def test_verified_ahead_yet_delivered_in_order_with_a_failure_in_its_place(series_of_eight) -> None:
+    """Objects are verified on several threads ahead of delivery, and delivered in the order asked; a tampered one
+    is its error in its place, the objects after it are still delivered."""
+    from dicomguard.core.retrieve import retrieve_each
+
+    archive, uids = series_of_eight
+    path = _blob_path(archive, uids[3])
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    asked = [uids[5], "1.2.3.404", *uids[:5], *uids[6:]]
+    got = list(retrieve_each(archive.ctx, asked))
+    assert [uid for uid, _ in got] == asked
+    for uid, outcome in got:
+        if uid == uids[3]:
+            assert isinstance(outcome, IntegrityError) and outcome.kind == IntegrityKind.BLOB_UNAUTHENTIC
+        elif uid == "1.2.3.404":
+            assert type(outcome).__name__ == "NotFoundError"
+        else:
+            assert outcome.sop_instance_uid == uid and outcome.data == archive.operator.retrieve.instance(uid).data
+
+
+def test_verification_ahead_is_bounded_and_stops_when_delivery_stops(series_of_eight, monkeypatch) -> None:
+    """At most READ_AHEAD_OBJECTS objects are verified beyond the one delivered, and what was queued ahead is
+    cancelled when the caller stops taking objects (a client gone): memory and work stay bounded."""
+    import threading
+    import time
+
+    from dicomguard.core import retrieve as r
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "READ_AHEAD_OBJECTS", 2)
+    started: list[str] = []
+    lock = threading.Lock()
+    real = r._outcome
+
+    def slow(ctx, row):  # type: ignore[no-untyped-def]
+        with lock:
+            started.append(row.sop_instance_uid)
+        time.sleep(0.05)
+        return real(ctx, row)
+
+    monkeypatch.setattr(r, "_outcome", slow)
+    delivered = 0
+    each = r.retrieve_each(archive.ctx, uids)
+    for _ in each:
+        delivered += 1
+        with lock:
+            assert len(started) <= delivered + 2  # the one delivered and at most two verified ahead
+        if delivered == 2:
+            break
+    each.close()
+    time.sleep(0.3)  # anything not cancelled would have started by now
+    assert len(started) <= 2 + 2 and set(started) < set(uids)

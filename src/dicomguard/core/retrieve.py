@@ -10,7 +10,11 @@ equal those recorded at ingest. Anything else raises
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -118,30 +122,79 @@ def retrieve(ctx: ArchiveContext, sop_instance_uid: str) -> RetrievedObject:
 
 
 ROW_BATCH = 256
-"""Index rows looked up per query: many objects cost a few queries, memory stays one object's worth."""
+"""Index rows looked up per query: many objects cost a few queries, memory stays bounded (:data:`READ_AHEAD_BYTES`)."""
 
 ROW_COLUMNS = (Instance.sop_instance_uid, Instance.series_uid, Instance.study_uid, Instance.patient_ref, Instance.blob_id,
-               Instance.erased, Instance.pixel_sha256, Instance.header_sha256, Instance.sop_class_uid, Instance.transfer_syntax)
+               Instance.erased, Instance.pixel_sha256, Instance.header_sha256, Instance.sop_class_uid, Instance.transfer_syntax,
+               Instance.size)
 """The columns a retrieval reads: plain rows, not ORM objects (building those cost more than the query)."""
+
+READ_AHEAD_BYTES = 64 * 1024 * 1024
+"""Stored bytes of the objects being verified ahead of the one delivered (the next one always is, whatever its size)."""
+READ_AHEAD_OBJECTS = 8
+"""Objects verified ahead at most: enough to keep every verifying thread busy with small objects."""
+
+_verifiers: ThreadPoolExecutor | None = None
+_verifiers_lock = threading.Lock()
+
+
+def _verifier_pool() -> ThreadPoolExecutor:
+    """Threads shared by every retrieval, one per core: reading, AES-GCM and SHA-256 release the interpreter lock,
+    so objects are verified on every core while the caller delivers the one before (a network write, a TLS record)."""
+    global _verifiers
+    with _verifiers_lock:
+        if _verifiers is None:
+            _verifiers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="verify")
+        return _verifiers
+
+
+def _outcome(ctx: ArchiveContext, row: IndexedObject) -> RetrievedObject | DicomGuardError:
+    try:
+        data, structure = load_verified(ctx, row)
+    except DicomGuardError as exc:
+        return exc
+    return RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax,  # type: ignore[attr-defined]
+                           data, structure)
 
 
 def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, RetrievedObject | DicomGuardError]]:
-    """Each object verified, in order, loaded one at a time; a failure is yielded in its place (not raised)."""
-    for start in range(0, len(sop_instance_uids), ROW_BATCH):
-        part = sop_instance_uids[start:start + ROW_BATCH]
-        with read_session(ctx.engine) as s:
-            rows = {r.sop_instance_uid: r for r in s.execute(select(*ROW_COLUMNS).where(Instance.sop_instance_uid.in_(set(part))))}
-        for uid in part:
-            row = rows.get(uid)
-            if row is None:
-                yield uid, NotFoundError(f"no instance {uid}")
-                continue
-            try:
-                data, structure = load_verified(ctx, row)
-            except DicomGuardError as exc:
-                yield uid, exc
-                continue
-            yield uid, RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax, data, structure)
+    """Each object verified, in order; a failure is yielded in its place (not raised).
+
+    The objects after the one being delivered are read and verified ahead on the verifying threads, up to
+    :data:`READ_AHEAD_OBJECTS` objects and :data:`READ_AHEAD_BYTES` stored bytes (the next object always), so memory
+    stays bounded by those plus the object delivered. Nothing is delivered unverified: each outcome is yielded only
+    once its verification finished, in the order asked. Verification ahead that the caller never takes (a client gone)
+    is cancelled when the iteration ends.
+    """
+    pool = _verifier_pool() if len(sop_instance_uids) > 1 else None
+    ahead: deque[tuple[str, Future[RetrievedObject | DicomGuardError] | DicomGuardError, int]] = deque()
+    queued = 0
+    try:
+        for start in range(0, len(sop_instance_uids), ROW_BATCH):
+            part = sop_instance_uids[start:start + ROW_BATCH]
+            with read_session(ctx.engine) as s:
+                rows = {r.sop_instance_uid: r for r in s.execute(select(*ROW_COLUMNS).where(Instance.sop_instance_uid.in_(set(part))))}
+            for uid in part:
+                row = rows.get(uid)
+                if row is None:
+                    ahead.append((uid, NotFoundError(f"no instance {uid}"), 0))
+                elif pool is None:
+                    yield uid, _outcome(ctx, row)
+                    continue
+                else:
+                    ahead.append((uid, pool.submit(_outcome, ctx, row), row.size))
+                    queued += row.size
+                while ahead and (queued > READ_AHEAD_BYTES or len(ahead) > READ_AHEAD_OBJECTS):
+                    uid_, outcome, size = ahead.popleft()
+                    queued -= size
+                    yield uid_, outcome.result() if isinstance(outcome, Future) else outcome
+        while ahead:
+            uid_, outcome, _ = ahead.popleft()
+            yield uid_, outcome.result() if isinstance(outcome, Future) else outcome
+    finally:
+        for _, outcome, _ in ahead:
+            if isinstance(outcome, Future):
+                outcome.cancel()
 
 
 def _violation(ctx: ArchiveContext, uid: str, kind: str) -> IntegrityError:
