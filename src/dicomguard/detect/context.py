@@ -130,7 +130,8 @@ def _rows_of(name: str, data: bytes, columns: Sequence[str], build: Callable[[di
     if missing:
         raise ContextError(f"{name}:1: missing column(s) {', '.join(missing)}")
     width = len(header)
-    needed = max({c: i for i, c in enumerate(header)}[c] for c in columns) + 1  # a shorter row lacks a value we use
+    position = {c: i for i, c in enumerate(header)}  # a repeated name: its last position, as DictReader keeps its last value
+    needed = max(position[c] for c in columns) + 1  # a shorter row lacks a value we use
     out: list[T] = []
     try:
         for row in reader:
