@@ -24,6 +24,15 @@ builds it; ``--operator`` adds the local operator for two kinds, for comparison)
 * ``study_all``              ``/studies?limit=100&offset=0``
 * ``instances_of_study``     ``/studies/<uid>/instances`` (the 40 instances of one study, series attributes too)
 * ``instances_of_series``    ``/studies/<uid>/series/<uid>/instances`` (10 instances)
+* ``series_all``             ``/series?limit=100`` (series across all studies, first page)
+* ``series_modality_absent`` ``/series?Modality=MR&limit=100`` (no study holds an MR series: an empty answer)
+* ``series_uid``             ``/series?SeriesInstanceUID=<uid>&limit=100`` (one series, found without its study's UID)
+* ``instances_all``          ``/instances?limit=100`` (instances across all studies, first page)
+* ``instance_uid``           ``/instances?SOPInstanceUID=<uid>&limit=100`` (one instance, without its study's UID)
+* ``cfind_study_week``       C-FIND STUDY level, ``StudyDate=<d>-<d+6>`` (as ``dimse/query.py`` answers it, less the
+  association: DIMSE has no paging, so every match of the week, at most ``limits.max_find_results``)
+* ``cfind_study_all``        C-FIND STUDY level with no key: more than ``limits.max_find_results`` (10,000) matches
+  at 1 M instances and above, refused whole (A700) once that many + 1 are found
 
 One extra, untimed run per kind and size records every SQL statement the request made (count, time, rows) and
 ``EXPLAIN (ANALYZE, BUFFERS)`` of each distinct SELECT on the index tables: saved in the results, the evidence of
@@ -94,6 +103,7 @@ for _var in ("DICOMGUARD_PASSPHRASE_FILE", "DICOMGUARD_DATABASE__URL", "DICOMGUA
     os.environ.pop(_var, None)
 
 import pydicom  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from sqlalchemy import event, select, text  # noqa: E402
 
 from bench.incident_scope import PG_ADMIN, scratch_database  # noqa: E402
@@ -103,7 +113,10 @@ from dicomguard.core.access import Principal  # noqa: E402
 from dicomguard.core.attributes import PatientAttributes  # noqa: E402
 from dicomguard.core.keyring import PURPOSE_IDENTITY  # noqa: E402
 from dicomguard.core.phi import RowSealer  # noqa: E402
+from dicomguard.core.services.query import QueryService  # noqa: E402
 from dicomguard.crypto.blind_index import BlindField  # noqa: E402
+from dicomguard.dimse.query import _find as find_matches  # noqa: E402
+from dicomguard.dimse.query import _response as cfind_response  # noqa: E402
 from dicomguard.identity.users import create_user, user_principal  # noqa: E402
 from dicomguard.index.db import read_session, write_session  # noqa: E402
 from dicomguard.index.models import Patient, Series, Study  # noqa: E402
@@ -114,6 +127,7 @@ from dicomguard.web.qido import (  # noqa: E402
     _to_json,
     answer,
     search_instances,
+    search_series,
     search_studies,
 )
 from dicomguard.web.qido_params import Level, parse_query  # noqa: E402
@@ -381,7 +395,20 @@ def _series_instances(rng: random.Random, n: int) -> tuple[list[tuple[str, str]]
     return [], study_uid(p, k), series_uid(p, k, rng.randrange(SERIES_PER_STUDY))
 
 
+def _series_by_uid(rng: random.Random, n: int) -> tuple[list[tuple[str, str]], None, None]:
+    p, k = _visible_study(rng, n)
+    return [("SeriesInstanceUID", series_uid(p, k, rng.randrange(SERIES_PER_STUDY))), ("limit", "100")], None, None
+
+
+def _instance_by_uid(rng: random.Random, n: int) -> tuple[list[tuple[str, str]], None, None]:
+    p, k = _visible_study(rng, n)
+    sop = f"{series_uid(p, k, rng.randrange(SERIES_PER_STUDY))}.{rng.randrange(INSTANCES_PER_SERIES) + 1}"
+    return [("SOPInstanceUID", sop), ("limit", "100")], None, None
+
+
 _STUDY = frozenset({Level.STUDY})
+_ALL_SERIES = frozenset({Level.STUDY, Level.SERIES})
+_ALL_INSTANCES = frozenset({Level.STUDY, Level.SERIES, Level.INSTANCE})
 KINDS = [
     Kind("study_patient_id", _STUDY, STUDY_DEFAULT, lambda r, n: ([("PatientID", patient_id(r.randrange(n))), ("limit", "100")], None, None)),
     Kind("study_patient_name", _STUDY, STUDY_DEFAULT,
@@ -394,6 +421,13 @@ KINDS = [
     Kind("study_all", _STUDY, STUDY_DEFAULT, lambda r, n: ([("limit", "100"), ("offset", "0")], None, None)),
     Kind("instances_of_study", frozenset({Level.SERIES, Level.INSTANCE}), INSTANCE_DEFAULT + SERIES_DEFAULT, _study_instances),
     Kind("instances_of_series", frozenset({Level.INSTANCE}), INSTANCE_DEFAULT, _series_instances),
+    Kind("series_all", _ALL_SERIES, SERIES_DEFAULT, lambda r, n: ([("limit", "100")], None, None)),
+    Kind("series_modality_absent", _ALL_SERIES, SERIES_DEFAULT, lambda r, n: ([("Modality", "MR"), ("limit", "100")], None, None)),
+    Kind("series_uid", _ALL_SERIES, SERIES_DEFAULT, _series_by_uid),
+    Kind("instances_all", _ALL_INSTANCES, INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT, lambda r, n: ([("limit", "100")], None, None)),
+    Kind("instance_uid", _ALL_INSTANCES, INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT, _instance_by_uid),
+    Kind("cfind_study_week", frozenset(), (), _week),
+    Kind("cfind_study_all", frozenset(), (), lambda r, n: ([], None, None)),
 ]
 OPERATOR_KINDS = ("study_patient_id", "instances_of_study")
 
@@ -402,14 +436,39 @@ def qido(archive: Archive, principal: Principal, kind: Kind, params: list[tuple[
          series: str | None) -> tuple[int, int]:
     """One QIDO-RS request as ``web/qido.py`` ``_search`` and ``_respond`` serve it (less HTTP); (page size, more?)."""
     services = archive.services(principal)
+    if not kind.levels:
+        return cfind(services.query, archive.settings.limits.max_find_results, params)
     q = parse_query(params, set(kind.levels))
-    level = "IMAGE" if Level.INSTANCE in kind.levels else "STUDY"
+    level = "IMAGE" if Level.INSTANCE in kind.levels else "SERIES" if Level.SERIES in kind.levels else "STUDY"
     if kind.levels == _STUDY:
         page, more = answer(services.query, q, level, search_studies)
+    elif kind.levels == _ALL_SERIES:
+        page, more = answer(services.query, q, level, lambda query, qq, want: search_series(query, qq, None, want))
     else:
-        page, more = answer(services.query, q, level, lambda query, qq, _: search_instances(query, qq, study, series))
+        page, more = answer(services.query, q, level, lambda query, qq, want: search_instances(query, qq, study, series, want))
     json.dumps([_to_json(r, q, kind.defaults, BASE_URL) for r in page])
     return len(page), int(more)
+
+
+def cfind(query: QueryService, max_results: int, params: list[tuple[str, str]]) -> tuple[int, int]:
+    """One study-level C-FIND as ``dimse/query.py`` ``handle_find`` answers it (less the association): the matches
+    found, at most ``limits.max_find_results`` + 1, the Query record committed, each response data set built; (responses
+    answered, refused?). Over the limit the request is refused whole (A700) and answers nothing."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    for key in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber", "ModalitiesInStudy"):
+        setattr(identifier, key, "")
+    for key, value in params:
+        if key != "limit":
+            setattr(identifier, key, value)
+    with query.one_query("STUDY") as one:
+        matches = find_matches(query, identifier, "STUDY", max_results + 1)
+        one.results = len(matches) if len(matches) <= max_results else 0
+    if len(matches) > max_results:
+        return 0, 1
+    for record, keys in matches:
+        cfind_response(identifier, "STUDY", record, keys, "DICOMGUARD")
+    return len(matches), 0
 
 
 def percentile(values: list[float], pct: float) -> float:

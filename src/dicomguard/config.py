@@ -126,6 +126,9 @@ class LimitSettings(_Section):
     """Distinct frames one WADO-RS frames request may name (PS3.18 8.3.3.1); duplicates are answered once."""
     max_rendered_size: int = Field(2048, ge=16, le=65535)
     """Largest columns and rows of a rendered image (PS3.18 8.3.5): a larger viewport is refused, a larger frame scaled down."""
+    max_find_results: int = Field(10_000, ge=1, le=1_000_000)
+    """Matches one C-FIND may answer (DIMSE has no paging): a query with more is refused, Out of Resources (A700) with
+    the reason, before any match is sent; QIDO-RS pages instead (at most 1,000 per response)."""
 
 
 class IngestSettings(_Section):

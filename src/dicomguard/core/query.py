@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import StudyAccess
@@ -226,6 +226,17 @@ class IndexQuery:
                     ))
         return out
 
+    def studies_holding(self, *, series_uids: Sequence[str] = (), sop_instance_uids: Sequence[str] = ()) -> set[str]:
+        """Study Instance UIDs of the named live series and instances (clear columns, nothing decrypted): a search
+        that names a series or an instance reads that study, not the archive."""
+        found: set[str] = set()
+        with read_session(self.ctx.engine) as s:
+            for chunk in _chunks(list(dict.fromkeys(series_uids))):
+                found.update(s.scalars(select(Series.study_uid).where(Series.uid.in_(chunk))))
+            for chunk in _chunks(list(dict.fromkeys(sop_instance_uids))):
+                found.update(s.scalars(select(Instance.study_uid).where(Instance.sop_instance_uid.in_(chunk), Instance.erased.is_(False))))
+        return found
+
     def patients(self, f: PatientFilter | None = None) -> list[PatientRecord]:
         f = f or PatientFilter()
         with read_session(self.ctx.engine) as s:
@@ -261,6 +272,9 @@ class IndexQuery:
             stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
         if f.accession_number and not has_wildcard(f.accession_number):
             stmt = stmt.where(Study.accession_token == self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, f.accession_number))
+        if f.modality and not has_wildcard(f.modality) and not any(c in f.modality for c in "\\,"):
+            # A study has the modality if one of its series has it (clear column, PS3.4 C.6.2.1.2 ModalitiesInStudy).
+            stmt = stmt.where(exists().where(Series.study_uid == Study.uid, Series.modality == f.modality.strip(" \x00")))
         dates = study_date_condition(self.ctx.indexer, f.study_date)
         return stmt if dates is None else stmt.where(dates)
 
@@ -328,7 +342,10 @@ class IndexQuery:
                 after = (rows[-1][4], rows[-1][0])
                 size = min(largest, size * 2)
 
-    def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None) -> list[SeriesRecord]:
+    def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None, *,
+               study_uids: Sequence[str] | None = None) -> list[SeriesRecord]:
+        """Live series matching every key given, by series number; ``study_uids``: of these studies only (at most one
+        ``IN`` list's worth, :func:`_chunks`), so a page of studies reads its own series and counts, not the archive's."""
         with read_session(self.ctx.engine) as s:
             stmt = (
                 select(Series.uid, Series.study_uid, Series.modality, Series.series_number, Series.phi, Study.patient_ref)
@@ -336,14 +353,15 @@ class IndexQuery:
                 .join(Patient, Patient.ref == Study.patient_ref)
                 .where(Patient.erased_at.is_(None))
             )
-            if study_uid:
-                stmt = stmt.where(Series.study_uid == study_uid)
-            if series_uid:
-                stmt = stmt.where(Series.uid == series_uid)
             counted = select(Instance.series_uid, func.count()).where(Instance.erased.is_(False))
             if study_uid:
+                stmt = stmt.where(Series.study_uid == study_uid)
                 counted = counted.where(Instance.study_uid == study_uid)
+            if study_uids is not None:
+                stmt = stmt.where(Series.study_uid.in_(list(study_uids)))
+                counted = counted.where(Instance.study_uid.in_(list(study_uids)))
             if series_uid:
+                stmt = stmt.where(Series.uid == series_uid)
                 counted = counted.where(Instance.series_uid == series_uid)
             counts = dict(s.execute(counted.group_by(Instance.series_uid)).all())
             out = []
@@ -358,21 +376,24 @@ class IndexQuery:
 
     def instances(
         self, *, study_uid: str | None = None, series_uid: str | None = None, sop_instance_uid: str | None = None,
-        sop_instance_uids: Iterable[str] | None = None,
+        sop_instance_uids: Iterable[str] | None = None, series_uids: Sequence[str] | None = None,
     ) -> list[InstanceRecord]:
-        """Live instances matching every key given; ``sop_instance_uids`` looks many up in a few queries."""
+        """Live instances matching every key given; ``sop_instance_uids`` looks many up in a few queries;
+        ``series_uids``: of these series only (at most one ``IN`` list's worth)."""
         if sop_instance_uids is not None:
             wanted = list(dict.fromkeys(sop_instance_uids))
             return [r for start in range(0, len(wanted), 500)
-                    for r in self._instances(study_uid, series_uid, sop_instance_uid, wanted[start:start + 500])]
-        return self._instances(study_uid, series_uid, sop_instance_uid, None)
+                    for r in self._instances(study_uid, series_uid, sop_instance_uid, wanted[start:start + 500], series_uids)]
+        return self._instances(study_uid, series_uid, sop_instance_uid, None, series_uids)
 
     def _instances(self, study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None,
-                   uids: list[str] | None) -> list[InstanceRecord]:
+                   uids: list[str] | None, series_uids: Sequence[str] | None = None) -> list[InstanceRecord]:
         with read_session(self.ctx.engine) as s:
             stmt = select(Instance, Series.modality).join(Series, Series.uid == Instance.series_uid).where(Instance.erased.is_(False))
             if study_uid:
                 stmt = stmt.where(Instance.study_uid == study_uid)
+            if series_uids is not None:
+                stmt = stmt.where(Instance.series_uid.in_(list(series_uids)))
             if series_uid:
                 stmt = stmt.where(Instance.series_uid == series_uid)
             if sop_instance_uid:

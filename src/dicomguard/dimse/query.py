@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicomguard.core.access import AccessDenied
-from dicomguard.core.matching import match_uid_list, match_value
+from dicomguard.core.matching import has_wildcard, match_uid_list, match_value
 from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, StudyRecord
 from dicomguard.core.services.query import QueryService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
 
 log = logging.getLogger(__name__)
-Response = tuple[int, Dataset | None]
+Response = tuple[int | Dataset, Dataset | None]
 
 
 def _value(identifier: Dataset, keyword: str) -> str | None:
@@ -122,32 +123,42 @@ def _series_matches(q: Dataset, s: SeriesRecord) -> bool:
     )
 
 
-def _find(client: QueryService, q: Dataset, level: str) -> Iterator[tuple[object, dict[str, Callable[[Any], object]]]]:
+def _uids(q: Dataset, keyword: str) -> list[str]:
+    value = _value(q, keyword)
+    return [u.strip() for u in value.split("\\") if u.strip()] if value else []
+
+
+def _find(client: QueryService, q: Dataset, level: str, want: int) -> list[tuple[object, dict[str, Callable[[Any], object]]]]:
+    """At most ``want`` matches of the query, read a batch of studies at a time (``QueryService.find_*_page``):
+    a query with a narrow key reads its studies, a broad one stops at ``want``, never the whole archive."""
     if level == "PATIENT":
-        for p in client.find_patients(_patient_filter(q)):
-            yield p, _PATIENT_KEYS
-        return
-    studies: list[StudyRecord] = client.find_studies(_study_filter(q))
+        return [(p, _PATIENT_KEYS) for p in client.find_patients(_patient_filter(q))[:want]]
+    flt = _study_filter(q)
     if level == "STUDY":
-        for st in studies:
-            yield st, _STUDY_KEYS
-        return
-    by_uid = {st.uid: st for st in studies}
-    series: list[SeriesRecord] = [
-        se for st in studies for se in client.find_series(study_uid=st.uid, modality=_value(q, "Modality")) if _series_matches(q, se)
-    ]
+        return [(st, _STUDY_KEYS) for st in client.find_studies_page(flt, want=want)]
+    modality = _value(q, "Modality")
+    if flt.modality is None and modality and not has_wildcard(modality) and "\\" not in modality:
+        flt = replace(flt, modality=modality)  # a study holding a series of this modality has it in ModalitiesInStudy
     if level == "SERIES":
-        for se in series:
-            yield se, {**_SERIES_KEYS, **{k: (lambda r, k=k: _STUDY_KEYS[k](by_uid[r.study_uid])) for k in _STUDY_KEYS if k not in _SERIES_KEYS}}
-        return
-    wanted = _value(q, "SOPInstanceUID")
-    for se in series:
-        for inst in client.find_instances(series_uid=se.uid):
-            if match_uid_list(wanted, inst.sop_instance_uid) and match_uid_list(_value(q, "SOPClassUID"), inst.sop_class_uid):
-                yield inst, _IMAGE_KEYS
+        pairs = client.find_series_page(flt, want=want, modality=modality, series_uids=_uids(q, "SeriesInstanceUID"),
+                                        accept_series=lambda se: _series_matches(q, se))
+        return [(se, _with_study(st)) for st, se in pairs]
+    sop_class = _value(q, "SOPClassUID")
+    triples = client.find_instances_page(
+        flt, want=want, modality=modality, series_uids=_uids(q, "SeriesInstanceUID"), sop_instance_uids=_uids(q, "SOPInstanceUID"),
+        accept_series=lambda se: _series_matches(q, se), accept_instance=lambda i: match_uid_list(sop_class, i.sop_class_uid))
+    return [(inst, _IMAGE_KEYS) for _, _, inst in triples]
 
 
-def handle_find(event, sessions: Sessions, ae_title: str) -> Iterator[Response]:  # type: ignore[no-untyped-def]
+def _with_study(study: StudyRecord) -> dict[str, Callable[[Any], object]]:
+    """Series return keys, and the study's for the study-level keys a SERIES query may ask for."""
+    return {**_SERIES_KEYS, **{k: (lambda _r, k=k: _STUDY_KEYS[k](study)) for k in _STUDY_KEYS if k not in _SERIES_KEYS}}
+
+
+def handle_find(event, sessions: Sessions, ae_title: str, max_results: int) -> Iterator[Response]:  # type: ignore[no-untyped-def]
+    """Answer one C-FIND; more than ``max_results`` matches is refused as Out of Resources (PS3.4 C.4.1.1.4, A700)
+    with the reason in the Error Comment: a partial answer would pass for the whole one, and no request makes the
+    archive decrypt and hold more than ``max_results`` matches (``limits.max_find_results``)."""
     try:
         session = sessions.gate(event.assoc)
     except GateRefused as exc:
@@ -163,10 +174,16 @@ def handle_find(event, sessions: Sessions, ae_title: str) -> Iterator[Response]:
     try:
         # One Query record for the request, committed before the first match is sent.
         with query.one_query(level) as one:
-            matches = list(_find(query, q, level))
-            one.results = len(matches)
+            matches = _find(query, q, level, max_results + 1)
+            one.results = len(matches) if len(matches) <= max_results else 0
     except AccessDenied:
         yield status.REFUSED_NOT_AUTHORIZED, None
+        return
+    if len(matches) > max_results:
+        refusal = Dataset()  # a status data set: the status and its comment (PS3.7 C.4, pynetdicom's handler API)
+        refusal.Status = status.FIND_OUT_OF_RESOURCES
+        refusal.ErrorComment = f"more than {max_results} matches: narrow the query"
+        yield refusal, None
         return
     for record, keys in matches:
         if event.is_cancelled:
@@ -174,4 +191,3 @@ def handle_find(event, sessions: Sessions, ae_title: str) -> Iterator[Response]:
             return
         yield status.PENDING, _response(q, level, record, keys, ae_title)
     yield status.SUCCESS, None
-

@@ -160,6 +160,7 @@ class DimseService:
 
     def _handlers(self) -> list[tuple[object, object]]:
         ae_title = self.archive.settings.archive.ae_title
+        max_find = self.archive.settings.limits.max_find_results
         return [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_RELEASED, self._on_closed),
@@ -167,7 +168,7 @@ class DimseService:
             (evt.EVT_CONN_CLOSE, self._on_closed),
             (evt.EVT_C_ECHO, lambda e: 0x0000 if self.sessions.get(e.assoc) else 0x0124),
             (evt.EVT_C_STORE, lambda e: handle_store(e, self.sessions)),
-            (evt.EVT_C_FIND, lambda e: handle_find(e, self.sessions, ae_title)),
+            (evt.EVT_C_FIND, lambda e: handle_find(e, self.sessions, ae_title, max_find)),
             (evt.EVT_C_GET, lambda e: handle_get(e, self.sessions)),
             (evt.EVT_C_MOVE, lambda e: handle_move(e, self.sessions, self.registry, self._tls_for_destination)),
         ]

@@ -212,38 +212,58 @@ def search_studies(client: QueryService, q: QidoQuery, want: int | None = None) 
     return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in found]
 
 
-def search_series(client: QueryService, q: QidoQuery, study_uid: str | None) -> list[_Row]:
-    modality = q.value("Modality")
-    found = client.find_series(study_uid, modality if modality and "," not in modality else None)
-    found = [se for se in found if _series_matches(q, se)]
+def _single(pattern: str | None) -> str | None:
+    """A pattern the core can match itself (one value, not a comma list of codes)."""
+    return pattern if pattern and "," not in pattern else None
+
+
+def _uids(q: QidoQuery, keyword: str) -> list[str]:
+    """The UIDs a UID-list key names (PS3.4 C.2.2.2.2), or none when the key is absent."""
+    value = q.value(keyword)
+    return [u.strip() for u in value.split("\\") if u.strip()] if value else []
+
+
+def _across_studies_filter(q: QidoQuery) -> StudyFilter:
+    """The study filter of a search across all studies: a series' Modality also narrows the studies (a study holds a
+    series of a modality only if that modality is in its ModalitiesInStudy), unless ModalitiesInStudy is a key."""
+    flt = _study_filter(q)
+    if flt.modality is None and q.value("ModalitiesInStudy") is None:
+        flt = replace(flt, modality=_single(q.value("Modality")))
+    return flt
+
+
+def search_series(client: QueryService, q: QidoQuery, study_uid: str | None, want: int | None = None) -> list[_Row]:
+    """The series of one study, or (``study_uid`` None) the first ``want`` series across all studies, read a page of
+    studies at a time (``QueryService.find_series_page``): never the whole archive."""
     if study_uid is not None:
-        return [_Row(series=se) for se in found]
-    studies = {s.uid: s for s in _studies(client, q)}
-    patients = _patients(client, q)
-    return [
-        _Row(study=studies[se.study_uid], patient=patients.get(studies[se.study_uid].patient_ref), series=se)
-        for se in found if se.study_uid in studies
-    ]
+        found = client.find_series(study_uid, _single(q.value("Modality")))
+        return [_Row(series=se) for se in found if _series_matches(q, se)]
+    pairs = client.find_series_page(
+        _across_studies_filter(q), want=MAX_LIMIT + 1 if want is None else want, accept=lambda s: _study_matches(q, s),
+        modality=_single(q.value("Modality")), series_uids=_uids(q, "SeriesInstanceUID"),
+        accept_series=lambda se: _series_matches(q, se))
+    patients = _patients(client, q, {st.patient_ref for st, _ in pairs})
+    return [_Row(study=st, patient=patients.get(st.patient_ref), series=se) for st, se in pairs]
 
 
-def search_instances(client: QueryService, q: QidoQuery, study_uid: str | None, series_uid: str | None) -> list[_Row]:
+def search_instances(client: QueryService, q: QidoQuery, study_uid: str | None, series_uid: str | None,
+                     want: int | None = None) -> list[_Row]:
+    """The instances of one study or series, or (both None) the first ``want`` instances across all studies, read a
+    page of studies at a time (``QueryService.find_instances_page``): never the whole archive."""
+    if study_uid is None and series_uid is None:
+        triples = client.find_instances_page(
+            _across_studies_filter(q), want=MAX_LIMIT + 1 if want is None else want, accept=lambda s: _study_matches(q, s),
+            modality=_single(q.value("Modality")), series_uids=_uids(q, "SeriesInstanceUID"),
+            sop_instance_uids=_uids(q, "SOPInstanceUID"), accept_series=lambda se: _series_matches(q, se),
+            accept_instance=lambda i: _instance_matches(q, i))
+        patients = _patients(client, q, {st.patient_ref for st, _, _ in triples})
+        return [_Row(study=st, patient=patients.get(st.patient_ref), series=se, instance=i) for st, se, i in triples]
     found = [i for i in client.find_instances(study_uid=study_uid, series_uid=series_uid) if _instance_matches(q, i)]
     series: dict[str, SeriesRecord] = {}
     if series_uid is None or _has_keys(q, Level.SERIES) or q.include_all or q.returns:
-        modality = q.value("Modality")
-        series = {
-            se.uid: se for se in client.find_series(study_uid, modality if modality and "," not in modality else None)
-            if _series_matches(q, se)
-        }
+        series = {se.uid: se for se in client.find_series(study_uid, _single(q.value("Modality"))) if _series_matches(q, se)}
         found = [i for i in found if i.series_uid in series]
-    if study_uid is not None:
-        return [_Row(series=series.get(i.series_uid), instance=i) for i in found]
-    studies = {s.uid: s for s in _studies(client, q)}
-    patients = _patients(client, q)
-    return [
-        _Row(study=studies[i.study_uid], patient=patients.get(studies[i.study_uid].patient_ref), series=series.get(i.series_uid), instance=i)
-        for i in found if i.study_uid in studies
-    ]
+    return [_Row(series=series.get(i.series_uid), instance=i) for i in found]
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -314,7 +334,7 @@ def study_series(request: Request, study: StudyUID, caller: Caller) -> Response:
 @router.get("/series", include_in_schema=False)
 def all_series(request: Request, caller: Caller) -> Response:
     """Search for series in all studies (PS3.18 10.6.1, ``/series``); study attributes are returned too."""
-    return _search(request, caller, {_S, _SE}, lambda query, q, _: search_series(query, q, None), SERIES_DEFAULT)
+    return _search(request, caller, {_S, _SE}, lambda query, q, want: search_series(query, q, None, want), SERIES_DEFAULT)
 
 
 @router.get("/studies/{study}/series/{series}/instances", include_in_schema=False)
@@ -334,4 +354,5 @@ def study_instances(request: Request, study: StudyUID, caller: Caller) -> Respon
 @router.get("/instances", include_in_schema=False)
 def all_instances(request: Request, caller: Caller) -> Response:
     """Search for instances in all studies (``/instances``); study and series attributes are returned too."""
-    return _search(request, caller, {_S, _SE, _I}, lambda query, q, _: search_instances(query, q, None, None), INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)
+    return _search(request, caller, {_S, _SE, _I}, lambda query, q, want: search_instances(query, q, None, None, want),
+                   INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT)

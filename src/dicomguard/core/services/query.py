@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import QueryPerformed
@@ -28,6 +29,16 @@ from dicomguard.core.query import (
 )
 from dicomguard.core.service import Service
 from dicomguard.errors import NotFoundError
+
+_T = TypeVar("_T")
+_STUDIES_PER_READ = 64
+"""Studies whose series one query reads (one ``IN`` list)."""
+_SERIES_PER_READ = 16
+"""Series whose instances one query reads: a page of instances reads about a page's worth of rows."""
+
+
+def _instance_order(i: InstanceRecord) -> tuple[int, int, str]:
+    return (i.number is None, i.number or 0, i.sop_instance_uid)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,24 @@ class QueryService(Service):
         self._record("STUDY", _study_keys(flt), len(found), emergency)
         return found
 
+    def _visible_batches(self, flt: StudyFilter, *, first: int,
+                         accept: Callable[[StudyRecord], bool] | None) -> Iterator[list[tuple[StudyRecord, bool]]]:
+        """The studies of ``flt`` that ``accept`` keeps and the principal may query, in storage order, a batch of
+        candidates at a time (``IndexQuery.study_batches``), each with whether break-glass allowed it. Studies the
+        principal may not query are dropped here, before any caller counts them (ADR 0014)."""
+        batches = self.access.index.study_batches(flt, first=first)
+        try:
+            for batch in batches:
+                decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
+                visible = []
+                for study in batch:
+                    decision = decisions.get(study.uid)
+                    if decision is not None and decision.allowed and (accept is None or accept(study)):
+                        visible.append((study, decision.break_glass))
+                yield visible
+        finally:
+            batches.close()
+
     def find_studies_page(self, flt: StudyFilter | None = None, *, want: int,
                           accept: Callable[[StudyRecord], bool] | None = None) -> list[StudyRecord]:
         """The first ``want`` studies, in storage order, that match ``flt`` and ``accept`` (keys the caller matches
@@ -124,25 +153,103 @@ class QueryService(Service):
         :meth:`find_studies` filtered by ``accept``. Recorded like :meth:`find_studies`, with the count found.
         """
         flt = flt or StudyFilter()
-        found: list[StudyRecord] = []
-        emergency = False
-        batches = self.access.index.study_batches(flt, first=want + want // 2 + 1)
+        rows = self._first(want, (pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept)
+                                  for pair in batch))
+        self._record("STUDY", _study_keys(flt), len(rows), any(bg for _, bg in rows))
+        return [study for study, _ in rows]
+
+    @staticmethod
+    def _first(want: int, rows: Iterator[tuple[_T, bool]]) -> list[tuple[_T, bool]]:
+        """The first ``want`` of ``rows`` (each with whether break-glass allowed its study); stops reading at once."""
+        out: list[tuple[_T, bool]] = []
         try:
-            for batch in batches:
-                decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
-                for study in batch:
-                    decision = decisions.get(study.uid)
-                    if decision is not None and decision.allowed and (accept is None or accept(study)):
-                        found.append(study)
-                        emergency = emergency or decision.break_glass
-                        if len(found) >= want:
-                            break
-                if len(found) >= want:
+            for row in rows:
+                out.append(row)
+                if len(out) >= want:
                     break
         finally:
-            batches.close()
-        self._record("STUDY", _study_keys(flt), len(found), emergency)
-        return found
+            rows.close()  # type: ignore[attr-defined]  # a generator: closing it closes the index reads under it
+        return out
+
+    def _narrow_to_named(self, flt: StudyFilter, series_uids: Sequence[str], sop_instance_uids: Sequence[str]) -> StudyFilter | None:
+        """``flt`` limited to the studies holding the named series and instances, or None when no study can match:
+        a search that names a series or an instance reads its study, not the archive."""
+        if not series_uids and not sop_instance_uids:
+            return flt
+        holding = self.access.index.studies_holding(series_uids=series_uids, sop_instance_uids=sop_instance_uids)
+        if flt.study_uid:
+            holding &= {u.strip() for u in flt.study_uid.split("\\")}
+        return replace(flt, study_uid="\\".join(sorted(holding))) if holding else None
+
+    def _series_rows(self, flt: StudyFilter, *, first: int, accept: Callable[[StudyRecord], bool] | None, modality: str | None,
+                     accept_series: Callable[[SeriesRecord], bool] | None) -> Iterator[tuple[StudyRecord, SeriesRecord, bool]]:
+        for batch in self._visible_batches(flt, first=first, accept=accept):
+            for start in range(0, len(batch), _STUDIES_PER_READ):
+                part = batch[start:start + _STUDIES_PER_READ]
+                by_study: dict[str, list[SeriesRecord]] = {}
+                for se in self.access.index.series(modality=modality, study_uids=[study.uid for study, _ in part]):
+                    if self._in_series_scope(se.uid) and (accept_series is None or accept_series(se)):
+                        by_study.setdefault(se.study_uid, []).append(se)
+                for study, bg in part:
+                    for se in by_study.get(study.uid, ()):
+                        yield study, se, bg
+
+    def find_series_page(self, flt: StudyFilter | None = None, *, want: int, accept: Callable[[StudyRecord], bool] | None = None,
+                         modality: str | None = None, series_uids: Sequence[str] = (),
+                         accept_series: Callable[[SeriesRecord], bool] | None = None) -> list[tuple[StudyRecord, SeriesRecord]]:
+        """The first ``want`` series of all studies (QIDO-RS ``/series``, C-FIND SERIES level), with their study: studies
+        in storage order as :meth:`find_studies_page` reads them, each study's series by number. ``series_uids``
+        (when given) limits the search to those series' studies first. Reading stops once the page is full, so the
+        work follows the page (and the studies it spans), not the archive. Recorded as one SERIES query."""
+        flt = flt or StudyFilter()
+        narrowed = self._narrow_to_named(flt, series_uids, ())
+        rows: list[tuple[tuple[StudyRecord, SeriesRecord], bool]] = []
+        if narrowed is not None:
+            rows = self._first(want, (((study, se), bg) for study, se, bg in self._series_rows(
+                narrowed, first=want // 4 + 2, accept=accept, modality=modality, accept_series=accept_series)))
+        keys = {**_study_keys(flt), "Modality": modality, "SeriesInstanceUID": "\\".join(series_uids)}
+        self._record("SERIES", keys, len(rows), any(bg for _, bg in rows))
+        return [row for row, _ in rows]
+
+    def find_instances_page(self, flt: StudyFilter | None = None, *, want: int, accept: Callable[[StudyRecord], bool] | None = None,
+                            modality: str | None = None, series_uids: Sequence[str] = (), sop_instance_uids: Sequence[str] = (),
+                            accept_series: Callable[[SeriesRecord], bool] | None = None,
+                            accept_instance: Callable[[InstanceRecord], bool] | None = None,
+                            ) -> list[tuple[StudyRecord, SeriesRecord, InstanceRecord]]:
+        """The first ``want`` instances of all studies (QIDO-RS ``/instances``, C-FIND IMAGE level), with their series and
+        study: studies in storage order, then series by number, then instances by number. Named series or instances
+        limit the search to their studies first; reading stops once the page is full. Recorded as one IMAGE query."""
+        flt = flt or StudyFilter()
+        narrowed = self._narrow_to_named(flt, series_uids, sop_instance_uids)
+        wanted_series = set(series_uids)
+        wanted_sops = set(sop_instance_uids)
+
+        def rows() -> Iterator[tuple[tuple[StudyRecord, SeriesRecord, InstanceRecord], bool]]:
+            assert narrowed is not None
+            series = self._series_rows(narrowed, first=4, accept=accept, modality=modality,
+                                       accept_series=lambda se: (not wanted_series or se.uid in wanted_series)
+                                       and (accept_series is None or accept_series(se)))
+            size = 2  # series per read, doubling: a first page reads a few series, a deep one few queries
+            try:
+                while part := list(islice(series, size)):
+                    size = min(_SERIES_PER_READ, size * 2)
+                    in_part = {se.uid: (study, se, bg) for study, se, bg in part}
+                    found: dict[str, list[InstanceRecord]] = {}
+                    for inst in self.access.index.instances(series_uids=list(in_part)):
+                        if (not wanted_sops or inst.sop_instance_uid in wanted_sops) \
+                                and (accept_instance is None or accept_instance(inst)):
+                            found.setdefault(inst.series_uid, []).append(inst)
+                    for study, se, bg in part:
+                        for inst in sorted(found.get(se.uid, ()), key=_instance_order):
+                            yield (study, se, inst), bg
+            finally:
+                series.close()  # type: ignore[attr-defined]
+
+        result = [] if narrowed is None else self._first(want, rows())
+        keys = {**_study_keys(flt), "Modality": modality, "SeriesInstanceUID": "\\".join(series_uids),
+                "SOPInstanceUID": "\\".join(sop_instance_uids)}
+        self._record("IMAGE", keys, len(result), any(bg for _, bg in result))
+        return [row for row, _ in result]
 
     def find_patients(self, flt: PatientFilter | None = None) -> list[PatientRecord]:
         """Patients with a study the principal may query; their study and instance counts are of those studies only
