@@ -255,3 +255,55 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     assert (instances, journal, blobs) == (1, 0, 1)
     assert not [p for p in archive.ctx.store.root.rglob(".tmp-*")]
     assert archive.operator.retrieve.instance(kept.sop_instance_uid).data
+
+
+def test_an_object_is_indexed_only_once_its_blob_is_durable(archive, monkeypatch) -> None:
+    """The blob sync runs beside the index transaction, which commits only after it: while the sync has not
+    returned, neither the object nor its ledger entry is visible to any reader."""
+    import threading
+    import time
+
+    from dicomguard.index.models import LedgerLeaf
+
+    store = archive.ctx.store
+    real_sync = store.sync
+    seen_during_sync: list[tuple[int, int]] = []
+    threads: list[str] = []
+
+    def slow_sync(blob_ids):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        real_sync(blob_ids)
+        time.sleep(0.3)  # the index transaction has long been built by now: it must wait
+        with read_session(archive.ctx.engine) as s:
+            seen_during_sync.append((s.scalar(select(func.count()).select_from(Instance)) or 0,
+                                     s.scalar(select(func.count()).select_from(LedgerLeaf).where(LedgerLeaf.kind == "instance")) or 0))
+
+    monkeypatch.setattr(store, "sync", slow_sync)
+    stored = archive.operator.store.ingest(_ct())
+    assert seen_during_sync == [(0, 0)]
+    assert threads and threads[0].startswith("dicomguard-blob-sync")  # it did run beside the transaction
+    assert _state(archive)[0] == 1 and archive.operator.retrieve.instance(stored.sop_instance_uid).data
+
+
+def test_a_failed_blob_sync_indexes_nothing_and_removes_the_blob(archive, monkeypatch) -> None:
+    """fsync failing (EIO: the disk lost the write) after the transaction was built: it rolls back, the blob and its
+    journal entry are removed, the error reaches the caller, and the next object is stored."""
+    import errno
+
+    kept = archive.operator.store.ingest(ct_series(ALICE, n=1, seed=5)[0])
+    real_sync = archive.ctx.store.sync
+
+    def failing(blob_ids):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(archive.ctx.store, "sync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        archive.operator.store.ingest(_ct())
+    instances, _, journal, blobs = _state(archive)
+    assert (instances, journal, blobs) == (1, 0, 1)
+    with read_session(archive.ctx.engine) as s:
+        from dicomguard.index.models import LedgerLeaf
+        assert s.scalar(select(func.count()).select_from(LedgerLeaf).where(LedgerLeaf.kind == "instance")) == 1
+    monkeypatch.setattr(archive.ctx.store, "sync", real_sync)
+    assert archive.operator.store.ingest(_ct()).sop_instance_uid and _state(archive)[0] == 2
+    assert archive.operator.retrieve.instance(kept.sop_instance_uid).data

@@ -24,6 +24,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,7 +49,7 @@ from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_re
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
 from dicomguard.errors import RejectedObject, RejectReason
-from dicomguard.index.db import insert_ignore, is_sqlite, read_session, write_session
+from dicomguard.index.db import before_commit, insert_ignore, is_sqlite, read_session, write_session
 from dicomguard.index.models import Conflict, IngestJournal, Instance, Series, Study
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ _PARALLEL_HASH_BYTES = 4 * 1024 * 1024
 def _hasher() -> ThreadPoolExecutor:
     """The second core's SHA-256 worker for large objects (created on first use, not at import)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomguard-hash")
+
+
+@functools.cache
+def _syncer() -> ThreadPoolExecutor:
+    """Threads that make written blobs durable while their batch's index transaction is built (fsync releases the
+    interpreter lock); one per association or request in flight, bounded."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomguard-blob-sync")
 
 
 class IngestStatus(StrEnum):
@@ -165,6 +173,7 @@ class IngestPipeline:
         blob_ids = self.ctx.blob_id_pool(writer_owner()).take(len(batch))
         outcomes: dict[int, IngestOutcome] = {}
         prepared: list[tuple[int, _Prepared]] = []
+        durable: Future[None] | None = None
         try:
             with read_session(self.ctx.engine) as lookup:
                 for i, (label, load) in enumerate(batch):
@@ -178,17 +187,20 @@ class IngestPipeline:
                     else:
                         prepared.append((i, step))
             if prepared:
-                # all blobs of the batch durable before any is indexed
-                self.ctx.store.sync([p.blob_id for _, p in prepared])
+                # The blobs are made durable while the index transaction is built; it commits only once they
+                # are (``_index``): every blob of the batch is on disk before any of it is visible.
+                durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in prepared])
             try:
-                committed = self._index(prepared, blob_ids)
+                committed = self._index(prepared, blob_ids, durable)
             except DbIntegrityError:
                 # Another writer indexed one of these SOP Instance UIDs between our check and our
                 # insert (the same object on two associations at once). Nothing of ours committed:
                 # decide again, now seeing theirs, so ours is a duplicate (or a conflict), not a failure.
-                committed = self._index(prepared, blob_ids)
+                committed = self._index(prepared, blob_ids, durable)
         except BaseException as exc:
-            # Nothing of this batch became visible: remove its blobs and journal entries.
+            # Nothing of this batch became visible: remove its blobs and journal entries (once no sync uses them).
+            if durable is not None:
+                futures_wait([durable])
             self._discard(blob_ids)
             if isinstance(exc, JournalReclaimed):
                 self.ctx.blob_id_pool(writer_owner()).forget()  # the rest of the reserved ids were reclaimed too
@@ -254,8 +266,11 @@ class IngestPipeline:
         }
         return study, series
 
-    def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str]) -> dict[int, IngestOutcome]:
-        """7-8. index the batch and publish its events in one transaction."""
+    def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str],
+               durable: Future[None] | None = None) -> dict[int, IngestOutcome]:
+        """7-8. index the batch and publish its events in one transaction, committed only once ``durable`` (the
+        batch's blob sync) has completed: last before commit, after the ledger and audit writes, so the sync
+        overlaps them. A failed sync raises there and rolls the transaction back."""
         outcomes: dict[int, IngestOutcome] = {}
         unused = set(blob_ids)
         now = datetime.now(UTC)
@@ -299,6 +314,9 @@ class IngestPipeline:
                 s.execute(insert(Instance), rows)
             if not journal_released(s, blob_ids):
                 raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
+            if durable is not None:
+                # Registered after every event was published, so it runs after the ledger and audit hooks.
+                before_commit(s, "ingest.blobs-durable", lambda _s: durable.result())
         for blob_id in unused:
             self.ctx.store.delete(blob_id)
         if len(self.ctx.known_series) > 100_000:
