@@ -33,6 +33,9 @@ builds it; ``--operator`` adds the local operator for two kinds, for comparison)
   association: DIMSE has no paging, so every match of the week, at most ``limits.max_find_results``)
 * ``cfind_study_all``        C-FIND STUDY level with no key: more than ``limits.max_find_results`` (10,000) matches
   at 1 M instances and above, refused whole (A700) once that many + 1 are found
+* ``cfind_patient_name``     C-FIND PATIENT level, ``PatientName=<FAM>*`` (1/400 of the patients)
+* ``cfind_patient_all``      C-FIND PATIENT level with no key: every patient up to ``limits.max_find_results``
+  (6,250 at 1 M instances), refused above it (62,500 at 10 M)
 
 One extra, untimed run per kind and size records every SQL statement the request made (count, time, rows) and
 ``EXPLAIN (ANALYZE, BUFFERS)`` of each distinct SELECT on the index tables: saved in the results, the evidence of
@@ -428,6 +431,9 @@ KINDS = [
     Kind("instance_uid", _ALL_INSTANCES, INSTANCE_DEFAULT + SERIES_DEFAULT + STUDY_DEFAULT, _instance_by_uid),
     Kind("cfind_study_week", frozenset(), (), _week),
     Kind("cfind_study_all", frozenset(), (), lambda r, n: ([], None, None)),
+    Kind("cfind_patient_name", frozenset(), (),
+         lambda r, n: ([("QueryRetrieveLevel", "PATIENT"), ("PatientName", r.choice(_STEMS) + "*")], None, None)),
+    Kind("cfind_patient_all", frozenset(), (), lambda r, n: ([("QueryRetrieveLevel", "PATIENT")], None, None)),
 ]
 OPERATOR_KINDS = ("study_patient_id", "instances_of_study")
 
@@ -451,23 +457,27 @@ def qido(archive: Archive, principal: Principal, kind: Kind, params: list[tuple[
 
 
 def cfind(query: QueryService, max_results: int, params: list[tuple[str, str]]) -> tuple[int, int]:
-    """One study-level C-FIND as ``dimse/query.py`` ``handle_find`` answers it (less the association): the matches
-    found, at most ``limits.max_find_results`` + 1, the Query record committed, each response data set built; (responses
-    answered, refused?). Over the limit the request is refused whole (A700) and answers nothing."""
+    """One C-FIND (STUDY level, or PATIENT level when the parameters say ``QueryRetrieveLevel=PATIENT``) as
+    ``dimse/query.py`` ``handle_find`` answers it (less the association): the matches found, at most
+    ``limits.max_find_results`` + 1, the Query record committed, each response data set built; (responses answered,
+    refused?). Over the limit the request is refused whole (A700) and answers nothing."""
+    level = dict(params).get("QueryRetrieveLevel", "STUDY")
     identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    for key in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber", "ModalitiesInStudy"):
+    identifier.QueryRetrieveLevel = level
+    keys = ("PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies") if level == "PATIENT" else (
+        "StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber", "ModalitiesInStudy")
+    for key in keys:
         setattr(identifier, key, "")
     for key, value in params:
-        if key != "limit":
+        if key not in ("limit", "QueryRetrieveLevel"):
             setattr(identifier, key, value)
-    with query.one_query("STUDY") as one:
-        matches = find_matches(query, identifier, "STUDY", max_results + 1)
+    with query.one_query(level) as one:
+        matches = find_matches(query, identifier, level, max_results + 1)
         one.results = len(matches) if len(matches) <= max_results else 0
     if len(matches) > max_results:
         return 0, 1
-    for record, keys in matches:
-        cfind_response(identifier, "STUDY", record, keys, "DICOMGUARD")
+    for record, response_keys in matches:
+        cfind_response(identifier, level, record, response_keys, "DICOMGUARD")
     return len(matches), 0
 
 

@@ -242,3 +242,34 @@ def test_the_query_record_counts_the_rows_answered(studies, events) -> None:  # 
     assert len(recorded) == 1 and recorded[0].results == len(page) == 3 and recorded[0].level == "SERIES"
     assert ("Modality", "CT") in recorded[0].keys
     assert all(r.patient is not None and r.patient.birth_date == "19700101" for r in page)
+
+
+@pytest.mark.parametrize("want", [1, 2, 5, 100])
+def test_a_page_of_patients_is_the_first_patients_of_the_whole_search(studies, want: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Patient level (C-FIND PATIENT): the first patients of ``find_patients``, counted over visible studies only,
+    read a batch of patients at a time."""
+    archive, uids = studies
+    # Patient 1 gets a second study in another department: one visible study of 5 instances, one hidden.
+    patient = FakePatient("SPX0001", "SERFAM1^GIVEN1", "19700101", "ACCSPX2")
+    extra = dataset_of(ct_series(patient, n=1, seed=999)[0])
+    archive.operator.store.ingest(to_bytes(extra))
+    archive.operator.studies.set_access(str(extra.StudyInstanceUID), department="CARDIOLOGY")
+    query = archive.services(RAD).query
+    for flt in (PatientFilter(), PatientFilter(name="SERFAM1*"), PatientFilter(patient_id="SPX0001")):
+        whole = query.find_patients(flt)
+        assert query.find_patients_page(flt, want=want) == whole[:want], flt
+    (one,) = query.find_patients(PatientFilter(patient_id="SPX0001"))
+    assert (one.studies, one.instances) == (1, 5)
+    assert len(query.find_patients(PatientFilter())) == 10  # the 5 patients with only a hidden study do not exist for RAD
+
+    opened: list[str] = []
+    real = IndexQuery._open
+
+    def counting(self, s, patient_ref, table, row_id, sealed):  # type: ignore[no-untyped-def]
+        if table == "patients":
+            opened.append(row_id)
+        return real(self, s, patient_ref, table, row_id, sealed)
+
+    monkeypatch.setattr(IndexQuery, "_open", counting)
+    assert len(query.find_patients_page(PatientFilter(), want=2)) == 2
+    assert len(opened) <= 4  # the first batch of patients, not 15

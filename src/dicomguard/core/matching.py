@@ -55,6 +55,11 @@ def match_range(pattern: str | None, value: str) -> bool:
     return (not lo or value >= lo) and (not hi or value[: len(hi)] <= hi)
 
 
+def uid_list(pattern: str | None) -> list[str]:
+    """The UIDs a List of UID key names (PS3.4 C.2.2.2.2), in order; none for an absent or universal key."""
+    return [u.strip() for u in pattern.split("\\") if u.strip()] if pattern else []
+
+
 def match_uid_list(pattern: str | None, value: str) -> bool:
     """List of UID matching (PS3.4 C.2.2.2.2)."""
     if not pattern:

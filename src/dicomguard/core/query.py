@@ -259,6 +259,45 @@ class IndexQuery:
                     )
             return out
 
+    def patient_batches(self, f: PatientFilter | None = None, *, first: int = 64, largest: int = 2048) -> Iterator[list[PatientRecord]]:
+        """The matching patients in the order of :meth:`patients`, a batch of candidates at a time (``first`` rows,
+        doubling up to ``largest``; keyset over ``(created_at, ref)``, index ``ix_patients_created_at_ref``), with
+        no counts (``studies``, ``instances`` 0: the caller counts what the principal may see). A caller that stops
+        once it has a page decrypts no further patient."""
+        f = f or PatientFilter()
+        stmt = self._narrow_patients(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)), f)
+        stmt = stmt.order_by(Patient.created_at, Patient.ref)
+        size = min(largest, max(1, first))
+        after: tuple[datetime, str] | None = None
+        with read_session(self.ctx.engine) as s:
+            while True:
+                page = stmt if after is None else stmt.where(
+                    or_(Patient.created_at > after[0], and_(Patient.created_at == after[0], Patient.ref > after[1])))
+                rows = s.execute(page.limit(size)).all()
+                if not rows:
+                    return
+                batch = []
+                for ref, sealed, _ in rows:
+                    phi = self._open(s, ref, "patients", ref, sealed)
+                    if phi is not None and self._patient_matches(phi, f):
+                        batch.append(PatientRecord(ref, phi["id"], phi["issuer"], phi["name"], phi["birth_date"], phi["sex"], 0, 0))
+                yield batch
+                if len(rows) < size:
+                    return
+                after = (rows[-1][2], rows[-1][0])
+                size = min(largest, size * 2)
+
+    def studies_of_patients(self, refs: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(Study Instance UID, patient ref, live instances) of every study of these patients: clear columns only."""
+        out: list[tuple[str, str, int]] = []
+        with read_session(self.ctx.engine) as s:
+            for chunk in _chunks(list(dict.fromkeys(refs))):
+                studies = s.execute(select(Study.uid, Study.patient_ref).where(Study.patient_ref.in_(chunk))).all()
+                counts = dict(s.execute(select(Instance.study_uid, func.count()).where(
+                    Instance.patient_ref.in_(chunk), Instance.erased.is_(False)).group_by(Instance.study_uid)).all())
+                out.extend((uid, ref, counts.get(uid, 0)) for uid, ref in studies)
+        return out
+
     def _study_select(self, f: StudyFilter) -> Select[Any]:
         """Candidate studies of ``f`` (uid, patient ref, sealed study, sealed patient, storage time), narrowed by blind
         indexes and clear columns only; every candidate is still matched exactly once decrypted."""

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicomguard.core.access import AccessDenied
-from dicomguard.core.matching import has_wildcard, match_uid_list, match_value
+from dicomguard.core.matching import has_wildcard, match_uid_list, match_value, uid_list
 from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, StudyRecord
 from dicomguard.core.services.query import QueryService
 from dicomguard.dimse import status
@@ -123,29 +123,25 @@ def _series_matches(q: Dataset, s: SeriesRecord) -> bool:
     )
 
 
-def _uids(q: Dataset, keyword: str) -> list[str]:
-    value = _value(q, keyword)
-    return [u.strip() for u in value.split("\\") if u.strip()] if value else []
-
-
 def _find(client: QueryService, q: Dataset, level: str, want: int) -> list[tuple[object, dict[str, Callable[[Any], object]]]]:
     """At most ``want`` matches of the query, read a batch of studies at a time (``QueryService.find_*_page``):
     a query with a narrow key reads its studies, a broad one stops at ``want``, never the whole archive."""
     if level == "PATIENT":
-        return [(p, _PATIENT_KEYS) for p in client.find_patients(_patient_filter(q))[:want]]
+        return [(p, _PATIENT_KEYS) for p in client.find_patients_page(_patient_filter(q), want=want)]
     flt = _study_filter(q)
     if level == "STUDY":
         return [(st, _STUDY_KEYS) for st in client.find_studies_page(flt, want=want)]
     modality = _value(q, "Modality")
     if flt.modality is None and modality and not has_wildcard(modality) and "\\" not in modality:
         flt = replace(flt, modality=modality)  # a study holding a series of this modality has it in ModalitiesInStudy
+    series_uids, sop_uids = uid_list(_value(q, "SeriesInstanceUID")), uid_list(_value(q, "SOPInstanceUID"))
     if level == "SERIES":
-        pairs = client.find_series_page(flt, want=want, modality=modality, series_uids=_uids(q, "SeriesInstanceUID"),
+        pairs = client.find_series_page(flt, want=want, modality=modality, series_uids=series_uids,
                                         accept_series=lambda se: _series_matches(q, se))
         return [(se, _with_study(st)) for st, se in pairs]
     sop_class = _value(q, "SOPClassUID")
     triples = client.find_instances_page(
-        flt, want=want, modality=modality, series_uids=_uids(q, "SeriesInstanceUID"), sop_instance_uids=_uids(q, "SOPInstanceUID"),
+        flt, want=want, modality=modality, series_uids=series_uids, sop_instance_uids=sop_uids,
         accept_series=lambda se: _series_matches(q, se), accept_instance=lambda i: match_uid_list(sop_class, i.sop_class_uid))
     return [(inst, _IMAGE_KEYS) for _, _, inst in triples]
 

@@ -83,7 +83,10 @@ class Patient(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     erase_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
-    __table_args__ = (UniqueConstraint("identity_token", "demographics_token", name="uq_patients_identity_token_demographics_token"),)
+    __table_args__ = (
+        UniqueConstraint("identity_token", "demographics_token", name="uq_patients_identity_token_demographics_token"),
+        Index("ix_patients_created_at_ref", "created_at", "ref"),
+    )
 
 
 class PatientConflict(Base):

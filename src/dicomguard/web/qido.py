@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from dicomguard.app.services import Services
-from dicomguard.core.matching import match_range, match_uid_list, match_value
+from dicomguard.core.matching import match_range, match_uid_list, match_value, uid_list
 from dicomguard.core.query import (
     InstanceRecord,
     PatientFilter,
@@ -217,12 +217,6 @@ def _single(pattern: str | None) -> str | None:
     return pattern if pattern and "," not in pattern else None
 
 
-def _uids(q: QidoQuery, keyword: str) -> list[str]:
-    """The UIDs a UID-list key names (PS3.4 C.2.2.2.2), or none when the key is absent."""
-    value = q.value(keyword)
-    return [u.strip() for u in value.split("\\") if u.strip()] if value else []
-
-
 def _across_studies_filter(q: QidoQuery) -> StudyFilter:
     """The study filter of a search across all studies: a series' Modality also narrows the studies (a study holds a
     series of a modality only if that modality is in its ModalitiesInStudy), unless ModalitiesInStudy is a key."""
@@ -240,7 +234,7 @@ def search_series(client: QueryService, q: QidoQuery, study_uid: str | None, wan
         return [_Row(series=se) for se in found if _series_matches(q, se)]
     pairs = client.find_series_page(
         _across_studies_filter(q), want=MAX_LIMIT + 1 if want is None else want, accept=lambda s: _study_matches(q, s),
-        modality=_single(q.value("Modality")), series_uids=_uids(q, "SeriesInstanceUID"),
+        modality=_single(q.value("Modality")), series_uids=uid_list(q.value("SeriesInstanceUID")),
         accept_series=lambda se: _series_matches(q, se))
     patients = _patients(client, q, {st.patient_ref for st, _ in pairs})
     return [_Row(study=st, patient=patients.get(st.patient_ref), series=se) for st, se in pairs]
@@ -253,8 +247,8 @@ def search_instances(client: QueryService, q: QidoQuery, study_uid: str | None, 
     if study_uid is None and series_uid is None:
         triples = client.find_instances_page(
             _across_studies_filter(q), want=MAX_LIMIT + 1 if want is None else want, accept=lambda s: _study_matches(q, s),
-            modality=_single(q.value("Modality")), series_uids=_uids(q, "SeriesInstanceUID"),
-            sop_instance_uids=_uids(q, "SOPInstanceUID"), accept_series=lambda se: _series_matches(q, se),
+            modality=_single(q.value("Modality")), series_uids=uid_list(q.value("SeriesInstanceUID")),
+            sop_instance_uids=uid_list(q.value("SOPInstanceUID")), accept_series=lambda se: _series_matches(q, se),
             accept_instance=lambda i: _instance_matches(q, i))
         patients = _patients(client, q, {st.patient_ref for st, _, _ in triples})
         return [_Row(study=st, patient=patients.get(st.patient_ref), series=se, instance=i) for st, se, i in triples]

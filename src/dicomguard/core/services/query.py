@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import QueryPerformed
+from dicomguard.core.matching import uid_list
 from dicomguard.core.query import (
     InstanceRecord,
     PatientFilter,
@@ -178,7 +179,7 @@ class QueryService(Service):
             return flt
         holding = self.access.index.studies_holding(series_uids=series_uids, sop_instance_uids=sop_instance_uids)
         if flt.study_uid:
-            holding &= {u.strip() for u in flt.study_uid.split("\\")}
+            holding &= set(uid_list(flt.study_uid))
         return replace(flt, study_uid="\\".join(sorted(holding))) if holding else None
 
     def _series_rows(self, flt: StudyFilter, *, first: int, accept: Callable[[StudyRecord], bool] | None, modality: str | None,
@@ -264,6 +265,34 @@ class QueryService(Service):
                 seen[st.patient_ref] = (n_studies + 1, n_instances + st.instances)
         found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1])
                  for p in self.access.index.patients(flt) if p.ref in seen]
+        self._record("PATIENT", _patient_keys(flt), len(found), emergency)
+        return found
+
+    def find_patients_page(self, flt: PatientFilter | None = None, *, want: int) -> list[PatientRecord]:
+        """The first ``want`` of :meth:`find_patients` (C-FIND PATIENT level): patients are read a batch at a time in
+        the index's order and reading stops once ``want`` have a study the principal may query, each counted over
+        those studies only. Recorded like :meth:`find_patients`, with the count found."""
+        flt = flt or PatientFilter()
+        found: list[PatientRecord] = []
+        emergency = False
+        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1)
+        try:
+            for batch in batches:
+                studies = self.access.index.studies_of_patients([p.ref for p in batch])
+                visible, allowed_by_break_glass = self.access.visible_studies(uid for uid, _, _ in studies)
+                counts: dict[str, tuple[int, int]] = {}
+                for uid, ref, instances in studies:
+                    if uid in visible:
+                        n_studies, n_instances = counts.get(ref, (0, 0))
+                        counts[ref] = (n_studies + 1, n_instances + instances)
+                for patient in batch:
+                    if patient.ref in counts and len(found) < want:
+                        found.append(replace(patient, studies=counts[patient.ref][0], instances=counts[patient.ref][1]))
+                emergency = emergency or allowed_by_break_glass
+                if len(found) >= want:
+                    break
+        finally:
+            batches.close()
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
 
