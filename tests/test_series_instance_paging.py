@@ -11,6 +11,7 @@ only, and a first page must not decrypt the archive.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
@@ -64,14 +65,13 @@ def events(archive):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def opened(monkeypatch) -> list[str]:
-    """Study rows decrypted, in order."""
-    rows: list[str] = []
+def opened(monkeypatch) -> defaultdict[str, list[str]]:
+    """Rows decrypted, in order, per table (``opened["studies"]``)."""
+    rows: defaultdict[str, list[str]] = defaultdict(list)
     real = IndexQuery._open
 
     def counting(self, s, patient_ref, table, row_id, sealed):  # type: ignore[no-untyped-def]
-        if table == "studies":
-            rows.append(row_id)
+        rows[table].append(row_id)
         return real(self, s, patient_ref, table, row_id, sealed)
 
     monkeypatch.setattr(IndexQuery, "_open", counting)
@@ -133,7 +133,7 @@ def test_modality_narrowing_finds_exactly_what_the_exact_match_finds(studies, op
     # A rare modality is narrowed in the index: only the studies holding it are decrypted.
     opened.clear()
     mr = [s.uid for s in q.studies(StudyFilter(modality="MR"))]
-    assert mr == uids[0::4] and sorted(opened) == sorted(mr)
+    assert mr == uids[0::4] and sorted(opened["studies"]) == sorted(mr)
 
 
 def test_hidden_studies_neither_fill_the_page_nor_announce_more(studies) -> None:  # type: ignore[no-untyped-def]
@@ -171,11 +171,11 @@ def test_a_first_page_across_all_studies_does_not_decrypt_the_archive(studies, o
     query = archive.services(RAD).query
     page, _ = answer(query, parse_query([("limit", "2")], {Level.STUDY, Level.SERIES}), "SERIES",
                      lambda c, q, want: search_series(c, q, None, want))
-    assert len(page) == 2 and len(opened) <= 4  # the first batch of studies, not 15
+    assert len(page) == 2 and len(opened["studies"]) <= 4  # the first batch of studies, not 15
     opened.clear()
     page, _ = answer(query, parse_query([("limit", "2")], {Level.STUDY, Level.SERIES, Level.INSTANCE}), "IMAGE",
                      lambda c, q, want: search_instances(c, q, None, None, want))
-    assert len(page) == 2 and len(opened) <= 4
+    assert len(page) == 2 and len(opened["studies"]) <= 4
 
 
 def _by_uid(archive, principal, level: str, params: list[tuple[str, str]]) -> list:  # type: ignore[no-untyped-def]
@@ -199,10 +199,10 @@ def test_a_named_series_or_instance_reads_its_study_only(studies, opened) -> Non
     opened.clear()
     page = _by_uid(archive, RAD, "SERIES", [("SeriesInstanceUID", series[1].uid)])
     assert [(r.study.uid, r.series.uid) for r in page if r.study and r.series] == [(target, series[1].uid)]
-    assert set(opened) == {target}
+    assert set(opened["studies"]) == {target}
     opened.clear()
     page = _by_uid(archive, RAD, "IMAGE", [("SOPInstanceUID", instance.sop_instance_uid)])
-    assert [r.instance.sop_instance_uid for r in page if r.instance] == [instance.sop_instance_uid] and set(opened) == {target}
+    assert [r.instance.sop_instance_uid for r in page if r.instance] == [instance.sop_instance_uid] and set(opened["studies"]) == {target}
     # A list of UIDs (PS3.4 C.2.2.2.2) names several studies; another study's UID as well leaves nothing.
     other = q.series(study_uid=uids[6])[0]
     page = _by_uid(archive, RAD, "SERIES", [("SeriesInstanceUID", f"{series[0].uid}\\{other.uid}")])
@@ -245,7 +245,7 @@ def test_the_query_record_counts_the_rows_answered(studies, events) -> None:  # 
 
 
 @pytest.mark.parametrize("want", [1, 2, 5, 100])
-def test_a_page_of_patients_is_the_first_patients_of_the_whole_search(studies, want: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_page_of_patients_is_the_first_patients_of_the_whole_search(studies, want: int, opened) -> None:  # type: ignore[no-untyped-def]
     """Patient level (C-FIND PATIENT): the first patients of ``find_patients``, counted over visible studies only,
     read a batch of patients at a time."""
     archive, uids = studies
@@ -262,14 +262,6 @@ def test_a_page_of_patients_is_the_first_patients_of_the_whole_search(studies, w
     assert (one.studies, one.instances) == (1, 5)
     assert len(query.find_patients(PatientFilter())) == 10  # the 5 patients with only a hidden study do not exist for RAD
 
-    opened: list[str] = []
-    real = IndexQuery._open
-
-    def counting(self, s, patient_ref, table, row_id, sealed):  # type: ignore[no-untyped-def]
-        if table == "patients":
-            opened.append(row_id)
-        return real(self, s, patient_ref, table, row_id, sealed)
-
-    monkeypatch.setattr(IndexQuery, "_open", counting)
+    opened.clear()
     assert len(query.find_patients_page(PatientFilter(), want=2)) == 2
-    assert len(opened) <= 4  # the first batch of patients, not 15
+    assert len(opened["patients"]) <= 4  # the first batch of patients, not 15

@@ -44,6 +44,24 @@ def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
         yield keys[start:start + size]
 
 
+def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, first: int, largest: int) -> Iterator[Sequence[Any]]:
+    """Rows of ``stmt`` (ordered by ``time_col, key_col``) a page at a time, ``first`` rows doubling up to ``largest``:
+    keyset paging, each page one index range scan after the last row seen, never one unbounded read (a huge offset
+    reads more pages). ``time_col`` and ``key_col`` must be selected as the row's last and first columns."""
+    size = min(largest, max(1, first))
+    after: tuple[datetime, str] | None = None
+    while True:
+        page = stmt if after is None else stmt.where(or_(time_col > after[0], and_(time_col == after[0], key_col > after[1])))
+        rows = s.execute(page.limit(size)).all()
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        after = (rows[-1][-1], rows[-1][0])
+        size = min(largest, size * 2)
+
+
 WHOLE_ARCHIVE_ABOVE = 5000
 """Past this many matched rows, one grouped count over the archive is cheaper than many ``IN`` lists."""
 
@@ -267,25 +285,14 @@ class IndexQuery:
         f = f or PatientFilter()
         stmt = self._narrow_patients(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)), f)
         stmt = stmt.order_by(Patient.created_at, Patient.ref)
-        size = min(largest, max(1, first))
-        after: tuple[datetime, str] | None = None
         with read_session(self.ctx.engine) as s:
-            while True:
-                page = stmt if after is None else stmt.where(
-                    or_(Patient.created_at > after[0], and_(Patient.created_at == after[0], Patient.ref > after[1])))
-                rows = s.execute(page.limit(size)).all()
-                if not rows:
-                    return
+            for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest):
                 batch = []
                 for ref, sealed, _ in rows:
                     phi = self._open(s, ref, "patients", ref, sealed)
                     if phi is not None and self._patient_matches(phi, f):
                         batch.append(PatientRecord(ref, phi["id"], phi["issuer"], phi["name"], phi["birth_date"], phi["sex"], 0, 0))
                 yield batch
-                if len(rows) < size:
-                    return
-                after = (rows[-1][2], rows[-1][0])
-                size = min(largest, size * 2)
 
     def studies_of_patients(self, refs: Sequence[str]) -> list[tuple[str, str, int]]:
         """(Study Instance UID, patient ref, live instances) of every study of these patients: clear columns only."""
@@ -366,20 +373,9 @@ class IndexQuery:
         ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan."""
         f = f or StudyFilter()
         stmt = self._study_select(f).order_by(Study.created_at, Study.uid)
-        size = min(largest, max(1, first))  # a huge offset reads more batches, never one unbounded batch
-        after: tuple[datetime, str] | None = None
         with read_session(self.ctx.engine) as s:
-            while True:
-                page = stmt if after is None else stmt.where(
-                    or_(Study.created_at > after[0], and_(Study.created_at == after[0], Study.uid > after[1])))
-                rows = s.execute(page.limit(size)).all()
-                if not rows:
-                    return
+            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest):
                 yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))
-                if len(rows) < size:
-                    return
-                after = (rows[-1][4], rows[-1][0])
-                size = min(largest, size * 2)
 
     def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None, *,
                study_uids: Sequence[str] | None = None) -> list[SeriesRecord]:
