@@ -48,6 +48,12 @@ def test_the_engine_waits_for_a_first_context_then_scores(archive: Archive, tmp_
         while engine.detector is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert engine.detector is not None  # learned: what is recorded from now on is scored
+        # The two imports are two commits: the engine may have learned after the first one, and then reloads the
+        # context only every CONTEXT_CHECK_S; the access is scored against the whole context once it is loaded.
+        current = engine.services.detection.context_version()
+        while engine._context_version != current and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine._context_version == current
         _access(archive, "P1", datetime.now(UTC), "self")
         while not _self_access_alerts(archive) and time.monotonic() < deadline:
             time.sleep(0.05)
