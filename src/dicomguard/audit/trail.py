@@ -349,11 +349,17 @@ class AuditTrail:
         _insert_pending(session)
 
 
+_LAST_SEQ = select(func.max(AuditRecord.__table__.c.seq))
+_INSERT_RECORDS = AuditRecord.__table__.insert()
+_INSERT_PATIENTS = AuditPatient.__table__.insert()
+
+
 def _insert_pending(session: Session) -> None:
     pending: list[tuple[RecordFields, bytes]] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    top = int(session.scalar(select(func.max(AuditRecord.seq))) or 0)
+    conn = session.connection()
+    top = int(conn.execute(_LAST_SEQ).scalar() or 0)
     rows, tokens = [], []
     for i, (f, body) in enumerate(pending, 1):
         seq = top + i
@@ -363,7 +369,7 @@ def _insert_pending(session: Session) -> None:
             "user_token": f.user_token, "dedup_token": f.dedup_token, "body": body,
         })
         tokens += [{"record_seq": seq, "token": t} for t in f.patient_tokens]
-    session.execute(AuditRecord.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping per row
+    conn.execute(_INSERT_RECORDS, rows)  # Core executemany: no ORM bookkeeping per row
     if tokens:
-        session.execute(AuditPatient.__table__.insert(), tokens)
+        conn.execute(_INSERT_PATIENTS, tokens)
     session.info[_WROTE] = True

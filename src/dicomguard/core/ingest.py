@@ -32,7 +32,7 @@ from enum import StrEnum
 import pydicom
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
@@ -278,10 +278,7 @@ class IngestPipeline:
             uids = [p.attrs.instance.sop_instance_uid for _, p in prepared]
             # Stored meanwhile by another writer: decided like a re-send.
             seen: dict[str, ObjectDigests] = {
-                uid: ObjectDigests(px, hd)
-                for uid, px, hd in s.execute(
-                    select(Instance.sop_instance_uid, Instance.pixel_sha256, Instance.header_sha256).where(Instance.sop_instance_uid.in_(uids))
-                )
+                uid: ObjectDigests(px, hd) for uid, px, hd in s.connection().execute(_DIGESTS_OF, {"uids": uids})
             } if uids else {}
             owners: dict[str, tuple[str, str]] = {}
             rows: list[dict[str, object]] = []
@@ -311,7 +308,7 @@ class IngestPipeline:
                     p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size), identity=_identity(a)
                 )
             if rows:
-                s.execute(insert(Instance), rows)
+                s.connection().execute(_INSERT_INSTANCES, rows)
             if not journal_released(s, blob_ids):
                 raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
             if durable is not None:
@@ -340,10 +337,10 @@ class IngestPipeline:
         owner = owners.get(a.series.uid) or (mine if self.ctx.known_series.get(a.series.uid) == mine else None)
         if owner is None:
             insert_ignore(s, Study, **p.study_row, created_at=now)
-            study_owner = s.scalar(select(Study.patient_ref).where(Study.uid == a.study.uid))
+            study_owner = s.connection().execute(_STUDY_OWNER, {"uid": a.study.uid}).scalar()
             if study_owner == p.patient_ref:
                 insert_ignore(s, Series, **p.series_row, created_at=now)
-                owner = (s.scalar(select(Series.study_uid).where(Series.uid == a.series.uid)) or "", p.patient_ref)
+                owner = (s.connection().execute(_SERIES_OWNER, {"uid": a.series.uid}).scalar() or "", p.patient_ref)
             else:
                 owner = ("", study_owner or "")
             owners[a.series.uid] = owner
@@ -471,10 +468,20 @@ def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:
     }
 
 
+# The statements every stored object runs, built once and executed as Core on the session's connection: the ORM's
+# per-statement work (cache keys, the bulk-persistence path) cost more than the database's own (bench/README.md).
+_instances = Instance.__table__
+_STORED = select(_instances.c.pixel_sha256, _instances.c.header_sha256, _instances.c.erased).where(
+    _instances.c.sop_instance_uid == bindparam("uid"))
+_DIGESTS_OF = select(_instances.c.sop_instance_uid, _instances.c.pixel_sha256, _instances.c.header_sha256).where(
+    _instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+_INSERT_INSTANCES = _instances.insert()
+_STUDY_OWNER = select(Study.__table__.c.patient_ref).where(Study.__table__.c.uid == bindparam("uid"))
+_SERIES_OWNER = select(Series.__table__.c.study_uid).where(Series.__table__.c.uid == bindparam("uid"))
+
+
 def _stored_digests(s: Session, uid: str) -> tuple[ObjectDigests, bool] | None:
-    row = s.execute(
-        select(Instance.pixel_sha256, Instance.header_sha256, Instance.erased).where(Instance.sop_instance_uid == uid)
-    ).first()
+    row = s.connection().execute(_STORED, {"uid": uid}).first()
     return (ObjectDigests(row[0], row[1]), bool(row[2])) if row is not None else None
 
 

@@ -32,7 +32,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.errors import DicomGuardError
@@ -150,8 +150,12 @@ def forget_expired(engine: Engine) -> None:
                                           TaskLease.lease_until < func.now() - timedelta(seconds=TTL_S)))
 
 
+_RELEASE = IngestJournal.__table__.delete().where(IngestJournal.__table__.c.blob_id.in_(bindparam("ids", expanding=True)))
+"""Built once, run as Core: every ingest transaction releases its journal rows."""
+
+
 def journal_released(s: Session, blob_ids: list[str]) -> bool:
     """Delete the journal rows of ``blob_ids`` in the index transaction; False if recovery claimed any (the fence)."""
     if not blob_ids:
         return True
-    return s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids))).rowcount == len(blob_ids)
+    return s.connection().execute(_RELEASE, {"ids": blob_ids}).rowcount == len(blob_ids)

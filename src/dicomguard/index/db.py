@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Executable, Table, create_engine, event, text
 from sqlalchemy.orm import Session
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -66,9 +66,21 @@ def is_sqlite(engine: Engine) -> bool:
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
     """A transaction that writes: committed on success, rolled back on any exception."""
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
-    with Session(bind=bind, expire_on_commit=False) as session, session.begin():
+    with Session(bind=_immediate(engine), expire_on_commit=False) as session, session.begin():
         yield session
+
+
+_IMMEDIATE = "dicomguard_immediate"
+
+
+def _immediate(engine: Engine) -> Engine:
+    """``engine`` whose transactions begin with SQLite's write lock (``BEGIN IMMEDIATE``); made once per engine."""
+    if not is_sqlite(engine):
+        return engine
+    bound = engine.__dict__.get(_IMMEDIATE)
+    if bound is None:
+        bound = engine.__dict__[_IMMEDIATE] = engine.execution_options(sqlite_begin="IMMEDIATE")
+    return bound  # type: ignore[no-any-return]
 
 
 @contextmanager
@@ -114,11 +126,17 @@ def checkpoint_and_shrink(engine: Engine) -> None:
 
 def insert_ignore(session: Session, model: type, **values: object) -> None:
     """INSERT that does nothing if the primary key exists (safe under concurrent writers)."""
-    if session.bind is not None and session.get_bind().dialect.name == "postgresql":
+    session.connection().execute(_insert_ignore_statement(session.get_bind().dialect.name, model.__table__), values)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: Table) -> Executable:
+    """Built once per table: the statement's cache key is then computed once, and it runs as Core (no ORM bulk path)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    session.execute(dialect_insert(model).values(**values).on_conflict_do_nothing())
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 _BEFORE_COMMIT = "dicomguard.before_commit"

@@ -12,13 +12,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from dicomguard.index.models import LedgerHead, LedgerLeaf, LedgerNode
 from dicomguard.ledger import merkle
 
 _CHUNK = 500  # rows per IN (...) query
+
+# Built once and run as Core on the session's connection: every ingest appends, and the ORM's per-statement
+# work (cache key, bulk-persistence path) cost more than SQLite's own.
+_head = LedgerHead.__table__
+_SIZE = select(_head.c.size).where(_head.c.id == 1)
+_SIZE_LOCKED = _SIZE.with_for_update()
+_SET_SIZE = _head.update().where(_head.c.id == 1).values(size=bindparam("new_size"))
+_INSERT_LEAVES = LedgerLeaf.__table__.insert()
+_INSERT_NODES = LedgerNode.__table__.insert()
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,7 @@ class LedgerStore:
         self.s = session
 
     def size(self, lock: bool = False) -> int:
-        stmt = select(LedgerHead.size).where(LedgerHead.id == 1)
-        if lock:
-            stmt = stmt.with_for_update()
-        value = self.s.scalar(stmt)
+        value = self.s.connection().execute(_SIZE_LOCKED if lock else _SIZE).scalar()
         return int(value or 0)
 
     def nodes(self, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
@@ -89,12 +95,13 @@ class LedgerStore:
             reader = self._reader(merkle.frontier_nodes(size)) if size else None
         appender = merkle.TreeAppender(size, reader)
         new_nodes = appender.append(merkle.leaf_hash(data) for _, _, data in entries)
-        self.s.execute(
-            insert(LedgerLeaf),
+        conn = self.s.connection()
+        conn.execute(
+            _INSERT_LEAVES,
             [{"idx": size + i, "kind": k, "subject": sub, "data": d, "created_at": now} for i, (k, sub, d) in enumerate(entries)],
         )
-        self.s.execute(insert(LedgerNode), [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
-        self.s.execute(update(LedgerHead).where(LedgerHead.id == 1).values(size=appender.size))
+        conn.execute(_INSERT_NODES, [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
+        conn.execute(_SET_SIZE, {"new_size": appender.size})
         return appender.size, appender.root(), Frontier.of(appender)
 
     def root(self, size: int) -> bytes:
