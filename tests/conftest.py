@@ -193,6 +193,14 @@ def archive(home: Path) -> Iterator["Archive"]:  # type: ignore[name-defined]  #
         a.close()
 
 
+@pytest.fixture
+def events(archive) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """Every event the archive publishes from now on, in order."""
+    seen: list = []  # type: ignore[type-arg]
+    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
+    return seen
+
+
 def pydicom_test_file(name: str) -> Path:
     from pydicom.data import get_testdata_file
 

@@ -17,13 +17,6 @@ ADMIN = Principal(PrincipalKind.USER, "root", frozenset({"admin"}))
 NOBODY = Principal(PrincipalKind.USER, "mallory")
 
 
-@pytest.fixture
-def events(archive):
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 def test_store_only_device_can_store_but_not_read_or_query(archive, events) -> None:
     modality = archive.services(STORE_ONLY)
     uid = modality.store.ingest(ct_series(ALICE, n=1)[0]).sop_instance_uid

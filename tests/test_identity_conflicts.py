@@ -40,13 +40,6 @@ MODALITY = Principal(PrincipalKind.DEVICE, "CT_OTHER", frozenset({"device"}), "1
 RAD = Principal(PrincipalKind.USER, "dr.rad", frozenset({"radiologist"}), attributes={"department": DEPARTMENT})
 
 
-@pytest.fixture
-def events(archive):  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 def _as(data: bytes, **values: object) -> bytes:
     """The object with these values; a bytes value is written as it is (what a hostile sender can put on the wire)."""
     ds = dataset_of(data)

@@ -44,13 +44,6 @@ def _dummy(name: str = "DUMMY^TEST", birth_date: str = "20000101", sex: str = "O
     return to_bytes(ds)
 
 
-@pytest.fixture
-def events(archive):  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 def test_a_dummy_under_another_departments_patient_id_shows_only_what_its_storer_sent(archive) -> None:  # type: ignore[no-untyped-def]
     real = ct_series(ALICE, n=1)[0]
     archive.operator.store.ingest(real)

@@ -28,13 +28,6 @@ RAD = Principal(PrincipalKind.USER, "dr.rad", frozenset({"radiologist"}), attrib
 CARDIO = Principal(PrincipalKind.USER, "dr.heart", frozenset({"cardiologist"}), attributes={"department": "CARDIOLOGY"})
 
 
-@pytest.fixture
-def events(archive):  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 def _store(archive, patient=ALICE, n: int = 2, principal: Principal | None = None) -> list[str]:  # type: ignore[no-untyped-def]
     services = archive.services(principal) if principal else archive.operator
     return [services.store.ingest(obj).sop_instance_uid for obj in ct_series(patient, n=n)]

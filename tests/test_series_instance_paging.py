@@ -58,13 +58,6 @@ def studies(archive):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def events(archive):  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
-@pytest.fixture
 def opened(monkeypatch) -> defaultdict[str, list[str]]:
     """Rows decrypted, in order, per table (``opened["studies"]``)."""
     rows: defaultdict[str, list[str]] = defaultdict(list)

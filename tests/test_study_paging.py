@@ -46,13 +46,6 @@ def paged(archive):  # type: ignore[no-untyped-def]
     return archive, uids
 
 
-@pytest.fixture
-def events(archive):  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 PATTERNS = [
     "20240305", "20240230", "2024", "19991231", "20240305-20240311", "20240101-20241231", "20231231-20240101",
     "20240229-20240301", "20240311-20240305", "-20231231", "20240306-", "2024-2025", "20220101-20250228", "19000101-20991231",

@@ -13,7 +13,6 @@ import pytest
 
 from dicomguard.core.events import QueryPerformed
 from dicomguard.core.query import IndexQuery
-from dicomguard.dimse.server import DimseService
 from tests.dicom_factory import ALICE, BOB, CAROL, ct_series
 from tests.dimse.conftest import dcmtk
 from tests.dimse.test_dimse_dcmtk import _find
@@ -24,19 +23,14 @@ LIMIT = 4
 
 
 @pytest.fixture
-def limited(archive):  # type: ignore[no-untyped-def]
+def limited(archive, request):  # type: ignore[no-untyped-def]
     """Three patients' CT studies of 2 instances each, and a DIMSE listener that answers at most :data:`LIMIT` matches."""
     for patient in (ALICE, BOB, CAROL):
         for data in ct_series(patient, n=2):
             archive.operator.store.ingest(data, source="test")
     archive.ctx.settings = archive.settings.model_copy(
         update={"limits": archive.settings.limits.model_copy(update={"max_find_results": LIMIT})})
-    svc = DimseService(archive, "127.0.0.1", 0)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop(grace_s=2)
+    return request.getfixturevalue("dimse")  # started only now: the listener reads the limit when it starts
 
 
 def _refused(creds, port: int, level: str, keys: dict[str, str]) -> str:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import write_session
 from dicomguard.index.models import User
-from tests.web.conftest import events, web  # noqa: F401 - fixtures reused here
+from tests.web.conftest import web  # noqa: F401 - fixture reused here
 
 
 @dataclass

@@ -72,11 +72,3 @@ def token_of(url: str) -> str:
 def open_link(client: httpx.Client, url: str, pin: str) -> httpx.Response:
     token = token_of(url)
     return client.post(f"/s/{token}", data={"pin": pin}, headers={"Origin": str(client.base_url).rstrip("/")})
-
-
-@pytest.fixture
-def events(archive) -> list:  # type: ignore[no-untyped-def,type-arg]
-    """Every event the archive publishes from now on, in order."""
-    seen: list = []  # type: ignore[type-arg]
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen

@@ -102,13 +102,6 @@ def web(archive) -> Iterator[WebServer]:  # type: ignore[no-untyped-def]
         stop()
 
 
-@pytest.fixture
-def events(archive) -> list:  # type: ignore[no-untyped-def]
-    seen: list = []
-    archive.ctx.bus.subscribe(lambda s, e: seen.append(e))
-    return seen
-
-
 def issue_token(engine, user: str, ttl: timedelta, scopes=None) -> str:  # type: ignore[no-untyped-def]
     """A token issued directly in the index (test set-up: no administration record)."""
     with write_session(engine) as s:
