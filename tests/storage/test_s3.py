@@ -13,6 +13,7 @@ from botocore.exceptions import ResponseStreamingError
 
 from dicomguard.config import Settings
 from dicomguard.errors import ConfigurationError
+from dicomguard.storage.base import BlobMissingError
 from dicomguard.storage.s3 import (
     MIN_PART_SIZE,
     WRITER_META,
@@ -125,13 +126,40 @@ def test_a_server_that_ignores_if_none_match_is_refused(seaweedfs: SeaweedFS) ->
         store.check()
 
 
-@pytest.mark.parametrize("size", [1000, 2 * MIN_PART_SIZE + 1], ids=["put", "multipart"])
-def test_a_retried_conditional_write_answered_by_its_own_success_succeeds(seaweedfs: SeaweedFS, size: int) -> None:
-    """The response of a successful write is 'lost': botocore retries, and the server answers 412 (or
-    NoSuchUpload) to the retry. The writer token shows the object is ours: success, not 'already exists'."""
+def test_a_retried_conditional_put_answered_by_its_own_success_succeeds(seaweedfs: SeaweedFS) -> None:
+    """The response of a successful single PUT is 'lost': the request goes out again and the server answers the retry
+    412. The writer token shows the object is ours: success, not 'already exists'."""
+    store = s3_store(seaweedfs)
+    client = store.bucket._per_object()
+    real, retried = client._obstore, []
+
+    class LosingFirstResponse:
+        """obstore, except that the first PUT is sent twice, as a retry after a lost response would be."""
+
+        get = staticmethod(real.get)
+
+        @staticmethod
+        def put(*args: Any, **kwargs: Any) -> Any:
+            real.put(*args, **kwargs)
+            if not retried:
+                retried.append(kwargs.get("mode"))
+                return real.put(*args, **kwargs)  # the server has the object: 412
+            return None
+
+    client._obstore = LosingFirstResponse
+    blob = secrets.token_hex(16)
+    assert store.put(blob, pattern(1000)) == 1000
+    assert retried == ["create"]
+    assert store.read(blob) == b"".join(pattern(1000))
+    with pytest.raises(S3Exists):  # and a real second writer is still refused
+        store.put(blob, [b"other"])
+
+
+def test_a_retried_multipart_completion_answered_by_its_own_success_succeeds(seaweedfs: SeaweedFS) -> None:
+    """The response of a successful ``CompleteMultipartUpload`` is 'lost': botocore retries, and the server answers
+    412 (or NoSuchUpload) to the retry. The writer token shows the object is ours."""
     store = s3_store(seaweedfs, part_size=MIN_PART_SIZE)
-    operation = "PutObject" if size < MIN_PART_SIZE else "CompleteMultipartUpload"
-    retried = []
+    size, operation, retried = 2 * MIN_PART_SIZE + 1, "CompleteMultipartUpload", []
 
     def lose_first_response(attempts: int, response: Any, **_: Any) -> float | None:
         if attempts == 1 and response is not None and response[0].status_code == 200:
@@ -144,8 +172,25 @@ def test_a_retried_conditional_write_answered_by_its_own_success_succeeds(seawee
     assert store.put(blob, pattern(size)) == size
     assert retried == [operation]
     assert store.read(blob) == b"".join(pattern(size))
-    with pytest.raises(S3Exists):  # and a real second writer is still refused
+    with pytest.raises(S3Exists):
         store.put(blob, [b"other"])
+
+
+def test_a_blob_is_one_create_only_put_and_reads_back_through_the_per_object_client(seaweedfs: SeaweedFS) -> None:
+    """The per-object client (ADR 0015) writes exactly what botocore reads back, with the writer token, and refuses
+    to overwrite; a missing blob is 'missing' on both paths."""
+    store = s3_store(seaweedfs)
+    blob, data = secrets.token_hex(16), b"".join(pattern(70_000))
+    store.put(blob, [data])
+    assert b"".join(store.stream(blob)) == data == store.read(blob)  # botocore's stream, the per-object GET
+    head = store.bucket.head(f"{blob[:2]}/{blob}")
+    assert head is not None and set(head["Metadata"]) == {WRITER_META} and head["ContentLength"] == len(data)
+    with pytest.raises(S3Exists):
+        store.put(blob, [b"overwrite"])
+    assert store.read(blob) == data
+    missing = secrets.token_hex(16)
+    with pytest.raises(BlobMissingError):
+        store.read(missing)
 
 
 def test_a_read_that_breaks_midway_is_resumed(seaweedfs: SeaweedFS, caplog: pytest.LogCaptureFixture) -> None:
@@ -210,13 +255,48 @@ def test_create_layout_refuses_a_prefix_in_use(seaweedfs: SeaweedFS) -> None:
     s3_store(seaweedfs, prefix=f"other-{secrets.token_hex(4)}/").create_layout()
 
 
-def test_environment_cannot_redirect_the_connection(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ENDPOINT_URL": "https://10.255.255.1:1", "AWS_ENDPOINT_URL_S3": "https://10.255.255.1:1",
-                        "AWS_CA_BUNDLE": "/nonexistent", "AWS_PROFILE": "nonexistent", "AWS_MAX_ATTEMPTS": "0"}.items():
+HOSTILE_ENVIRONMENT = {
+    "AWS_ENDPOINT_URL": "https://10.255.255.1:1", "AWS_ENDPOINT_URL_S3": "https://10.255.255.1:1", "AWS_ENDPOINT": "https://10.255.255.1:1",
+    "AWS_CA_BUNDLE": "/nonexistent", "AWS_PROFILE": "nonexistent", "AWS_MAX_ATTEMPTS": "0", "AWS_ALLOW_HTTP": "true",
+    "AWS_ALLOW_INVALID_CERTIFICATES": "true", "AWS_SKIP_SIGNATURE": "true", "AWS_UNSIGNED_PAYLOAD": "true",
+    "AWS_CONDITIONAL_PUT": "disabled", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true", "AWS_BUCKET": "another-bucket",
+    "AWS_BUCKET_NAME": "another-bucket", "AWS_REGION": "eu-west-3", "AWS_DEFAULT_REGION": "eu-west-3",
+    "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG", "AWS_SECRET_ACCESS_KEY": "wrong", "AWS_SESSION_TOKEN": "junk",
+}
+"""Variables that would redirect requests, weaken TLS, drop signatures or write-once, or swap the key, if honoured."""
+
+
+def test_environment_cannot_redirect_or_weaken_the_connection(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's session and obstore's constructor both read ``AWS_*`` variables; neither may change where a blob
+    goes, how it is signed, whether TLS is verified or whether an overwrite is refused."""
+    for name, value in HOSTILE_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
-    bucket = s3_bucket(seaweedfs)
-    bucket.check()
-    assert bucket._client.meta.endpoint_url == seaweedfs.https_endpoint
+    store = s3_store(seaweedfs)
+    store.check()
+    assert store.bucket._client.meta.endpoint_url == seaweedfs.https_endpoint
+    blob = secrets.token_hex(16)
+    store.put(blob, [b"ciphertext"])  # per-object client: right server, right bucket, our key, signed
+    assert store.read(blob) == b"ciphertext"
+    with pytest.raises(S3Exists):  # write-once still holds
+        store.put(blob, [b"overwrite"])
+    monkeypatch.undo()  # the test's own administration client honours the environment
+    assert seaweedfs.client().get_object(Bucket=BUCKET, Key=store.bucket.key(f"{blob[:2]}/{blob}"))["Body"].read() == b"ciphertext"
+
+
+def test_the_per_object_client_verifies_tls_whatever_the_environment(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the private CA the certificate does not verify on the per-object path either: no blob is sent or read,
+    even with ``AWS_ALLOW_INVALID_CERTIFICATES`` set."""
+    monkeypatch.setenv("AWS_ALLOW_INVALID_CERTIFICATES", "true")
+    trusted = s3_store(seaweedfs)
+    blob = secrets.token_hex(16)
+    trusted.put(blob, [b"ciphertext"])
+    untrusted = S3BlobStore(S3Bucket(S3Location(bucket=BUCKET, endpoint=seaweedfs.https_endpoint, prefix=trusted.bucket.prefix),
+                                     S3Credentials(seaweedfs.access_key, seaweedfs.secret_key), max_attempts=1))
+    with pytest.raises(S3Error) as read_error:
+        untrusted.read(blob)
+    assert not isinstance(read_error.value, BlobMissingError)
+    with pytest.raises(S3Error):
+        untrusted.put(secrets.token_hex(16), [b"ciphertext"])
 
 
 def test_the_pinned_server_enforces_object_lock_compliance(seaweedfs: SeaweedFS) -> None:

@@ -10,7 +10,6 @@ equal those recorded at ingest. Anything else raises
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -134,18 +133,19 @@ READ_AHEAD_BYTES = 64 * 1024 * 1024
 READ_AHEAD_OBJECTS = 8
 """Objects verified ahead at most: enough to keep every verifying thread busy with small objects."""
 
-_verifiers: ThreadPoolExecutor | None = None
+_verifiers: dict[int, ThreadPoolExecutor] = {}
 _verifiers_lock = threading.Lock()
 
 
-def _verifier_pool() -> ThreadPoolExecutor:
-    """Threads shared by every retrieval, one per core: reading, AES-GCM and SHA-256 release the interpreter lock,
-    so objects are verified on every core while the caller delivers the one before (a network write, a TLS record)."""
-    global _verifiers
+def _verifier_pool(threads: int) -> ThreadPoolExecutor:
+    """Threads shared by every retrieval from a store with ``threads`` reads in flight (``BlobStore.reads_in_flight``:
+    one per core for a disk, more for an object store): reading, AES-GCM and SHA-256 release the interpreter lock, so
+    objects are read and verified on every core while the caller delivers the one before (a network write, a TLS record)."""
     with _verifiers_lock:
-        if _verifiers is None:
-            _verifiers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="verify")
-        return _verifiers
+        pool = _verifiers.get(threads)
+        if pool is None:
+            pool = _verifiers[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
+        return pool
 
 
 def _outcome(ctx: ArchiveContext, row: IndexedObject) -> RetrievedObject | DicomGuardError:
@@ -166,7 +166,7 @@ def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator
     once its verification finished, in the order asked. Verification ahead that the caller never takes (a client gone)
     is cancelled when the iteration ends.
     """
-    pool = _verifier_pool() if len(sop_instance_uids) > 1 else None
+    pool = _verifier_pool(max(1, ctx.store.reads_in_flight)) if len(sop_instance_uids) > 1 else None
     ahead: deque[tuple[str, Future[RetrievedObject | DicomGuardError] | DicomGuardError, int]] = deque()
     queued = 0
     try:

@@ -32,6 +32,10 @@ class BlobStore(Protocol):
     batch of blobs durable at once with :meth:`sync`, before it indexes them.
     """
 
+    reads_in_flight: int
+    """How many reads a bulk reader (a retrieval verifying ahead) keeps going at once: one per core where a read is
+    CPU work (a local disk's page cache), more where it mostly waits on the network (an object store)."""
+
     def put(self, blob_id: str, chunks: Iterable[bytes], durable: bool = True) -> int:
         """Store the blob; returns its size. Refuses to overwrite an existing id (:class:`BlobExistsError`)."""
         ...

@@ -29,6 +29,8 @@ _SYNCFS_FROM = 4  # more blobs than this per batch: one syncfs is cheaper than m
 class FilesystemBlobStore:
     """Blobs under ``root/ab/<id>``: 256 folders, created once (ext4 and XFS index large folders)."""
 
+    reads_in_flight = os.cpu_count() or 1
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._folders: set[Path] = set()

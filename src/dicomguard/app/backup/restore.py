@@ -237,6 +237,8 @@ def _copy_blobs(target: BackupTarget, store: FilesystemBlobStore, blob_ids: list
 class TargetBlobView:
     """The blobs of one snapshot, read straight from the target (a drill's scratch home): read-only."""
 
+    reads_in_flight = 4  # a folder, restic or S3 target: between a disk's one per core and an object store's 8
+
     def __init__(self, target: BackupTarget, blob_ids: list[str]) -> None:
         self.target = target
         self.ids = set(blob_ids)
