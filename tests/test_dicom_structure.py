@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydicom import dcmread
 
 from dicomguard.config import LimitSettings
-from dicomguard.core.dicom_structure import walk_part10
+from dicomguard.core.dicom_structure import indexed_structure, walk_part10
 from dicomguard.core.hashing import digest_object
 from dicomguard.errors import RejectedObject
 from tests.conftest import pydicom_test_file
@@ -62,3 +62,34 @@ def test_header_and_pixel_digests_are_independent() -> None:
     preamble = bytearray(data)
     preamble[5] ^= 1  # the preamble is not content
     assert digest_object(bytes(preamble), s) == base
+
+
+LAYOUT_SAMPLES = SAMPLES + [
+    pydicom_test_file(n).read_bytes() for n in ("MR_small_bigendian.dcm", "SC_rgb_rle_2frame.dcm", "rtplan.dcm", "CT_small.dcm")
+]
+"""Explicit and implicit VR, big endian, encapsulated (JPEG 2000, RLE), an object without pixels."""
+
+
+def test_the_indexed_layout_rebuilds_the_walks_structure() -> None:
+    """What ingest records (data set offset, Pixel Data range) gives a verified read the walk's map back: same
+    data set bytes, pixel range and tag, VR encoding, and so the same digests."""
+    for data in LAYOUT_SAMPLES:
+        walked = walk_part10(data, LIMITS)
+        indexed = indexed_structure(data, walked.transfer_syntax, walked.dataset_offset, walked.pixel_range)
+        assert indexed is not None
+        assert (indexed.dataset_offset, indexed.pixel_range, indexed.pixel_tag, indexed.implicit_vr, bytes(indexed.dataset)) == (
+            walked.dataset_offset, walked.pixel_range, walked.pixel_tag, walked.implicit_vr, bytes(walked.dataset))
+        assert digest_object(data, indexed) == digest_object(data, walked)
+
+
+def test_a_layout_that_does_not_fit_the_object_is_walked_instead() -> None:
+    data = SAMPLES[0]
+    s = walk_part10(data, LIMITS)
+    p0, p1 = s.pixel_range
+    for offset, pixels in ((None, s.pixel_range), (len(data) + 1, s.pixel_range), (10, s.pixel_range),
+                           (s.dataset_offset, (p0 + 2, p1)), (s.dataset_offset, (p0, len(s.dataset) + 1)),
+                           (s.dataset_offset, (p1, p0)), (s.dataset_offset, (4, 8))):
+        assert indexed_structure(data, s.transfer_syntax, offset, pixels) is None, (offset, pixels)
+    deflated = pydicom_test_file("image_dfl.dcm").read_bytes()
+    d = walk_part10(deflated, LIMITS)
+    assert indexed_structure(deflated, d.transfer_syntax, d.dataset_offset, d.pixel_range) is None  # inflated: always walked

@@ -165,3 +165,35 @@ def test_verification_ahead_is_bounded_and_stops_when_delivery_stops(series_of_e
     each.close()
     time.sleep(0.3)  # anything not cancelled would have started by now
     assert len(started) <= 2 + 2 and set(started) < set(uids)
+
+
+def _layout(archive, uid) -> tuple:
+    row = _row(archive, uid)
+    return row.dataset_offset, row.pixel_start, row.pixel_end
+
+
+def test_a_row_without_its_layout_is_walked_and_served_the_same(stored) -> None:
+    """Rows stored before the layout was recorded (or Deflated ones) are walked on read, as every read once was."""
+    archive, uids, events = stored
+    before = archive.operator.retrieve.instance(uids[0]).data
+    offset, start, end = _layout(archive, uids[0])
+    assert offset is not None and start is not None and end is not None and start < end  # recorded at ingest
+    with write_session(archive.ctx.engine) as s:
+        s.execute(update(Instance).where(Instance.sop_instance_uid == uids[0])
+                  .values(dataset_offset=None, pixel_start=None, pixel_end=None))
+    assert archive.operator.retrieve.instance(uids[0]).data == before
+    assert not [e for e in events if isinstance(e, IntegrityViolation)]
+
+
+def test_a_forged_layout_is_refused_or_walked_never_served_differently(stored) -> None:
+    """The layout only says which bytes each digest covers: a range moved in the index makes a digest differ
+    (refused, alerted) or does not fit the object (walked again); the bytes served are always the ones stored."""
+    archive, uids, events = stored
+    original = archive.operator.retrieve.instance(uids[1]).data
+    offset, start, end = _layout(archive, uids[1])
+    with write_session(archive.ctx.engine) as s:
+        s.execute(update(Instance).where(Instance.sop_instance_uid == uids[1]).values(pixel_start=start + 2))
+    assert archive.operator.retrieve.instance(uids[1]).data == original  # no Pixel Data tag before it: walked
+    with write_session(archive.ctx.engine) as s:
+        s.execute(update(Instance).where(Instance.sop_instance_uid == uids[1]).values(pixel_start=start, pixel_end=end - 2))
+    _assert_refused(archive, uids[1], IntegrityKind.PIXEL_CHANGED, events)

@@ -249,6 +249,37 @@ def walk_part10(data: bytes | memoryview, limits: LimitSettings) -> FileStructur
     return FileStructure(ts, offset, dataset, walker.pixel_range, walker.count, deflated, implicit, walker.pixel_tag)
 
 
+def indexed_structure(data: bytes | memoryview, transfer_syntax: str, dataset_offset: int | None,
+                      pixel_range: tuple[int, int] | None) -> FileStructure | None:
+    """The structure of a stored object from the layout its walk recorded at ingest, or None to walk it again.
+
+    For reading verified objects only: the caller has authenticated ``data`` (AES-GCM) and then
+    hashes header and pixels over exactly these ranges, and the header digest covers every data
+    set byte outside the pixel range, so a layout that was altered in the index yields a digest
+    mismatch, never different bytes. A layout that does not fit the object (outside it, no Pixel
+    Data tag in front of the range), a Deflated object and a row without a layout (stored before
+    the layout was recorded) are walked. ``element_count`` is 0: nothing was counted.
+    """
+    if dataset_offset is None or transfer_syntax == DEFLATED_LE:
+        return None
+    buf = memoryview(data)
+    if not PREAMBLE_BYTES + 4 <= dataset_offset <= len(buf):
+        return None
+    dataset = buf[dataset_offset:]
+    implicit = transfer_syntax == IMPLICIT_VR_LE or (transfer_syntax != EXPLICIT_VR_BE and _looks_implicit(dataset))
+    pixel_tag = None
+    if pixel_range is not None:
+        start, end = pixel_range
+        tag_at = start - (8 if implicit else 12)
+        if not (0 <= tag_at and start <= end <= len(dataset)):
+            return None
+        group, elem = struct.unpack_from(">HH" if transfer_syntax == EXPLICIT_VR_BE else "<HH", dataset, tag_at)
+        pixel_tag = (group << 16) | elem
+        if pixel_tag not in PIXEL_TAGS:
+            return None
+    return FileStructure(transfer_syntax, dataset_offset, dataset, pixel_range, 0, False, implicit, pixel_tag)
+
+
 def _looks_implicit(dataset: memoryview) -> bool:
     """A data set labelled explicit VR whose first element has no VR is encoded implicit.
 

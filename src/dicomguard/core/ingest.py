@@ -40,7 +40,7 @@ from dicomguard._process import pid_alive
 from dicomguard.core.access import Principal
 from dicomguard.core.attributes import ObjectAttributes, department_from_header, is_valid_uid, validate_and_extract, year_of
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.dicom_structure import PREAMBLE_BYTES, walk_part10
+from dicomguard.core.dicom_structure import PREAMBLE_BYTES, FileStructure, walk_part10
 from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, InstanceStored
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
@@ -131,6 +131,8 @@ class _Prepared:
     series_row: dict[str, object]
     """Index rows of the study and series, computed (sealed, tokenized) per object: a value that cannot be indexed
     fails its own object in ``_prepare``, never the batch's transaction."""
+    structure: FileStructure
+    """The walk's map of the stored bytes: its layout is indexed, so a verified read hashes without walking again."""
 
 
 Loader = Callable[[], bytes]
@@ -239,7 +241,8 @@ class IngestPipeline:
         encryptor = BlobEncryptor(data_key, blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref))
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
-        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row)
+        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row,
+                         structure)
 
     def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> tuple[dict[str, object], dict[str, object]]:
         """The study and series rows this object would create (inserted only if they do not exist yet)."""
@@ -465,7 +468,18 @@ def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:
         "header_sha256": p.digests.header_sha256,
         "stored_at": now,
         "erased": False,
+        **_layout(p.structure),
     }
+
+
+def _layout(structure: FileStructure) -> dict[str, int | None]:
+    """Where the data set and its Pixel Data value lie (``core.dicom_structure.indexed_structure`` reads it back);
+    none for a Deflated object, whose ranges are in the inflated stream: its reads inflate and walk it anyway."""
+    if structure.deflated:
+        return {"dataset_offset": None, "pixel_start": None, "pixel_end": None}
+    pixels = structure.pixel_range
+    return {"dataset_offset": structure.dataset_offset, "pixel_start": pixels[0] if pixels else None,
+            "pixel_end": pixels[1] if pixels else None}
 
 
 # The statements every stored object runs, built once and executed as Core on the session's connection: the ORM's

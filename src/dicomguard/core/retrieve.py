@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from dicomguard.config import LimitSettings
 from dicomguard.core.context import ArchiveContext
-from dicomguard.core.dicom_structure import FileStructure, walk_part10
+from dicomguard.core.dicom_structure import FileStructure, indexed_structure, walk_part10
 from dicomguard.core.events import IntegrityViolation
 from dicomguard.core.hashing import digest_object
 from dicomguard.crypto.aead import DecryptionError
@@ -83,10 +83,21 @@ class IndexedObject(Protocol):
     def pixel_sha256(self) -> bytes: ...
     @property
     def header_sha256(self) -> bytes: ...
+    @property
+    def transfer_syntax(self) -> str: ...
+    @property
+    def dataset_offset(self) -> int | None: ...
+    @property
+    def pixel_start(self) -> int | None: ...
+    @property
+    def pixel_end(self) -> int | None: ...
 
 
 def load_verified(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileStructure]:
-    """Decrypt and verify one indexed object; raises :class:`IntegrityError` on any mismatch."""
+    """Decrypt and verify one indexed object; raises :class:`IntegrityError` on any mismatch.
+
+    The digests are recomputed over the layout ingest recorded in the row (``indexed_structure``); a row without one,
+    or one that does not fit the object, is walked as at ingest (with the widest limits, :data:`READ_LIMITS`)."""
     uid = row.sop_instance_uid
     if row.erased:
         raise ErasedError(f"{uid} was erased")
@@ -100,10 +111,13 @@ def load_verified(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileS
         data = decrypt_blob(key, identity, blob)
     except DecryptionError:
         raise _violation(ctx, uid, IntegrityKind.BLOB_UNAUTHENTIC) from None
-    try:
-        structure = walk_part10(data, READ_LIMITS)
-    except RejectedObject:
-        raise _violation(ctx, uid, IntegrityKind.STRUCTURE) from None
+    pixels = (row.pixel_start, row.pixel_end) if row.pixel_start is not None and row.pixel_end is not None else None
+    structure = indexed_structure(data, row.transfer_syntax, row.dataset_offset, pixels)
+    if structure is None:
+        try:
+            structure = walk_part10(data, READ_LIMITS)
+        except RejectedObject:
+            raise _violation(ctx, uid, IntegrityKind.STRUCTURE) from None
     digests = digest_object(data, structure)
     if digests.pixel_sha256 != row.pixel_sha256:
         raise _violation(ctx, uid, IntegrityKind.PIXEL_CHANGED)
@@ -125,7 +139,7 @@ ROW_BATCH = 256
 
 ROW_COLUMNS = (Instance.sop_instance_uid, Instance.series_uid, Instance.study_uid, Instance.patient_ref, Instance.blob_id,
                Instance.erased, Instance.pixel_sha256, Instance.header_sha256, Instance.sop_class_uid, Instance.transfer_syntax,
-               Instance.size)
+               Instance.size, Instance.dataset_offset, Instance.pixel_start, Instance.pixel_end)
 """The columns a retrieval reads: plain rows, not ORM objects (building those cost more than the query)."""
 
 READ_AHEAD_BYTES = 64 * 1024 * 1024

@@ -413,6 +413,12 @@ class Instance(Base):
     header_sha256: Mapped[bytes] = mapped_column(HASH)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     erased: Mapped[bool] = mapped_column(Boolean, default=False)
+    dataset_offset: Mapped[int | None] = mapped_column(BigInteger)
+    """Where the data set starts in the stored file, as ingest's walk found it; None: walked again on every read (a
+    Deflated object, or one stored before this was recorded). Not trusted: it only says which bytes each digest covers."""
+    pixel_start: Mapped[int | None] = mapped_column(BigInteger)
+    pixel_end: Mapped[int | None] = mapped_column(BigInteger)
+    """The Pixel Data value's range within the data set (None: no pixels)."""
 
 
 class Conflict(Base):
