@@ -131,8 +131,9 @@ class _Prepared:
     series_row: dict[str, object]
     """Index rows of the study and series, computed (sealed, tokenized) per object: a value that cannot be indexed
     fails its own object in ``_prepare``, never the batch's transaction."""
-    structure: FileStructure
-    """The walk's map of the stored bytes: its layout is indexed, so a verified read hashes without walking again."""
+    layout: dict[str, int | None]
+    """Where the walk found the data set and its Pixel Data (``_layout``): indexed, so a verified read hashes without
+    walking again. Only the offsets: the batch holds no object's bytes until it is indexed."""
 
 
 Loader = Callable[[], bytes]
@@ -242,7 +243,7 @@ class IngestPipeline:
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
         return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row,
-                         structure)
+                         _layout(structure))
 
     def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> tuple[dict[str, object], dict[str, object]]:
         """The study and series rows this object would create (inserted only if they do not exist yet)."""
@@ -468,7 +469,7 @@ def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:
         "header_sha256": p.digests.header_sha256,
         "stored_at": now,
         "erased": False,
-        **_layout(p.structure),
+        **p.layout,
     }
 
 
