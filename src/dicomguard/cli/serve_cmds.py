@@ -56,6 +56,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
     """Serve until SIGTERM/SIGINT: in this process, or as worker ``channel.slot`` on the supervisor's sockets."""
     import socket
 
+    from dicomguard._allocator import keep_large_buffers
     from dicomguard.audit.forwarder import start_forwarders
     from dicomguard.core.access import Principal
     from dicomguard.dimse.server import DimseService
@@ -73,6 +74,7 @@ def _serve(dimse_port: int | None, https_port: int | None, host: str | None, cha
     def request_reload(*_: object) -> None:
         requested["reload"] = True
 
+    keep_large_buffers()  # large objects reuse memory instead of faulting it in again (``_allocator``)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
