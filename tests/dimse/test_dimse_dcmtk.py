@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.dsutils import split_dataset
 
 from dicomguard.core.events import AccessRefused
 from dicomguard.core.query import IndexQuery
+from dicomguard.core.retrieve import retrieve
 from tests.dicom_factory import ALICE, BOB, ct_series, us_multiframe, write_files
 from tests.dimse.conftest import dcmtk, plain
 
@@ -147,3 +150,26 @@ def test_read_only_device_cannot_store(archive, dimse, issue, tmp_path) -> None:
     r = dcmtk("storescu", viewer, dimse.port, "-v", files=files)
     assert "0x0124" in (r.stdout + r.stderr).lower() or "0x124" in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     assert IndexQuery(archive.ctx).instances() == []
+
+
+
+def test_c_get_sends_the_stored_data_set_byte_for_byte(archive, dimse, issue, tunnel, tmp_path) -> None:
+    """A peer proposing the stored syntax among others gets it (Explicit VR Little Endian is accepted first): the
+    data set it receives is the verified stored one, byte for byte, not a conversion to Implicit VR."""
+    ct1 = issue("CT1")
+    objects = ct_series(ALICE, n=3)
+    files = write_files(tmp_path / "in", objects)
+    assert dcmtk("storescu", ct1, dimse.port, files=files).returncode == 0
+    stored = {}
+    for o in objects:
+        kept = retrieve(archive.ctx, dcmread(io.BytesIO(o)).SOPInstanceUID)
+        assert kept.transfer_syntax == ExplicitVRLittleEndian
+        stored[kept.sop_instance_uid] = kept.data[kept.structure.dataset_offset:]
+    out = tmp_path / "got"
+    out.mkdir()
+    study = dcmread(files[0]).StudyInstanceUID
+    r = plain("getscu", "CT1", tunnel(ct1, dimse.port), "+B", "-S", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+              "-k", f"StudyInstanceUID={study}")  # +B: written exactly as received
+    assert r.returncode == 0, r.stderr
+    got = {dcmread(p).SOPInstanceUID: p.read_bytes()[split_dataset(p)[1]:] for p in out.iterdir()}
+    assert got == stored

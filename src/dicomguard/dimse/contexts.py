@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -21,6 +22,13 @@ QUERY_RETRIEVE = (
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
 )
+ACCEPTED_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian)]
+"""In order of preference: of the syntaxes a peer proposes in one presentation context, the first of this list is
+accepted (pynetdicom's acceptor). Explicit VR Little Endian first (pynetdicom's own order starts with Implicit VR):
+it keeps every element's VR, private elements included (PS3.5 7.1.2), every modality proposes it beside Implicit VR,
+and it is what most objects are stored in, so a C-GET peer proposing it receives them as stored, without re-encoding
+(``dimse/retrieve.py``)."""
+
 FIND_MODELS = {PatientRootQueryRetrieveInformationModelFind: "PATIENT", StudyRootQueryRetrieveInformationModelFind: "STUDY"}
 
 
@@ -32,7 +40,7 @@ def add_supported_contexts(ae) -> None:  # type: ignore[no-untyped-def]
     """
     ae.add_supported_context(Verification)
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        ae.add_supported_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for sop in QUERY_RETRIEVE:
         ae.add_supported_context(sop)
 
