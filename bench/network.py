@@ -795,15 +795,16 @@ def run_session(name: str, inputs: Inputs, folder: Path, t: Timings, pki: Throwa
         raise ValueError(name)
 
 
-def measure(inputs: Inputs, scratch: Path, pki: ThrowawayPki, reps: int, warmup: int) -> Timings:
+def measure(inputs: Inputs, scratch: Path, pki: ThrowawayPki, reps: int, warmup: int,
+            sessions: tuple[str, ...] = SESSIONS) -> Timings:
     """Every session ``warmup`` times untimed, then ``reps`` times; the order rotates per repetition."""
     timings = Timings()
     for rep in range(-warmup, reps):
-        k = rep % len(SESSIONS)
+        k = rep % len(sessions)
         label = "warm-up" if rep < 0 else f"rep {rep + 1}/{reps}"
         round_start = time.perf_counter()
         t = Timings() if rep < 0 else timings
-        for name in SESSIONS[k:] + SESSIONS[:k]:
+        for name in sessions[k:] + sessions[:k]:
             folder = scratch / f"{name}-{rep}"
             try:
                 run_session(name, inputs, folder, t, pki)
@@ -826,12 +827,16 @@ def summarize(inputs: Inputs, t: Timings) -> tuple[dict[str, dict], list[dict]]:
         for target in targets:
             if (workload, target) in t.seconds:
                 res[target] = _row(t.seconds[(workload, target)], n, nbytes)
+        if "dicomguard" not in res:
+            continue  # not measured (``--sessions``)
         dg = res["dicomguard"]["median_s"]
-        res["ratios"] = {f"dicomguard/{target}": res[target]["median_s"] / dg for target in targets if target != "dicomguard"}
+        res["ratios"] = {f"dicomguard/{target}": res[target]["median_s"] / dg for target in targets if target in res and target != "dicomguard"}
         results[workload] = res
     verdicts = []
     for goal in ISSUE_TARGETS:
-        res = results[goal.workload]
+        res = results.get(goal.workload, {})
+        if goal.versus not in res:
+            continue
         ratio = res["dicomguard"][goal.metric] / res[goal.versus][goal.metric]
         verdicts.append({"target": goal.name, "workload": goal.workload, "metric": goal.metric, "versus": goal.versus,
                          "minimum_ratio": goal.minimum, "ratio": ratio, "met": ratio >= goal.minimum})
@@ -921,16 +926,16 @@ def settings_report() -> dict[str, object]:
 
 
 def print_table(results: dict[str, dict], verdicts: list[dict]) -> None:
-    print(f"\n{'workload':<11}{'target':<14}{'median s':>10}{'inst/s':>9}{'MB/s':>9}{'dicomguard/x':>14}")
+    print(f"\n{'workload':<16}{'target':<14}{'median s':>10}{'inst/s':>9}{'MB/s':>9}{'dicomguard/x':>14}")
     for workload, (_source, targets) in WORKLOADS.items():
-        res = results[workload]
+        res = results.get(workload, {})
         for target in targets:
             if target not in res:
                 continue
             r = res[target]
             ratio = res["ratios"].get(f"dicomguard/{target}")
             shown = f"{ratio:.2f}x" if ratio is not None else "-"
-            print(f"{workload:<11}{target:<14}{r['median_s']:>10.3f}{r['instances_per_s']:>9.1f}{r['mb_per_s']:>9.1f}{shown:>14}")
+            print(f"{workload:<16}{target:<14}{r['median_s']:>10.3f}{r['instances_per_s']:>9.1f}{r['mb_per_s']:>9.1f}{shown:>14}")
     print()
     for v in verdicts:
         print(f"{v['target']:<48} ratio {v['ratio']:6.2f} (needs >= {v['minimum_ratio']:.2f}): {'met' if v['met'] else 'MISSED'}")
@@ -1068,6 +1073,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ct", type=int, default=200, help="CT slices (default 200; --quick: 50)")
     p.add_argument("--profile", action="store_true", help="also sample `dicomguard serve` with py-spy during the C-STOREs")
     p.add_argument("--profile-only", action="store_true", help="only the py-spy profile (no timed rounds)")
+    p.add_argument("--sessions", help=f"comma-separated subset of the server sessions, for A/B runs (default all: {','.join(SESSIONS)})")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where inputs and servers' folders go")
     p.add_argument("--out", type=Path, help="JSON results (default bench/results/network-<date>[-quick].json)")
     # Internal: the bare SCP runs in a child process started by this script.
@@ -1111,12 +1117,15 @@ def main() -> None:
         report: dict[str, object] = {"machine": machine_info(root), "settings": settings_report()}
         if not args.profile_only:
             pki = make_pki(root / "pki")
-            print(f"measuring {len(SESSIONS)} targets: {len(inputs.ct)} CT slices ({inputs.total_bytes('ct') / MB:.1f} MB), "
+            sessions = tuple(args.sessions.split(",")) if args.sessions else SESSIONS
+            if unknown := set(sessions) - set(SESSIONS):
+                raise SystemExit(f"unknown sessions: {', '.join(sorted(unknown))}")
+            print(f"measuring {len(sessions)} sessions: {len(inputs.ct)} CT slices ({inputs.total_bytes('ct') / MB:.1f} MB), "
                   f"1 US cine ({inputs.total_bytes('us') / MB:.1f} MB), {warmup} warm-up + {reps} timed round(s) ...", flush=True)
-            timings = measure(inputs, root, pki, reps, warmup)
+            timings = measure(inputs, root, pki, reps, warmup, sessions)
             results, verdicts = summarize(inputs, timings)
             extras = {f"{target}.median_{name}": statistics.median(v) for (target, name), v in sorted(timings.extras.items())}
-            report |= {"reps": reps, "warmup": warmup, "results": results, "issue_targets": verdicts, "extras": extras}
+            report |= {"reps": reps, "warmup": warmup, "sessions": list(sessions), "results": results, "issue_targets": verdicts, "extras": extras}
         if args.profile or args.profile_only:
             print("profiling dicomguard serve under the C-STORE workloads (py-spy) ...", flush=True)
             report["profile"] = profile_dicomguard(inputs, root / "profile", out)
