@@ -116,9 +116,14 @@ def multipart_outcome(boundary: str, chunks: Iterable[bytes]) -> Outcome:
             assert part.index == i and part.content_type == part.headers.get("content-type", "")
             content = part.content.read()
             assert len(content) == part.content.size
-            if len(content) >= 16 and len(set(content)) > 4:  # sealed at rest: the plaintext is not in the spool file
-                part.content._file.seek(0)
-                assert content[:16] not in part.content._file.read()
+            if len(content) >= 16 and len(set(content)) > 4:  # sealed at rest: the plaintext is not in what the spool keeps
+                spool = part.content
+                if spool._held is not None:
+                    kept = b"".join(spool._held)
+                else:
+                    spool._file.seek(0)
+                    kept = spool._file.read()
+                assert content[:16] not in kept
             out.append((tuple(sorted(part.headers.items())), part.content_type, content))
         assert sum(len(c) for _, _, c in out) <= fed  # no amplification
         return ("parts", tuple(out))

@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 import struct
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import IO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -46,7 +48,11 @@ class EncryptedSpool:
     def __init__(self, aead: AESGCM, part_index: int) -> None:
         self._aead = aead
         self._part = part_index
-        self._file = tempfile.SpooledTemporaryFile(max_size=_MEMORY_SPOOL)  # noqa: SIM115 (closed by close())
+        self._held: list[bytes] | None = []
+        """Sealed segments kept as they are while they fit in :data:`_MEMORY_SPOOL` (no copy into a file buffer)."""
+        self._held_bytes = 0
+        self._file: IO[bytes] | None = None
+        """Past that, every sealed segment goes to an anonymous temporary file (unlinked at creation)."""
         self._pending = bytearray()
         self._segments = 0
         self.size = 0
@@ -55,18 +61,42 @@ class EncryptedSpool:
         # Unique per (request key, part, segment): 4 + 8 bytes.
         return struct.pack(">IQ", self._part, segment)
 
-    def _seal(self, plain: bytes | bytearray) -> None:
-        sealed = self._aead.encrypt(self._nonce(self._segments), bytes(plain), None)
+    def _seal(self, plain: bytes | bytearray | memoryview) -> None:
+        sealed = self._aead.encrypt(self._nonce(self._segments), plain, None)
+        self._segments += 1
+        if self._held is not None and self._held_bytes + len(sealed) <= _MEMORY_SPOOL:
+            self._held.append(sealed)
+            self._held_bytes += len(sealed)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            for held in self._held or ():
+                self._write_segment(held)
+            self._held = None
+        self._write_segment(sealed)
+
+    def _write_segment(self, sealed: bytes) -> None:
+        assert self._file is not None
         self._file.write(struct.pack(">I", len(sealed)))
         self._file.write(sealed)
-        self._segments += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.size += len(data)
-        self._pending += data
-        while len(self._pending) >= _SEGMENT:
-            self._seal(self._pending[:_SEGMENT])
-            del self._pending[:_SEGMENT]
+        """Seal ``data`` by whole segments; only a tail shorter than a segment waits in memory. Whole segments are
+        sealed straight from the caller's buffer (a body's bytes are copied as few times as possible)."""
+        view = memoryview(data)
+        self.size += len(view)
+        if self._pending:
+            take = min(len(view), _SEGMENT - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) < _SEGMENT:
+                return
+            self._seal(self._pending)
+            self._pending = bytearray()
+        while len(view) >= _SEGMENT:
+            self._seal(view[:_SEGMENT])
+            view = view[_SEGMENT:]
+        self._pending += view
 
     def finish(self) -> None:
         if self._pending:
@@ -75,16 +105,22 @@ class EncryptedSpool:
 
     def read(self) -> bytes:
         """The whole content (decrypted); the caller holds one part in memory at a time."""
-        self._file.seek(0)
-        out = bytearray()
-        for segment in range(self._segments):
-            (length,) = struct.unpack(">I", self._file.read(4))
-            out += self._aead.decrypt(self._nonce(segment), self._file.read(length), None)
-        return bytes(out)
+        if self._held is not None:
+            sealed: Iterable[bytes] = self._held
+        else:
+            assert self._file is not None
+            self._file.seek(0)
+            sealed = (self._file.read(struct.unpack(">I", self._file.read(4))[0]) for _ in range(self._segments))
+        segments = [self._aead.decrypt(self._nonce(i), segment, None) for i, segment in enumerate(sealed)]
+        if len(segments) == 1:
+            return segments[0]
+        return b"".join(segments)
 
     def close(self) -> None:
         self._pending = bytearray()
-        self._file.close()
+        self._held = []
+        if self._file is not None:
+            self._file.close()
 
 
 @dataclass
@@ -110,8 +146,9 @@ class MultipartReader:
         self._current: ReceivedPart | None = None
         self.parts: list[ReceivedPart] = []
 
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
+    def feed(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self._buf += chunk
         while self._step():
             pass
 
@@ -176,10 +213,12 @@ class MultipartReader:
             if i < 0:
                 keep = len(d) - 1
                 if len(buf) > keep:
-                    self._current.content.write(buf[: len(buf) - keep])
+                    with memoryview(buf) as view:  # released before the buffer is cut
+                        self._current.content.write(view[: len(buf) - keep])
                     del buf[: len(buf) - keep]
                 return False
-            self._current.content.write(buf[:i])
+            with memoryview(buf) as view:
+                self._current.content.write(view[:i])
             self._current.content.finish()
             self._current = None
             del buf[: i + len(d)]

@@ -115,10 +115,10 @@ async def _receive(request: Request, boundary: str, limit: int) -> MultipartRead
             pending.append(chunk)
             pending_bytes += len(chunk)
             if pending_bytes >= _FEED_BYTES:
-                await run_in_threadpool(reader.feed, b"".join(pending))
+                await run_in_threadpool(reader.feed, *pending)
                 pending, pending_bytes = [], 0
         if pending:
-            await run_in_threadpool(reader.feed, b"".join(pending))
+            await run_in_threadpool(reader.feed, *pending)
         reader.finish()
     except BaseException:
         reader.close()
