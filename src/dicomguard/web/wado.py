@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from dicomguard.app.services import Services
 from dicomguard.config import LimitSettings
@@ -200,7 +201,43 @@ def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
         pending += writer.closing()
         yield bytes(pending)
 
-    return StreamingResponse(body(), media_type=writer.content_type)
+    return StreamingResponse(_batched(body()), media_type=writer.content_type)
+
+
+BATCH_BYTES = 2 * 1024 * 1024
+"""Bytes of a streamed body taken from the thread pool per hand-off (the chunks themselves are sent unchanged)."""
+
+
+async def _batched(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks of a blocking body, fetched from the thread pool about :data:`BATCH_BYTES` at a time.
+
+    Starlette hands a blocking iterator to the thread pool once per chunk; a series of 0.5 MB objects is two chunks
+    per object (part header, object), each a round trip between the event loop and a thread. Here one round trip
+    brings several, which the event loop then sends one by one. A failure raised by the body (an object that fails
+    verification) is raised only after the chunks produced before it are sent, as it was chunk by chunk.
+    """
+
+    def next_batch() -> tuple[list[bytes], BaseException | None]:
+        batch: list[bytes] = []
+        size = 0
+        try:
+            for chunk in chunks:
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= BATCH_BYTES:
+                    break
+        except Exception as exc:  # noqa: BLE001 - raised below, after what was produced before it
+            return batch, exc
+        return batch, None
+
+    while True:
+        batch, failure = await run_in_threadpool(next_batch)
+        for chunk in batch:
+            yield chunk
+        if failure is not None:
+            raise failure
+        if not batch:
+            return
 
 
 def _retrieve(request: Request, plan: RetrievePlan) -> Response:
