@@ -26,8 +26,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, *(ts for ts in ALL_TRANSFE
 """In order of preference: of the syntaxes a peer proposes in one presentation context, the first of this list is
 accepted (pynetdicom's acceptor). Explicit VR Little Endian first (pynetdicom's own order starts with Implicit VR):
 it keeps every element's VR, private elements included (PS3.5 7.1.2), every modality proposes it beside Implicit VR,
-and it is what most objects are stored in, so a C-GET peer proposing it receives them as stored, without re-encoding
-(``dimse/retrieve.py``)."""
+and it is what most objects are stored in, so a C-GET peer proposing it receives them in their stored syntax, byte for
+byte, not converted to Implicit VR (pynetdicom still encodes each object again from its parsed elements)."""
 
 FIND_MODELS = {PatientRootQueryRetrieveInformationModelFind: "PATIENT", StudyRootQueryRetrieveInformationModelFind: "STUDY"}
 
