@@ -208,17 +208,18 @@ BATCH_BYTES = 2 * 1024 * 1024
 """Bytes of a streamed body taken from the thread pool per hand-off (the chunks themselves are sent unchanged)."""
 
 
-async def _batched(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _batched(chunks: Iterator[bytes] | Iterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
     """The chunks of a blocking body, fetched from the thread pool about :data:`BATCH_BYTES` at a time.
 
     Starlette hands a blocking iterator to the thread pool once per chunk; a series of 0.5 MB objects is two chunks
-    per object (part header, object), each a round trip between the event loop and a thread. Here one round trip
+    per object (part header, object), a metadata array one per object, each a round trip between the event loop and
+    a thread. Here one round trip
     brings several, which the event loop then sends one by one. A failure raised by the body (an object that fails
     verification) is raised only after the chunks produced before it are sent, as it was chunk by chunk.
     """
 
-    def next_batch() -> tuple[list[bytes], BaseException | None]:
-        batch: list[bytes] = []
+    def next_batch() -> tuple[list[bytes | memoryview], BaseException | None]:
+        batch: list[bytes | memoryview] = []
         size = 0
         try:
             for chunk in chunks:
@@ -271,7 +272,7 @@ def _metadata(request: Request, fetch: Callable[[], Iterator[RetrievedObject]]) 
             yield (b"," if i else b"") + _metadata_json(obj, base)
         yield b"]"
 
-    return StreamingResponse(body(), media_type=DICOM_JSON)
+    return StreamingResponse(_batched(body()), media_type=DICOM_JSON)
 
 
 # -- frames and bulk data --------------------------------------------------------------
@@ -292,7 +293,7 @@ def _frames_response(request: Request, parts: list[memoryview], media_type: str,
                 yield payload[start : start + CHUNK_BYTES]
         yield writer.closing()
 
-    return StreamingResponse(body(), media_type=writer.content_type)
+    return StreamingResponse(_batched(body()), media_type=writer.content_type)
 
 
 def _frame_representation(transfer_syntax: str) -> tuple[str, str]:
