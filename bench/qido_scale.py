@@ -18,6 +18,11 @@ builds it; ``--operator`` adds the local operator for two kinds, for comparison)
 * ``study_patient_name``     ``/studies?PatientName=<FAM>*&limit=100`` (a 3-letter family-name stem such as ``DOE*``:
   1/400 of the patients, so its matches grow with the archive)
 * ``study_patient_id_birth`` as ``study_patient_id`` with ``includefield=PatientBirthDate`` (the patient-level search too)
+* ``study_name_suffix``      ``/studies?PatientName=*<family less its first letter>^<given>&limit=100`` (a leading
+  wildcard, narrowed by a suffix index, ADR 0017: 1/8000 of the patients)
+* ``study_name_infix``       ``/studies?PatientName=*<3 letters inside a family name>*&limit=100`` (no index narrows
+  it: refused whole, 413, once ``limits.max_search_candidates`` candidates would be read; the time to that answer)
+* ``study_offset_deep``      ``/studies?limit=100&offset=50000`` (past the candidate budget: refused, 413)
 * ``study_date_week``        ``/studies?StudyDate=<d>-<d+6>&limit=100`` (one week: ~0.19 % of the studies)
 * ``study_uid``              ``/studies?StudyInstanceUID=<uid>&limit=100``
 * ``study_accession``        ``/studies?AccessionNumber=<acc>&limit=100``
@@ -51,7 +56,7 @@ per patient; study dates spread over 2015-2024, 400 family names, unique Patient
    blobs, digests and salts.
 2. Copies up to each size, in batches of 2,000 patients, straight into the index tables: ``patients`` (a new data
    key per patient, wrapped under the KEK; the sealed ``phi`` re-sealed; every blind index recomputed),
-   ``patient_tokens`` (the ID and name prefix indexes), ``studies`` and ``series`` (sealed ``phi`` re-sealed, the
+   ``patient_tokens`` (the ID and name prefix and suffix indexes), ``studies`` and ``series`` (sealed ``phi`` re-sealed, the
    accession and Study Date blind indexes recomputed; department, site, labels, referring index as the template) by COPY; then
    ``instances`` by one ``INSERT ... SELECT`` per batch from the template patient's instances (new SOP Instance
    UIDs, same SOP class, transfer syntax, size, digests and blob salt). Sealed values cannot be copied verbatim:
@@ -117,9 +122,11 @@ from dicomguard.core.attributes import PatientAttributes  # noqa: E402
 from dicomguard.core.keyring import PURPOSE_IDENTITY  # noqa: E402
 from dicomguard.core.phi import RowSealer  # noqa: E402
 from dicomguard.core.services.query import QueryService  # noqa: E402
+from dicomguard.core.wildcard_tokens import wildcard_tokens  # noqa: E402
 from dicomguard.crypto.blind_index import BlindField  # noqa: E402
 from dicomguard.dimse.query import _find as find_matches  # noqa: E402
 from dicomguard.dimse.query import _response as cfind_response  # noqa: E402
+from dicomguard.errors import SearchTooBroad  # noqa: E402
 from dicomguard.identity.users import create_user, user_principal  # noqa: E402
 from dicomguard.index.db import read_session, write_session  # noqa: E402
 from dicomguard.index.models import Patient, Series, Study  # noqa: E402
@@ -273,7 +280,7 @@ class Filler:
     def __init__(self, archive: Archive, templates: Templates) -> None:
         self.archive, self.t = archive, templates
         self.patients = TEMPLATE_PATIENTS
-        self._name_tokens: dict[str, tuple[bytes, list[bytes]]] = {}
+        self._name_tokens: dict[str, tuple[bytes, list[tuple[int, bytes]]]] = {}
         with write_session(archive.ctx.engine) as s:
             s.execute(text("CREATE UNLOGGED TABLE IF NOT EXISTS bench_series_map (series_uid varchar(64), study_uid varchar(64), "
                            "patient_ref varchar(32), template_series_uid varchar(64))"))
@@ -285,10 +292,10 @@ class Filler:
             self.patients = upto
             progress(upto)
 
-    def _name(self, name: str) -> tuple[bytes, list[bytes]]:
+    def _name(self, name: str) -> tuple[bytes, list[tuple[int, bytes]]]:
         if name not in self._name_tokens:
             ix = self.archive.ctx.indexer
-            self._name_tokens[name] = (ix.token(BlindField.PATIENT_NAME, name), ix.prefix_tokens(BlindField.PATIENT_NAME_PREFIX, name))
+            self._name_tokens[name] = (ix.token(BlindField.PATIENT_NAME, name), [(int(f), t) for f, t in wildcard_tokens(ix, "", name)])
         return self._name_tokens[name]
 
     def _batch(self, patients: range) -> None:
@@ -309,9 +316,8 @@ class Filler:
                 ix.token(BlindField.PATIENT_ID, attrs.patient_id), name_token, ix.token(BlindField.PATIENT_BIRTH_DATE, attrs.birth_date),
                 sealer.seal("patients", ref, phi), now,
             ))
-            rows["patient_tokens"] += [(ref, int(BlindField.PATIENT_ID_PREFIX), t)
-                                       for t in ix.prefix_tokens(BlindField.PATIENT_ID_PREFIX, attrs.patient_id)]
-            rows["patient_tokens"] += [(ref, int(BlindField.PATIENT_NAME_PREFIX), t) for t in name_prefixes]
+            rows["patient_tokens"] += [(ref, int(f), t) for f, t in wildcard_tokens(ix, attrs.patient_id, "")]
+            rows["patient_tokens"] += [(ref, f, t) for f, t in name_prefixes]  # and suffixes (ADR 0017)
             for k in range(STUDIES_PER_PATIENT):
                 st_uid, day = study_uid(p, k), study_day(p, k)
                 date = day.strftime("%Y%m%d")
@@ -409,6 +415,18 @@ def _instance_by_uid(rng: random.Random, n: int) -> tuple[list[tuple[str, str]],
     return [("SOPInstanceUID", sop), ("limit", "100")], None, None
 
 
+def _name_suffix(rng: random.Random, n: int) -> tuple[list[tuple[str, str]], None, None]:
+    """``*<family without its first letter>^<given name>``: a leading wildcard, narrowed by a suffix index (ADR 0017)."""
+    family, given = patient_name(rng.randrange(n)).split("^")
+    return [("PatientName", f"*{family[1:]}^{given}"), ("limit", "100")], None, None
+
+
+def _name_infix(rng: random.Random, n: int) -> tuple[list[tuple[str, str]], None, None]:
+    """``*<middle of a family name>*``: no index narrows it; refused past ``limits.max_search_candidates``."""
+    family = patient_name(rng.randrange(n)).split("^")[0]
+    return [("PatientName", f"*{family[1:4]}*"), ("limit", "100")], None, None
+
+
 _STUDY = frozenset({Level.STUDY})
 _ALL_SERIES = frozenset({Level.STUDY, Level.SERIES})
 _ALL_INSTANCES = frozenset({Level.STUDY, Level.SERIES, Level.INSTANCE})
@@ -418,6 +436,9 @@ KINDS = [
          lambda r, n: ([("PatientName", r.choice(_STEMS) + "*"), ("limit", "100")], None, None)),
     Kind("study_patient_id_birth", _STUDY, STUDY_DEFAULT,
          lambda r, n: ([("PatientID", patient_id(r.randrange(n))), ("includefield", "PatientBirthDate"), ("limit", "100")], None, None)),
+    Kind("study_name_suffix", _STUDY, STUDY_DEFAULT, _name_suffix),
+    Kind("study_name_infix", _STUDY, STUDY_DEFAULT, _name_infix),
+    Kind("study_offset_deep", _STUDY, STUDY_DEFAULT, lambda r, n: ([("limit", "100"), ("offset", "50000")], None, None)),
     Kind("study_date_week", _STUDY, STUDY_DEFAULT, _week),
     Kind("study_uid", _STUDY, STUDY_DEFAULT, _by_uid),
     Kind("study_accession", _STUDY, STUDY_DEFAULT, _by_accession),
@@ -442,6 +463,14 @@ def qido(archive: Archive, principal: Principal, kind: Kind, params: list[tuple[
          series: str | None) -> tuple[int, int]:
     """One QIDO-RS request as ``web/qido.py`` ``_search`` and ``_respond`` serve it (less HTTP); (page size, more?)."""
     services = archive.services(principal)
+    try:
+        return _qido(archive, services, kind, params, study, series)
+    except SearchTooBroad:
+        return 0, 1  # refused whole (QIDO-RS 413, C-FIND A700), recorded with 0 results
+
+
+def _qido(archive: Archive, services: Any, kind: Kind, params: list[tuple[str, str]], study: str | None,
+          series: str | None) -> tuple[int, int]:
     if not kind.levels:
         return cfind(services.query, archive.settings.limits.max_find_results, params)
     q = parse_query(params, set(kind.levels))

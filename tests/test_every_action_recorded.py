@@ -261,6 +261,7 @@ CLI_RECORDED: list[tuple[str, Step, int]] = [
     ("audit export", lambda w, t: ["audit", "export", "--format", "dicom", "--out", str(t / "audit.xml")], 1),
     ("audit import", lambda w, t: ["audit", "import", str(t / "audit-one.xml")], 1),
     ("verify", lambda w, t: ["verify", "--json"], 1),
+    ("index backfill", lambda w, t: ["index", "backfill", "--json"], 1),
     ("ledger witness", lambda w, t: ["ledger", "witness", "--import", str(t / "checkpoint.txt")], 1),
     ("keys rotate", lambda w, t: ["keys", "rotate"], 1),
     ("keys recovery-key", lambda w, t: ["keys", "recovery-key", "--replace"], 1),

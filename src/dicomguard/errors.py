@@ -80,3 +80,18 @@ class NotFoundError(DicomGuardError):
 
 class ErasedError(NotFoundError):
     """The object belonged to a crypto-shredded patient and can never be read again."""
+
+
+class SearchTooBroad(DicomGuardError):
+    """A search would read more candidate rows than one request may (``limits.max_search_candidates``).
+
+    Raised before any match is returned: a partial answer would pass for the whole one. The candidates are what
+    the blind indexes and clear columns left to decrypt and decide, so the bound is on a request's work (CPU and
+    memory), whatever the principal may see; narrowing the search (a Patient ID, a longer name prefix or suffix, a
+    date range) or a smaller ``offset`` gets an answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the search would examine more than {limit} candidate records: narrow it (a Patient ID, "
+                         "a longer name prefix or suffix, a date range) or ask for an earlier page")
+        self.limit = limit

@@ -61,3 +61,19 @@ def test_a_find_over_the_limit_is_refused_whole_and_one_within_answers(archive, 
     # A named instance reads its study: found across all studies without a study key.
     sop = images[0].SOPInstanceUID
     assert [i.SOPInstanceUID for i in _find(pacs, limited.port, "IMAGE", {"SOPInstanceUID": sop}, tmp_path / "o")] == [sop]
+
+
+def test_a_find_past_the_candidate_budget_is_refused_whole(archive, limited, issue, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An infix name pattern has no blind index: past ``limits.max_search_candidates`` it is refused (A700, the reason
+    in the Error Comment), recorded with 0 results, while a search narrowed to few candidates answers (ADR 0017)."""
+    pacs = issue("PACS", ("echo", "query"))
+    archive.ctx.settings = archive.settings.model_copy(
+        update={"limits": archive.settings.limits.model_copy(update={"max_search_candidates": 2})})
+    seen: list[QueryPerformed] = []
+    archive.ctx.bus.subscribe(lambda s, e: seen.append(e) if isinstance(e, QueryPerformed) else None)
+    out = _refused(pacs, limited.port, "STUDY", {"StudyInstanceUID": "", "PatientName": "*O*"})
+    assert "0xa700: Refused: Out of resources" in out, out
+    assert "over 2 candidates to examine: narrow the query" in out, out
+    assert [(e.level, e.results) for e in seen] == [("STUDY", 0)]
+    found = _find(pacs, limited.port, "STUDY", {"StudyInstanceUID": "", "PatientID": BOB.patient_id}, tmp_path / "b")
+    assert len(found) == 1

@@ -14,6 +14,7 @@ from dicomguard.app.backup.service import BackupService
 from dicomguard.app.detection.service import DetectionService
 from dicomguard.app.governance import GovernanceService
 from dicomguard.app.incidents import IncidentService
+from dicomguard.app.index_maintenance import IndexMaintenanceService
 from dicomguard.app.keys import KeyService
 from dicomguard.app.policies import PolicyService
 from dicomguard.app.posture import PostureService
@@ -109,6 +110,10 @@ class Services:
     @cached_property
     def keys(self) -> KeyService:
         return KeyService(self.archive.ctx, self.access)
+
+    @cached_property
+    def index_maintenance(self) -> IndexMaintenanceService:
+        return IndexMaintenanceService(self.archive.ctx, self.access)
 
     @cached_property
     def policies(self) -> PolicyService:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -17,6 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dicomguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, open_archive, out, print_json
+
+
+@contextmanager
+def _narrow_if_too_broad() -> Iterator[None]:
+    """A listing refused as too broad (``limits.max_search_candidates``, recorded) ends with the reason, not a trace."""
+    from dicomguard.errors import SearchTooBroad
+
+    try:
+        yield
+    except SearchTooBroad as exc:
+        fail(str(exc))
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
@@ -163,7 +175,7 @@ def ls_cmd(
     from dicomguard.core.query import PatientFilter, StudyFilter
 
     pf = PatientFilter(patient_id=patient_id, name=name)
-    with open_archive() as archive:
+    with open_archive() as archive, _narrow_if_too_broad():
         q = archive.operator.query  # one Query record per listing
         if level == "patients":
             rows = [r.to_json() for r in q.find_patients(pf)]

@@ -17,6 +17,7 @@ from dicomguard.cli import (
     gateway_cmds,
     governance_cmds,
     incident_cmds,
+    index_cmds,
     ledger_cmds,
     patient_cmds,
     policy_cmds,
@@ -47,6 +48,7 @@ keys_app = typer.Typer(help="Key hierarchy management.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 data.register(app)
 ledger_cmds.register(app)
+index_cmds.register(app)
 device_cmds.register(app)
 gateway_cmds.register(app)
 token_cmds.register(app)

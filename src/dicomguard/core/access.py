@@ -64,6 +64,8 @@ class Action(StrEnum):
     KEYS_ROTATE = "keys-rotate"
     LEDGER_WITNESS = "ledger-witness"
     VERIFY = "verify"
+    INDEX_MAINTAIN = "index-maintain"
+    """Adding the blind indexes newer versions write to rows written before them (``index backfill``, ADR 0017)."""
     METRICS_READ = "metrics-read"
     PATIENT_CONFLICTS_READ = "patient-conflicts-read"
     """Listing patient-identity conflicts: references, differing field names, departments and senders, no PHI."""

@@ -89,6 +89,8 @@ class ArchiveContext:
     authorizer: Authorizer
     known_series: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Series already indexed by this process, with their (study UID, patient reference): skips the owner check per object."""
+    suffix_tokens_complete: bool = field(default=False, repr=False)
+    """Seen set once every patient row carries suffix indexes (``core.wildcard_tokens``); it never becomes unset."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
 
     def close_writers(self) -> None:

@@ -22,23 +22,35 @@ def literal_prefix(pattern: str) -> str:
     return pattern[:cut]
 
 
+def literal_suffix(pattern: str) -> str:
+    """The part of a wildcard pattern after its last wildcard."""
+    cut = max(pattern.rfind("*"), pattern.rfind("?"))
+    return pattern[cut + 1:]
+
+
 @lru_cache(maxsize=1024)
-def _wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    return re.compile(body, re.DOTALL)
 
 
 def match_value(pattern: str | None, value: str, *, person_name: bool = False) -> bool:
-    """Single-value, universal or wildcard matching (PS3.4 C.2.2.2.1, .3, .4)."""
+    """Single-value, universal or wildcard matching (PS3.4 C.2.2.2.1, .3, .4).
+
+    Person names are compared in ``str.upper`` form on both sides, wildcards included: the very form their blind
+    indexes are computed from (:func:`dicomguard.crypto.blind_index.normalize`), so narrowing candidates by a prefix
+    or suffix index can never drop a name this match keeps (a case-insensitive regex would, e.g. for U+212A KELVIN
+    SIGN, which matches ``k`` but is its own upper case).
+    """
     if pattern is None or pattern == "" or pattern == "*":
         return True
     value = value.strip(" \x00")
     pattern = pattern.strip(" \x00")
     if person_name:
-        value, pattern = value.rstrip("^="), pattern.rstrip("^=")
+        value, pattern = value.rstrip("^=").upper(), pattern.rstrip("^=").upper()
     if has_wildcard(pattern):
-        return _wildcard_regex(pattern, person_name).fullmatch(value) is not None
-    return value.upper() == pattern.upper() if person_name else value == pattern
+        return _wildcard_regex(pattern).fullmatch(value) is not None
+    return value == pattern
 
 
 def match_range(pattern: str | None, value: str) -> bool:

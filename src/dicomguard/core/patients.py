@@ -29,6 +29,7 @@ from dicomguard.core.attributes import PatientAttributes
 from dicomguard.core.events import EventBus, PatientIdentityConflict
 from dicomguard.core.keyring import Keyring
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.wildcard_tokens import wildcard_tokens
 from dicomguard.crypto.blind_index import BlindField, BlindIndexer, normalize
 from dicomguard.errors import ErasedError
 from dicomguard.index.db import is_sqlite, read_session, write_session
@@ -144,9 +145,7 @@ class PatientDirectory:
                     )
                 )
                 s.flush()
-                tokens = [(BlindField.PATIENT_ID_PREFIX, t) for t in ix.prefix_tokens(BlindField.PATIENT_ID_PREFIX, p.patient_id)]
-                tokens += [(BlindField.PATIENT_NAME_PREFIX, t) for t in ix.prefix_tokens(BlindField.PATIENT_NAME_PREFIX, p.name)]
-                s.add_all(PatientToken(patient_ref=ref, field=int(f), token=t) for f, t in tokens)
+                s.add_all(PatientToken(patient_ref=ref, field=int(f), token=t) for f, t in wildcard_tokens(ix, p.patient_id, p.name))
                 if others:
                     self._raise_conflict(s, p, ref, others[0], source)
         except DbIntegrityError:

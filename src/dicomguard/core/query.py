@@ -23,15 +23,17 @@ from dicomguard.core.context import ArchiveContext
 from dicomguard.core.matching import (
     has_wildcard,
     literal_prefix,
+    literal_suffix,
     match_range,
     match_uid_list,
     match_value,
 )
 from dicomguard.core.phi import RowSealer
 from dicomguard.core.study_dates import study_date_condition
+from dicomguard.core.wildcard_tokens import suffix_tokens_complete
 from dicomguard.crypto.aead import DecryptionError
-from dicomguard.crypto.blind_index import BlindField
-from dicomguard.errors import ErasedError
+from dicomguard.crypto.blind_index import BlindField, normalize
+from dicomguard.errors import ErasedError, SearchTooBroad
 from dicomguard.index.db import as_utc, read_session
 from dicomguard.index.models import Instance, Patient, PatientToken, Series, Study
 
@@ -44,22 +46,45 @@ def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
         yield keys[start:start + size]
 
 
-def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, first: int, largest: int) -> Iterator[Sequence[Any]]:
+def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, first: int, largest: int,
+                  budget: int | None = None) -> Iterator[Sequence[Any]]:
     """Rows of ``stmt`` (ordered by ``time_col, key_col``) a page at a time, ``first`` rows doubling up to ``largest``:
     keyset paging, each page one index range scan after the last row seen, never one unbounded read (a huge offset
-    reads more pages). ``time_col`` and ``key_col`` must be selected as the row's last and first columns."""
+    reads more pages). ``time_col`` and ``key_col`` must be selected as the row's last and first columns.
+
+    ``budget``: at most this many rows in all; asked for more while more exist, it raises :class:`SearchTooBroad`
+    (one row is read to tell), so a caller's work is bounded whatever it asks for."""
     size = min(largest, max(1, first))
     after: tuple[datetime, str] | None = None
+    read = 0
     while True:
         page = stmt if after is None else stmt.where(or_(time_col > after[0], and_(time_col == after[0], key_col > after[1])))
-        rows = s.execute(page.limit(size)).all()
+        take = size if budget is None else min(size, budget - read)
+        if take <= 0:
+            assert budget is not None
+            if s.execute(page.limit(1)).first() is not None:
+                raise SearchTooBroad(budget)
+            return
+        rows = s.execute(page.limit(take)).all()
         if not rows:
             return
+        read += len(rows)
         yield rows
-        if len(rows) < size:
+        if len(rows) < take:
             return
         after = (rows[-1][-1], rows[-1][0])
         size = min(largest, size * 2)
+
+
+def _bounded(rows: Sequence[Any], budget: int | None) -> Sequence[Any]:
+    """``rows`` (read with ``LIMIT budget + 1``), or :class:`SearchTooBroad` when there were more than ``budget``."""
+    if budget is not None and len(rows) > budget:
+        raise SearchTooBroad(budget)
+    return rows
+
+
+def _limited(stmt: Select[Any], budget: int | None) -> Select[Any]:
+    return stmt if budget is None else stmt.limit(budget + 1)
 
 
 WHOLE_ARCHIVE_ABOVE = 5000
@@ -194,20 +219,32 @@ class IndexQuery:
             log.error("index row %s %s does not open under its patient's key: left out (run dicomguard verify)", table, row_id)
             return None
 
+    def _suffixes_usable(self) -> bool:
+        """Whether leading-wildcard patterns may narrow by suffix indexes: only once every patient row carries them
+        (``core.wildcard_tokens``), since narrowing must never drop a row the exact match keeps."""
+        if not self.ctx.suffix_tokens_complete:
+            with read_session(self.ctx.engine) as s:
+                self.ctx.suffix_tokens_complete = suffix_tokens_complete(s)
+        return self.ctx.suffix_tokens_complete
+
     def _narrow_patients(self, stmt: Select[Any], f: PatientFilter) -> Select[Any]:
         ix = self.ctx.indexer
-        for pattern, exact_col, exact_field, prefix_field in (
-            (f.patient_id, Patient.id_token, BlindField.PATIENT_ID, BlindField.PATIENT_ID_PREFIX),
-            (f.name, Patient.name_token, BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX),
+        for pattern, exact_col, exact_field, prefix_field, suffix_field in (
+            (f.patient_id, Patient.id_token, BlindField.PATIENT_ID, BlindField.PATIENT_ID_PREFIX, BlindField.PATIENT_ID_SUFFIX),
+            (f.name, Patient.name_token, BlindField.PATIENT_NAME, BlindField.PATIENT_NAME_PREFIX, BlindField.PATIENT_NAME_SUFFIX),
         ):
             if not pattern or pattern == "*":
                 continue
             if not has_wildcard(pattern):
                 stmt = stmt.where(exact_col == ix.token(exact_field, pattern))
                 continue
-            token = ix.query_prefix_token(prefix_field, literal_prefix(pattern))
+            # The longer literal end narrows more (ADR 0017): ``DOE*`` by its prefix, ``*SMITH`` by its suffix.
+            head, tail = normalize(prefix_field, literal_prefix(pattern)), normalize(suffix_field, literal_suffix(pattern))
+            by, token = prefix_field, ix.query_prefix_token(prefix_field, head)
+            if len(tail) > len(head) and self._suffixes_usable():
+                by, token = suffix_field, ix.query_suffix_token(suffix_field, tail)
             if token is not None:
-                sub = select(PatientToken.patient_ref).where(PatientToken.field == int(prefix_field), PatientToken.token == token)
+                sub = select(PatientToken.patient_ref).where(PatientToken.field == int(by), PatientToken.token == token)
                 stmt = stmt.where(Patient.ref.in_(sub))
         if f.refs is not None:
             stmt = stmt.where(Patient.ref.in_(sorted(f.refs)))
@@ -255,11 +292,12 @@ class IndexQuery:
                 found.update(s.scalars(select(Instance.study_uid).where(Instance.sop_instance_uid.in_(chunk), Instance.erased.is_(False))))
         return found
 
-    def patients(self, f: PatientFilter | None = None) -> list[PatientRecord]:
+    def patients(self, f: PatientFilter | None = None, *, budget: int | None = None) -> list[PatientRecord]:
+        """Every matching patient; ``budget``: read at most that many candidates, else :class:`SearchTooBroad`."""
         f = f or PatientFilter()
         with read_session(self.ctx.engine) as s:
             stmt = self._narrow_patients(select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)), f)
-            rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref)).all()
+            rows = _bounded(s.execute(_limited(stmt.order_by(Patient.created_at, Patient.ref), budget)).all(), budget)
             counts: dict[str, int] = {}
             study_counts: dict[str, int] = {}
             for chunk in _count_slices([ref for ref, _ in rows]):  # counted for the matched patients, not the whole archive
@@ -277,16 +315,17 @@ class IndexQuery:
                     )
             return out
 
-    def patient_batches(self, f: PatientFilter | None = None, *, first: int = 64, largest: int = 2048) -> Iterator[list[PatientRecord]]:
+    def patient_batches(self, f: PatientFilter | None = None, *, first: int = 64, largest: int = 2048,
+                        budget: int | None = None) -> Iterator[list[PatientRecord]]:
         """The matching patients in the order of :meth:`patients`, a batch of candidates at a time (``first`` rows,
         doubling up to ``largest``; keyset over ``(created_at, ref)``, index ``ix_patients_created_at_ref``), with
         no counts (``studies``, ``instances`` 0: the caller counts what the principal may see). A caller that stops
-        once it has a page decrypts no further patient."""
+        once it has a page decrypts no further patient; ``budget``: at most that many candidates (:func:`_keyset_pages`)."""
         f = f or PatientFilter()
         stmt = self._narrow_patients(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)), f)
         stmt = stmt.order_by(Patient.created_at, Patient.ref)
         with read_session(self.ctx.engine) as s:
-            for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest):
+            for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest, budget):
                 batch = []
                 for ref, sealed, _ in rows:
                     phi = self._open(s, ref, "patients", ref, sealed)
@@ -358,23 +397,26 @@ class IndexQuery:
             )
         return out
 
-    def studies(self, f: StudyFilter | None = None) -> list[StudyRecord]:
-        """Every matching study, in storage order."""
+    def studies(self, f: StudyFilter | None = None, *, budget: int | None = None) -> list[StudyRecord]:
+        """Every matching study, in storage order; ``budget``: read at most that many candidates, else
+        :class:`SearchTooBroad`."""
         f = f or StudyFilter()
         with read_session(self.ctx.engine) as s:
-            rows = s.execute(self._study_select(f).order_by(Study.created_at, Study.uid)).all()
+            rows = _bounded(s.execute(_limited(self._study_select(f).order_by(Study.created_at, Study.uid), budget)).all(), budget)
             # Counted for the matched studies, not the whole archive (unless most of it matched).
             return self._study_records(s, rows, f, _count_slices([r[0] for r in rows]))
 
-    def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048) -> Iterator[list[StudyRecord]]:
+    def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048,
+                      budget: int | None = None) -> Iterator[list[StudyRecord]]:
         """The matching studies in storage order, a batch of candidates at a time (``first`` rows, doubling up to
         ``largest``): a caller that stops once it has a page (closing the generator) decrypts no further candidate,
         so listing the first page of a large archive costs a page, not the archive. Keyset paging over
-        ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan."""
+        ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan. ``budget``:
+        at most that many candidates in all (:func:`_keyset_pages`)."""
         f = f or StudyFilter()
         stmt = self._study_select(f).order_by(Study.created_at, Study.uid)
         with read_session(self.ctx.engine) as s:
-            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest):
+            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget):
                 yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))
 
     def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None, *,

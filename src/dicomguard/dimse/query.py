@@ -22,6 +22,7 @@ from dicomguard.core.query import PatientFilter, SeriesRecord, StudyFilter, Stud
 from dicomguard.core.services.query import QueryService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
+from dicomguard.errors import SearchTooBroad
 
 log = logging.getLogger(__name__)
 Response = tuple[int | Dataset, Dataset | None]
@@ -151,6 +152,15 @@ def _with_study(study: StudyRecord) -> dict[str, Callable[[Any], object]]:
     return {**_SERIES_KEYS, **{k: (lambda _r, k=k: _STUDY_KEYS[k](study)) for k in _STUDY_KEYS if k not in _SERIES_KEYS}}
 
 
+def _out_of_resources(comment: str) -> Dataset:
+    """A status data set (PS3.7 C.4, pynetdicom's handler API): Out of Resources (A700) and why, in the Error Comment
+    (an LO value: at most 64 characters)."""
+    refusal = Dataset()
+    refusal.Status = status.FIND_OUT_OF_RESOURCES
+    refusal.ErrorComment = comment
+    return refusal
+
+
 def handle_find(event, sessions: Sessions, ae_title: str, max_results: int) -> Iterator[Response]:  # type: ignore[no-untyped-def]
     """Answer one C-FIND; more than ``max_results`` matches is refused as Out of Resources (PS3.4 C.4.1.1.4, A700)
     with the reason in the Error Comment: a partial answer would pass for the whole one, and no request makes the
@@ -175,11 +185,11 @@ def handle_find(event, sessions: Sessions, ae_title: str, max_results: int) -> I
     except AccessDenied:
         yield status.REFUSED_NOT_AUTHORIZED, None
         return
+    except SearchTooBroad as exc:  # recorded by the query service; refused whole like too many matches
+        yield _out_of_resources(f"over {exc.limit} candidates to examine: narrow the query"), None
+        return
     if len(matches) > max_results:
-        refusal = Dataset()  # a status data set: the status and its comment (PS3.7 C.4, pynetdicom's handler API)
-        refusal.Status = status.FIND_OUT_OF_RESOURCES
-        refusal.ErrorComment = f"more than {max_results} matches: narrow the query"
-        yield refusal, None
+        yield _out_of_resources(f"more than {max_results} matches: narrow the query"), None
         return
     for record, keys in matches:
         if event.is_cancelled:

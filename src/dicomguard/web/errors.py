@@ -25,6 +25,7 @@ from dicomguard.errors import (
     IntegrityError,
     NotFoundError,
     RejectedObject,
+    SearchTooBroad,
 )
 from dicomguard.gateway.config import GatewayError
 from dicomguard.identity.auth import STEP_UP_MAX_AGE_S
@@ -109,6 +110,11 @@ async def _ambiguous(request: Request, exc: Exception) -> JSONResponse:
     return problem(409, "conflict", "the Patient ID exists under several issuers: name the issuer")
 
 
+async def _too_broad(request: Request, exc: Exception) -> JSONResponse:
+    """PS3.18 Table 11.9.3-1: 413, repeat with paging or a narrower query; the detail says how (no count of what matched)."""
+    return problem(413, "payload-too-large", str(exc))
+
+
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return problem(404, "not-found")
 
@@ -169,6 +175,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(BreakGlassRefused, _break_glass_refused)
     app.add_exception_handler(AmbiguousPatientError, _ambiguous)
     app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(SearchTooBroad, _too_broad)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(InvalidToken, _invalid_token)
     app.add_exception_handler(RejectedObject, _rejected)

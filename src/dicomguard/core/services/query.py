@@ -29,7 +29,7 @@ from dicomguard.core.query import (
     StudyRecord,
 )
 from dicomguard.core.service import Service
-from dicomguard.errors import NotFoundError
+from dicomguard.errors import NotFoundError, SearchTooBroad
 
 _T = TypeVar("_T")
 _STUDIES_PER_READ = 64
@@ -79,6 +79,20 @@ class _OneQuery:
 class QueryService(Service):
     _collecting: _OneQuery | None = None
 
+    @property
+    def _budget(self) -> int:
+        """Candidate rows one search may decrypt and decide (``limits.max_search_candidates``, ADR 0017)."""
+        return self.ctx.settings.limits.max_search_candidates
+
+    def _recording_refusal(self, level: str, keys: dict[str, str | None], search: Callable[[], _T]) -> _T:
+        """``search()``; a search refused as too broad is recorded first, with its keys and 0 results (inside
+        :meth:`one_query`, as that request's record)."""
+        try:
+            return search()
+        except SearchTooBroad:
+            self._record(level, keys, 0)
+            raise
+
     def _record(self, level: str, keys: dict[str, str | None], results: int, emergency: bool = False) -> None:
         if self._collecting is not None:
             c = self._collecting
@@ -104,6 +118,12 @@ class QueryService(Service):
         self._collecting = collected = _OneQuery(level)
         try:
             yield collected
+        except SearchTooBroad:
+            # Refused before any match was returned: recorded with the keys it asked for and no results.
+            self._collecting = None
+            self.record_alone(QueryPerformed(self.principal, level, tuple(sorted(collected.keys.items())), 0, datetime.now(UTC),
+                                             collected.emergency))
+            raise
         finally:
             self._collecting = None
         results = collected.last if collected.results is None else collected.results
@@ -119,7 +139,7 @@ class QueryService(Service):
 
     def find_studies(self, flt: StudyFilter | None = None) -> list[StudyRecord]:
         flt = flt or StudyFilter()
-        candidates = self.access.index.studies(flt)
+        candidates = self._recording_refusal("STUDY", _study_keys(flt), lambda: self.access.index.studies(flt, budget=self._budget))
         visible, emergency = self.access.visible_studies(s.uid for s in candidates)
         found = [s for s in candidates if s.uid in visible]
         self._record("STUDY", _study_keys(flt), len(found), emergency)
@@ -130,7 +150,7 @@ class QueryService(Service):
         """The studies of ``flt`` that ``accept`` keeps and the principal may query, in storage order, a batch of
         candidates at a time (``IndexQuery.study_batches``), each with whether break-glass allowed it. Studies the
         principal may not query are dropped here, before any caller counts them (ADR 0014)."""
-        batches = self.access.index.study_batches(flt, first=first)
+        batches = self.access.index.study_batches(flt, first=first, budget=self._budget)
         try:
             for batch in batches:
                 decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
@@ -154,8 +174,8 @@ class QueryService(Service):
         :meth:`find_studies` filtered by ``accept``. Recorded like :meth:`find_studies`, with the count found.
         """
         flt = flt or StudyFilter()
-        rows = self._first(want, (pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept)
-                                  for pair in batch))
+        rows = self._recording_refusal("STUDY", _study_keys(flt), lambda: self._first(want, (
+            pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept) for pair in batch)))
         self._record("STUDY", _study_keys(flt), len(rows), any(bg for _, bg in rows))
         return [study for study, _ in rows]
 
@@ -205,10 +225,10 @@ class QueryService(Service):
         flt = flt or StudyFilter()
         narrowed = self._narrow_to_named(flt, series_uids, ())
         rows: list[tuple[tuple[StudyRecord, SeriesRecord], bool]] = []
-        if narrowed is not None:
-            rows = self._first(want, (((study, se), bg) for study, se, bg in self._series_rows(
-                narrowed, first=want // 4 + 2, accept=accept, modality=modality, accept_series=accept_series)))
         keys = {**_study_keys(flt), "Modality": modality, "SeriesInstanceUID": "\\".join(series_uids)}
+        if narrowed is not None:
+            rows = self._recording_refusal("SERIES", keys, lambda: self._first(want, (((study, se), bg) for study, se, bg in self._series_rows(
+                narrowed, first=want // 4 + 2, accept=accept, modality=modality, accept_series=accept_series))))
         self._record("SERIES", keys, len(rows), any(bg for _, bg in rows))
         return [row for row, _ in rows]
 
@@ -246,9 +266,9 @@ class QueryService(Service):
             finally:
                 series.close()  # type: ignore[attr-defined]
 
-        result = [] if narrowed is None else self._first(want, rows())
         keys = {**_study_keys(flt), "Modality": modality, "SeriesInstanceUID": "\\".join(series_uids),
                 "SOPInstanceUID": "\\".join(sop_instance_uids)}
+        result = [] if narrowed is None else self._recording_refusal("IMAGE", keys, lambda: self._first(want, rows()))
         self._record("IMAGE", keys, len(result), any(bg for _, bg in result))
         return [row for row, _ in result]
 
@@ -256,7 +276,8 @@ class QueryService(Service):
         """Patients with a study the principal may query; their study and instance counts are of those studies only
         (PS3.4 C.6.1.1.5 Number of Patient Related Studies would otherwise count studies the principal may not see)."""
         flt = flt or PatientFilter()
-        studies = self.access.index.studies(StudyFilter(patient=flt))
+        studies = self._recording_refusal("PATIENT", _patient_keys(flt),
+                                          lambda: self.access.index.studies(StudyFilter(patient=flt), budget=self._budget))
         visible, emergency = self.access.visible_studies(s.uid for s in studies)
         seen: dict[str, tuple[int, int]] = {}
         for st in studies:
@@ -264,7 +285,7 @@ class QueryService(Service):
                 n_studies, n_instances = seen.get(st.patient_ref, (0, 0))
                 seen[st.patient_ref] = (n_studies + 1, n_instances + st.instances)
         found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1])
-                 for p in self.access.index.patients(flt) if p.ref in seen]
+                 for p in (self.access.index.patients(replace(flt, refs=frozenset(seen))) if seen else ()) if p.ref in seen]
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
 
@@ -275,7 +296,7 @@ class QueryService(Service):
         flt = flt or PatientFilter()
         found: list[PatientRecord] = []
         emergency = False
-        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1)
+        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1, budget=self._budget)
         try:
             for batch in batches:
                 studies = self.access.index.studies_of_patients([p.ref for p in batch])
@@ -291,6 +312,9 @@ class QueryService(Service):
                 emergency = emergency or allowed_by_break_glass
                 if len(found) >= want:
                     break
+        except SearchTooBroad:
+            self._record("PATIENT", _patient_keys(flt), 0)
+            raise
         finally:
             batches.close()
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from dicomguard.core.access import AccessDenied, StepUpRequired
-from dicomguard.errors import NotFoundError
+from dicomguard.errors import NotFoundError, SearchTooBroad
 from dicomguard.identity.auth import AuthenticationFailed, LoginThrottled
 from dicomguard.web.auth_routes import authenticator
 from dicomguard.web.console.pages import message, render
@@ -49,7 +49,7 @@ def _run(request: Request, form: dict[str, str], what: str, act: Callable[[Conso
         return act(caller)
     except StepUpRequired:
         return _step_up_page(request, caller, form, what, None)
-    except (AccessDenied, NotFoundError, ValueError) as exc:
+    except (AccessDenied, NotFoundError, ValueError, SearchTooBroad) as exc:
         return _refused(request, caller, exc, "do this")
 
 
@@ -65,7 +65,7 @@ def view(request: Request, caller: ConsoleCaller, show: Callable[[], Response]) 
     except StepUpRequired:
         return message(request, caller, 401, "Confirm your identity",
                        "This page needs a recent second-factor confirmation. Confirm it from a form, then open the page again.")
-    except (AccessDenied, NotFoundError, ValueError) as exc:
+    except (AccessDenied, NotFoundError, ValueError, SearchTooBroad) as exc:
         return _refused(request, caller, exc, "see this page")
 
 
@@ -75,4 +75,6 @@ def _refused(request: Request, caller: ConsoleCaller, exc: Exception, what: str)
         return message(request, caller, 403, "Not permitted", f"The policies do not permit you to {what}. It has been recorded.")
     if isinstance(exc, NotFoundError):
         return message(request, caller, 404, "Not found", "There is no such item, or it is not visible to you.")
+    if isinstance(exc, SearchTooBroad):
+        return message(request, caller, 413, "Search too broad", str(exc))
     return message(request, caller, 400, "Cannot do that", str(exc))

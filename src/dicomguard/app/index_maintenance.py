@@ -1,0 +1,138 @@
+"""``dicomguard index backfill``: give rows written by earlier versions the blind indexes the current one writes.
+
+Two kinds of rows can lack an index a search would narrow by (ADR 0017):
+
+* patient rows written before migration 0019 have no suffix indexes, so a
+  leading-wildcard name or ID search (``*SMITH``) narrows by its other keys
+  only until every live patient carries them; the backfill adds them and then
+  marks the archive complete (:data:`dicomguard.core.wildcard_tokens.SUFFIX_TOKENS_KEY`);
+* study rows written before migration 0016 have no Study Date index, so a date
+  search reads their whole year (ADR 0014); the backfill adds it wherever the
+  sealed date is a calendar date.
+
+Searches are exact either way (candidates are decrypted and matched); the
+backfill only makes them read less. It decrypts each row it indexes in memory
+and writes blind indexes only, a batch per transaction, so it can be stopped and
+run again (it redoes at most one batch). The run is decided by the policy
+(``index-maintain``) and recorded, with its counts, as a Security Configuration
+change. Every node must run this version before the backfill, or a patient row
+written meanwhile by an older node would lack its suffix indexes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from dicomguard.core.access import Action, Resource
+from dicomguard.core.events import SecurityConfigurationChanged
+from dicomguard.core.phi import RowSealer
+from dicomguard.core.service import Service
+from dicomguard.core.study_dates import study_date_token
+from dicomguard.core.wildcard_tokens import COMPLETE, SUFFIX_TOKENS_KEY, suffix_tokens, suffix_tokens_complete
+from dicomguard.crypto.aead import DecryptionError
+from dicomguard.crypto.blind_index import BlindField
+from dicomguard.errors import ErasedError
+from dicomguard.index.db import insert_ignore, read_session
+from dicomguard.index.models import ArchiveMeta, Patient, PatientToken, Study
+
+BATCH = 500
+"""Rows per transaction: a stopped run redoes at most this many."""
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What one run indexed."""
+
+    patients: int
+    """Patient rows given their suffix indexes (0 when the archive was already complete)."""
+    studies: int
+    """Study rows given their Study Date index."""
+    unreadable: int
+    """Rows that did not open under their patient's key: left as they were (``dicomguard verify`` names them)."""
+
+
+class IndexMaintenanceService(Service):
+    def backfill(self, batch: int = BATCH) -> Backfill:
+        """Index the rows written before the current indexes existed (see the module); safe to run again."""
+        self.access.authorize(Action.INDEX_MAINTAIN, Resource.archive())
+        unreadable = 0
+        with read_session(self.ctx.engine) as s:
+            complete = suffix_tokens_complete(s)
+        patients = 0
+        if not complete:
+            patients, bad = self._patients(batch)
+            unreadable += bad
+        studies, bad = self._studies(batch)
+        unreadable += bad
+        with self.change() as s:
+            if not complete:
+                # A row that does not open is left out of every result anyway (IndexQuery._open), so one without its
+                # suffix indexes cannot be dropped by narrowing: the archive is complete.
+                insert_ignore(s, ArchiveMeta, key=SUFFIX_TOKENS_KEY, value=COMPLETE)
+            change = (f"index backfill: {patients} patient rows given suffix indexes, {studies} study rows given Study Date "
+                      f"indexes, {unreadable} unreadable rows left as they were")
+            self.record(s, SecurityConfigurationChanged(self.principal, "archive:index", change, datetime.now(UTC)))
+        self.ctx.suffix_tokens_complete = True
+        return Backfill(patients, studies, unreadable)
+
+    def _open(self, s: Session, ref: str, table: str, row_id: str, sealed: bytes | None) -> dict[str, str] | None:
+        try:
+            return RowSealer(self.ctx.keyring.patient_key(ref, s)).open(table, row_id, sealed or b"")
+        except (DecryptionError, ErasedError, ValueError):
+            return None
+
+    def _patients(self, batch: int) -> tuple[int, int]:
+        """Every live patient row's suffix indexes, replaced a batch at a time (keyset over ``created_at, ref``)."""
+        done = unreadable = 0
+        after: tuple[datetime, str] | None = None
+        suffix_fields = (int(BlindField.PATIENT_ID_SUFFIX), int(BlindField.PATIENT_NAME_SUFFIX))
+        while True:
+            with self.change() as s:
+                stmt = select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None))
+                if after is not None:
+                    stmt = stmt.where(or_(Patient.created_at > after[0], and_(Patient.created_at == after[0], Patient.ref > after[1])))
+                rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref).limit(batch)).all()
+                if not rows:
+                    return done, unreadable
+                tokens = []
+                for ref, sealed, _ in rows:
+                    phi = self._open(s, ref, "patients", ref, sealed)
+                    if phi is None:
+                        unreadable += 1
+                        continue
+                    tokens += [{"patient_ref": ref, "field": int(f), "token": t} for f, t in suffix_tokens(self.ctx.indexer, phi["id"], phi["name"])]
+                    done += 1
+                refs = [ref for ref, _, _ in rows]
+                s.execute(delete(PatientToken).where(PatientToken.patient_ref.in_(refs), PatientToken.field.in_(suffix_fields)))
+                if tokens:
+                    s.execute(insert(PatientToken), tokens)
+            after = (rows[-1][2], rows[-1][0])
+
+    def _studies(self, batch: int) -> tuple[int, int]:
+        """Study Date indexes of the studies that have none and a year (a study without a year has no calendar date)."""
+        done = unreadable = 0
+        after: tuple[datetime, str] | None = None
+        while True:
+            with self.change() as s:
+                stmt = (select(Study.uid, Study.patient_ref, Study.phi, Study.created_at)
+                        .join(Patient, Patient.ref == Study.patient_ref)
+                        .where(Study.study_date_token.is_(None), Study.study_year.is_not(None), Patient.erased_at.is_(None)))
+                if after is not None:
+                    stmt = stmt.where(or_(Study.created_at > after[0], and_(Study.created_at == after[0], Study.uid > after[1])))
+                rows = s.execute(stmt.order_by(Study.created_at, Study.uid).limit(batch)).all()
+                if not rows:
+                    return done, unreadable
+                for uid, ref, sealed, _ in rows:
+                    phi = self._open(s, ref, "studies", uid, sealed)
+                    if phi is None:
+                        unreadable += 1
+                        continue
+                    token = study_date_token(self.ctx.indexer, phi.get("date"))
+                    if token is not None:
+                        s.execute(update(Study).where(Study.uid == uid).values(study_date_token=token))
+                        done += 1
+            after = (rows[-1][3], rows[-1][0])
