@@ -129,7 +129,7 @@ class LimitSettings(_Section):
     max_find_results: int = Field(10_000, ge=1, le=1_000_000)
     """Matches one C-FIND may answer (DIMSE has no paging): a query with more is refused, Out of Resources (A700) with
     the reason, before any match is sent; QIDO-RS pages instead (at most 1,000 per response)."""
-    max_search_candidates: int = Field(20_000, ge=100, le=10_000_000)
+    max_search_candidates: int = Field(10_000, ge=100, le=10_000_000)
     """Candidate rows one search (QIDO-RS, C-FIND, ``ls``, the console) may decrypt and decide: what the blind indexes
     left after narrowing, up to the end of the page asked for. A search that would read more is refused (QIDO-RS 413,
     C-FIND A700) with the reason, so no request does work proportional to the archive (ADR 0017)."""
