@@ -284,8 +284,8 @@ class QueryService(Service):
             if st.uid in visible:
                 n_studies, n_instances = seen.get(st.patient_ref, (0, 0))
                 seen[st.patient_ref] = (n_studies + 1, n_instances + st.instances)
-        found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1])
-                 for p in (self.access.index.patients(replace(flt, refs=frozenset(seen))) if seen else ()) if p.ref in seen]
+        patients = self._recording_refusal("PATIENT", _patient_keys(flt), lambda: self.access.index.patients(flt, budget=self._budget))
+        found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1]) for p in patients if p.ref in seen]
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
 
