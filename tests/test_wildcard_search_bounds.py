@@ -151,3 +151,31 @@ def test_a_search_past_its_candidate_budget_is_refused_whole_and_recorded(named,
     with pytest.raises(SearchTooBroad):
         query.find_studies_page(StudyFilter(), want=4)
 
+
+
+def test_a_page_deeper_than_the_budget_is_refused_before_any_candidate_is_opened(named, events, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    opened: list[str] = []
+    real_open = IndexQuery._open
+
+    def counting_open(self, s, patient_ref, table, row_id, sealed):  # type: ignore[no-untyped-def]
+        opened.append(row_id)
+        return real_open(self, s, patient_ref, table, row_id, sealed)
+
+    monkeypatch.setattr(IndexQuery, "_open", counting_open)
+    query = named.services(RAD).query
+    # The whole archive (12 studies, 12 patients) fits a budget of 12: a page past its end answers, empty, not refused.
+    _with_budget(named, len(NAMES))
+    assert len(query.find_studies_page(StudyFilter(), want=len(NAMES) + 5)) == len(NAMES) and opened
+    assert len(query.find_patients_page(PatientFilter(), want=len(NAMES) + 5)) == len(NAMES)
+    # Under a budget of 4, a page needing 5 or more candidates cannot be answered: refused before anything is decrypted.
+    _with_budget(named, 4)
+    opened.clear()
+    events.clear()
+    with pytest.raises(SearchTooBroad, match="more than 4 candidate records"):
+        query.find_studies_page(StudyFilter(), want=5)
+    with pytest.raises(SearchTooBroad, match="more than 4 candidate records"):
+        query.find_patients_page(PatientFilter(), want=50)
+    assert opened == []
+    assert [(e.level, e.results) for e in events if isinstance(e, QueryPerformed)] == [("STUDY", 0), ("PATIENT", 0)]
+    # A page within the budget still reads candidates and answers.
+    assert len(query.find_studies_page(StudyFilter(), want=4)) == 4 and opened

@@ -24,12 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import SecurityConfigurationChanged
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.query import after_key
 from dicomguard.core.service import Service
 from dicomguard.core.study_dates import study_date_token
 from dicomguard.core.wildcard_tokens import COMPLETE, SUFFIX_TOKENS_KEY, suffix_tokens, suffix_tokens_complete
@@ -92,9 +93,8 @@ class IndexMaintenanceService(Service):
         suffix_fields = (int(BlindField.PATIENT_ID_SUFFIX), int(BlindField.PATIENT_NAME_SUFFIX))
         while True:
             with self.change() as s:
-                stmt = select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None))
-                if after is not None:
-                    stmt = stmt.where(or_(Patient.created_at > after[0], and_(Patient.created_at == after[0], Patient.ref > after[1])))
+                stmt = after_key(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)),
+                                 Patient.created_at, Patient.ref, after)
                 rows = s.execute(stmt.order_by(Patient.created_at, Patient.ref).limit(batch)).all()
                 if not rows:
                     return done, unreadable
@@ -121,8 +121,7 @@ class IndexMaintenanceService(Service):
                 stmt = (select(Study.uid, Study.patient_ref, Study.phi, Study.created_at)
                         .join(Patient, Patient.ref == Study.patient_ref)
                         .where(Study.study_date_token.is_(None), Study.study_year.is_not(None), Patient.erased_at.is_(None)))
-                if after is not None:
-                    stmt = stmt.where(or_(Study.created_at > after[0], and_(Study.created_at == after[0], Study.uid > after[1])))
+                stmt = after_key(stmt, Study.created_at, Study.uid, after)
                 rows = s.execute(stmt.order_by(Study.created_at, Study.uid).limit(batch)).all()
                 if not rows:
                     return done, unreadable

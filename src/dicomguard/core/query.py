@@ -46,19 +46,30 @@ def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
         yield keys[start:start + size]
 
 
+def after_key(stmt: Select[Any], time_col: Any, key_col: Any, after: tuple[datetime, str] | None) -> Select[Any]:
+    """``stmt`` limited to the rows after ``after`` in ``(time_col, key_col)`` order (keyset paging; all rows if None)."""
+    if after is None:
+        return stmt
+    return stmt.where(or_(time_col > after[0], and_(time_col == after[0], key_col > after[1])))
+
+
 def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, first: int, largest: int,
-                  budget: int | None = None) -> Iterator[Sequence[Any]]:
+                  budget: int | None = None, need: int = 0) -> Iterator[Sequence[Any]]:
     """Rows of ``stmt`` (ordered by ``time_col, key_col``) a page at a time, ``first`` rows doubling up to ``largest``:
     keyset paging, each page one index range scan after the last row seen, never one unbounded read (a huge offset
     reads more pages). ``time_col`` and ``key_col`` must be selected as the row's last and first columns.
 
     ``budget``: at most this many rows in all; asked for more while more exist, it raises :class:`SearchTooBroad`
-    (one row is read to tell), so a caller's work is bounded whatever it asks for."""
+    (one row is read to tell), so a caller's work is bounded whatever it asks for. ``need``: the rows the caller
+    reads at least before it stops (a page deeper than the budget): when that is over the budget and more rows
+    than the budget exist, the refusal is certain and is raised before any row is read or decrypted (ADR 0017)."""
+    if budget is not None and need > budget and s.execute(stmt.offset(budget).limit(1)).first() is not None:
+        raise SearchTooBroad(budget)
     size = min(largest, max(1, first))
     after: tuple[datetime, str] | None = None
     read = 0
     while True:
-        page = stmt if after is None else stmt.where(or_(time_col > after[0], and_(time_col == after[0], key_col > after[1])))
+        page = after_key(stmt, time_col, key_col, after)
         take = size if budget is None else min(size, budget - read)
         if take <= 0:
             assert budget is not None
@@ -316,16 +327,16 @@ class IndexQuery:
             return out
 
     def patient_batches(self, f: PatientFilter | None = None, *, first: int = 64, largest: int = 2048,
-                        budget: int | None = None) -> Iterator[list[PatientRecord]]:
+                        budget: int | None = None, need: int = 0) -> Iterator[list[PatientRecord]]:
         """The matching patients in the order of :meth:`patients`, a batch of candidates at a time (``first`` rows,
         doubling up to ``largest``; keyset over ``(created_at, ref)``, index ``ix_patients_created_at_ref``), with
         no counts (``studies``, ``instances`` 0: the caller counts what the principal may see). A caller that stops
-        once it has a page decrypts no further patient; ``budget``: at most that many candidates (:func:`_keyset_pages`)."""
+        once it has a page decrypts no further patient; ``budget``, ``need``: see :func:`_keyset_pages`."""
         f = f or PatientFilter()
         stmt = self._narrow_patients(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)), f)
         stmt = stmt.order_by(Patient.created_at, Patient.ref)
         with read_session(self.ctx.engine) as s:
-            for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest, budget):
+            for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest, budget, need):
                 batch = []
                 for ref, sealed, _ in rows:
                     phi = self._open(s, ref, "patients", ref, sealed)
@@ -407,16 +418,16 @@ class IndexQuery:
             return self._study_records(s, rows, f, _count_slices([r[0] for r in rows]))
 
     def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048,
-                      budget: int | None = None) -> Iterator[list[StudyRecord]]:
+                      budget: int | None = None, need: int = 0) -> Iterator[list[StudyRecord]]:
         """The matching studies in storage order, a batch of candidates at a time (``first`` rows, doubling up to
         ``largest``): a caller that stops once it has a page (closing the generator) decrypts no further candidate,
         so listing the first page of a large archive costs a page, not the archive. Keyset paging over
         ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan. ``budget``:
-        at most that many candidates in all (:func:`_keyset_pages`)."""
+        at most that many candidates in all; ``need``: the candidates the caller needs at least (:func:`_keyset_pages`)."""
         f = f or StudyFilter()
         stmt = self._study_select(f).order_by(Study.created_at, Study.uid)
         with read_session(self.ctx.engine) as s:
-            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget):
+            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget, need):
                 yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))
 
     def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None, *,

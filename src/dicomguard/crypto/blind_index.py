@@ -66,35 +66,27 @@ class BlindIndexer:
     def __init__(self, index_key: bytes) -> None:
         self._keys = {f: derive_key(index_key, b"dicomguard blind index v1:" + str(int(f)).encode()) for f in BlindField}
 
+    def _mac(self, field: BlindField, normalized: str) -> bytes:
+        return hmac.new(self._keys[field], normalized.encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
+
     def token(self, field: BlindField, value: str) -> bytes:
         """Blind index of a whole (normalized) value."""
-        msg = normalize(field, value).encode("utf-8")
-        return hmac.new(self._keys[field], msg, hashlib.sha256).digest()[:TOKEN_BYTES]
+        return self._mac(field, normalize(field, value))
 
     def prefix_tokens(self, field: BlindField, value: str) -> list[bytes]:
         """Blind indexes of the prefixes of length 1..MAX_PREFIX (PS3.4 wildcard support)."""
         norm = normalize(field, value)
-        key = self._keys[field]
-        return [
-            hmac.new(key, norm[:n].encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
-            for n in range(1, min(len(norm), MAX_PREFIX) + 1)
-        ]
+        return [self._mac(field, norm[:n]) for n in range(1, min(len(norm), MAX_PREFIX) + 1)]
 
     def suffix_tokens(self, field: BlindField, value: str) -> list[bytes]:
         """Blind indexes of the suffixes of length 1..MAX_PREFIX (patterns with a leading wildcard, ADR 0017)."""
         norm = normalize(field, value)
-        key = self._keys[field]
-        return [
-            hmac.new(key, norm[-n:].encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
-            for n in range(1, min(len(norm), MAX_PREFIX) + 1)
-        ]
+        return [self._mac(field, norm[-n:]) for n in range(1, min(len(norm), MAX_PREFIX) + 1)]
 
     def query_prefix_token(self, field: BlindField, prefix: str) -> bytes | None:
         """Token that every value starting with ``prefix`` carries, or None if the prefix is empty."""
         norm = normalize(field, prefix)[:MAX_PREFIX]
-        if not norm:
-            return None
-        return hmac.new(self._keys[field], norm.encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
+        return self._mac(field, norm) if norm else None
 
     def query_suffix_token(self, field: BlindField, suffix: str) -> bytes | None:
         """Token that every value ending with ``suffix`` carries (its last MAX_PREFIX characters), or None if empty.
@@ -103,6 +95,4 @@ class BlindIndexer:
         only shortens what a matching value must end with, so the token stays one that value carries.
         """
         norm = normalize(field, suffix)[-MAX_PREFIX:]
-        if not norm:
-            return None
-        return hmac.new(self._keys[field], norm.encode("utf-8"), hashlib.sha256).digest()[:TOKEN_BYTES]
+        return self._mac(field, norm) if norm else None

@@ -145,12 +145,13 @@ class QueryService(Service):
         self._record("STUDY", _study_keys(flt), len(found), emergency)
         return found
 
-    def _visible_batches(self, flt: StudyFilter, *, first: int,
-                         accept: Callable[[StudyRecord], bool] | None) -> Iterator[list[tuple[StudyRecord, bool]]]:
+    def _visible_batches(self, flt: StudyFilter, *, first: int, accept: Callable[[StudyRecord], bool] | None,
+                         need: int = 0) -> Iterator[list[tuple[StudyRecord, bool]]]:
         """The studies of ``flt`` that ``accept`` keeps and the principal may query, in storage order, a batch of
-        candidates at a time (``IndexQuery.study_batches``), each with whether break-glass allowed it. Studies the
-        principal may not query are dropped here, before any caller counts them (ADR 0014)."""
-        batches = self.access.index.study_batches(flt, first=first, budget=self._budget)
+        candidates at a time (``IndexQuery.study_batches``; ``need``: the studies the caller needs at least), each
+        with whether break-glass allowed it. Studies the principal may not query are dropped here, before any caller
+        counts them (ADR 0014)."""
+        batches = self.access.index.study_batches(flt, first=first, budget=self._budget, need=need)
         try:
             for batch in batches:
                 decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
@@ -175,7 +176,7 @@ class QueryService(Service):
         """
         flt = flt or StudyFilter()
         rows = self._recording_refusal("STUDY", _study_keys(flt), lambda: self._first(want, (
-            pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept) for pair in batch)))
+            pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept, need=want) for pair in batch)))
         self._record("STUDY", _study_keys(flt), len(rows), any(bg for _, bg in rows))
         return [study for study, _ in rows]
 
@@ -296,7 +297,7 @@ class QueryService(Service):
         flt = flt or PatientFilter()
         found: list[PatientRecord] = []
         emergency = False
-        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1, budget=self._budget)
+        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1, budget=self._budget, need=want)
         try:
             for batch in batches:
                 studies = self.access.index.studies_of_patients([p.ref for p in batch])
