@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from dicomguard.dimse.server import free_port
 from tests.dicom_factory import write_files
 
 ORTHANC = "/usr/sbin/Orthanc"
 GATEWAY_AE = "DICOMGUARD-GW"
 MODALITY_AE = "LEGACY_CT"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -16,18 +15,13 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from dicomguard.core.keyring import PURPOSE_IDENTITY
+from dicomguard.dimse.server import free_port
 from dicomguard.identity.tokens import create_token
 from dicomguard.identity.users import create_user
 from dicomguard.index.db import write_session
 from dicomguard.pki.store import CA_FILE, TLS_DIR
 from dicomguard.web.server import serve_https
 from tests.dicom_factory import DEPARTMENT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -17,6 +17,7 @@ Security properties:
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -216,7 +217,32 @@ class DimseService:
                 assoc.abort()
 
 
+def _ephemeral_low() -> int:
+    """First port of the kernel's ephemeral range (Linux ``net.ipv4.ip_local_port_range``; 32768 if unreadable)."""
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing on ``host`` is bound to, chosen below the ephemeral range (for tests and benchmarks).
+
+    Outgoing connections take their local ports from the ephemeral range, so a port
+    picked there (``bind(0)``) can be taken by any client between the check and the
+    listener's bind, or while a listener restarts on the same port. Below that range
+    only another listener can take it.
+    """
+    low = _ephemeral_low()
+    if low > 11024:
+        for _ in range(100):
+            port = random.randint(10000, low - 1)
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
