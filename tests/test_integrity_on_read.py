@@ -197,3 +197,28 @@ def test_a_forged_layout_is_refused_or_walked_never_served_differently(stored) -
     with write_session(archive.ctx.engine) as s:
         s.execute(update(Instance).where(Instance.sop_instance_uid == uids[1]).values(pixel_start=start, pixel_end=end - 2))
     _assert_refused(archive, uids[1], IntegrityKind.PIXEL_CHANGED, events)
+
+
+def test_index_backfill_records_the_layout_of_rows_stored_without_one(series_of_eight) -> None:
+    """``index backfill`` reads and verifies each object stored before the layout was recorded (migration 0018) and
+    records what ingest would have; a tampered object is refused and alerted as on any read, its row left as it was."""
+    archive, uids = series_of_eight
+    events: list = []
+    archive.ctx.bus.subscribe(lambda s, e: events.append(e))
+    recorded = {uid: _layout(archive, uid) for uid in uids}
+    served = {uid: archive.operator.retrieve.instance(uid).data for uid in uids}
+    with write_session(archive.ctx.engine) as s:
+        s.execute(update(Instance).values(dataset_offset=None, pixel_start=None, pixel_end=None))
+    path = _blob_path(archive, uids[5])
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+    done = archive.operator.index_maintenance.backfill(batch=3)  # several batches
+    assert (done.instances, done.unreadable) == (len(uids) - 1, 1)
+    assert {uid: _layout(archive, uid) for uid in uids} == {**recorded, uids[5]: (None, None, None)}
+    assert [(e.sop_instance_uid, e.kind) for e in events if isinstance(e, IntegrityViolation)] == [
+        (uids[5], IntegrityKind.BLOB_UNAUTHENTIC)]
+    assert all(archive.operator.retrieve.instance(uid).data == served[uid] for uid in uids if uid != uids[5])
+    again = archive.operator.index_maintenance.backfill()
+    assert (again.instances, again.unreadable) == (0, 1)  # the tampered one is tried again, and refused again

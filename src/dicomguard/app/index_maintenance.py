@@ -8,11 +8,18 @@ Two kinds of rows can lack an index a search would narrow by (ADR 0017):
   marks the archive complete (:data:`dicomguard.core.wildcard_tokens.SUFFIX_TOKENS_KEY`);
 * study rows written before migration 0016 have no Study Date index, so a date
   search reads their whole year (ADR 0014); the backfill adds it wherever the
-  sealed date is a calendar date.
+  sealed date is a calendar date;
+* instance rows written before migration 0018 have no layout (where the data
+  set and its Pixel Data lie), so every verified read of them walks the whole
+  object again; the backfill reads and verifies each such object once
+  (:func:`dicomguard.core.retrieve.retrieve_each`: an object that fails is
+  recorded as an integrity violation and left as it was) and records where its
+  walk found them.
 
-Searches are exact either way (candidates are decrypted and matched); the
-backfill only makes them read less. It decrypts each row it indexes in memory
-and writes blind indexes only, a batch per transaction, so it can be stopped and
+Searches are exact and reads verified either way (candidates are decrypted and
+matched; a layout only says which ranges to hash, ``indexed_structure``); the
+backfill only makes them do less. It decrypts each row and object it indexes in
+memory and writes blind indexes and offsets only, a batch per transaction, so it can be stopped and
 run again (it redoes at most one batch). The run is decided by the policy
 (``index-maintain``) and recorded, with its counts, as a Security Configuration
 change. Every node must run this version before the backfill, or a patient row
@@ -24,21 +31,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.core.access import Action, Resource
+from dicomguard.core.dicom_structure import DEFLATED_LE
 from dicomguard.core.events import SecurityConfigurationChanged
+from dicomguard.core.ingest import layout_columns
 from dicomguard.core.phi import RowSealer
 from dicomguard.core.query import after_key
+from dicomguard.core.retrieve import retrieve_each
 from dicomguard.core.service import Service
 from dicomguard.core.study_dates import study_date_token
 from dicomguard.core.wildcard_tokens import COMPLETE, SUFFIX_TOKENS_KEY, suffix_tokens, suffix_tokens_complete
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blind_index import BlindField
-from dicomguard.errors import ErasedError
+from dicomguard.errors import DicomGuardError, ErasedError
 from dicomguard.index.db import insert_ignore, read_session
-from dicomguard.index.models import ArchiveMeta, Patient, PatientToken, Study
+from dicomguard.index.models import ArchiveMeta, Instance, Patient, PatientToken, Study
 
 BATCH = 500
 """Rows per transaction: a stopped run redoes at most this many."""
@@ -52,8 +62,11 @@ class Backfill:
     """Patient rows given their suffix indexes (0 when the archive was already complete)."""
     studies: int
     """Study rows given their Study Date index."""
+    instances: int
+    """Instance rows given the layout of their object."""
     unreadable: int
-    """Rows that did not open under their patient's key: left as they were (``dicomguard verify`` names them)."""
+    """Rows that did not open under their patient's key, and objects that failed verification: left as they were
+    (``dicomguard verify`` names them)."""
 
 
 class IndexMaintenanceService(Service):
@@ -69,16 +82,18 @@ class IndexMaintenanceService(Service):
             unreadable += bad
         studies, bad = self._studies(batch)
         unreadable += bad
+        instances, bad = self._layouts(batch)
+        unreadable += bad
         with self.change() as s:
             if not complete:
                 # A row that does not open is left out of every result anyway (IndexQuery._open), so one without its
                 # suffix indexes cannot be dropped by narrowing: the archive is complete.
                 insert_ignore(s, ArchiveMeta, key=SUFFIX_TOKENS_KEY, value=COMPLETE)
             change = (f"index backfill: {patients} patient rows given suffix indexes, {studies} study rows given Study Date "
-                      f"indexes, {unreadable} unreadable rows left as they were")
+                      f"indexes, {instances} instance rows given their layout, {unreadable} unreadable rows left as they were")
             self.record(s, SecurityConfigurationChanged(self.principal, "archive:index", change, datetime.now(UTC)))
         self.ctx.suffix_tokens_complete = True
-        return Backfill(patients, studies, unreadable)
+        return Backfill(patients, studies, instances, unreadable)
 
     def _open(self, s: Session, ref: str, table: str, row_id: str, sealed: bytes | None) -> dict[str, str] | None:
         try:
@@ -135,3 +150,33 @@ class IndexMaintenanceService(Service):
                         s.execute(update(Study).where(Study.uid == uid).values(study_date_token=token))
                         done += 1
             after = (rows[-1][3], rows[-1][0])
+
+    def _layouts(self, batch: int) -> tuple[int, int]:
+        """The layout of every live object stored without one (keyset over the SOP Instance UID), each object read
+        and verified on the verifying threads; Deflated objects keep none (their reads inflate and walk anyway)."""
+        done = failed = 0
+        after = ""
+        rows = Instance.__table__
+        while True:
+            with read_session(self.ctx.engine) as s:
+                uids = list(s.scalars(select(Instance.sop_instance_uid)
+                                      .where(Instance.dataset_offset.is_(None), Instance.erased.is_(False),
+                                             Instance.transfer_syntax != DEFLATED_LE, Instance.sop_instance_uid > after)
+                                      .order_by(Instance.sop_instance_uid).limit(batch)))
+            if not uids:
+                return done, failed
+            layouts = []
+            for uid, outcome in retrieve_each(self.ctx, uids):
+                if isinstance(outcome, DicomGuardError):
+                    failed += 1  # an integrity failure is recorded by the read itself
+                    continue
+                layout = layout_columns(outcome.structure)
+                if layout["dataset_offset"] is not None:
+                    layouts.append({"uid_": uid, **{f"{k}_": v for k, v in layout.items()}})
+            if layouts:
+                with self.change() as s:
+                    s.execute(update(rows).where(rows.c.sop_instance_uid == bindparam("uid_"), rows.c.dataset_offset.is_(None))
+                              .values(dataset_offset=bindparam("dataset_offset_"), pixel_start=bindparam("pixel_start_"),
+                                      pixel_end=bindparam("pixel_end_")), layouts)
+                done += len(layouts)
+            after = uids[-1]

@@ -19,10 +19,10 @@ def backfill(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     if as_json:
         print_json(asdict(done))
         return
-    console.print(f"{done.patients} patient rows given suffix indexes, {done.studies} study rows given Study Date indexes; "
-                  "leading-wildcard searches now narrow by suffix indexes.")
+    console.print(f"{done.patients} patient rows given suffix indexes, {done.studies} study rows given Study Date indexes, "
+                  f"{done.instances} instance rows given their layout; leading-wildcard searches now narrow by suffix indexes.")
     if done.unreadable:
-        console.print(f"[yellow]{done.unreadable} rows did not open under their patient's key[/]: run dicomguard verify.")
+        console.print(f"[yellow]{done.unreadable} rows or objects did not open or verify[/]: run dicomguard verify.")
 
 
 def register(app: typer.Typer) -> None:

@@ -132,7 +132,7 @@ class _Prepared:
     """Index rows of the study and series, computed (sealed, tokenized) per object: a value that cannot be indexed
     fails its own object in ``_prepare``, never the batch's transaction."""
     layout: dict[str, int | None]
-    """Where the walk found the data set and its Pixel Data (``_layout``): indexed, so a verified read hashes without
+    """Where the walk found the data set and its Pixel Data (``layout_columns``): indexed, so a verified read hashes without
     walking again. Only the offsets: the batch holds no object's bytes until it is indexed."""
 
 
@@ -243,7 +243,7 @@ class IngestPipeline:
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
         return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row,
-                         _layout(structure))
+                         layout_columns(structure))
 
     def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> tuple[dict[str, object], dict[str, object]]:
         """The study and series rows this object would create (inserted only if they do not exist yet)."""
@@ -473,7 +473,7 @@ def _instance_row(p: _Prepared, now: datetime) -> dict[str, object]:
     }
 
 
-def _layout(structure: FileStructure) -> dict[str, int | None]:
+def layout_columns(structure: FileStructure) -> dict[str, int | None]:
     """Where the data set and its Pixel Data value lie (``core.dicom_structure.indexed_structure`` reads it back);
     none for a Deflated object, whose ranges are in the inflated stream: its reads inflate and walk it anyway."""
     if structure.deflated:
