@@ -9,6 +9,9 @@ file, not left in a free page) and ``BEGIN IMMEDIATE`` for write transactions
 from __future__ import annotations
 
 import functools
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Executable, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event, text
 from sqlalchemy.orm import Session
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -38,7 +41,7 @@ def make_engine(url: str) -> Engine:
                 "synchronous=FULL",
                 "foreign_keys=ON",
                 "secure_delete=ON",
-                "busy_timeout=60000",
+                f"busy_timeout={int(BUSY_TIMEOUT_S * 1000)}",
             ):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -46,12 +49,47 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if mode == "IMMEDIATE":
+                _begin_immediate(conn)
+            else:
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True)
+
+
+BUSY_TIMEOUT_S = 60.0
+_RETRY_FIRST_S, _RETRY_LONGEST_S = 0.0001, 0.002
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """``BEGIN IMMEDIATE``, tried again every 0.1 ms doubling to 2 ms while another process holds the write lock,
+    for up to :data:`BUSY_TIMEOUT_S`; the last try raises SQLAlchemy's ``OperationalError`` (``database is locked``).
+
+    SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, so a writer of another process
+    (``serve --workers``) can find the lock free only after sleeping through several short transactions. The
+    connection's busy timeout is set back for the transaction's other statements.
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = _RETRY_FIRST_S
+        while time.monotonic() < deadline:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    break
+            time.sleep(pause)
+            pause = min(pause * 2, _RETRY_LONGEST_S)
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def as_utc(t: datetime) -> datetime:
@@ -66,8 +104,38 @@ def is_sqlite(engine: Engine) -> bool:
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
     """A transaction that writes: committed on success, rolled back on any exception."""
-    with Session(bind=_immediate(engine), expire_on_commit=False) as session, session.begin():
+    with _writer_turn(engine), Session(bind=_immediate(engine), expire_on_commit=False) as session, session.begin():
         yield session
+
+
+_WRITER_LOCK = "dicomguard_writer_lock"
+WRITER_WAIT_S = BUSY_TIMEOUT_S
+"""As long as SQLite's busy timeout: past it, the transaction starts anyway and SQLite decides (``database is
+locked``), as it did before the queue existed."""
+
+
+@contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, the threads of this process take turns at the write lock in a queue (a ``threading.Lock``).
+
+    SQLite's busy handler makes a writer that finds the lock taken sleep 1, 2, 5, 10 ... up to 100 ms between
+    tries, so under a few concurrent short transactions (every audited request writes one) the lock sits free
+    while the waiters sleep. Queued here, the next thread starts the moment the previous one commits; other
+    processes (``serve --workers``, the CLI) still meet at ``BEGIN IMMEDIATE`` (:func:`_begin_immediate`).
+    PostgreSQL queues its own writers and needs none of this.
+    """
+    if not is_sqlite(engine):
+        yield
+        return
+    lock = engine.__dict__.get(_WRITER_LOCK)
+    if lock is None:
+        lock = engine.__dict__.setdefault(_WRITER_LOCK, threading.Lock())
+    held = lock.acquire(timeout=WRITER_WAIT_S)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 _IMMEDIATE = "dicomguard_immediate"
