@@ -109,27 +109,32 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 
 _WRITER_LOCK = "dicomguard_writer_lock"
-WRITER_WAIT_S = BUSY_TIMEOUT_S
-"""As long as SQLite's busy timeout: past it, the transaction starts anyway and SQLite decides (``database is
-locked``), as it did before the queue existed."""
+WRITER_WAIT_S = 5.0
+"""Longest wait in the in-process queue. Past it the transaction goes on to ``BEGIN IMMEDIATE`` and SQLite's lock
+decides, as before the queue existed: a thread whose turn depends on another thread's write (an ``after_commit``
+hook handing work over) loses at most this long and never deadlocks. Normal turns take milliseconds."""
 
 
 @contextmanager
 def _writer_turn(engine: Engine) -> Iterator[None]:
-    """On SQLite, the threads of this process take turns at the write lock in a queue (a ``threading.Lock``).
+    """On SQLite, the threads of this process take turns at the write lock in a queue (an in-memory lock).
 
     SQLite's busy handler makes a writer that finds the lock taken sleep 1, 2, 5, 10 ... up to 100 ms between
     tries, so under a few concurrent short transactions (every audited request writes one) the lock sits free
     while the waiters sleep. Queued here, the next thread starts the moment the previous one commits; other
     processes (``serve --workers``, the CLI) still meet at ``BEGIN IMMEDIATE`` (:func:`_begin_immediate`).
     PostgreSQL queues its own writers and needs none of this.
+
+    The lock is re-entrant: an ``after_commit`` hook of a write (the key vault's push) may write again from the
+    same thread once SQLite's lock is free; a nested write inside an open transaction waits for SQLite's lock
+    and fails with ``database is locked``, as it always did.
     """
     if not is_sqlite(engine):
         yield
         return
     lock = engine.__dict__.get(_WRITER_LOCK)
     if lock is None:
-        lock = engine.__dict__.setdefault(_WRITER_LOCK, threading.Lock())
+        lock = engine.__dict__.setdefault(_WRITER_LOCK, threading.RLock())
     held = lock.acquire(timeout=WRITER_WAIT_S)
     try:
         yield
