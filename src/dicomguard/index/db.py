@@ -3,7 +3,9 @@
 SQLite runs in WAL mode with ``synchronous=FULL`` (a committed ingest survives
 power loss), ``secure_delete=ON`` (a crypto-shredded key is overwritten in the
 file, not left in a free page) and ``BEGIN IMMEDIATE`` for write transactions
-(writers queue on the lock instead of failing on upgrade).
+(writers queue on the lock instead of failing on upgrade): in memory between the
+threads of one process, with short retries between processes, never through
+SQLite's busy handler, which sleeps up to 100 ms between tries.
 """
 
 from __future__ import annotations
