@@ -1,0 +1,97 @@
+"""Accepted associations wait for work instead of polling for it (ADR 0018), and give back what they held.
+
+pynetdicom's two loops per association polled every millisecond; the
+archive's DIMSE service replaces those two sleeps by waits that a queued PDU,
+message or pause request ends at once. Asserted here without any clock: an idle
+association's loops wake a bounded number of times (a polling loop wakes about a
+thousand times a second), every message still gets its answer, and associations
+that end (released or aborted) close their wake-up sockets.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
+
+from dicomguard.dimse import quiet_reactor
+from tests.dicom_factory import ALICE, ct_series, dataset_of
+
+
+def _associate(creds, port: int):  # type: ignore[no-untyped-def]
+    ctx = ssl.create_default_context(cafile=str(creds.ca))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(creds.cert), str(creds.key))
+    ae = AE(ae_title=creds.ae)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMGUARD", tls_args=(ctx, None))
+    assert assoc.is_established
+    return assoc
+
+
+def _served(dimse, n: int):  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        accepted = [a for a in dimse.ae.active_associations if a.is_established]
+        if len(accepted) >= n:
+            return accepted
+        time.sleep(0.02)
+    raise AssertionError(f"{n} associations were not accepted")
+
+
+
+def test_idle_associations_wake_rarely_and_every_request_is_answered(dimse, issue) -> None:  # type: ignore[no-untyped-def]
+    creds = issue("QUIET_CT", department=None)
+    clients = [_associate(creds, dimse.port) for _ in range(4)]
+    try:
+        accepted = _served(dimse, 4)
+        wakeups = [getattr(a, "_dicomguard_wakeup", None) for a in accepted]
+        assert all(w is not None for w in wakeups), "the archive's associations run the quiet reactor"
+        before = [w.wakes for w in wakeups]
+        time.sleep(1.0)  # idle: each loop wakes about every LONGEST_WAIT_S (a polling loop: ~1,000 times)
+        woke = [w.wakes - b for w, b in zip(wakeups, before, strict=True)]
+        assert all(n <= 2 * (1.0 / quiet_reactor.LONGEST_WAIT_S) + 10 for n in woke), woke
+
+        # Work still reaches the loops at once and is answered, on each association, many times over.
+        ds = dataset_of(ct_series(ALICE, n=1, seed=77)[0])
+        assert clients[0].send_c_store(ds).Status == 0x0000
+        for client in clients:
+            for _ in range(20):
+                assert client.send_c_echo().Status == 0x0000
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ds.StudyInstanceUID
+        answers = [status.Status for status, _ in clients[1].send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
+        assert answers == [0xFF00, 0x0000]
+    finally:
+        for client in clients:
+            client.release()
+
+
+@pytest.mark.parametrize("end", ["release", "abort"])
+def test_associations_that_end_close_their_wakeup_sockets(dimse, issue, monkeypatch, end) -> None:  # type: ignore[no-untyped-def]
+    attached: list[quiet_reactor.Wakeup] = []
+    real_attach = quiet_reactor.attach
+
+    def recording_attach(assoc):  # type: ignore[no-untyped-def]
+        attached.append(real_attach(assoc))
+        return attached[-1]
+
+    monkeypatch.setattr(quiet_reactor, "attach", recording_attach)
+    creds = issue("QUIET_END", department=None)
+    for _ in range(10):
+        client = _associate(creds, dimse.port)
+        assert client.send_c_echo().Status == 0x0000
+        client.release() if end == "release" else client.abort()
+    for _ in range(200):
+        if not dimse.ae.active_associations:
+            break
+        time.sleep(0.05)
+    assert not dimse.ae.active_associations
+    assert len(attached) == 10
+    assert all(w.dul_r.fileno() == -1 and w.dul_w.fileno() == -1 for w in attached)  # 20 sockets, none left open
