@@ -152,7 +152,8 @@ def until_both_hold(open_one: Callable[[], object], port: int, pids: list[int], 
     raise AssertionError(f"after {tries} connections not every worker holds one: {connections_by_pid(port, pids)}")
 
 
-def tls_association(creds, port: int):  # type: ignore[no-untyped-def]
+def tls_association(creds, port: int, *more_contexts: str):  # type: ignore[no-untyped-def]
+    """A pynetdicom association over mutual TLS as the device ``creds``: CT storage, verification, ``more_contexts``."""
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, Verification
 
@@ -160,8 +161,8 @@ def tls_association(creds, port: int):  # type: ignore[no-untyped-def]
     ctx.check_hostname = False
     ctx.load_cert_chain(str(creds.cert), str(creds.key))
     ae = AE(ae_title=creds.ae)
-    ae.add_requested_context(CTImageStorage)
-    ae.add_requested_context(Verification)
+    for context in (CTImageStorage, Verification, *more_contexts):
+        ae.add_requested_context(context)
     assoc = ae.associate("127.0.0.1", port, ae_title="DICOMGUARD", tls_args=(ctx, None))
     assert assoc.is_established
     return assoc

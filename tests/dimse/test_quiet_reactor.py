@@ -10,29 +10,19 @@ that end (released or aborted) close their wake-up sockets.
 
 from __future__ import annotations
 
-import ssl
 import time
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from dicomguard.dimse import quiet_reactor
 from tests.dicom_factory import ALICE, ct_series, dataset_of
+from tests.test_serve_workers import tls_association
 
 
 def _associate(creds, port: int):  # type: ignore[no-untyped-def]
-    ctx = ssl.create_default_context(cafile=str(creds.ca))
-    ctx.check_hostname = False
-    ctx.load_cert_chain(str(creds.cert), str(creds.key))
-    ae = AE(ae_title=creds.ae)
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMGUARD", tls_args=(ctx, None))
-    assert assoc.is_established
-    return assoc
+    return tls_association(creds, port, StudyRootQueryRetrieveInformationModelFind)
 
 
 def _served(dimse, n: int):  # type: ignore[no-untyped-def]
