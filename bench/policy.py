@@ -85,6 +85,7 @@ from dicomguard.core.access import (
 )
 from dicomguard.core.access_control import AccessControl
 from dicomguard.core.services.retrieve import RetrieveService
+from dicomguard.core.study_scope import EVERYTHING, StudyScope
 
 VARIANTS = ("full", "no_authz", "no_authz_no_ctx")
 TECH, DOCTOR = "tech.bench", "dr.bench"
@@ -105,6 +106,9 @@ class AllowAllAuthorizer:
         self, principal: Principal, action: Action, resources: Sequence[Resource], context: RequestContext | None = None
     ) -> list[Decision]:
         return [self._ALLOW] * len(resources)
+
+    def study_scope(self, principal: Principal, action: Action, context: RequestContext | None = None) -> StudyScope:
+        return EVERYTHING
 
 
 class NoContextReadsAccess(AccessControl):

@@ -217,15 +217,22 @@ def test_query_decisions_are_reused_within_a_request_but_not_across_attribute_ch
             asked.append((action, len(resources)))
             return engine.decide_many(principal, action, resources, context)
 
+        def study_scope(self, *a, **k):  # type: ignore[no-untyped-def]
+            return engine.study_scope(*a, **k)
+
     archive.ctx.authorizer = Counting()
     client = archive.services(RAD).query
     assert len(client.find_studies()) == 2
     assert len(client.find_patients()) == 2  # same studies: no new decisions
     assert asked == [(Action.QUERY, 2)]
     study_uid = client.find_studies()[0].uid
-    archive.operator.studies.set_access(study_uid, add_labels=["vip"])
-    assert len(client.find_studies()) == 1  # the changed study is decided again, and now hidden
+    archive.operator.studies.set_access(study_uid, add_labels=["teaching"])
+    assert len(client.find_studies()) == 2  # the changed study is decided again (the other one is not)
     assert asked[-1] == (Action.QUERY, 1)
+    archive.operator.studies.set_access(study_uid, add_labels=["vip"])
+    asked.clear()
+    assert len(client.find_studies()) == 1  # now hidden: outside the policies' scope, not even a candidate (ADR 0019)
+    assert asked == []
 
 
 def test_the_step_up_window_forgets_old_accesses(archive) -> None:  # type: ignore[no-untyped-def]

@@ -19,9 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dicomguard.errors import DicomGuardError
+
+if TYPE_CHECKING:
+    from dicomguard.core.study_scope import StudyScope
 
 
 class Action(StrEnum):
@@ -362,3 +365,7 @@ class Authorizer(Protocol):
     def decide_many(
         self, principal: Principal, action: Action, resources: Sequence[Resource], context: RequestContext | None = None
     ) -> list[Decision]: ...
+
+    def study_scope(self, principal: Principal, action: Action, context: RequestContext | None = None) -> StudyScope:
+        """At least every study ``principal`` may be permitted ``action`` on (``core.study_scope``, ADR 0019)."""
+        ...

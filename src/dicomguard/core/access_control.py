@@ -43,6 +43,7 @@ from dicomguard.core.break_glass import emergency_patients
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import AccessRefused
 from dicomguard.core.query import IndexQuery
+from dicomguard.core.study_scope import StudyScope
 from dicomguard.index.db import read_session, write_session
 from dicomguard.index.models import ArchiveMeta, Containment, StudyAccessWindow
 
@@ -172,6 +173,12 @@ class AccessControl:
             if action is Action.QUERY:
                 self._query_memo[u] = (resources[u], d)
         return out
+
+    def query_scope(self) -> StudyScope:
+        """The studies this principal might be permitted to query, before any is looked at (Cedar partial evaluation,
+        ADR 0019): searches read only candidates inside it, so the studies the policies rule out are never decrypted,
+        decided or counted against the candidate budget. Every candidate inside is still decided (:meth:`visible_studies`)."""
+        return self.ctx.authorizer.study_scope(self.principal, Action.QUERY, self.request_context(Action.QUERY))
 
     def visible_studies(self, study_uids: Iterable[str]) -> tuple[set[str], bool]:
         """The studies among ``study_uids`` the principal may query; and whether any only under break-glass."""

@@ -85,9 +85,11 @@ def year_of(date: str | None) -> int | None:
 def department_from_header(value: str) -> str:
     """Institutional Department Name as a policy attribute: canonical upper case, single-spaced, at most 64 characters.
 
-    Truncated after upper-casing, which can lengthen a value ("ß" becomes "SS"): any header value is usable.
+    Truncated after upper-casing, which can lengthen a value ("ß" becomes "SS"): any header value is usable. A space
+    the cut leaves at the end is dropped, so the stored value is the one policies compare (``policy.engine``
+    normalizes again) and a search's scope can compare the column itself (ADR 0019).
     """
-    return " ".join(value.split()).upper()[:64]
+    return " ".join(value.split()).upper()[:64].rstrip(" ")
 
 
 def _text(ds: Dataset, keyword: str) -> str:

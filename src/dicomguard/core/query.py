@@ -30,6 +30,8 @@ from dicomguard.core.matching import (
 )
 from dicomguard.core.phi import RowSealer
 from dicomguard.core.study_dates import study_date_condition
+from dicomguard.core.study_scope import EVERYTHING, Everything, StudyScope
+from dicomguard.core.study_scope_sql import scope_condition
 from dicomguard.core.wildcard_tokens import suffix_tokens_complete
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blind_index import BlindField, normalize
@@ -63,7 +65,10 @@ def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, fi
     (one row is read to tell), so a caller's work is bounded whatever it asks for. ``need``: the rows the caller
     reads at least before it stops (a page deeper than the budget): when that is over the budget and more rows
     than the budget exist, the refusal is certain and is raised before any row is read or decrypted (ADR 0017)."""
-    if budget is not None and need > budget and s.execute(stmt.offset(budget).limit(1)).first() is not None:
+    # The probe asks only whether more than ``budget`` rows exist, so it drops the order: the database may stop at the
+    # row after the budget however it reads, instead of sorting every match first (a policy scope can make a sort of
+    # the whole scope look cheaper than an ordered index scan to the planner).
+    if budget is not None and need > budget and s.execute(stmt.order_by(None).offset(budget).limit(1)).first() is not None:
         raise SearchTooBroad(budget)
     size = min(largest, max(1, first))
     after: tuple[datetime, str] | None = None
@@ -73,7 +78,7 @@ def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, fi
         take = size if budget is None else min(size, budget - read)
         if take <= 0:
             assert budget is not None
-            if s.execute(page.limit(1)).first() is not None:
+            if s.execute(page.order_by(None).limit(1)).first() is not None:
                 raise SearchTooBroad(budget)
             return
         rows = s.execute(page.limit(take)).all()
@@ -85,6 +90,13 @@ def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, fi
             return
         after = (rows[-1][-1], rows[-1][0])
         size = min(largest, size * 2)
+
+
+def _with_study_in(stmt: Select[Any], scope: StudyScope) -> Select[Any]:
+    """``stmt`` over patients, limited to those with a study inside ``scope`` (ADR 0019)."""
+    if isinstance(scope, Everything):
+        return stmt
+    return stmt.where(exists().where(Study.patient_ref == Patient.ref, scope_condition(scope)))
 
 
 def _bounded(rows: Sequence[Any], budget: int | None) -> Sequence[Any]:
@@ -303,11 +315,13 @@ class IndexQuery:
                 found.update(s.scalars(select(Instance.study_uid).where(Instance.sop_instance_uid.in_(chunk), Instance.erased.is_(False))))
         return found
 
-    def patients(self, f: PatientFilter | None = None, *, budget: int | None = None) -> list[PatientRecord]:
-        """Every matching patient; ``budget``: read at most that many candidates, else :class:`SearchTooBroad`."""
+    def patients(self, f: PatientFilter | None = None, *, budget: int | None = None,
+                 scope: StudyScope = EVERYTHING) -> list[PatientRecord]:
+        """Every matching patient with a study inside ``scope``; ``budget``: read at most that many candidates, else
+        :class:`SearchTooBroad`."""
         f = f or PatientFilter()
         with read_session(self.ctx.engine) as s:
-            stmt = self._narrow_patients(select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)), f)
+            stmt = _with_study_in(self._narrow_patients(select(Patient.ref, Patient.phi).where(Patient.erased_at.is_(None)), f), scope)
             rows = _bounded(s.execute(_limited(stmt.order_by(Patient.created_at, Patient.ref), budget)).all(), budget)
             counts: dict[str, int] = {}
             study_counts: dict[str, int] = {}
@@ -327,13 +341,15 @@ class IndexQuery:
             return out
 
     def patient_batches(self, f: PatientFilter | None = None, *, first: int = 64, largest: int = 2048,
-                        budget: int | None = None, need: int = 0) -> Iterator[list[PatientRecord]]:
+                        budget: int | None = None, need: int = 0, scope: StudyScope = EVERYTHING) -> Iterator[list[PatientRecord]]:
         """The matching patients in the order of :meth:`patients`, a batch of candidates at a time (``first`` rows,
         doubling up to ``largest``; keyset over ``(created_at, ref)``, index ``ix_patients_created_at_ref``), with
         no counts (``studies``, ``instances`` 0: the caller counts what the principal may see). A caller that stops
-        once it has a page decrypts no further patient; ``budget``, ``need``: see :func:`_keyset_pages`."""
+        once it has a page decrypts no further patient; ``budget``, ``need``: see :func:`_keyset_pages`; ``scope``: only
+        patients with a study inside it are candidates."""
         f = f or PatientFilter()
         stmt = self._narrow_patients(select(Patient.ref, Patient.phi, Patient.created_at).where(Patient.erased_at.is_(None)), f)
+        stmt = _with_study_in(stmt, scope)
         stmt = stmt.order_by(Patient.created_at, Patient.ref)
         with read_session(self.ctx.engine) as s:
             for rows in _keyset_pages(s, stmt, Patient.created_at, Patient.ref, first, largest, budget, need):
@@ -355,14 +371,17 @@ class IndexQuery:
                 out.extend((uid, ref, counts.get(uid, 0)) for uid, ref in studies)
         return out
 
-    def _study_select(self, f: StudyFilter) -> Select[Any]:
-        """Candidate studies of ``f`` (uid, patient ref, sealed study, sealed patient, storage time), narrowed by blind
-        indexes and clear columns only; every candidate is still matched exactly once decrypted."""
+    def _study_select(self, f: StudyFilter, scope: StudyScope = EVERYTHING) -> Select[Any]:
+        """Candidate studies of ``f`` (uid, patient ref, sealed study, sealed patient, storage time) inside ``scope``
+        (what the principal's policies leave, ADR 0019), narrowed by blind indexes and clear columns only; every
+        candidate is still matched exactly once decrypted, and decided."""
         stmt = (
             select(Study.uid, Study.patient_ref, Study.phi, Patient.phi, Study.created_at)
             .join(Patient, Patient.ref == Study.patient_ref)
             .where(Patient.erased_at.is_(None))
         )
+        if not isinstance(scope, Everything):
+            stmt = stmt.where(scope_condition(scope))
         stmt = self._narrow_patients(stmt, f.patient)
         if f.study_uid:
             stmt = stmt.where(Study.uid.in_([u.strip() for u in f.study_uid.split("\\")]))
@@ -408,24 +427,26 @@ class IndexQuery:
             )
         return out
 
-    def studies(self, f: StudyFilter | None = None, *, budget: int | None = None) -> list[StudyRecord]:
-        """Every matching study, in storage order; ``budget``: read at most that many candidates, else
-        :class:`SearchTooBroad`."""
+    def studies(self, f: StudyFilter | None = None, *, budget: int | None = None,
+                scope: StudyScope = EVERYTHING) -> list[StudyRecord]:
+        """Every matching study inside ``scope``, in storage order; ``budget``: read at most that many candidates,
+        else :class:`SearchTooBroad`."""
         f = f or StudyFilter()
         with read_session(self.ctx.engine) as s:
-            rows = _bounded(s.execute(_limited(self._study_select(f).order_by(Study.created_at, Study.uid), budget)).all(), budget)
+            rows = _bounded(s.execute(_limited(self._study_select(f, scope).order_by(Study.created_at, Study.uid), budget)).all(), budget)
             # Counted for the matched studies, not the whole archive (unless most of it matched).
             return self._study_records(s, rows, f, _count_slices([r[0] for r in rows]))
 
     def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048,
-                      budget: int | None = None, need: int = 0) -> Iterator[list[StudyRecord]]:
+                      budget: int | None = None, need: int = 0, scope: StudyScope = EVERYTHING) -> Iterator[list[StudyRecord]]:
         """The matching studies in storage order, a batch of candidates at a time (``first`` rows, doubling up to
         ``largest``): a caller that stops once it has a page (closing the generator) decrypts no further candidate,
         so listing the first page of a large archive costs a page, not the archive. Keyset paging over
         ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan. ``budget``:
-        at most that many candidates in all; ``need``: the candidates the caller needs at least (:func:`_keyset_pages`)."""
+        at most that many candidates in all; ``need``: the candidates the caller needs at least (:func:`_keyset_pages`);
+        ``scope``: only studies inside it are candidates."""
         f = f or StudyFilter()
-        stmt = self._study_select(f).order_by(Study.created_at, Study.uid)
+        stmt = self._study_select(f, scope).order_by(Study.created_at, Study.uid)
         with read_session(self.ctx.engine) as s:
             for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget, need):
                 yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))

@@ -378,7 +378,8 @@ class Study(Base):
     """Comma-separated lower-case labels set by an administrator (e.g. ``vip``)."""
     referring_token: Mapped[bytes | None] = mapped_column(TOKEN, nullable=True, index=True)
     """Blind index of the Referring Physician's Name (never the name)."""
-    __table_args__ = (Index("ix_studies_created_at_uid", "created_at", "uid"),)
+    __table_args__ = (Index("ix_studies_created_at_uid", "created_at", "uid"),
+                      Index("ix_studies_department_created_at_uid", "department", "created_at", "uid"))
 
 
 class Series(Base):

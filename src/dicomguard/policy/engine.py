@@ -50,7 +50,9 @@ from dicomguard.core.access import (
     Resource,
     normalize_department,
 )
+from dicomguard.core.study_scope import EVERYTHING, NOTHING, StudyScope
 from dicomguard.errors import ConfigurationError
+from dicomguard.policy.scope import scope_of_residuals
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,27 @@ class PolicyEngine:
                 if not (later.allowed or later.step_up) or result.diagnostics.errors:
                     decisions[i] = replace(decisions[i], deidentify=False)
         return [decisions[i] for i in range(len(resources))]
+
+    def study_scope(self, principal: Principal, action: Action, context: RequestContext | None = None) -> StudyScope:
+        """The studies ``principal`` might be permitted ``action`` on, as far as the policies tell without looking at
+        any study (Cedar partial evaluation with the resource unknown; ADR 0019): at least every permitted study, so
+        a search may read only these. Never a decision: each study found is still decided with :meth:`decide_many`.
+        Anything the evaluation cannot narrow (an error, an unexpected answer) is :data:`EVERYTHING`."""
+        context = context or RequestContext.now_for(principal)
+        scopes = principal.attributes.get("token_scopes")
+        if scopes is not None and not _in_scope(action, scopes):  # type: ignore[arg-type]
+            return NOTHING
+        p_entity = principal_entity(principal)
+        uid = p_entity["uid"]
+        request = {"principal": f'{uid["type"]}::{json.dumps(uid["id"])}', "action": f"Action::{json.dumps(action.value)}",  # type: ignore[index]
+                   "context": context.to_cedar()}
+        try:
+            result = cedarpy.is_authorized_partial(request, self._policy_set, [p_entity], self._schema)
+            return scope_of_residuals(result.decision.value, list(result.diagnostics.reasons), list(result.diagnostics.errors),
+                                      dict(result.residuals), {pid: p.effect for pid, p in self.policies.items()})
+        except Exception:  # an experimental upstream feature: whatever it does, searches stay correct, only wider
+            log.warning("partial evaluation of the policies failed; searches read every candidate", exc_info=True)
+            return EVERYTHING
 
     def _decision(self, result: cedarpy.AuthzResult) -> Decision:
         diagnostics = result.diagnostics

@@ -139,7 +139,8 @@ class QueryService(Service):
 
     def find_studies(self, flt: StudyFilter | None = None) -> list[StudyRecord]:
         flt = flt or StudyFilter()
-        candidates = self._recording_refusal("STUDY", _study_keys(flt), lambda: self.access.index.studies(flt, budget=self._budget))
+        scope = self.access.query_scope()
+        candidates = self._recording_refusal("STUDY", _study_keys(flt), lambda: self.access.index.studies(flt, budget=self._budget, scope=scope))
         visible, emergency = self.access.visible_studies(s.uid for s in candidates)
         found = [s for s in candidates if s.uid in visible]
         self._record("STUDY", _study_keys(flt), len(found), emergency)
@@ -149,9 +150,9 @@ class QueryService(Service):
                          need: int = 0) -> Iterator[list[tuple[StudyRecord, bool]]]:
         """The studies of ``flt`` that ``accept`` keeps and the principal may query, in storage order, a batch of
         candidates at a time (``IndexQuery.study_batches``; ``need``: the studies the caller needs at least), each
-        with whether break-glass allowed it. Studies the principal may not query are dropped here, before any caller
-        counts them (ADR 0014)."""
-        batches = self.access.index.study_batches(flt, first=first, budget=self._budget, need=need)
+        with whether break-glass allowed it. The index reads only studies inside the principal's policy scope
+        (ADR 0019); those it may still not query are dropped here, before any caller counts them (ADR 0014)."""
+        batches = self.access.index.study_batches(flt, first=first, budget=self._budget, need=need, scope=self.access.query_scope())
         try:
             for batch in batches:
                 decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
@@ -277,15 +278,17 @@ class QueryService(Service):
         """Patients with a study the principal may query; their study and instance counts are of those studies only
         (PS3.4 C.6.1.1.5 Number of Patient Related Studies would otherwise count studies the principal may not see)."""
         flt = flt or PatientFilter()
+        scope = self.access.query_scope()
         studies = self._recording_refusal("PATIENT", _patient_keys(flt),
-                                          lambda: self.access.index.studies(StudyFilter(patient=flt), budget=self._budget))
+                                          lambda: self.access.index.studies(StudyFilter(patient=flt), budget=self._budget, scope=scope))
         visible, emergency = self.access.visible_studies(s.uid for s in studies)
         seen: dict[str, tuple[int, int]] = {}
         for st in studies:
             if st.uid in visible:
                 n_studies, n_instances = seen.get(st.patient_ref, (0, 0))
                 seen[st.patient_ref] = (n_studies + 1, n_instances + st.instances)
-        patients = self._recording_refusal("PATIENT", _patient_keys(flt), lambda: self.access.index.patients(flt, budget=self._budget))
+        patients = self._recording_refusal("PATIENT", _patient_keys(flt),
+                                           lambda: self.access.index.patients(flt, budget=self._budget, scope=scope))
         found = [replace(p, studies=seen[p.ref][0], instances=seen[p.ref][1]) for p in patients if p.ref in seen]
         self._record("PATIENT", _patient_keys(flt), len(found), emergency)
         return found
@@ -297,7 +300,8 @@ class QueryService(Service):
         flt = flt or PatientFilter()
         found: list[PatientRecord] = []
         emergency = False
-        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1, budget=self._budget, need=want)
+        batches = self.access.index.patient_batches(flt, first=want + want // 2 + 1, budget=self._budget, need=want,
+                                                    scope=self.access.query_scope())
         try:
             for batch in batches:
                 studies = self.access.index.studies_of_patients([p.ref for p in batch])
