@@ -5,15 +5,18 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
 from dicomguard.config import Settings
 from dicomguard.core.access import Authorizer
 from dicomguard.core.events import EventBus
+from dicomguard.core.group_commit import GroupCommit, GroupEntry
 from dicomguard.core.keyring import Keyring
 from dicomguard.core.patients import PatientDirectory
 from dicomguard.crypto.blind_index import BlindIndexer
@@ -76,6 +79,9 @@ class BlobIdPool:
             self._ids.clear()
 
 
+_CONTEXT_LOCK = threading.Lock()
+
+
 @dataclass
 class ArchiveContext:
     home: Path
@@ -92,10 +98,19 @@ class ArchiveContext:
     suffix_tokens_complete: bool = field(default=False, repr=False)
     """Seen set once every patient row carries suffix indexes (``core.wildcard_tokens``); it never becomes unset."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
+    _index_commits: GroupCommit[Any] | None = field(default=None, init=False, repr=False)
 
     def close_writers(self) -> None:
         if self._blob_ids is not None:
             self._blob_ids.close()
+
+    def index_commits(self, commit: Callable[[Sequence[GroupEntry[Any]]], None]) -> GroupCommit[Any]:
+        """This process's group commit of ingest index transactions (``core.group_commit``), made with ``commit`` on
+        first use: concurrent ingests share one durable commit."""
+        with _CONTEXT_LOCK:
+            if self._index_commits is None:
+                self._index_commits = GroupCommit(commit)
+            return self._index_commits
 
     def blob_id_pool(self, owner: str) -> BlobIdPool:
         if self._blob_ids is None:

@@ -22,7 +22,7 @@ import functools
 import io
 import logging
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
@@ -42,6 +42,7 @@ from dicomguard.core.attributes import ObjectAttributes, department_from_header,
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import PREAMBLE_BYTES, FileStructure, walk_part10
 from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, InstanceStored
+from dicomguard.core.group_commit import GroupEntry
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
 from dicomguard.core.study_dates import study_date_token
@@ -193,13 +194,7 @@ class IngestPipeline:
                 # The blobs are made durable while the index transaction is built; it commits only once they
                 # are (``_index``): every blob of the batch is on disk before any of it is visible.
                 durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in prepared])
-            try:
-                committed = self._index(prepared, blob_ids, durable)
-            except DbIntegrityError:
-                # Another writer indexed one of these SOP Instance UIDs between our check and our
-                # insert (the same object on two associations at once). Nothing of ours committed:
-                # decide again, now seeing theirs, so ours is a duplicate (or a conflict), not a failure.
-                committed = self._index(prepared, blob_ids, durable)
+            committed = self.ctx.index_commits(_commit_index_group).run(_IndexWork(self, prepared, blob_ids, durable))
         except BaseException as exc:
             # Nothing of this batch became visible: remove its blobs and journal entries (once no sync uses them).
             if durable is not None:
@@ -270,60 +265,57 @@ class IngestPipeline:
         }
         return study, series
 
-    def _index(self, prepared: list[tuple[int, _Prepared]], blob_ids: list[str],
-               durable: Future[None] | None = None) -> dict[int, IngestOutcome]:
-        """7-8. index the batch and publish its events in one transaction, committed only once ``durable`` (the
-        batch's blob sync) has completed: last before commit, after the ledger and audit writes, so the sync
-        overlaps them. A failed sync raises there and rolls the transaction back."""
+    def _index_rows(self, s: Session, prepared: list[tuple[int, _Prepared]], blob_ids: list[str],
+                    now: datetime) -> tuple[dict[int, IngestOutcome], set[str], dict[str, tuple[str, str]]]:
+        """7-8. index the batch and publish its events inside ``s`` (a transaction that may hold other batches too,
+        :func:`_commit_index_group`); the outcomes, the blob ids left unused and the series claimed."""
         outcomes: dict[int, IngestOutcome] = {}
         unused = set(blob_ids)
-        now = datetime.now(UTC)
-        with write_session(self.ctx.engine) as s:
-            uids = [p.attrs.instance.sop_instance_uid for _, p in prepared]
-            # Stored meanwhile by another writer: decided like a re-send.
-            seen: dict[str, ObjectDigests] = {
-                uid: ObjectDigests(px, hd) for uid, px, hd in s.connection().execute(_DIGESTS_OF, {"uids": uids})
-            } if uids else {}
-            owners: dict[str, tuple[str, str]] = {}
-            rows: list[dict[str, object]] = []
-            for i, p in prepared:
-                a = p.attrs
-                uid = a.instance.sop_instance_uid
-                prior = seen.get(uid)
-                if prior is not None:
-                    outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
-                    continue
-                conflict = self._claim_parents(s, p, owners, now)
-                if conflict is not None:
-                    outcomes[i] = IngestOutcome(p.label, error=RejectedObject(RejectReason.IDENTITY_CONFLICT, conflict),
-                                                identity=_identity(a))
-                    continue
-                rows.append(_instance_row(p, now))
-                self.ctx.bus.publish(
-                    s,
-                    InstanceStored(
-                        uid, a.series.uid, a.study.uid, p.patient_ref, a.instance.sop_class_uid, p.blob_id,
-                        p.size, p.digests.pixel_sha256, p.digests.header_sha256, now, self.source, self.principal,
-                    ),
-                )
-                seen[uid] = p.digests
-                unused.discard(p.blob_id)
-                outcomes[i] = IngestOutcome(
-                    p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size), identity=_identity(a)
-                )
-            if rows:
-                s.connection().execute(_INSERT_INSTANCES, rows)
-            if not journal_released(s, blob_ids):
-                raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
-            if durable is not None:
-                # Registered after every event was published, so it runs after the ledger and audit hooks.
-                before_commit(s, "ingest.blobs-durable", lambda _s: durable.result())
+        uids = [p.attrs.instance.sop_instance_uid for _, p in prepared]
+        # Stored meanwhile by another writer: decided like a re-send.
+        seen: dict[str, ObjectDigests] = {
+            uid: ObjectDigests(px, hd) for uid, px, hd in s.connection().execute(_DIGESTS_OF, {"uids": uids})
+        } if uids else {}
+        owners: dict[str, tuple[str, str]] = {}
+        rows: list[dict[str, object]] = []
+        for i, p in prepared:
+            a = p.attrs
+            uid = a.instance.sop_instance_uid
+            prior = seen.get(uid)
+            if prior is not None:
+                outcomes[i] = self._resend_outcome(s, p.label, a, p.digests, prior, now)
+                continue
+            conflict = self._claim_parents(s, p, owners, now)
+            if conflict is not None:
+                outcomes[i] = IngestOutcome(p.label, error=RejectedObject(RejectReason.IDENTITY_CONFLICT, conflict),
+                                            identity=_identity(a))
+                continue
+            rows.append(_instance_row(p, now))
+            self.ctx.bus.publish(
+                s,
+                InstanceStored(
+                    uid, a.series.uid, a.study.uid, p.patient_ref, a.instance.sop_class_uid, p.blob_id,
+                    p.size, p.digests.pixel_sha256, p.digests.header_sha256, now, self.source, self.principal,
+                ),
+            )
+            seen[uid] = p.digests
+            unused.discard(p.blob_id)
+            outcomes[i] = IngestOutcome(
+                p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size), identity=_identity(a)
+            )
+        if rows:
+            s.connection().execute(_INSERT_INSTANCES, rows)
+        if not journal_released(s, blob_ids):
+            raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
+        return outcomes, unused, owners
+
+    def _committed(self, unused: set[str], owners: dict[str, tuple[str, str]]) -> None:
+        """After the index transaction committed: drop the blobs it did not use, remember the series it claimed."""
         for blob_id in unused:
             self.ctx.store.delete(blob_id)
         if len(self.ctx.known_series) > 100_000:
             self.ctx.known_series.clear()
         self.ctx.known_series.update(owners)
-        return outcomes
 
     # -- steps ------------------------------------------------------------------------
 
@@ -394,6 +386,65 @@ class IngestPipeline:
             self.ctx.store.delete(blob_id)
         with write_session(self.ctx.engine) as s:
             s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
+
+
+@dataclass(frozen=True)
+class _IndexWork:
+    """One ingest batch waiting for its index transaction (an entry of the process's group commit)."""
+
+    pipeline: IngestPipeline
+    prepared: list[tuple[int, _Prepared]]
+    blob_ids: list[str]
+    durable: Future[None] | None
+    """The batch's blob sync: the transaction commits only once it completed (every blob on disk before visible)."""
+
+
+def _index_together(works: Sequence[_IndexWork]) -> list[dict[int, IngestOutcome]]:
+    """7-8 for several batches (of concurrent ingests, each with its own principal and source) in one transaction,
+    committed only once every batch's blobs are durable: last before commit, after the ledger and audit hooks, so
+    the syncs overlap them. A failed sync raises there and rolls the transaction back."""
+    now = datetime.now(UTC)
+    with write_session(works[0].pipeline.ctx.engine) as s:
+        parts = [w.pipeline._index_rows(s, w.prepared, w.blob_ids, now) for w in works]
+        durable = [w.durable for w in works if w.durable is not None]
+        if durable:
+            # Registered after every event was published, so it runs after the ledger and audit hooks.
+            before_commit(s, "ingest.blobs-durable", lambda _s: [d.result() for d in durable])
+    for w, (_, unused, owners) in zip(works, parts, strict=True):
+        try:
+            w.pipeline._committed(unused, owners)
+        except Exception:  # committed: the outcomes stand; an unused blob left behind costs only space
+            log.warning("after an index commit: an unused blob could not be removed", exc_info=True)
+    return [outcomes for outcomes, _, _ in parts]
+
+
+def _index_alone(work: _IndexWork) -> dict[int, IngestOutcome]:
+    try:
+        return _index_together([work])[0]
+    except DbIntegrityError:
+        # Another writer indexed one of these SOP Instance UIDs between our check and our insert (the same
+        # object on two associations at once). Nothing of ours committed: decide again, now seeing theirs, so
+        # ours is a duplicate (or a conflict), not a failure.
+        return _index_together([work])[0]
+
+
+def _commit_index_group(group: Sequence[GroupEntry[dict[int, IngestOutcome]]]) -> None:
+    """The index transactions of concurrent ingests as one (``core.group_commit``): one durable commit, one ledger
+    flush, one audit flush for the group. If it fails, nothing of it committed and each batch is indexed alone, so
+    one batch's failure (a conflict, a reclaimed journal, a failed sync) is its own and never another's."""
+    if len(group) > 1:
+        try:
+            for entry, outcomes in zip(group, _index_together([e.work for e in group]), strict=True):
+                entry.result, entry.done = outcomes, True
+            return
+        except Exception:
+            log.debug("a group of %d index transactions failed; indexing each alone", len(group), exc_info=True)
+    for entry in group:
+        try:
+            entry.result = _index_alone(entry.work)
+        except Exception as exc:
+            entry.error = exc
+        entry.done = True
 
 
 def _parse_header(data: bytes) -> pydicom.Dataset:

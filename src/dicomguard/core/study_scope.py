@@ -19,7 +19,6 @@ with the same values ``policy.engine.resource_entity`` gives them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from dicomguard.core.access import StudyAccess
 
@@ -153,7 +152,3 @@ def _scalar(attribute: str, uid: str, patient_ref: str, access: StudyAccess) -> 
     return {"uid": uid, "patient": patient_ref, "department": access.department, "site": access.site,
             "referring_token": access.referring_token}[attribute]
 
-
-def epoch_seconds(moment: datetime) -> int:
-    """``stored_at`` as Cedar sees it (``policy.engine.resource_entity``)."""
-    return int(moment.timestamp())
