@@ -192,7 +192,7 @@ class IngestPipeline:
                         prepared.append((i, step))
             if prepared:
                 # The blobs are made durable while the index transaction is built; it commits only once they
-                # are (``_index``): every blob of the batch is on disk before any of it is visible.
+                # are (``_index_together``): every blob of the batch is on disk before any of it is visible.
                 durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in prepared])
             committed = self.ctx.index_commits(_commit_index_group).run(_IndexWork(self, prepared, blob_ids, durable))
         except BaseException as exc:
