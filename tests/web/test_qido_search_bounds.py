@@ -28,3 +28,32 @@ def test_qido_answers_413_past_the_budget_and_the_page_within_it(named, web) -> 
     narrow = http.get(f"{web.dicomweb}/studies", params={"PatientName": "*SMITH^JOHN"})
     assert narrow.status_code == 200
     assert sorted(r["00100010"]["Value"][0]["Alphabetic"] for r in narrow.json()) == ["SMITH^JOHN"]
+
+
+def test_other_departments_do_not_spend_a_radiologists_budget(named, web) -> None:  # type: ignore[no-untyped-def]
+    """The insider case over HTTPS (ADR 0019): 12 studies of the generated department, 2 of CARDIOLOGY. With a budget
+    of 3 the generated department's radiologist is refused a broad search, while CARDIOLOGY's gets its 2 studies
+    (before the policy scope, the other department's rows filled the budget and it was refused too); a search for a
+    study of the other department answers like one for a UID that does not exist."""
+    for n in range(2):
+        _store(named, 100 + n, f"CARDIO^{n}")
+    from sqlalchemy import select
+
+    from dicomguard.index.db import read_session
+    from dicomguard.index.models import Study
+
+    with read_session(named.ctx.engine) as s:
+        cardio = list(s.scalars(select(Study.uid).order_by(Study.created_at.desc()).limit(2)))
+    for uid in cardio:
+        named.operator.studies.set_access(uid, department="CARDIOLOGY")
+    web.user("dr.card", "radiologist", department="CARDIOLOGY")
+    web.user("dr.rad", "radiologist")
+    _with_budget(named, 3)
+    card = web.http(web.token("dr.card")).get(f"{web.dicomweb}/studies", params={"PatientName": "*"})
+    assert card.status_code == 200, card.text
+    assert sorted(r["0020000D"]["Value"][0] for r in card.json()) == sorted(cardio)
+    rad = web.http(web.token("dr.rad"))
+    assert rad.get(f"{web.dicomweb}/studies", params={"PatientName": "*"}).status_code == 413
+    hidden = rad.get(f"{web.dicomweb}/studies", params={"StudyInstanceUID": cardio[0]})
+    missing = rad.get(f"{web.dicomweb}/studies", params={"StudyInstanceUID": "1.2.3.4.999"})
+    assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content)
