@@ -82,6 +82,10 @@ class ErasedError(NotFoundError):
     """The object belonged to a crypto-shredded patient and can never be read again."""
 
 
+class InvalidContinuation(DicomGuardError):
+    """A search continuation that does not open for this principal and search, or whose study is gone (search again)."""
+
+
 class SearchTooBroad(DicomGuardError):
     """A search would read more candidate rows than one request may (``limits.max_search_candidates``).
 

@@ -57,3 +57,58 @@ def test_other_departments_do_not_spend_a_radiologists_budget(named, web) -> Non
     hidden = rad.get(f"{web.dicomweb}/studies", params={"StudyInstanceUID": cardio[0]})
     missing = rad.get(f"{web.dicomweb}/studies", params={"StudyInstanceUID": "1.2.3.4.999"})
     assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content)
+
+
+def _next(response) -> str | None:  # type: ignore[no-untyped-def]
+    link = response.headers.get("link")
+    if link is None:
+        return None
+    assert link.startswith("<") and link.endswith('>; rel="next"'), link
+    return str(link[1:-len('>; rel="next"')])
+
+
+def test_a_continuation_walks_every_page_within_the_budget(named, web) -> None:  # type: ignore[no-untyped-def]
+    """Offsets past the candidate budget are refused (413); the Link of each page names the next one, whose search
+    starts after the last study answered, so every page costs at most the budget and together they answer every
+    visible study once, in order."""
+    web.user("dr.rad", "radiologist")
+    http = web.http(web.token("dr.rad"))
+    everything = http.get(f"{web.dicomweb}/studies", params={"limit": "100"}).json()
+    assert len(everything) == len(NAMES)
+    _with_budget(named, 4)
+    assert http.get(f"{web.dicomweb}/studies", params={"limit": "3", "offset": "6"}).status_code == 413
+    seen: list[str] = []
+    response = http.get(f"{web.dicomweb}/studies", params={"limit": "3", "includefield": "PatientBirthDate"})
+    while True:
+        assert response.status_code == 200, response.text
+        seen += [r["0020000D"]["Value"][0] for r in response.json()]
+        url = _next(response)
+        if url is None:
+            break
+        assert "offset" not in url and "includefield=PatientBirthDate" in url
+        response = http.get(url)
+    assert seen == [r["0020000D"]["Value"][0] for r in everything]
+    last_page = http.get(f"{web.dicomweb}/studies", params={"limit": "100"})
+    assert _next(last_page) is None  # everything fitted: no next page
+
+
+def test_a_continuation_is_bound_to_its_principal_and_search(named, web) -> None:  # type: ignore[no-untyped-def]
+    """The token shows nothing and opens only for who got it and the same keys: another user, other keys, a changed
+    byte or an offset beside it are refused (400), never answered as another position."""
+    web.user("dr.rad", "radiologist")
+    web.user("dr.two", "radiologist")
+    mine, theirs = web.http(web.token("dr.rad")), web.http(web.token("dr.two"))
+    first = mine.get(f"{web.dicomweb}/studies", params={"limit": "2", "PatientName": "*"})
+    url = _next(first)
+    assert url is not None
+    token = url.split("continuation=", 1)[1].split("&", 1)[0]
+    assert first.json()[-1]["0020000D"]["Value"][0].encode() not in token.encode()
+    assert mine.get(url).status_code == 200
+    assert theirs.get(url).status_code == 400
+    other_keys = mine.get(f"{web.dicomweb}/studies", params={"limit": "2", "PatientName": "S*", "continuation": token})
+    assert other_keys.status_code == 400
+    flipped = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+    assert mine.get(f"{web.dicomweb}/studies", params={"limit": "2", "PatientName": "*", "continuation": flipped}).status_code == 400
+    both = mine.get(f"{web.dicomweb}/studies", params={"limit": "2", "offset": "2", "PatientName": "*", "continuation": token})
+    assert both.status_code == 400
+    assert mine.get(f"{web.dicomweb}/series", params={"continuation": token}).status_code == 400

@@ -56,7 +56,7 @@ def after_key(stmt: Select[Any], time_col: Any, key_col: Any, after: tuple[datet
 
 
 def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, first: int, largest: int,
-                  budget: int | None = None, need: int = 0) -> Iterator[Sequence[Any]]:
+                  budget: int | None = None, need: int = 0, after: tuple[datetime, str] | None = None) -> Iterator[Sequence[Any]]:
     """Rows of ``stmt`` (ordered by ``time_col, key_col``) a page at a time, ``first`` rows doubling up to ``largest``:
     keyset paging, each page one index range scan after the last row seen, never one unbounded read (a huge offset
     reads more pages). ``time_col`` and ``key_col`` must be selected as the row's last and first columns.
@@ -64,17 +64,19 @@ def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, fi
     ``budget``: at most this many rows in all; asked for more while more exist, it raises :class:`SearchTooBroad`
     (one row is read to tell), so a caller's work is bounded whatever it asks for. ``need``: the rows the caller
     reads at least before it stops (a page deeper than the budget): when that is over the budget and more rows
-    than the budget exist, the refusal is certain and is raised before any row is read or decrypted (ADR 0017)."""
+    than the budget exist, the refusal is certain and is raised before any row is read or decrypted (ADR 0017).
+    ``after``: start after this ``(time, key)`` (a continuation): the budget counts from there."""
+    stmt = after_key(stmt, time_col, key_col, after)
     # The probe asks only whether more than ``budget`` rows exist, so it drops the order: the database may stop at the
     # row after the budget however it reads, instead of sorting every match first (a policy scope can make a sort of
     # the whole scope look cheaper than an ordered index scan to the planner).
     if budget is not None and need > budget and s.execute(stmt.order_by(None).offset(budget).limit(1)).first() is not None:
         raise SearchTooBroad(budget)
     size = min(largest, max(1, first))
-    after: tuple[datetime, str] | None = None
+    last: tuple[datetime, str] | None = None
     read = 0
     while True:
-        page = after_key(stmt, time_col, key_col, after)
+        page = after_key(stmt, time_col, key_col, last)
         take = size if budget is None else min(size, budget - read)
         if take <= 0:
             assert budget is not None
@@ -88,7 +90,7 @@ def _keyset_pages(s: Session, stmt: Select[Any], time_col: Any, key_col: Any, fi
         yield rows
         if len(rows) < take:
             return
-        after = (rows[-1][-1], rows[-1][0])
+        last = (rows[-1][-1], rows[-1][0])
         size = min(largest, size * 2)
 
 
@@ -438,18 +440,26 @@ class IndexQuery:
             return self._study_records(s, rows, f, _count_slices([r[0] for r in rows]))
 
     def study_batches(self, f: StudyFilter | None = None, *, first: int = 64, largest: int = 2048,
-                      budget: int | None = None, need: int = 0, scope: StudyScope = EVERYTHING) -> Iterator[list[StudyRecord]]:
+                      budget: int | None = None, need: int = 0, scope: StudyScope = EVERYTHING,
+                      after: tuple[datetime, str] | None = None) -> Iterator[list[StudyRecord]]:
         """The matching studies in storage order, a batch of candidates at a time (``first`` rows, doubling up to
         ``largest``): a caller that stops once it has a page (closing the generator) decrypts no further candidate,
         so listing the first page of a large archive costs a page, not the archive. Keyset paging over
         ``(created_at, uid)`` (index ``ix_studies_created_at_uid``) keeps each batch one index range scan. ``budget``:
         at most that many candidates in all; ``need``: the candidates the caller needs at least (:func:`_keyset_pages`);
-        ``scope``: only studies inside it are candidates."""
+        ``scope``: only studies inside it are candidates; ``after``: only studies after this position
+        (:meth:`study_position`), a continuation."""
         f = f or StudyFilter()
         stmt = self._study_select(f, scope).order_by(Study.created_at, Study.uid)
         with read_session(self.ctx.engine) as s:
-            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget, need):
+            for rows in _keyset_pages(s, stmt, Study.created_at, Study.uid, first, largest, budget, need, after):
                 yield self._study_records(s, rows, f, _chunks([r[0] for r in rows]))
+
+    def study_position(self, study_uid: str) -> tuple[datetime, str] | None:
+        """Where a study lies in storage order (``created_at, uid``: the order of :meth:`study_batches`), or None."""
+        with read_session(self.ctx.engine) as s:
+            created = s.scalar(select(Study.created_at).where(Study.uid == study_uid))
+        return None if created is None else (created, study_uid)
 
     def series(self, study_uid: str | None = None, modality: str | None = None, series_uid: str | None = None, *,
                study_uids: Sequence[str] | None = None) -> list[SeriesRecord]:

@@ -23,6 +23,7 @@ from dicomguard.core.erase import AmbiguousPatientError
 from dicomguard.errors import (
     DicomGuardError,
     IntegrityError,
+    InvalidContinuation,
     NotFoundError,
     RejectedObject,
     SearchTooBroad,
@@ -176,6 +177,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AmbiguousPatientError, _ambiguous)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(SearchTooBroad, _too_broad)
+    app.add_exception_handler(InvalidContinuation, _query_error)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(InvalidToken, _invalid_token)
     app.add_exception_handler(RejectedObject, _rejected)

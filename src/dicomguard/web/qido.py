@@ -207,7 +207,9 @@ def search_studies(client: QueryService, q: QidoQuery, want: int | None = None) 
     if want is None:
         found = _studies(client, q)
     else:
-        found = client.find_studies_page(_study_filter(q), want=want, accept=lambda s: _study_matches(q, s))
+        continuation = None if q.continuation is None else (q.continuation, q.search_key())
+        found = client.find_studies_page(_study_filter(q), want=want, accept=lambda s: _study_matches(q, s),
+                                         continuation=continuation)
     patients = _patients(client, q, {s.patient_ref for s in found} if want is not None else None)
     return [_Row(study=s, patient=patients.get(s.patient_ref)) for s in found]
 
@@ -285,14 +287,18 @@ def answer(client: QueryService, q: QidoQuery, level: str, run: Search) -> tuple
     return page, q.offset + len(page) < len(rows)
 
 
-def _respond(request: Request, page: list[_Row], more: bool, q: QidoQuery, defaults: tuple[str, ...]) -> Response:
-    """Convert and answer (PS3.18 10.6.3): 204 when nothing matched; Warning headers as 8.3.4 says."""
+def _respond(request: Request, page: list[_Row], more: bool, q: QidoQuery, defaults: tuple[str, ...],
+             next_page: str | None = None) -> Response:
+    """Convert and answer (PS3.18 10.6.3): 204 when nothing matched; Warning headers as 8.3.4 says; ``next_page``:
+    the URL of the next page, as a ``Link: rel="next"`` header (RFC 8288)."""
     warnings = []
     if q.fuzzy:
         warnings.append(WARN_FUZZY)
     if more:
         warnings.append(WARN_MORE)
     headers = {"Warning": ", ".join(f'299 dicomguard: "{w}"' for w in warnings)} if warnings else {}
+    if next_page is not None:
+        headers["Link"] = f'<{next_page}>; rel="next"'
     if not page:
         return Response(status_code=204, headers=headers)
     base = dicomweb_base(request)
@@ -301,13 +307,18 @@ def _respond(request: Request, page: list[_Row], more: bool, q: QidoQuery, defau
 
 
 def _search(request: Request, caller: Services, levels: set[Level], run: Search, defaults: tuple[str, ...]) -> Response:
-    """Negotiate, parse, search: one Query record per request, committed before the answer is built."""
+    """Negotiate, parse, search: one Query record per request, committed before the answer is built. A study search
+    with more matches names its next page (``continuation``, ``QueryService.continuation``)."""
     if choose_single(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"]) is None:
         raise not_acceptable("QIDO-RS answers in application/dicom+json")
     q = parse_query(request.query_params.multi_items(), levels)
     level = "IMAGE" if Level.INSTANCE in levels else "SERIES" if Level.SERIES in levels else "STUDY"
     page, more = answer(caller.query, q, level, run)
-    return _respond(request, page, more, q, defaults)
+    next_page = None
+    if more and levels == {Level.STUDY} and page and page[-1].study is not None:
+        token = caller.query.continuation(page[-1].study.uid, q.search_key())
+        next_page = str(request.url.remove_query_params(["offset", "continuation"]).include_query_params(continuation=token))
+    return _respond(request, page, more, q, defaults, next_page)
 
 
 _S, _SE, _I = Level.STUDY, Level.SERIES, Level.INSTANCE

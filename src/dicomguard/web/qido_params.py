@@ -1,7 +1,8 @@
 """QIDO-RS query parameters (PS3.18 8.3.4, 10.6.1.2): parsed and validated before anything is matched.
 
 Every parameter is either a known query parameter (``limit``, ``offset``,
-``fuzzymatching``, ``includefield``) or a DICOM attribute the archive can match
+``fuzzymatching``, ``includefield``, and for study searches ``continuation``, the archive's own
+extension: the opaque position a previous page's ``Link: rel="next"`` named) or a DICOM attribute the archive can match
 at the requested level; anything else is refused with :class:`QueryError`
 (400). Values are checked against the shape of their VR (UID, DA, TM, IS, CS
 or text without control characters, backslashes or excessive length), so an
@@ -11,6 +12,7 @@ in. Error messages name the parameter, never echo its value (it may be PHI).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -80,6 +82,8 @@ _DATE = re.compile(r"^\d{8}$", re.ASCII)
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$", re.ASCII)
 _INTEGER = re.compile(r"^[+-]?\d{1,10}$", re.ASCII)
 _CODE = re.compile(r"^[A-Z0-9 _*?]{1,16}$")
+_CONTINUATION = re.compile(r"^[A-Za-z0-9_=-]+$", re.ASCII)
+MAX_CONTINUATION = 512
 
 
 @dataclass
@@ -92,9 +96,16 @@ class QidoQuery:
     limit: int | None = None
     offset: int = 0
     fuzzy: bool = False
+    continuation: str | None = None
+    """An opaque token from a previous page's ``Link: rel="next"`` (study searches only)."""
 
     def value(self, keyword: str) -> str | None:
         return self.matches.get(keyword)
+
+    def search_key(self) -> str:
+        """What decides which studies match, in one canonical form (a continuation is bound to it): the match keys
+        and fuzzy matching, not the attributes returned nor the paging."""
+        return json.dumps([sorted(self.matches.items()), self.fuzzy], separators=(",", ":"))
 
 
 def _range(value: str, one: re.Pattern[str], name: str) -> str:
@@ -151,6 +162,16 @@ def parse_query(items: list[tuple[str, str]], levels: set[Level]) -> QidoQuery:
     q = QidoQuery()
     seen: set[str] = set()
     for name, value in items:
+        if name == "continuation":
+            if name in seen:
+                raise QueryError("continuation is given more than once")
+            seen.add(name)
+            if levels != {Level.STUDY}:
+                raise QueryError("continuation is supported for study searches only")
+            if not (0 < len(value) <= MAX_CONTINUATION and _CONTINUATION.match(value)):
+                raise QueryError("continuation is not a token this archive issued")
+            q.continuation = value
+            continue
         if name in ("limit", "offset", "fuzzymatching"):
             if name in seen:
                 raise QueryError(f"{name} is given more than once")
@@ -188,4 +209,6 @@ def parse_query(items: list[tuple[str, str]], levels: set[Level]) -> QidoQuery:
         if value == "":
             continue  # universal matching: only asks for the attribute (PS3.4 C.2.2.2.3)
         q.matches[keyword] = validate_value(keyword, key.kind, value)
+    if q.continuation is not None and q.offset:
+        raise QueryError("continuation and offset cannot be combined: the continuation is the position")
     return q

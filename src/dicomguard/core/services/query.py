@@ -10,6 +10,7 @@ policy hid all of it, the refusal is recorded too.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from dicomguard.core.access import Action, Resource
 from dicomguard.core.events import QueryPerformed
+from dicomguard.core.keyring import PURPOSE_IDENTITY
 from dicomguard.core.matching import uid_list
 from dicomguard.core.query import (
     InstanceRecord,
@@ -29,9 +31,11 @@ from dicomguard.core.query import (
     StudyRecord,
 )
 from dicomguard.core.service import Service
-from dicomguard.errors import NotFoundError, SearchTooBroad
+from dicomguard.crypto.aead import DecryptionError, derive_key, open_sealed, seal
+from dicomguard.errors import InvalidContinuation, NotFoundError, SearchTooBroad
 
 _T = TypeVar("_T")
+_CONTINUATION_INFO = b"dicomguard qido-rs continuation v1"
 _STUDIES_PER_READ = 64
 """Studies whose series one query reads (one ``IN`` list)."""
 _SERIES_PER_READ = 16
@@ -147,12 +151,13 @@ class QueryService(Service):
         return found
 
     def _visible_batches(self, flt: StudyFilter, *, first: int, accept: Callable[[StudyRecord], bool] | None,
-                         need: int = 0) -> Iterator[list[tuple[StudyRecord, bool]]]:
+                         need: int = 0, after: tuple[datetime, str] | None = None) -> Iterator[list[tuple[StudyRecord, bool]]]:
         """The studies of ``flt`` that ``accept`` keeps and the principal may query, in storage order, a batch of
         candidates at a time (``IndexQuery.study_batches``; ``need``: the studies the caller needs at least), each
         with whether break-glass allowed it. The index reads only studies inside the principal's policy scope
         (ADR 0019); those it may still not query are dropped here, before any caller counts them (ADR 0014)."""
-        batches = self.access.index.study_batches(flt, first=first, budget=self._budget, need=need, scope=self.access.query_scope())
+        batches = self.access.index.study_batches(flt, first=first, budget=self._budget, need=need, scope=self.access.query_scope(),
+                                                  after=after)
         try:
             for batch in batches:
                 decisions = self.access.decide_studies(Action.QUERY, self.access.study_resources(s.uid for s in batch))
@@ -166,7 +171,8 @@ class QueryService(Service):
             batches.close()
 
     def find_studies_page(self, flt: StudyFilter | None = None, *, want: int,
-                          accept: Callable[[StudyRecord], bool] | None = None) -> list[StudyRecord]:
+                          accept: Callable[[StudyRecord], bool] | None = None,
+                          continuation: tuple[str, str] | None = None) -> list[StudyRecord]:
         """The first ``want`` studies, in storage order, that match ``flt`` and ``accept`` (keys the caller matches
         itself) and that the principal may query: a page of a search (QIDO-RS ``limit``/``offset``).
 
@@ -174,12 +180,42 @@ class QueryService(Service):
         page of an archive-wide listing decrypts and decides a page's worth of studies, not the archive
         (``IndexQuery.study_batches``). The same studies, in the same order, as the first ``want`` of
         :meth:`find_studies` filtered by ``accept``. Recorded like :meth:`find_studies`, with the count found.
+
+        ``continuation``: ``(token, search)``, a token :meth:`continuation` made for this principal and the same
+        ``search``: the page starts after the study it names, and the candidate budget counts from there, so a
+        client walks any number of pages at the cost of one each (:class:`InvalidContinuation` otherwise).
         """
         flt = flt or StudyFilter()
+        after = None if continuation is None else self._resume(*continuation)
         rows = self._recording_refusal("STUDY", _study_keys(flt), lambda: self._first(want, (
-            pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept, need=want) for pair in batch)))
+            pair for batch in self._visible_batches(flt, first=want + want // 2 + 1, accept=accept, need=want, after=after)
+            for pair in batch)))
         self._record("STUDY", _study_keys(flt), len(rows), any(bg for _, bg in rows))
         return [study for study, _ in rows]
+
+    def continuation(self, study_uid: str, search: str) -> str:
+        """An opaque token for the page after ``study_uid`` of the study search ``search`` (the caller's canonical
+        form of its keys, without paging). Sealed with AES-256-GCM under a key derived from the archive's identity
+        key (HKDF, RFC 5869), bound to this principal and ``search``: it shows nothing (not which study, nor when it
+        was stored), and another principal or another search cannot use it."""
+        return base64.urlsafe_b64encode(seal(self._continuation_key(), study_uid.encode(), self._continuation_aad(search))).decode()
+
+    def _resume(self, token: str, search: str) -> tuple[datetime, str]:
+        try:
+            sealed = base64.urlsafe_b64decode(token.encode("ascii"))
+            study_uid = open_sealed(self._continuation_key(), sealed, self._continuation_aad(search)).decode()
+        except (ValueError, UnicodeError, DecryptionError):
+            raise InvalidContinuation("the continuation does not belong to this search: search again without it") from None
+        position = self.access.index.study_position(study_uid)
+        if position is None:
+            raise InvalidContinuation("the study the continuation follows is gone: search again without it")
+        return position
+
+    def _continuation_key(self) -> bytes:
+        return derive_key(self.ctx.keyring.archive_key(PURPOSE_IDENTITY), _CONTINUATION_INFO)
+
+    def _continuation_aad(self, search: str) -> bytes:
+        return b"\x00".join((_CONTINUATION_INFO, self.principal.label().encode(), search.encode()))
 
     @staticmethod
     def _first(want: int, rows: Iterator[tuple[_T, bool]]) -> list[tuple[_T, bool]]:
