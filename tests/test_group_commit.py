@@ -31,30 +31,35 @@ TECH = Principal(PrincipalKind.USER, "tech", frozenset({"technologist"}), attrib
 # -- the queue alone -----------------------------------------------------------------------
 
 
+def _held_run(queue: GroupCommit[int], n: int, release: threading.Event) -> dict[int, int]:
+    """``queue.run(0..n-1)`` from ``n`` threads: the first leads alone and holds its group (its commit waits for
+    ``release``) until the other ``n - 1`` have queued; each thread's result by its work."""
+    results: dict[int, int] = {}
+    threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, queue.run(k))) for k in range(n)]
+    threads[0].start()
+    _until(lambda: queue._leading)
+    for t in threads[1:]:
+        t.start()
+    _until(lambda: len(queue._queue) == n - 1)
+    release.set()
+    for t in threads:
+        t.join(10)
+    return results
+
+
 def test_each_thread_gets_its_own_outcome_and_concurrent_entries_share_groups() -> None:
     groups: list[int] = []
-    first_in = threading.Event()
     release = threading.Event()
 
     def commit(group):  # type: ignore[no-untyped-def]
         groups.append(len(group))
         if len(groups) == 1:
-            first_in.set()
             release.wait(10)
         for e in group:
             e.result, e.done = e.work * 10, True
 
     queue: GroupCommit[int] = GroupCommit(commit)
-    results: dict[int, int] = {}
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, queue.run(n))) for n in range(9)]
-    threads[0].start()
-    assert first_in.wait(10)
-    for t in threads[1:]:
-        t.start()
-    _until(lambda: len(queue._queue) == 8)
-    release.set()
-    for t in threads:
-        t.join(10)
+    results = _held_run(queue, 9, release)
     assert results == {n: n * 10 for n in range(9)}
     assert groups == [1, 8]  # the leader alone, then everyone who queued meanwhile in one group
 
@@ -88,15 +93,7 @@ def test_a_group_is_at_most_the_limit() -> None:
             e.result, e.done = 0, True
 
     queue: GroupCommit[int] = GroupCommit(commit, limit=3)
-    threads = [threading.Thread(target=queue.run, args=(n,)) for n in range(8)]
-    threads[0].start()
-    _until(lambda: queue._leading)
-    for t in threads[1:]:
-        t.start()
-    _until(lambda: len(queue._queue) == 7)
-    hold.set()
-    for t in threads:
-        t.join(10)
+    _held_run(queue, 8, hold)
     assert sizes[0] == 1 and max(sizes) <= 3 and sum(sizes) == 8
 
 

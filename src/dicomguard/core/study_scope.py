@@ -86,32 +86,27 @@ NOTHING = Nothing()
 
 def all_of(*parts: StudyScope) -> StudyScope:
     """The conjunction, simplified: :data:`NOTHING` absorbs, :data:`EVERYTHING` drops out."""
-    kept: list[StudyScope] = []
-    for p in parts:
-        if isinstance(p, Nothing):
-            return NOTHING
-        if isinstance(p, AllOf):
-            kept.extend(p.parts)
-        elif not isinstance(p, Everything):
-            kept.append(p)
-    if not kept:
-        return EVERYTHING
-    return kept[0] if len(kept) == 1 else AllOf(tuple(kept))
+    return _flattened(parts, AllOf, absorbing=NOTHING, neutral=EVERYTHING)
 
 
 def any_of(*parts: StudyScope) -> StudyScope:
     """The disjunction, simplified: :data:`EVERYTHING` absorbs, :data:`NOTHING` drops out."""
+    return _flattened(parts, AnyOf, absorbing=EVERYTHING, neutral=NOTHING)
+
+
+def _flattened(parts: tuple[StudyScope, ...], kind: type[AllOf] | type[AnyOf], absorbing: StudyScope,
+               neutral: StudyScope) -> StudyScope:
     kept: list[StudyScope] = []
     for p in parts:
-        if isinstance(p, Everything):
-            return EVERYTHING
-        if isinstance(p, AnyOf):
+        if p == absorbing:
+            return absorbing
+        if isinstance(p, kind):
             kept.extend(p.parts)
-        elif not isinstance(p, Nothing):
+        elif p != neutral:
             kept.append(p)
     if not kept:
-        return NOTHING
-    return kept[0] if len(kept) == 1 else AnyOf(tuple(kept))
+        return neutral
+    return kept[0] if len(kept) == 1 else kind(tuple(kept))
 
 
 def not_(part: StudyScope) -> StudyScope:

@@ -317,7 +317,8 @@ def _search(request: Request, caller: Services, levels: set[Level], run: Search,
     next_page = None
     if more and levels == {Level.STUDY} and page and page[-1].study is not None:
         token = caller.query.continuation(page[-1].study.uid, q.search_key())
-        next_page = str(request.url.remove_query_params(["offset", "continuation"]).include_query_params(continuation=token))
+        query = request.url.remove_query_params(["offset", "continuation"]).include_query_params(continuation=token).query
+        next_page = f"{dicomweb_base(request)}/studies?{query}"  # the validated host only, as every RetrieveURL
     return _respond(request, page, more, q, defaults, next_page)
 
 
