@@ -85,3 +85,43 @@ def test_associations_that_end_close_their_wakeup_sockets(dimse, issue, monkeypa
     assert not dimse.ae.active_associations
     assert len(attached) == 10
     assert all(w.dul_r.fileno() == -1 and w.dul_w.fileno() == -1 for w in attached)  # 20 sockets, none left open
+
+
+class _Assoc:
+    """Stands in for an association: the checkpoint reads and writes only ``_is_paused``."""
+
+    _is_paused = False
+
+
+def test_a_caller_pausing_the_reactor_waits_until_it_really_stopped() -> None:
+    """pynetdicom's race, replayed step by step: the reactor has passed the checkpoint (its flag still says paused)
+    when the caller clears it. The caller must not see "paused" until the reactor comes round and stops; with
+    pynetdicom's own event it did, and the running reactor could take the caller's answer off the queue."""
+    import threading
+
+    assoc = _Assoc()
+    checkpoint = quiet_reactor._Checkpoint(assoc)  # type: ignore[arg-type]
+    checkpoint.set()
+    assoc._is_paused = True  # the reactor, at the top of its loop
+    assert checkpoint.wait() is True  # ... passes the set checkpoint
+    checkpoint.clear()  # the caller pauses it now
+    assert assoc._is_paused is False  # pynetdicom would still report True here
+    assoc._is_paused = False  # the reactor's own reset after wait()
+    stopped = threading.Event()
+
+    def reactor_next_round() -> None:
+        assoc._is_paused = True
+        checkpoint.wait()
+        stopped.set()
+
+    t = threading.Thread(target=reactor_next_round)
+    t.start()
+    for _ in range(500):
+        if checkpoint.holding:
+            break
+        time.sleep(0.002)
+    assert checkpoint.holding and assoc._is_paused is True  # stopped at the cleared checkpoint: now paused
+    assert not stopped.is_set()
+    checkpoint.set()  # the caller resumes it
+    t.join(5)
+    assert stopped.is_set() and not checkpoint.holding

@@ -20,7 +20,10 @@ Nothing else of pynetdicom changes: its loops run their own checks in their
 own order; only the two sleeps are replaced, recognised by their caller's code
 object, so any other sleep (a caller waiting for the reactor to pause) keeps
 its own timing. Requestor associations (the gateway's upstream, C-MOVE
-sub-associations) are left polling. If the pynetdicom installed is not the
+sub-associations) are left polling; every association made after installation,
+requestor or acceptor, gets a pause checkpoint whose handshake holds
+(:class:`_Checkpoint`: pynetdicom's can let its reactor take a fast peer's
+answer away from the caller). If the pynetdicom installed is not the
 3.0 series this was written against, nothing is installed and the loops poll
 as before (logged once).
 """
@@ -93,17 +96,47 @@ class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
         self._wake()
 
 
-class _WakingEvent(threading.Event):
-    """The association reactor's pause checkpoint: clearing it (a caller pausing the reactor) wakes the reactor,
-    which then stops at the checkpoint at once."""
+class _Checkpoint(threading.Event):
+    """An association reactor's pause checkpoint that reports "paused" only once the reactor stopped at it.
 
-    def __init__(self, wake: Any) -> None:
+    A caller pausing pynetdicom's reactor (every ``send_*``, ``release``) clears this event, then waits until the
+    association's ``_is_paused`` is True, then sends its request and reads the answer itself. The reactor sets
+    ``_is_paused`` just before ``wait()`` and resets it just after. A caller that clears the event right after the
+    reactor passed ``wait()`` still sees True, sends, and the running reactor may take the answer off the queue as
+    an "unexpected" message: the caller then waits out its DIMSE timeout. The faster the peer answers, the likelier
+    (seen with the archive's own waiting reactor as the peer). Here clearing the event also resets ``_is_paused``
+    unless the reactor is stopped at it, and a reactor that stops at it sets it: "paused" now means stopped. The
+    reactor thread clearing its own checkpoint (its release on a network timeout) is left as pynetdicom has it.
+    ``wake``: called after each clear (an accepted association's reactor wakes and stops at once).
+    """
+
+    def __init__(self, assoc: Association, wake: Any = None) -> None:
         super().__init__()
+        self._assoc = assoc
         self._wake = wake
+        self._guard = threading.Lock()
+        self.holding = False
+        """True while the reactor is stopped at this checkpoint."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._guard:
+            if self.is_set():
+                return True
+            self.holding = True
+            self._assoc._is_paused = True  # type: ignore[attr-defined]
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._guard:
+                self.holding = False
 
     def clear(self) -> None:
-        super().clear()
-        self._wake()
+        with self._guard:
+            super().clear()
+            if not self.holding and threading.current_thread() is not self._assoc:
+                self._assoc._is_paused = False  # type: ignore[attr-defined]
+        if self._wake is not None:
+            self._wake()
 
 
 def _wait_in_dul(dul: Any, wakeup: Wakeup, delay: float) -> None:
@@ -165,7 +198,7 @@ def attach(assoc: Association) -> Wakeup:
     dul.event_queue = _WakingQueue(wakeup.wake_dul)  # state machine events
     dul.to_user_queue = _WakingQueue(wakeup.assoc.set)  # A-RELEASE / A-ABORT indications for the reactor
     dimse.msg_queue = _WakingQueue(wakeup.assoc.set)  # decoded DIMSE messages
-    checkpoint = _WakingEvent(wakeup.assoc.set)
+    checkpoint = _Checkpoint(assoc, wakeup.assoc.set)
     checkpoint.set()
     assoc._reactor_checkpoint = checkpoint
     assoc._dicomguard_wakeup = wakeup  # type: ignore[attr-defined]
@@ -203,6 +236,10 @@ def install() -> bool:
             original_init(self, *args, **kwargs)
             if self.is_acceptor:
                 attach(self)
+            else:  # a requestor keeps polling, with a pause handshake that holds (``_Checkpoint``)
+                checkpoint = _Checkpoint(self)
+                checkpoint.set()
+                self._reactor_checkpoint = checkpoint
 
         def stop_dul(self: DULServiceProvider) -> bool:
             wakeup = getattr(self, "_dicomguard_wakeup", None)
