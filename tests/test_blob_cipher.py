@@ -14,6 +14,7 @@ from dicomguard.crypto.blob_cipher import (
     ciphertext_size,
     decrypt_blob,
     decrypt_stream,
+    plaintext_size,
 )
 
 
@@ -32,10 +33,20 @@ def test_round_trip_at_every_segment_boundary(data: bytes, seg: int) -> None:
     key = new_key()
     blob = _encrypt(key, b"id", data, seg)
     assert len(blob) == ciphertext_size(len(data), seg)
+    assert plaintext_size(len(blob), seg) == len(data)
     assert decrypt_blob(key, b"id", blob) == data
     # streaming in odd-sized pieces gives the same bytes
     pieces = [blob[i : i + 37] for i in range(0, len(blob), 37)]
     assert b"".join(decrypt_stream(key, b"id", pieces)) == data
+
+
+@pytest.mark.parametrize("seg", [16, 1024 * 1024])
+def test_plaintext_size_inverts_ciphertext_size_at_every_boundary(seg: int) -> None:
+    for n in range(0, 4):
+        for size in {max(0, n * seg - 1), n * seg, n * seg + 1}:
+            assert plaintext_size(ciphertext_size(size, seg), seg) == size
+    with pytest.raises(ValueError):
+        plaintext_size(HEADER_BYTES + TAG_BYTES - 1, seg)
 
 
 @settings(max_examples=40, deadline=None)

@@ -132,6 +132,7 @@ def test_wado_study_series_instance_are_bit_identical(loaded) -> None:
             r = http.get(path, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
             assert r.status_code == 200, r.text
             assert r.headers["cache-control"] == "no-store"
+            assert int(r.headers["content-length"]) == len(r.content)  # announced up front, not chunked
             parts = split(r.headers["content-type"], r.content)
             got = {dataset_of(p).SOPInstanceUID: p for _, p in parts}
             assert len(got) == len(expected)

@@ -462,9 +462,28 @@ def test_integrity_failure_in_the_middle_of_a_stream_cuts_it(web, events) -> Non
         with pytest.raises(httpx.HTTPError):
             for chunk in r.iter_raw():
                 received += chunk
+        assert int(r.headers["content-length"]) > len(received)  # the client knows it got less than announced
     assert received.count(b"Content-Type: application/dicom;") == 2
     assert not received.rstrip().endswith(b"--")  # never closed: the client cannot take it for a complete study
     assert any(isinstance(e, IntegrityViolation) and e.sop_instance_uid == last.sop_instance_uid for e in events)
+
+
+def test_an_object_longer_than_its_index_row_announced_cuts_the_stream(web) -> None:
+    # The body's length is announced from the index rows; an object that does not match its row is not sent.
+    data = ct_series(ALICE, n=3)
+    for d in data:
+        web.archive.operator.store.ingest(d)
+    last = IndexQuery(web.archive.ctx).instances()[-1]
+    with write_session(web.archive.ctx.engine) as s:
+        s.execute(update(Instance).where(Instance.sop_instance_uid == last.sop_instance_uid).values(size=Instance.size - 1))
+    received = b""
+    with web.http(web.token("dr.length", "radiologist")) as http, http.stream("GET", f"/dicomweb/studies/{last.study_uid}") as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            for chunk in r.iter_raw():
+                received += chunk
+    assert received.count(b"Content-Type: application/dicom;") == 2
+    assert last.sop_instance_uid.encode() not in received
 
 
 def test_part_with_non_ascii_transfer_syntax_fails_alone(web) -> None:

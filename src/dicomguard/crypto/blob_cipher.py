@@ -72,6 +72,19 @@ def ciphertext_size(plaintext_size: int, segment_size: int = DEFAULT_SEGMENT) ->
     return HEADER_BYTES + plaintext_size + segments * TAG_BYTES
 
 
+def plaintext_size(blob_size: int, segment_size: int = DEFAULT_SEGMENT) -> int:
+    """The inverse of :func:`ciphertext_size`: what a blob of ``blob_size`` bytes decrypts to (its segment size given).
+
+    Lets a reader announce an object's length before decrypting it (an HTTP ``Content-Length``, RFC 9110 8.6);
+    the decryption itself still authenticates every byte, and a reader must check the length it announced."""
+    sealed = blob_size - HEADER_BYTES
+    segments = max(1, -(-sealed // (segment_size + TAG_BYTES)))
+    size = sealed - segments * TAG_BYTES
+    if size < 0:
+        raise ValueError(f"{blob_size} bytes cannot be a blob")
+    return size
+
+
 def blob_salt(blob_prefix: bytes) -> bytes | None:
     """The salt in a blob's header (identifies a blob even when it sits under the wrong name)."""
     if len(blob_prefix) < HEADER_BYTES:

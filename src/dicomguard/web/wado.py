@@ -37,6 +37,7 @@ from dicomguard.config import LimitSettings
 from dicomguard.core.access import AccessDenied, StepUpRequired
 from dicomguard.core.retrieve import RetrievedObject
 from dicomguard.core.services.retrieve import RetrievePlan
+from dicomguard.crypto.blob_cipher import plaintext_size
 from dicomguard.errors import IntegrityError, NotFoundError
 from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import attribute, dataset_to_json
@@ -169,8 +170,14 @@ COALESCE_BYTES = 256 * 1024
 """Parts smaller than this are sent together, up to this many bytes per write."""
 
 
-def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
+def _stream_dicom(objects: Iterator[RetrievedObject], announced: list[tuple[str, int]]) -> StreamingResponse:
     """The objects as one multipart/related body (PS3.18 8.7.3.5), each part sent only once verified.
+
+    ``announced``: each object's transfer syntax and length, in order, known before the first is read (an index
+    row's stored size, :func:`~dicomguard.crypto.blob_cipher.plaintext_size`). The body's length is therefore
+    sent as ``Content-Length`` (RFC 9110 8.6): the client knows a cut stream from a complete one by its length,
+    and the server writes each object as it is, where chunked framing would copy every byte once more. An object
+    that does not match what was announced cuts the stream like one that fails verification.
 
     Every chunk of a streamed body costs a hand-off to the server's thread pool, an ASGI message and
     a TLS record: small objects (a 10 KB CT slice) are therefore coalesced into writes of about
@@ -179,12 +186,18 @@ def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
     sent before the stream is cut, as they would be unbuffered.
     """
     writer = MultipartWriter(DICOM)
+    headers = [writer.part_header(f"{DICOM}; transfer-syntax={syntax}") for syntax, _ in announced]
+    closing = writer.closing()
+    length = sum(map(len, headers)) + sum(size for _, size in announced) + len(closing)
 
     def body() -> Iterator[bytes]:
         pending = bytearray()
         try:
-            for obj in objects:
-                pending += writer.part_header(f"{DICOM}; transfer-syntax={obj.transfer_syntax}")
+            for part, obj, (syntax, size) in zip(headers, objects, announced, strict=True):
+                if obj.transfer_syntax != syntax or len(obj.data) != size:
+                    log.error("%s is not the object its index row announced: response cut", obj.sop_instance_uid)
+                    raise IntegrityError("size-mismatch", obj.sop_instance_uid, "not the length its index row announced")
+                pending += part
                 if len(obj.data) >= COALESCE_BYTES:
                     yield bytes(pending)
                     pending.clear()
@@ -198,10 +211,10 @@ def _stream_dicom(objects: Iterator[RetrievedObject]) -> StreamingResponse:
             if pending:
                 yield bytes(pending)  # what was verified before the failure
             raise
-        pending += writer.closing()
+        pending += closing
         yield bytes(pending)
 
-    return StreamingResponse(_batched(body()), media_type=writer.content_type)
+    return StreamingResponse(_batched(body()), media_type=writer.content_type, headers={"Content-Length": str(length)})
 
 
 BATCH_BYTES = 2 * 1024 * 1024
@@ -244,7 +257,7 @@ async def _batched(chunks: Iterator[bytes] | Iterator[bytes | memoryview]) -> As
 def _retrieve(request: Request, plan: RetrievePlan) -> Response:
     accept = parse_accept(request.headers.get("accept"))
     _dicom_representation(accept, {r.transfer_syntax for r in plan.records}, single_ok=False)
-    return _stream_dicom(_objects(plan))
+    return _stream_dicom(_objects(plan), [(r.transfer_syntax, plaintext_size(r.size)) for r in plan.records])
 
 
 # -- metadata --------------------------------------------------------------------------
@@ -333,7 +346,7 @@ def retrieve_instance(
     obj = _instance(caller, study, series, instance)
     if _dicom_representation(accept, {obj.transfer_syntax}, single_ok=True):
         return Response(obj.data, media_type=f"{DICOM}; transfer-syntax={obj.transfer_syntax}")
-    return _stream_dicom(iter([obj]))
+    return _stream_dicom(iter([obj]), [(obj.transfer_syntax, len(obj.data))])
 
 
 # -- routes: metadata ----------------------------------------------------------------------
