@@ -21,10 +21,12 @@ from pydicom.multival import MultiValue
 from pynetdicom import build_context, evt
 
 from dicomguard.core.access import AccessDenied
+from dicomguard.core.retrieve import RetrievedObject
 from dicomguard.core.services.retrieve import RetrievePlan, RetrieveService
 from dicomguard.dimse import status
 from dicomguard.dimse.session import GateRefused, Sessions
 from dicomguard.dimse.sockets import on_connection_open
+from dicomguard.dimse.whole_messages import StoredDataSet
 from dicomguard.errors import DicomGuardError
 from dicomguard.pki.devices import DeviceRegistry
 
@@ -66,7 +68,15 @@ def _datasets(plan: RetrievePlan, event: Any) -> Iterator[tuple[int, Dataset | N
         if isinstance(obj, DicomGuardError):
             log.error("C-GET/C-MOVE withheld %s: %s", record.sop_instance_uid, type(obj).__name__)
             continue
-        yield status.PENDING, dcmread(io.BytesIO(obj.data))
+        yield status.PENDING, _sub_operation_data_set(obj)
+
+
+def _sub_operation_data_set(obj: RetrievedObject) -> Dataset:
+    """What a C-STORE sub-operation sends: the verified data set as stored (ADR 0020), parsed only where it must be
+    (a Deflated object, whose stored data set is compressed, PS3.5 A.5)."""
+    if obj.structure.deflated:
+        return dcmread(io.BytesIO(obj.data))
+    return StoredDataSet(obj.data, obj.structure.dataset_offset, obj.sop_class_uid, obj.sop_instance_uid, obj.transfer_syntax)
 
 
 def _contexts_for(records) -> list:  # type: ignore[no-untyped-def]

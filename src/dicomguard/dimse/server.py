@@ -28,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomguard.app.archive import Archive
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.core.network_blocks import is_blocked
-from dicomguard.dimse import quiet_reactor
+from dicomguard.dimse import quiet_reactor, whole_messages
 from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
@@ -129,6 +129,7 @@ class DimseService:
         self.ae.require_called_aet = True
         add_supported_contexts(self.ae)
         quiet_reactor.install()  # accepted associations wait for work instead of polling (ADR 0018)
+        whole_messages.install()  # messages leave in large writes, stored data sets as stored (ADR 0020)
 
     # -- association control -------------------------------------------------------
 
