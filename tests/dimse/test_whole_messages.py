@@ -18,15 +18,15 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_GET_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_GET, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 from dicomguard.core.retrieve import retrieve
 from dicomguard.dimse import whole_messages
-from dicomguard.dimse.whole_messages import StoredDataSet, message_pdus
+from dicomguard.dimse.whole_messages import StoredDataSet, encode_command_set, message_pdus
 from tests.dicom_factory import ALICE, ct_series
 
 CONTEXT_ID = 3
@@ -59,6 +59,38 @@ def test_pdus_are_byte_for_byte_those_pynetdicom_sends(size: int, max_pdu: int, 
     assert b"".join(groups) == _as_pynetdicom_sends(message, max_pdu)
     largest_pdu = 12 + (max(len(command), len(data_set)) if max_pdu == 0 else max_pdu - 6)
     assert all(len(g) < group + largest_pdu for g in groups)  # a group is handed over as soon as it is full
+
+
+_UIDS = st.from_regex(r"[12](\.[1-9][0-9]{0,6}){1,8}", fullmatch=True)
+_AE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="\\"), min_size=1, max_size=16)
+
+
+@settings(max_examples=80, deadline=None)
+@given(message_id=st.integers(1, 65535), status=st.integers(0, 0xFFFF), sop=_UIDS, instance=_UIDS, origin=st.none() | _AE,
+       remaining=st.none() | st.integers(0, 65535), comment=st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF),
+                                                                                max_size=64))
+def test_command_sets_are_encoded_byte_for_byte_as_pydicom_encodes_them(
+    message_id: int, status: int, sop: str, instance: str, origin: str | None, remaining: int | None, comment: str | None,
+) -> None:
+    assert whole_messages.install()  # the group length below is computed by the archive's encoder
+    request = C_STORE()
+    request.MessageID, request.AffectedSOPClassUID, request.AffectedSOPInstanceUID, request.Priority = message_id, sop, instance, 0
+    request.MoveOriginatorApplicationEntityTitle = origin
+    request.MoveOriginatorMessageID = message_id if origin else None
+    request.DataSet = io.BytesIO(b"\x00" * 8)
+    store_rsp = C_STORE()
+    store_rsp.MessageIDBeingRespondedTo, store_rsp.AffectedSOPClassUID, store_rsp.AffectedSOPInstanceUID = message_id, sop, instance
+    store_rsp.Status = status
+    get_rsp = C_GET()
+    get_rsp.MessageIDBeingRespondedTo, get_rsp.AffectedSOPClassUID, get_rsp.Status = message_id, sop, status
+    get_rsp.NumberOfRemainingSuboperations = remaining
+    get_rsp.NumberOfCompletedSuboperations = 0 if remaining is not None else None
+    get_rsp.ErrorComment = comment  # any text: the Latin-1 ones go to pydicom itself
+    for primitive, message in ((request, C_STORE_RQ()), (store_rsp, C_STORE_RSP()), (get_rsp, C_GET_RSP())):
+        message.primitive_to_message(primitive)
+        expected = encode(message.command_set, True, True)
+        assert encode_command_set(message.command_set) == expected
+        assert message.command_set.CommandGroupLength == len(expected) - 12  # the length of every element after it
 
 
 def test_a_maximum_pdu_too_small_for_any_data_is_refused() -> None:

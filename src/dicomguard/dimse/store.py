@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 
 from dicomguard.core.access import AccessDenied
 from dicomguard.dimse import status
+from dicomguard.dimse.part10 import received_part10
 from dicomguard.dimse.session import GateRefused, Sessions
 from dicomguard.errors import RejectedObject, RejectReason
 from dicomguard.storage.base import BlobStoreError
@@ -29,7 +30,7 @@ def handle_store(event, sessions: Sessions) -> Dataset | int:  # type: ignore[no
     except GateRefused as exc:
         log.warning("C-STORE refused: %s", exc)
         return _status(status.REFUSED_NOT_AUTHORIZED, "refused")
-    data = event.encoded_dataset(include_meta=True)
+    data = received_part10(event)
     try:
         session.services.store.ingest(data, source=f"dimse:{session.device.ae_title}")
     except AccessDenied:

@@ -44,6 +44,7 @@ from pynetdicom import dimse as _dimse
 from pynetdicom import evt
 from pynetdicom import fsm as _fsm
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -91,6 +92,51 @@ def message_pdus(command: bytes, data_set: bytes | memoryview | None, context_id
         yield bytes(group)
 
 
+_ELEMENT = struct.Struct("<HHI")
+"""An Implicit VR Little Endian element header: group, element, value length (PS3.5 7.1.3)."""
+_NUMBERS = {"UL": struct.Struct("<I"), "US": struct.Struct("<H")}
+_TEXT_PADDING = {"UI": b"\x00", "AE": b" ", "CS": b" ", "SH": b" ", "LO": b" ", "ST": b" "}
+
+
+def _command_value(vr: str, value: object) -> bytes | None:
+    """One command element's value as pydicom writes it, or None where this encoder does not know how."""
+    if value is None or value == "":
+        return b""
+    number = _NUMBERS.get(vr)
+    if number is not None:
+        return number.pack(value) if type(value) is int else None
+    padding = _TEXT_PADDING.get(vr)
+    if padding is None or not isinstance(value, str) or not value.isascii():
+        return None
+    raw = value.encode("ascii")
+    return raw + padding if len(raw) % 2 else raw
+
+
+def encode_command_set(command_set: Dataset) -> bytes:
+    """A command set in Implicit VR Little Endian (PS3.7 6.3.1, E.1), byte for byte pydicom's encoding.
+
+    Command sets hold a few numbers, UIDs and AE titles: they are written here directly instead of through
+    pydicom's writer, which costs about as much as sending a small message. Any element this encoder does not
+    know (another VR, a multi-valued or non-ASCII value) hands the whole set to pydicom."""
+    out = bytearray()
+    for elem in command_set:
+        value = _command_value(elem.VR, elem.value)
+        if value is None:
+            encoded = encode(command_set, True, True)
+            if encoded is None:
+                raise ValueError("the command set could not be encoded")
+            return encoded
+        out += _ELEMENT.pack(elem.tag >> 16, elem.tag & 0xFFFF, len(value))
+        out += value
+    return bytes(out)
+
+
+def _set_command_group_length(self: Any) -> None:
+    """``DIMSEMessage._set_command_group_length`` with the fast encoder: the length of every element after it."""
+    del self.command_set.CommandGroupLength
+    self.command_set.CommandGroupLength = len(encode_command_set(self.command_set))
+
+
 class _EncodedPData(P_DATA):
     """P-DATA-TF PDUs already encoded: one DT-1 step of the DUL sends them all."""
 
@@ -122,9 +168,7 @@ def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> No
         for pdata in message.encode_msg(context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
         return
-    command = encode(message.command_set, True, True)  # the command set: always Implicit VR Little Endian (PS3.7 6.3.1)
-    if command is None:
-        raise ValueError("the command set could not be encoded")
+    command = encode_command_set(message.command_set)
     data_set = message.data_set.getvalue() if message.data_set is not None else None
     for encoded in message_pdus(command, data_set, context_id, self.maximum_pdu_size):
         self.dul.send_pdu(_EncodedPData(encoded))
@@ -174,11 +218,13 @@ def install() -> bool:
             return True
         version = getattr(pynetdicom, "__version__", "")
         if (not version.startswith("3.0.") or getattr(_fsm, "P_DATA_TF", None) is not P_DATA_TF
-                or getattr(_association, "encode", None) is not encode or not hasattr(_dimse, "_RSP_TO_MESSAGE")):
+                or getattr(_association, "encode", None) is not encode or not hasattr(_dimse, "_RSP_TO_MESSAGE")
+                or not hasattr(DIMSEMessage, "_set_command_group_length")):
             log.warning("pynetdicom %s is not the 3.0 series: DIMSE messages are sent fragment by fragment", version or "(unknown)")
             return False
         _fsm.P_DATA_TF = _p_data_tf  # type: ignore[attr-defined, assignment]
         _association.encode = _encode_stored_as_is(encode)  # type: ignore[attr-defined, assignment]
         DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
+        DIMSEMessage._set_command_group_length = _set_command_group_length  # type: ignore[method-assign]
         _installed = True
         return True
