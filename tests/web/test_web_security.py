@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -188,6 +189,34 @@ def test_broken_multipart_is_400_and_stores_nothing(web, damage) -> None:
         r = http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
     assert r.status_code == 400, (damage, r.text)
     assert _stored(web.archive) == []
+
+
+def test_parts_are_stored_while_the_body_arrives_and_a_broken_body_leaves_no_blob(web) -> None:
+    # ~300 KB parts: the first ones arrive whole long before the body ends, and are written at once (staged, ADR 0020).
+    ctype, body = encode(ct_series(ALICE, n=6, size=384))
+    body = body[: body.rindex(b"\r\n--")]  # no closing delimiter: the framing breaks only at the very end
+    store = web.archive.ctx.store
+    before = set(store.iter_ids())
+    port = int(web.url.rsplit(":", 1)[1])
+    token = web.token("tech.staged", "technologist")
+    head = (f"POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    ctx = ssl.create_default_context(cafile=web.ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+        tls.sendall(head + body[: len(body) * 3 // 4])
+        for _ in range(300):  # polled, not timed: the first parts' blobs appear while the body is incomplete
+            if set(store.iter_ids()) - before:
+                break
+            time.sleep(0.05)
+        assert set(store.iter_ids()) - before, "no part was stored before the body ended"
+        assert _stored(web.archive) == []  # written, not visible
+        tls.sendall(body[len(body) * 3 // 4 :])
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert _stored(web.archive) == []
+    assert set(store.iter_ids()) == before  # the broken body left nothing behind
 
 
 @pytest.mark.parametrize("ctype", ["application/dicom", "application/json", 'multipart/related; type="application/dicom+json"; boundary=x', ""])

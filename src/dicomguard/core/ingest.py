@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -140,6 +140,16 @@ class _Prepared:
 Loader = Callable[[], bytes]
 
 
+@dataclass
+class _StagedBatch:
+    """Objects of one batch prepared for its index transaction: refused ones with their outcome, the rest prepared."""
+
+    size: int = 0
+    blob_ids: list[str] = field(default_factory=list)
+    outcomes: dict[int, IngestOutcome] = field(default_factory=dict)
+    prepared: list[tuple[int, _Prepared]] = field(default_factory=list)
+
+
 class IngestPipeline:
     """One ingest run for one principal. ``study_uid``: refuse every object of another study (``STUDY_MISMATCH``)."""
 
@@ -173,38 +183,56 @@ class IngestPipeline:
         if batch:
             yield from self._ingest_batch(batch)
 
+    def staged(self) -> StagedIngest:
+        """Objects prepared as they arrive and indexed only once their source is complete (:class:`StagedIngest`)."""
+        return StagedIngest(self)
+
     def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
-        blob_ids = self.ctx.blob_id_pool(writer_owner()).take(len(batch))
-        outcomes: dict[int, IngestOutcome] = {}
-        prepared: list[tuple[int, _Prepared]] = []
-        durable: Future[None] | None = None
+        staged = _StagedBatch()
         try:
             with read_session(self.ctx.engine) as lookup:
-                for i, (label, load) in enumerate(batch):
-                    try:
-                        step = self._prepare(label, load, blob_ids[i], lookup)
-                    except _Refused as refused:
-                        outcomes[i] = IngestOutcome(label, error=refused.error, identity=refused.identity)
-                        continue
-                    if isinstance(step, IngestOutcome):
-                        outcomes[i] = step
-                    else:
-                        prepared.append((i, step))
-            if prepared:
+                self._stage(staged, batch, lookup)
+        except BaseException:
+            self._discard(staged.blob_ids)  # nothing of this batch became visible
+            raise
+        return self._commit(staged)
+
+    def _stage(self, staged: _StagedBatch, items: list[tuple[str, Loader]], lookup: Session) -> None:
+        """1-6 for ``items``: each object refused with its reason, or prepared (its blob written, not yet durable)."""
+        blob_ids = self.ctx.blob_id_pool(writer_owner()).take(len(items))
+        staged.blob_ids.extend(blob_ids)  # journalled before any is written: a crash leaves nothing recovery misses
+        for (label, load), blob_id in zip(items, blob_ids, strict=True):
+            i = staged.size
+            staged.size += 1
+            try:
+                step = self._prepare(label, load, blob_id, lookup)
+            except _Refused as refused:
+                staged.outcomes[i] = IngestOutcome(label, error=refused.error, identity=refused.identity)
+                continue
+            if isinstance(step, IngestOutcome):
+                staged.outcomes[i] = step
+            else:
+                staged.prepared.append((i, step))
+
+    def _commit(self, staged: _StagedBatch) -> list[IngestOutcome]:
+        """7-8 for a staged batch: its blobs made durable while its index transaction is built, then indexed."""
+        durable: Future[None] | None = None
+        try:
+            if staged.prepared:
                 # The blobs are made durable while the index transaction is built; it commits only once they
                 # are (``_index_together``): every blob of the batch is on disk before any of it is visible.
-                durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in prepared])
-            committed = self.ctx.index_commits(_commit_index_group).run(_IndexWork(self, prepared, blob_ids, durable))
+                durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in staged.prepared])
+            committed = self.ctx.index_commits(_commit_index_group).run(_IndexWork(self, staged.prepared, staged.blob_ids, durable))
         except BaseException as exc:
             # Nothing of this batch became visible: remove its blobs and journal entries (once no sync uses them).
             if durable is not None:
                 futures_wait([durable])
-            self._discard(blob_ids)
+            self._discard(staged.blob_ids)
             if isinstance(exc, JournalReclaimed):
                 self.ctx.blob_id_pool(writer_owner()).forget()  # the rest of the reserved ids were reclaimed too
             raise
-        outcomes.update(committed)
-        return [outcomes[i] for i in range(len(batch))]
+        staged.outcomes.update(committed)
+        return [staged.outcomes[i] for i in range(staged.size)]
 
     def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Session) -> _Prepared | IngestOutcome:
         identity = ObjectIdentity()
@@ -382,10 +410,57 @@ class IngestPipeline:
         log.warning("write-once conflict refused for %s from %s", uid, self.source)
 
     def _discard(self, blob_ids: list[str]) -> None:
+        if not blob_ids:
+            return
         for blob_id in blob_ids:
             self.ctx.store.delete(blob_id)
         with write_session(self.ctx.engine) as s:
             s.execute(delete(IngestJournal).where(IngestJournal.blob_id.in_(blob_ids)))
+
+
+class StagedIngest:
+    """Objects prepared while their source is still arriving, made visible only once it is known complete.
+
+    For a request that must arrive whole before anything of it is stored (a STOW-RS body whose multipart
+    framing breaks stores nothing): :meth:`add` runs steps 1-6 for one object at once (parsed, checked,
+    hashed, encrypted, its blob written under a journalled id, neither durable nor visible), so that work
+    overlaps the rest of the transfer. :meth:`commit` then makes the blobs durable and indexes them in
+    batches of ``ingest.batch_size``, exactly as :meth:`IngestPipeline.ingest_many` would; :meth:`discard`
+    removes every blob written. A crash before either leaves journalled blobs that recovery removes.
+    Memory: an object's bytes are released once it is prepared (a prepared object holds its index rows only).
+    Not thread-safe: one thread adds, then commits or discards.
+    """
+
+    def __init__(self, pipeline: IngestPipeline) -> None:
+        self._pipeline = pipeline
+        self._batches: list[_StagedBatch] = []
+
+    def add(self, label: str, load: Loader) -> None:
+        """Prepare one object; a refusal becomes its outcome, an error of the archive (a full disk) is raised."""
+        batches, limit = self._batches, self._pipeline.ctx.settings.ingest.batch_size
+        if not batches or batches[-1].size >= limit:
+            batches.append(_StagedBatch())
+        with read_session(self._pipeline.ctx.engine) as lookup:
+            self._pipeline._stage(batches[-1], [(label, load)], lookup)
+
+    def commit(self) -> list[IngestOutcome]:
+        """Every object's outcome, in the order added; if a batch cannot be indexed, the rest are discarded and it raises."""
+        outcomes: list[IngestOutcome] = []
+        batches, self._batches = self._batches, []
+        for k, batch in enumerate(batches):
+            try:
+                outcomes += self._pipeline._commit(batch)
+            except BaseException:
+                for rest in batches[k + 1:]:
+                    self._pipeline._discard(rest.blob_ids)
+                raise
+        return outcomes
+
+    def discard(self) -> None:
+        """Remove every blob written so far; nothing of it was ever visible."""
+        batches, self._batches = self._batches, []
+        for batch in batches:
+            self._pipeline._discard(batch.blob_ids)
 
 
 @dataclass(frozen=True)

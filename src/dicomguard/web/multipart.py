@@ -228,6 +228,11 @@ class MultipartReader:
         buf.clear()
         return False
 
+    @property
+    def complete_parts(self) -> int:
+        """How many parts, from the first, have arrived whole (their content will not change any more)."""
+        return len(self.parts) - (self._current is not None)
+
     def finish(self) -> list[ReceivedPart]:
         if self._state != self._DONE:
             raise MalformedMultipart("the body ends before the closing boundary")

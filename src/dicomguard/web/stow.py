@@ -3,10 +3,13 @@
 Order of checks, cheapest refusal first: token (401) -> may this principal
 store at all (403, recorded as ``AccessRefused``) -> media type (415) ->
 declared size (413) -> the body is streamed into encrypted spool files while
-its size is counted (413) and its multipart framing checked (400). Only a body
-that arrived complete and well framed is handed to ``StoreService.ingest_many``
-(the one ingest pipeline: each part is parsed once, and the outcome names the
-object); an oversized or broken request stores nothing.
+its size is counted (413) and its multipart framing checked (400). Each part
+that arrived whole is stored at once by a staged ingest of the core
+(``StoreService.staged``: parsed, checked, hashed, encrypted and written while
+the rest of the body arrives, ADR 0020), but nothing of it becomes visible
+before the whole body arrived well framed: an oversized or broken request, or
+a client gone, stores nothing and leaves no blob. A peer archive's body, whose
+objects need their ledger proofs first (ADR 0010), is stored after it arrived.
 
 Each part is then accepted or refused on its own (PS3.18 10.5.3): refused
 parts appear in the FailedSOPSequence with a FailureReason, stored (or
@@ -16,10 +19,14 @@ Status: 200 all stored, 202 some stored, 409 none stored (PS3.18 Table 10.5.3-1)
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+import queue
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -94,53 +101,144 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"the request body exceeds {limit} bytes")
 
 
-async def _receive(request: Request, boundary: str, limit: int) -> MultipartReader:
-    """Stream the body into an encrypted multipart reader; 413 past ``limit`` bytes, 400 if the framing is broken."""
+async def _receive(request: Request, reader: MultipartReader, limit: int,
+                   on_parts: Callable[[list[ReceivedPart]], None] | None = None) -> None:
+    """Stream the body into an encrypted multipart reader (closed by the caller); 413 past ``limit`` bytes, 400 if the
+    framing is broken. ``on_parts``: given each part once it arrived whole, while the rest of the body arrives."""
     declared = request.headers.get("content-length")
     chunks = request.stream()
     if declared is not None and declared.isdigit() and int(declared) > limit:
         if int(declared) <= limit + _DRAIN_BYTES:
             await _drain(chunks)
         raise _too_large(limit)
-    reader = MultipartReader(boundary)
-    try:
-        total = 0
-        pending: list[bytes] = []
-        pending_bytes = 0
-        async for chunk in chunks:
-            total += len(chunk)
-            if total > limit:
-                await _drain(chunks)
-                raise _too_large(limit)
-            pending.append(chunk)
-            pending_bytes += len(chunk)
-            if pending_bytes >= _FEED_BYTES:
-                await run_in_threadpool(reader.feed, *pending)
-                pending, pending_bytes = [], 0
-        if pending:
+    handed = 0
+    total = 0
+    pending: list[bytes] = []
+    pending_bytes = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            await _drain(chunks)
+            raise _too_large(limit)
+        pending.append(chunk)
+        pending_bytes += len(chunk)
+        if pending_bytes >= _FEED_BYTES:
             await run_in_threadpool(reader.feed, *pending)
-        reader.finish()
-    except BaseException:
-        reader.close()
-        raise
-    return reader
+            pending, pending_bytes = [], 0
+            if on_parts is not None and reader.complete_parts > handed:
+                on_parts(reader.parts[handed:reader.complete_parts])
+                handed = reader.complete_parts
+    if pending:
+        await run_in_threadpool(reader.feed, *pending)
+    reader.finish()
+    if on_parts is not None and len(reader.parts) > handed:
+        on_parts(reader.parts[handed:])
+
+
+def _part_to_store(part: ReceivedPart) -> bool | None:
+    """True: an ``application/dicom`` part to store; None: a provenance manifest (PS3.18 has none: ADR 0010); False:
+    a part this service cannot take (another media type, or a content transfer encoding other than binary)."""
+    media = parse_media_type(part.content_type or DICOM)
+    if media.type == PROVENANCE_MEDIA_TYPE:
+        return None
+    encoding = part.headers.get("content-transfer-encoding", "binary").lower()
+    return media.type == DICOM and encoding in ("binary", "8bit", "7bit")
+
+
+def _apply(results: list[_PartResult], outcomes: Iterable[IngestOutcome]) -> list[str]:
+    """Each ingest outcome onto its part's result; the SOP Instance UIDs stored (or idempotently sent again)."""
+    stored: list[str] = []
+    for outcome in outcomes:
+        r = results[int(outcome.label)]
+        r.outcome, r.identity = outcome, outcome.identity
+        if outcome.error is not None:
+            r.failure = _FAILURE_REASON.get(outcome.error.reason, CANNOT_UNDERSTAND)
+        elif outcome.result is not None:
+            stored.append(outcome.result.sop_instance_uid)
+    return stored
+
+
+@functools.cache
+def _stagers() -> ThreadPoolExecutor:
+    """Threads that store the parts of bodies still arriving (one per request in flight, bounded: a request past the
+    bound is staged once a thread is free, its parts waiting, encrypted, in its spool)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomguard-stow-stage")
+
+
+class _Stager:
+    """A STOW-RS body's parts stored while the rest of the body arrives (``StoreService.staged``, ADR 0020).
+
+    Each part is parsed, checked, hashed, encrypted and written on a thread of its own as soon as it arrived
+    whole, overlapping the transfer of the next; nothing becomes visible before :meth:`finish`, after the
+    whole body arrived well framed. :meth:`abort` (an oversized or broken body, a client gone) removes
+    every blob written: such a request stores nothing, as when parts were stored only after the body.
+    """
+
+    def __init__(self, services: Services, study_uid: str | None) -> None:
+        self._staged = services.store.staged(f"stow-rs {services.principal.label()}", study_uid)
+        self._queue: queue.SimpleQueue[ReceivedPart | None] = queue.SimpleQueue()
+        self._results: list[_PartResult] = []
+        self._failure: BaseException | None = None
+        self._stopping = False
+        self._done = _stagers().submit(self._run)
+
+    def put(self, parts: list[ReceivedPart]) -> None:
+        for part in parts:
+            self._queue.put(part)
+
+    def _run(self) -> None:
+        while (part := self._queue.get()) is not None:
+            try:
+                if self._failure is None and not self._stopping:
+                    self._stage(part)
+            except BaseException as exc:  # noqa: BLE001 - raised by finish(); nothing more is staged
+                self._failure = exc
+            finally:
+                part.content.close()  # its bytes are prepared or not needed: released before the body ends
+
+    def _stage(self, part: ReceivedPart) -> None:
+        result = _PartResult(ObjectIdentity())
+        self._results.append(result)  # parts arrive in order: the result of part i is at index i
+        kind = _part_to_store(part)
+        if kind is False:
+            result.failure = CANNOT_UNDERSTAND
+        elif kind is True:
+            self._staged.add(str(part.index), part.content.read)
+        # A provenance manifest from a client that is no peer archive is not stored (answered as a failed part).
+
+    def finish(self) -> list[_PartResult]:
+        """Blocking: once every part is staged, index them all (or raise, storing nothing of a failed stage)."""
+        self._queue.put(None)
+        self._done.result()
+        if self._failure is not None:
+            self._staged.discard()
+            raise self._failure
+        _apply(self._results, self._staged.commit())
+        return self._results
+
+    def abort(self) -> None:
+        """Blocking: stop staging and remove what was staged."""
+        self._stopping = True
+        self._queue.put(None)
+        self._done.result()
+        self._staged.discard()
 
 
 def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None) -> list[_PartResult]:
+    """Store a body's parts after the whole body arrived: for a peer archive, whose objects need their proofs first."""
     results = [_PartResult(ObjectIdentity()) for _ in parts]
     items: list[tuple[str, Loader]] = []
     provenance: bytes | None = None
     for part in parts:
-        media = parse_media_type(part.content_type or DICOM)
-        encoding = part.headers.get("content-transfer-encoding", "binary").lower()
-        if media.type == PROVENANCE_MEDIA_TYPE:
+        kind = _part_to_store(part)
+        if kind is None:
             # One manifest per request, read only if within its bound (a peer must not make us hold gigabytes).
             if provenance is None and part.content.size <= MAX_PROVENANCE_BYTES:
                 provenance = part.content.read()
             else:
                 provenance = b"{}"  # a second or oversized manifest makes the request's proofs unreadable
             continue
-        if media.type != DICOM or encoding not in ("binary", "8bit", "7bit"):
+        if not kind:
             results[part.index].failure = CANNOT_UNDERSTAND
             continue
         items.append((str(part.index), part.content.read))
@@ -155,14 +253,7 @@ def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None
         accepted = set(check.accepted)
         items = [(label, load) for label, load in items if label in accepted]
     source = f"stow-rs {services.principal.label()}"
-    stored: list[str] = []
-    for outcome in services.store.ingest_many(items, source=source, study_uid=study_uid):
-        r = results[int(outcome.label)]
-        r.outcome, r.identity = outcome, outcome.identity
-        if outcome.error is not None:
-            r.failure = _FAILURE_REASON.get(outcome.error.reason, CANNOT_UNDERSTAND)
-        elif outcome.result is not None:
-            stored.append(outcome.result.sop_instance_uid)
+    stored = _apply(results, services.store.ingest_many(items, source=source, study_uid=study_uid))
     if peer is not None:
         services.transfers.keep_provenance(stored, peer)
     return results
@@ -208,9 +299,21 @@ def _response(request: Request, results: list[_PartResult], study_uid: str | Non
 async def _store(request: Request, caller: Services, study_uid: str | None) -> Response:
     await run_in_threadpool(caller.store.permit)  # 403 (recorded) before a byte of the body is read
     boundary = _boundary(request.headers.get("content-type"))
-    reader = await _receive(request, boundary, request.app.state.archive.settings.network.max_request_bytes)
+    limit = request.app.state.archive.settings.network.max_request_bytes
+    reader = MultipartReader(boundary)
     try:
-        results = await run_in_threadpool(_ingest, caller, reader.parts, study_uid)
+        if await run_in_threadpool(caller.transfers.peer_requiring_proofs) is not None:
+            await _receive(request, reader, limit)
+            results = await run_in_threadpool(_ingest, caller, reader.parts, study_uid)
+            return _response(request, results, study_uid)
+        stager = await run_in_threadpool(_Stager, caller, study_uid)
+        try:
+            await _receive(request, reader, limit, stager.put)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # a client gone must not leave staged blobs behind
+                await run_in_threadpool(stager.abort)
+            raise
+        results = await run_in_threadpool(stager.finish)
     finally:
         reader.close()
     return _response(request, results, study_uid)

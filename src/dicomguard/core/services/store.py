@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from dicomguard.core.access import Action, Resource
-from dicomguard.core.ingest import IngestOutcome, IngestPipeline, IngestResult, Loader
+from dicomguard.core.ingest import IngestOutcome, IngestPipeline, IngestResult, Loader, StagedIngest
 from dicomguard.core.service import Service
 
 
@@ -36,3 +36,8 @@ class StoreService(Service):
         ``study_uid``: every object must belong to that study (STOW-RS to ``/studies/{study}``).
         """
         return self._pipeline(source, study_uid).ingest_many(items)
+
+    def staged(self, source: str | None = None, study_uid: str | None = None) -> StagedIngest:
+        """A batch that arrives over time and must arrive whole (a STOW-RS body): objects are prepared as they are
+        added and become visible only on :meth:`StagedIngest.commit`; :meth:`StagedIngest.discard` leaves nothing."""
+        return self._pipeline(source, study_uid).staged()

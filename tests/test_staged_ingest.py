@@ -1,0 +1,73 @@
+"""A staged ingest (``StoreService.staged``, ADR 0020) writes objects as they arrive and shows them only on commit.
+
+What a STOW-RS body relies on: its parts are prepared while the rest of it arrives, yet a body that
+breaks stores nothing and leaves no blob, and a committed one is stored exactly as ``ingest_many``
+would store it (batches, write-once, one outcome per part in order, a refused part alone).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from dicomguard.core.events import InstanceStored
+from dicomguard.core.ingest import IngestStatus
+from dicomguard.core.query import IndexQuery
+from dicomguard.errors import RejectReason
+from dicomguard.index.db import read_session
+from dicomguard.index.models import IngestJournal
+from tests.dicom_factory import ALICE, ct_series, dataset_of
+
+
+def _blobs(archive) -> set[str]:  # type: ignore[no-untyped-def]
+    return set(archive.ctx.store.iter_ids())
+
+
+def _stored(archive) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(i.sop_instance_uid for i in IndexQuery(archive.ctx).instances())
+
+
+def test_objects_are_written_as_they_come_and_visible_only_on_commit(archive, events) -> None:  # type: ignore[no-untyped-def]
+    objects = ct_series(ALICE, n=2)
+    before = _blobs(archive)
+    staged = archive.operator.store.staged(source="test")
+    for i, data in enumerate(objects):
+        staged.add(str(i), lambda data=data: data)
+    staged.add("2", lambda: b"not a DICOM object" * 20)
+    assert len(_blobs(archive) - before) == 2  # written while the rest was still to come
+    assert _stored(archive) == [] and not [e for e in events if isinstance(e, InstanceStored)]
+
+    outcomes = staged.commit()
+    assert [o.label for o in outcomes] == ["0", "1", "2"]
+    assert [o.result.status for o in outcomes[:2] if o.result] == [IngestStatus.STORED] * 2
+    assert outcomes[2].error is not None and outcomes[2].error.reason is RejectReason.NOT_DICOM
+    assert _stored(archive) == sorted(dataset_of(d).SOPInstanceUID for d in objects)
+    assert len([e for e in events if isinstance(e, InstanceStored)]) == 2
+    assert archive.operator.verify.run().ok
+
+
+def test_a_discarded_staging_leaves_no_blob_and_no_journal_entry(archive) -> None:  # type: ignore[no-untyped-def]
+    before = _blobs(archive)
+    staged = archive.operator.store.staged(source="test")
+    for i, data in enumerate(ct_series(ALICE, n=3)):
+        staged.add(str(i), lambda data=data: data)
+    written = _blobs(archive) - before
+    assert len(written) == 3
+    staged.discard()
+    assert _blobs(archive) == before and _stored(archive) == []
+    with read_session(archive.ctx.engine) as s:
+        journalled = set(s.scalars(select(IngestJournal.blob_id)))
+    assert not journalled & written  # recovery has nothing left to find either
+    assert staged.commit() == []  # a discarded staging commits nothing
+
+
+def test_staged_objects_commit_in_batches_and_a_resent_uid_is_a_duplicate(archive) -> None:  # type: ignore[no-untyped-def]
+    ingest = archive.settings.ingest.model_copy(update={"batch_size": 2})
+    archive.ctx.settings = archive.settings.model_copy(update={"ingest": ingest})
+    objects = ct_series(ALICE, n=4)
+    staged = archive.operator.store.staged(source="test")
+    for i, data in enumerate([*objects, objects[0]]):  # five objects, three batches; the last one is sent twice
+        staged.add(str(i), lambda data=data: data)
+    outcomes = staged.commit()
+    statuses = [o.result.status if o.result else None for o in outcomes]
+    assert statuses == [IngestStatus.STORED] * 4 + [IngestStatus.DUPLICATE]
+    assert _stored(archive) == sorted(dataset_of(d).SOPInstanceUID for d in objects)
