@@ -1,4 +1,4 @@
-"""A staged ingest (``StoreService.staged``, ADR 0020) writes objects as they arrive and shows them only on commit.
+"""A staged ingest (``StoreService.staged``, ADR 0021) writes objects as they arrive and shows them only on commit.
 
 What a STOW-RS body relies on: its parts are prepared while the rest of it arrives, yet a body that
 breaks stores nothing and leaves no blob, and a committed one is stored exactly as ``ingest_many``

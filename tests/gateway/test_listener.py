@@ -17,7 +17,7 @@ from dicomguard.gateway.listener import Listener, purge_spool
 from dicomguard.gateway.queue import Incoming
 from dicomguard.gateway.status import GatewayStats
 from tests.dicom_factory import ALICE, ct_series
-from tests.gateway.peers import GATEWAY_AE, free_port
+from tests.gateway.peers import GATEWAY_AE
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -60,7 +60,8 @@ def start(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
 
     def make(allow: StubAllowList, sink: RecordingSink, spool: Path | None) -> tuple[Listener, GatewayStats]:
         config = GatewayConfig(
-            listen=("127.0.0.1", free_port()), upstream=("127.0.0.1", 1), upstream_ae="UP", cert_file=Path("c"),
+            listen=("127.0.0.1", 0),  # bound by the listener itself: no race with other workers for a chosen port
+            upstream=("127.0.0.1", 1), upstream_ae="UP", cert_file=Path("c"),
             key_file=Path("k"), ca_file=Path("a"), ae_title=GATEWAY_AE,
         )
         stats = GatewayStats()

@@ -419,7 +419,7 @@ class IngestPipeline:
 
 
 class StagedIngest:
-    """Objects prepared while their source is still arriving, made visible only once it is known complete.
+    """Objects prepared while their source is still arriving, made visible only once it is known complete (ADR 0021).
 
     For a request that must arrive whole before anything of it is stored (a STOW-RS body whose multipart
     framing breaks stores nothing): :meth:`add` runs steps 1-6 for one object at once (parsed, checked,

@@ -40,19 +40,18 @@ import threading
 import time as _time
 from typing import Any
 
-import pynetdicom
 from pynetdicom import association as _association
 from pynetdicom import dul as _dul
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+
+from dicomguard.dimse.pynetdicom_patch import ProcessPatch
 
 log = logging.getLogger(__name__)
 
 LONGEST_WAIT_S = 0.05
 """How long an idle loop waits before it runs its timer and kill checks again (pynetdicom: 1 ms)."""
 
-_installed = False
-_install_lock = threading.Lock()
 
 
 class Wakeup:
@@ -216,19 +215,20 @@ def attach(assoc: Association) -> Wakeup:
     return wakeup
 
 
+_PATCH = ProcessPatch("its reactors keep polling")
+
+
 def install() -> bool:
     """Install the waits for every association accepted from now on in this process; True if installed."""
-    global _installed
-    with _install_lock:
-        if _installed:
-            return True
-        version = getattr(pynetdicom, "__version__", "")
-        dul_loop = getattr(DULServiceProvider, "run_reactor", None)
-        assoc_loop = getattr(Association, "_run_reactor", None)
-        if (not version.startswith("3.0.") or dul_loop is None or assoc_loop is None
-                or getattr(_dul, "time", None) is not _time or getattr(_association, "time", None) is not _time):
-            log.warning("pynetdicom %s is not the 3.0 series: its reactors keep polling", version or "(unknown)")
-            return False
+    dul_loop = getattr(DULServiceProvider, "run_reactor", None)
+    assoc_loop = getattr(Association, "_run_reactor", None)
+
+    def fits() -> bool:
+        return (dul_loop is not None and assoc_loop is not None
+                and getattr(_dul, "time", None) is _time and getattr(_association, "time", None) is _time)
+
+    def apply() -> None:
+        assert dul_loop is not None and assoc_loop is not None
         original_init = Association.__init__
         original_stop_dul = DULServiceProvider.stop_dul
 
@@ -256,5 +256,5 @@ def install() -> bool:
         clock = _ReactorClock(dul_loop.__code__, assoc_loop.__code__)
         _dul.time = clock  # type: ignore[attr-defined]
         _association.time = clock  # type: ignore[attr-defined]
-        _installed = True
-        return True
+
+    return _PATCH.install(fits, apply)

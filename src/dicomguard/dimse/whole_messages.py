@@ -29,13 +29,10 @@ and messages are sent fragment by fragment as before.
 from __future__ import annotations
 
 import io
-import logging
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pynetdicom
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -49,7 +46,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-log = logging.getLogger(__name__)
+from dicomguard.dimse.pynetdicom_patch import ProcessPatch
 
 GROUP_BYTES = 4 * 1024 * 1024
 """Bytes of encoded PDUs handed to the DUL thread at a time."""
@@ -60,10 +57,6 @@ _PDV_HEADER = struct.Struct(">BBIIBB")
 _PDV_OVERHEAD = 6
 """Bytes of a one-PDV PDU's variable field besides the fragment: item length (4), context ID (1), control header (1)."""
 _COMMAND, _LAST = 0x01, 0x02
-
-_installed = False
-_install_lock = threading.Lock()
-
 
 def message_pdus(command: bytes, data_set: bytes | memoryview | None, context_id: int, max_pdu: int,
                  group_bytes: int = GROUP_BYTES) -> Iterator[bytes]:
@@ -210,21 +203,20 @@ def _encode_stored_as_is(original: Callable[..., bytes | None]) -> Callable[...,
     return encode_data_set
 
 
+_PATCH = ProcessPatch("DIMSE messages are sent fragment by fragment")
+
+
 def install() -> bool:
     """Send every message of this process's associations in groups, and stored data sets as stored; True if installed."""
-    global _installed
-    with _install_lock:
-        if _installed:
-            return True
-        version = getattr(pynetdicom, "__version__", "")
-        if (not version.startswith("3.0.") or getattr(_fsm, "P_DATA_TF", None) is not P_DATA_TF
-                or getattr(_association, "encode", None) is not encode or not hasattr(_dimse, "_RSP_TO_MESSAGE")
-                or not hasattr(DIMSEMessage, "_set_command_group_length")):
-            log.warning("pynetdicom %s is not the 3.0 series: DIMSE messages are sent fragment by fragment", version or "(unknown)")
-            return False
+
+    def fits() -> bool:
+        return (getattr(_fsm, "P_DATA_TF", None) is P_DATA_TF and getattr(_association, "encode", None) is encode
+                and hasattr(_dimse, "_RSP_TO_MESSAGE") and hasattr(DIMSEMessage, "_set_command_group_length"))
+
+    def apply() -> None:
         _fsm.P_DATA_TF = _p_data_tf  # type: ignore[attr-defined, assignment]
         _association.encode = _encode_stored_as_is(encode)  # type: ignore[attr-defined, assignment]
         DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
         DIMSEMessage._set_command_group_length = _set_command_group_length  # type: ignore[method-assign]
-        _installed = True
-        return True
+
+    return _PATCH.install(fits, apply)

@@ -24,6 +24,7 @@ from cryptography import x509
 
 from dicomguard.app.archive import Archive
 from dicomguard.core.keyring import PURPOSE_INDEX
+from dicomguard.dimse import quiet_reactor
 from dicomguard.gateway.allowlist import AllowList
 from dicomguard.gateway.config import QUEUE_DIR, GatewayConfig, GatewayError, GatewayFailed
 from dicomguard.gateway.forwarder import Forwarder
@@ -124,6 +125,9 @@ def run_gateway(
 
 
 def _serve(archive: Archive, config: GatewayConfig, folder: Path, stop: threading.Event, on_ready: Callable[[str], None] | None) -> None:
+    # The modalities' associations wait for work instead of polling, and every association (the upstream one too)
+    # gets a pause handshake that holds: pynetdicom's can let a reactor take the answer to a C-STORE (ADR 0018).
+    quiet_reactor.install()
     tls = load_client_tls(config)
     mode = "pass-through" if config.pass_through else "store-and-forward"
     stats = GatewayStats(

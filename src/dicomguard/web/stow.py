@@ -6,7 +6,7 @@ declared size (413) -> the body is streamed into encrypted spool files while
 its size is counted (413) and its multipart framing checked (400). Each part
 that arrived whole is stored at once by a staged ingest of the core
 (``StoreService.staged``: parsed, checked, hashed, encrypted and written while
-the rest of the body arrives, ADR 0020), but nothing of it becomes visible
+the rest of the body arrives, ADR 0021), but nothing of it becomes visible
 before the whole body arrived well framed: an oversized or broken request, or
 a client gone, stores nothing and leaves no blob. A peer archive's body, whose
 objects need their ledger proofs first (ADR 0010), is stored after it arrived.
@@ -166,7 +166,7 @@ def _stagers() -> ThreadPoolExecutor:
 
 
 class _Stager:
-    """A STOW-RS body's parts stored while the rest of the body arrives (``StoreService.staged``, ADR 0020).
+    """A STOW-RS body's parts stored while the rest of the body arrives (``StoreService.staged``, ADR 0021).
 
     Each part is parsed, checked, hashed, encrypted and written on a thread of its own as soon as it arrived
     whole, overlapping the transfer of the next; nothing becomes visible before :meth:`finish`, after the
