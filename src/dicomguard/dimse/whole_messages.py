@@ -58,6 +58,7 @@ _PDV_OVERHEAD = 6
 """Bytes of a one-PDV PDU's variable field besides the fragment: item length (4), context ID (1), control header (1)."""
 _COMMAND, _LAST = 0x01, 0x02
 
+
 def message_pdus(command: bytes, data_set: bytes | memoryview | None, context_id: int, max_pdu: int,
                  group_bytes: int = GROUP_BYTES) -> Iterator[bytes]:
     """The P-DATA-TF PDUs of one message, encoded, in groups of about ``group_bytes``.
