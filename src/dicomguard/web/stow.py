@@ -224,8 +224,9 @@ class _Stager:
         self._staged.discard()
 
 
-def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None) -> list[_PartResult]:
-    """Store a body's parts after the whole body arrived: for a peer archive, whose objects need their proofs first."""
+def _ingest_from_peer(services: Services, parts: list[ReceivedPart], study_uid: str | None, peer: str) -> list[_PartResult]:
+    """Store a peer archive's body once it arrived whole: its objects are stored only with its ledger's proofs
+    (ADR 0010), checked on their bytes first, one part in memory at a time (a part is read again for the ingest)."""
     results = [_PartResult(ObjectIdentity()) for _ in parts]
     items: list[tuple[str, Loader]] = []
     provenance: bytes | None = None
@@ -242,20 +243,15 @@ def _ingest(services: Services, parts: list[ReceivedPart], study_uid: str | None
             results[part.index].failure = CANNOT_UNDERSTAND
             continue
         items.append((str(part.index), part.content.read))
-    peer = services.transfers.peer_requiring_proofs()
-    if peer is not None:
-        # A peer archive's objects are stored only with its ledger's proofs (ADR 0010): checked on their bytes first,
-        # one part in memory at a time (a part is read again for the ingest).
-        check = services.transfers.check_received(items, provenance)
-        for label, reason in check.refused.items():
-            results[int(label)].failure = NOT_AUTHORIZED
-            log.warning("STOW-RS from peer %s: part %s refused: %s", peer, label, reason)
-        accepted = set(check.accepted)
-        items = [(label, load) for label, load in items if label in accepted]
+    check = services.transfers.check_received(items, provenance)
+    for label, reason in check.refused.items():
+        results[int(label)].failure = NOT_AUTHORIZED
+        log.warning("STOW-RS from peer %s: part %s refused: %s", peer, label, reason)
+    accepted = set(check.accepted)
+    items = [(label, load) for label, load in items if label in accepted]
     source = f"stow-rs {services.principal.label()}"
     stored = _apply(results, services.store.ingest_many(items, source=source, study_uid=study_uid))
-    if peer is not None:
-        services.transfers.keep_provenance(stored, peer)
+    services.transfers.keep_provenance(stored, peer)
     return results
 
 
@@ -302,9 +298,10 @@ async def _store(request: Request, caller: Services, study_uid: str | None) -> R
     limit = request.app.state.archive.settings.network.max_request_bytes
     reader = MultipartReader(boundary)
     try:
-        if await run_in_threadpool(caller.transfers.peer_requiring_proofs) is not None:
+        peer = await run_in_threadpool(caller.transfers.peer_requiring_proofs)
+        if peer is not None:
             await _receive(request, reader, limit)
-            results = await run_in_threadpool(_ingest, caller, reader.parts, study_uid)
+            results = await run_in_threadpool(_ingest_from_peer, caller, reader.parts, study_uid, peer)
             return _response(request, results, study_uid)
         stager = await run_in_threadpool(_Stager, caller, study_uid)
         try:
