@@ -28,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomguard.app.archive import Archive
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.core.network_blocks import is_blocked
-from dicomguard.dimse import quiet_reactor, whole_messages
+from dicomguard.dimse import part10, quiet_reactor, whole_messages
 from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
@@ -130,6 +130,7 @@ class DimseService:
         add_supported_contexts(self.ae)
         quiet_reactor.install()  # accepted associations wait for work instead of polling (ADR 0018)
         whole_messages.install()  # messages leave in large writes, stored data sets as stored (ADR 0020)
+        part10.install()  # C-STORE data sets arrive as their Part 10 files (ADR 0020)
 
     # -- association control -------------------------------------------------------
 
@@ -154,6 +155,7 @@ class DimseService:
             assoc.kill()
             return
         self.sessions.open(assoc, device, address)
+        part10.receive_as_part10(assoc)
 
     def _on_closed(self, event) -> None:  # type: ignore[no-untyped-def]
         self.sessions.close(event.assoc)
