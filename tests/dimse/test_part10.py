@@ -15,10 +15,12 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
 
 from dicomguard.core.retrieve import retrieve
+from dicomguard.dimse import store
 from dicomguard.dimse.part10 import Part10Buffer, file_meta_information, received_part10
 from tests.dicom_factory import ALICE, BOB, ct_series, write_files
+from tests.dimse.conftest import dcmtk
 
-_MESSAGES = {C_STORE: C_STORE_RQ(), C_FIND: C_FIND_RQ()}
+_MESSAGES = {C_STORE: C_STORE_RQ, C_FIND: C_FIND_RQ}
 
 _UIDS = st.from_regex(r"[12](\.[1-9][0-9]{0,6}){1,8}", fullmatch=True)
 
@@ -36,7 +38,7 @@ def test_file_meta_information_is_pynetdicoms_byte_for_byte(sop_class: str, inst
 
 def _decoded(request_primitive, buffer_for) -> object:  # type: ignore[no-untyped-def]
     """The request as the DUL would deliver it: encoded into 4 KB P-DATA primitives, decoded into one message."""
-    sent = type(_MESSAGES[type(request_primitive)])()
+    sent = _MESSAGES[type(request_primitive)]()
     sent.primitive_to_message(request_primitive)
     message = DIMSEMessage()
     message.data_set = buffer_for(message)
@@ -113,9 +115,6 @@ def test_other_messages_keep_a_plain_data_set() -> None:
 def test_the_archive_receives_its_peers_objects_as_part10_files(archive, dimse, issue, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Over a real association (storescu, mutual TLS) the archive's C-STORE handler is given Part 10 buffers, and
     what it stores is what was sent."""
-    from dicomguard.dimse import store
-    from tests.dimse.conftest import dcmtk
-
     seen: list[bool] = []
     original = store.received_part10
     monkeypatch.setattr(store, "received_part10",
