@@ -28,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomguard.app.archive import Archive
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.core.network_blocks import is_blocked
-from dicomguard.dimse import part10, quiet_reactor, whole_messages
+from dicomguard.dimse import part10, pdu_reads, quiet_reactor, whole_messages
 from dicomguard.dimse.contexts import add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
@@ -131,6 +131,7 @@ class DimseService:
         quiet_reactor.install()  # accepted associations wait for work instead of polling (ADR 0018)
         whole_messages.install()  # messages leave in large writes, stored data sets as stored (ADR 0020)
         part10.install()  # C-STORE data sets arrive as their Part 10 files (ADR 0020)
+        pdu_reads.install()  # PDUs are read in whole TLS records (ADR 0020)
 
     # -- association control -------------------------------------------------------
 
