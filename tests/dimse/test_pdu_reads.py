@@ -1,4 +1,5 @@
-"""PDUs are read straight into their buffer, whole, and memory follows what arrived (dimse/pdu_reads.py)."""
+"""PDUs are read straight into their buffer, whole, and memory follows what arrived; P-DATA values are views
+that decode as pynetdicom decodes them (dimse/pdu_reads.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pynetdicom.pdu import P_DATA_TF, PDU
+from pynetdicom.pdu_primitives import P_DATA
 
-from dicomguard.dimse.pdu_reads import FIRST_BYTES, read_exactly
+from dicomguard.dimse.pdu_reads import FIRST_BYTES, _decode_p_data_tf, read_exactly
 
 
 def _sent_in_pieces(payload: bytes, pieces: list[int], close: bool = True) -> socket.socket:
@@ -73,3 +76,51 @@ def test_the_archive_reads_its_associations_pdus_this_way() -> None:
 
     assert pdu_reads.install()
     assert AssociationSocket.recv is pdu_reads._recv
+    assert P_DATA_TF.decode is _decode_p_data_tf
+
+
+# -- P-DATA-TF values as views ----------------------------------------------------------------------------
+
+
+def _items(pdu: P_DATA_TF) -> list[tuple[int, bytes]]:
+    return [(i.presentation_context_id, bytes(i.presentation_data_value)) for i in pdu.presentation_data_value_items]
+
+
+def _decoded(decode, raw: bytes) -> list[tuple[int, bytes]] | str:  # type: ignore[no-untyped-def]
+    pdu = P_DATA_TF()
+    try:
+        decode(pdu, bytearray(raw))
+    except Exception:  # noqa: BLE001 - either way the DUL signals an invalid PDU (Evt19)
+        return "invalid"
+    return _items(pdu)
+
+
+_PDVS = st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=1, max_size=3000)), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pdvs=_PDVS, cut=st.integers(min_value=0, max_value=20_000))
+def test_p_data_tf_pdus_decode_as_pynetdicom_decodes_them(pdvs: list[tuple[int, bytes]], cut: int) -> None:
+    """Whole or cut anywhere (the DUL hands over what the PDU length said): the same items, or invalid alike."""
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[context, value] for context, value in pdvs]
+    raw = P_DATA_TF(primitive).encode()
+    assert _decoded(_decode_p_data_tf, raw) == _decoded(PDU.decode, raw) == list(pdvs)
+    truncated = raw[: 6 + cut % (len(raw) - 5)]
+    assert _decoded(_decode_p_data_tf, truncated) == _decoded(PDU.decode, truncated)
+
+
+def test_a_zero_length_item_is_invalid_as_in_pynetdicom() -> None:
+    raw = bytes([0x04, 0]) + (4).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    assert _decoded(_decode_p_data_tf, raw) == _decoded(PDU.decode, raw) == "invalid"
+
+
+def test_the_values_are_views_of_the_pdu() -> None:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[1, b"\x02" + b"x" * 100_000]]
+    raw = bytearray(P_DATA_TF(primitive).encode())
+    pdu = P_DATA_TF()
+    _decode_p_data_tf(pdu, raw)
+    value = pdu.presentation_data_value_items[0].presentation_data_value
+    assert isinstance(value, memoryview) and value.obj is raw  # no copy of the fragment
+    assert bytes(pdu.to_primitive().presentation_data_value_list[0][1]) == b"\x02" + b"x" * 100_000
