@@ -77,7 +77,7 @@ def _decode_p_data_tf(self: P_DATA_TF, bytestream: bytes | bytearray) -> None:
         except struct.error:
             raise MalformedPdu(f"presentation data value item header cut at offset {offset}") from None
         value = view[offset + 5 : offset + 4 + item_length]
-        if item_length < 1 or len(value) != item_length - 1:
+        if len(value) != item_length - 1:  # a zero length too: no room for the control header
             raise MalformedPdu(f"presentation data value item of {item_length} bytes at offset {offset} does not fit its PDU")
         item = PresentationDataValueItem()
         item.presentation_context_id = context_id
