@@ -94,12 +94,12 @@ def received_part10(event) -> bytes:  # type: ignore[no-untyped-def]
     request = event.request
     named = (str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), str(event.context.transfer_syntax))
     buffer = request.DataSet
+    header_length = 0
     if isinstance(buffer, Part10Buffer) and buffer.written is not None:
         *written, header_length = buffer.written
         if tuple(written) == named:
             return buffer.getvalue()  # the buffer's own bytes object: no copy
-        return b"".join((_PREAMBLE_AND_PREFIX, file_meta_information(*named), buffer.getbuffer()[header_length:]))
-    return b"".join((_PREAMBLE_AND_PREFIX, file_meta_information(*named), buffer.getvalue()))
+    return b"".join((_PREAMBLE_AND_PREFIX, file_meta_information(*named), buffer.getbuffer()[header_length:]))
 
 
 _AS_PART10: weakref.WeakSet[object] = weakref.WeakSet()
