@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -326,7 +325,7 @@ def test_reading_stopped_early_stops_its_workers(tmp_path: Path, monkeypatch: py
     reading = ev._start_reading(path, 2)
     first = next(reading)
     reading.close()
-    assert first.user == "u0" and reading._pool is None
+    assert first.user == "u0" and reading._workers is None
     events = read_audit_files(path, workers=2)
     assert next(events).user == "u0"
     events.close()  # type: ignore[attr-defined]
@@ -507,18 +506,55 @@ def test_offline_scoring_restores_the_cycle_collector(tmp_path: Path, small_sim:
 def test_parsing_workers_run_at_lower_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
+    def priority(task: tuple[str, int, int]) -> tuple[list[object], int, tuple[int, str]]:
+        return [], 0, (1, f"nice {os.getpriority(os.PRIO_PROCESS, 0)}")  # the worker's own, reported as its error
+
     monkeypatch.setattr(ev, "_MIN_CHUNK", 2000)
-    reading = ev._start_reading(_trail(tmp_path, 200), 2)
-    try:
-        assert reading._pool is not None
-        want = min(19, os.getpriority(os.PRIO_PROCESS, 0) + ev._WORKER_NICENESS)
-        pids = [worker.pid for worker in reading._pool._pool]  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10
-        while any(os.getpriority(os.PRIO_PROCESS, pid) != want for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.01)  # a worker lowers its priority when it starts, which may not have happened yet
-        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [want] * len(pids)
-    finally:
+    monkeypatch.setattr(ev, "_chunk_events", priority)
+    want = min(19, os.getpriority(os.PRIO_PROCESS, 0) + ev._WORKER_NICENESS)
+    with pytest.raises(ValueError, match=rf"trail\.log:1: nice {want}$"):
+        list(read_audit_files(_trail(tmp_path, 200), workers=2))
+
+
+def test_a_worker_that_dies_is_an_error_not_a_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    real = ev._chunk_events
+
+    def dies_after_the_first_range(task: tuple[str, int, int]) -> object:
+        if task[1] > 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(task)
+
+    monkeypatch.setattr(ev, "_MIN_CHUNK", 2000)
+    monkeypatch.setattr(ev, "_chunk_events", dies_after_the_first_range)
+    events = read_audit_files(_trail(tmp_path, 200), workers=2)
+    assert next(events).user == "u0"  # the first range's events arrive
+    with pytest.raises(RuntimeError, match="ended before its ranges were parsed"):
+        list(events)
+
+
+def test_stopping_while_workers_send_large_results_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers killed in the middle of sending a result leave nothing the reader waits on (a shared pool queue
+    lock held by a killed worker once hung the stop forever)."""
+    real = ev._chunk_events
+
+    def large(task: tuple[str, int, int]) -> object:
+        rows, lines, error = real(task)
+        return rows * 2000, lines, error  # megabytes per result: sends are in flight when the stop comes
+
+    monkeypatch.setattr(ev, "_MIN_CHUNK", 2000)
+    monkeypatch.setattr(ev, "_chunk_events", large)
+    path = _trail(tmp_path, 200)
+    for _ in range(5):
+        reading = ev._start_reading(path, 2)
+        workers = reading._workers
+        assert workers is not None
+        assert next(reading).user == "u0"
+        processes = list(workers._processes)
         reading.close()
+        assert reading._workers is None and all(p._closed for p in processes)  # type: ignore[attr-defined]
 
 
 def test_a_trail_error_comes_before_a_learning_error(tmp_path: Path, small_sim: object, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,8 @@ import base64
 import hashlib
 import math
 import os
+import queue
+import threading
 from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
@@ -29,7 +31,8 @@ from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 from lxml import etree
 
 if TYPE_CHECKING:
-    from multiprocessing.pool import Pool
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 """Longest line accepted (the archive's own bound on one audit message, PS3.15 A.5 gives none)."""
@@ -365,7 +368,7 @@ class _Reading(Iterator[AccessEvent]):
     """
 
     def __init__(self, paths: list[str | os.PathLike[str]], workers: int) -> None:
-        self._pool: Pool | None = None
+        self._workers: _RangeParsers | None = None
         # Ranges need seekable regular files; a pipe or a small trail is read by this process.
         if workers > 1 and all(os.path.isfile(p) for p in paths) and sum(os.path.getsize(p) for p in paths) > _MIN_CHUNK:
             self._events = self._parallel(paths, workers)
@@ -381,9 +384,9 @@ class _Reading(Iterator[AccessEvent]):
         self._stop()
 
     def _stop(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
 
     @staticmethod
     def _serial(paths: list[str | os.PathLike[str]]) -> Generator[AccessEvent, None, None]:
@@ -403,11 +406,8 @@ class _Reading(Iterator[AccessEvent]):
             for a in range(0, max(size, 1), step):
                 tasks.append((name, a, min(size, a + step)))
                 file_of.append(index)
-        import multiprocessing
-
-        # fork: the workers inherit the loaded modules (no re-import per process); they only read files.
-        self._pool = multiprocessing.get_context("fork").Pool(workers, initializer=os.nice, initargs=(_WORKER_NICENESS,))
-        return self._collect(self._pool.imap(_chunk_events, tasks), tasks, file_of, len(paths))
+        self._workers = _RangeParsers(tasks, workers)
+        return self._collect(self._workers.results(), tasks, file_of, len(paths))
 
     def _collect(self, results: Iterator[tuple[list[_Row], int, tuple[int, str] | None]], tasks: list[tuple[str, int, int]],
                  file_of: list[int], files: int) -> Generator[AccessEvent, None, None]:
@@ -445,6 +445,85 @@ def _skip_partial_line(f: BinaryIO, start: int) -> None:
         rest = f.readline(64 * 1024)
         if not rest or rest.endswith(b"\n"):
             return
+
+
+class _RangeParsers:
+    """Forked processes parsing byte ranges, each its share in order, each answering through its own pipe.
+
+    Nothing the parent waits on is shared with a worker: killing the workers when reading stops early
+    cannot leave the parent blocked on a lock a killed worker held. ``multiprocessing.Pool.terminate``
+    can: its workers share one result queue lock, and a worker killed while sending a result keeps it
+    taken, so the pool's task thread, and with it ``terminate``, waits forever.
+    """
+
+    def __init__(self, tasks: list[tuple[str, int, int]], workers: int) -> None:
+        import multiprocessing
+
+        # fork: the workers inherit the loaded modules (no re-import per process); they only read files.
+        context = multiprocessing.get_context("fork")
+        self._count = len(tasks)
+        self._processes: list[BaseProcess] = []
+        receivers: list[Connection] = []
+        for w in range(min(workers, len(tasks))):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_parse_ranges, args=(tasks[w::workers], sender), daemon=True,
+                                      name=f"detect-parse-{w}")
+            process.start()
+            sender.close()  # the worker holds the only sending end: its exit is the end of its results
+            self._processes.append(process)
+            receivers.append(receiver)
+        # Results are taken off the pipes as they come (as a pool's result thread does), so the workers never
+        # wait for the caller; threads are started after the last fork, so no worker inherits one.
+        self._arrived: list[queue.SimpleQueue[object]] = [queue.SimpleQueue() for _ in receivers]
+        for receiver, arrived in zip(receivers, self._arrived, strict=True):
+            threading.Thread(target=_take_results, args=(receiver, arrived), daemon=True, name="detect-parse-results").start()
+
+    def results(self) -> Iterator[tuple[list[_Row], int, tuple[int, str] | None]]:
+        """Each range's result, in task order; raises what a worker raised, or RuntimeError if one died."""
+        for index in range(self._count):
+            result = self._arrived[index % len(self._arrived)].get()
+            if result is _WORKER_ENDED:
+                raise RuntimeError("an audit parsing process ended before its ranges were parsed")
+            if isinstance(result, BaseException):
+                raise result
+            yield result  # type: ignore[misc]
+
+    def stop(self) -> None:
+        """Kill the workers that still run and reap them; the result threads end at their pipes' end."""
+        for process in self._processes:
+            if process.exitcode is None:
+                process.kill()
+        for process in self._processes:
+            process.join()
+            process.close()
+        self._processes = []
+
+
+_WORKER_ENDED: Final = object()
+
+
+def _parse_ranges(tasks: list[tuple[str, int, int]], results: Connection) -> None:
+    """A worker's body: its ranges parsed in order, each result sent; stops at the first failing range."""
+    os.nice(_WORKER_NICENESS)
+    for task in tasks:
+        try:
+            result: object = _chunk_events(task)
+        except Exception as exc:  # e.g. the file went away: the parent raises it as a pool would
+            result = exc
+        results.send(result)
+        if isinstance(result, Exception) or result[2] is not None:  # type: ignore[index]
+            break
+    results.close()
+
+
+def _take_results(receiver: Connection, arrived: queue.SimpleQueue[object]) -> None:
+    try:
+        while True:
+            arrived.put(receiver.recv())
+    except (EOFError, OSError):  # the worker finished or was killed (a partial message reads as EOF)
+        arrived.put(_WORKER_ENDED)
+    finally:
+        receiver.close()
 
 
 def _chunk_events(task: tuple[str, int, int]) -> tuple[list[_Row], int, tuple[int, str] | None]:
