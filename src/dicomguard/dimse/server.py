@@ -29,7 +29,7 @@ from dicomguard.app.archive import Archive
 from dicomguard.core.access import Principal, PrincipalKind
 from dicomguard.core.network_blocks import is_blocked
 from dicomguard.dimse import part10, pdu_reads, quiet_reactor, whole_messages
-from dicomguard.dimse.contexts import add_supported_contexts
+from dicomguard.dimse.contexts import AcceptorContexts, add_supported_contexts
 from dicomguard.dimse.query import handle_find
 from dicomguard.dimse.retrieve import handle_get, handle_move
 from dicomguard.dimse.session import Sessions
@@ -196,6 +196,7 @@ class DimseService:
             log.warning("connection from %s refused: %s", address, reason),
             _record_refusal(self.archive, "", address, reason),
         )
+        server.contexts = AcceptorContexts(server.contexts)
         self.port = server.server_address[1]
         self._server = server
         self.ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() find it
