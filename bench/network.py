@@ -6,6 +6,10 @@ ones the import benchmark uses):
 * ``ct_cstore``: 200 CT slices (512x512, 16-bit, explicit VR little endian,
   0.53 MB each, 105 MB; ``--quick``: 50) sent by dcmtk's ``storescu`` on one association;
 * ``us_cstore``: one 50.4 MB RGB ultrasound cine sent by ``storescu``;
+* ``ct_cstore_each``: 20 further CT slices (the first 20 of the series with new
+  UIDs, in a study of their own) sent one per association, one ``storescu`` run
+  each, as modalities that open an association per image do: what an association
+  costs (TLS handshake, negotiation, authorization) on top of its one object;
 * ``ct_stow``: the same CT series uploaded over HTTP by one client;
 * ``ct_wado``: the CT series retrieved again with one WADO-RS series request, by a
   lean client (``http.client``, connection opened before the clock, 1 MiB reads);
@@ -103,6 +107,7 @@ MB = 1e6
 WORKLOADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ct_cstore": ("ct", ("dicomguard", "orthanc", "bare_tuned", "bare_untuned")),
     "us_cstore": ("us", ("dicomguard", "orthanc", "bare_tuned", "bare_untuned")),
+    "ct_cstore_each": ("each", ("dicomguard", "orthanc", "bare_tuned", "bare_untuned")),
     "ct_stow": ("ct", ("dicomguard", "orthanc_rest", "orthanc_stow")),
     "ct_wado": ("ct", ("dicomguard", "orthanc")),
     "ct_wado_repeat": ("ct", ("dicomguard", "orthanc")),
@@ -141,9 +146,10 @@ class Inputs:
     study_uid: str
     series_uid: str
     ct_sizes: dict[str, int]  # SOP Instance UID -> file size, to check what C-GET wrote
+    each: list[Path]  # CT slices of a study of their own, sent one per association
 
     def files(self, name: str) -> list[Path]:
-        return self.ct if name == "ct" else self.us
+        return {"ct": self.ct, "us": self.us, "each": self.each}[name]
 
     def total_bytes(self, name: str) -> int:
         return sum(p.stat().st_size for p in self.files(name))
@@ -237,6 +243,11 @@ def storescu(files: list[Path], port: int, called_ae: str, tls: tuple[Path, Path
         cmd += ["+tls", str(key), str(cert), "+cf", str(ca)]
     cmd += ["127.0.0.1", str(port), *map(str, files)]
     return _timed_tool(cmd, port)
+
+
+def storescu_each(files: list[Path], port: int, called_ae: str, tls: tuple[Path, Path, Path] | None) -> float:
+    """Each file on an association of its own (one ``storescu`` run per file, one after the other); total wall seconds."""
+    return sum(storescu([f], port, called_ae, tls) for f in files)
 
 
 def _timed_tool(cmd: list[str], port: int, env: dict[str, str] | None = None) -> float:
@@ -477,6 +488,9 @@ def session_dicomguard_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
         us_study, _ = _uids(inputs.us[0])
         if (n := _dicomguard_count(dg, http, us_study)) != 1:
             raise dg.server.fail(f"holds {n} US instances after C-STORE, expected 1")
+        t.add("ct_cstore_each", "dicomguard", storescu_each(inputs.each, dg.dimse_port, "DICOMGUARD", dg.tls))
+        if (n := _dicomguard_count(dg, http, *_uids(inputs.each[0]))) != len(inputs.each):
+            raise dg.server.fail(f"holds {n} instances after one association per image, expected {len(inputs.each)}")
         series_url = f"{dg.base}/studies/{inputs.study_uid}/series/{inputs.series_uid}"
         secs, body = wado_series(series_url, len(inputs.ct), dg.token, dg.ca)
         t.add("ct_wado", "dicomguard", secs)
@@ -637,6 +651,9 @@ def session_orthanc_dimse(inputs: Inputs, folder: Path, t: Timings) -> None:
         t.add("us_cstore", "orthanc", storescu(inputs.us, o.dicom_port, "ORTHANC", None))
         if (n := _orthanc_instances(o)) != len(inputs.ct) + 1:
             raise o.server.fail(f"holds {n} instances after the US C-STORE, expected {len(inputs.ct) + 1}")
+        t.add("ct_cstore_each", "orthanc", storescu_each(inputs.each, o.dicom_port, "ORTHANC", None))
+        if (n := _orthanc_instances(o)) != len(inputs.ct) + 1 + len(inputs.each):
+            raise o.server.fail(f"holds {n} instances after one association per image, expected {len(inputs.ct) + 1 + len(inputs.each)}")
         series_url = f"{o.base}/dicom-web/studies/{inputs.study_uid}/series/{inputs.series_uid}"
         secs, body = wado_series(series_url, len(inputs.ct))
         t.add("ct_wado", "orthanc", secs)
@@ -804,9 +821,10 @@ def session_bare(variant: str) -> Callable[[Inputs, Path, Timings, ThrowawayPki]
         tls = (pki.client_key, pki.client_cert, pki.ca)
         with bare_target(folder, variant, pki) as (server, port, out, startup):
             t.extra(target, "startup_s", startup)
-            for workload, files in (("ct_cstore", inputs.ct), ("us_cstore", inputs.us)):
+            for workload, files, send in (("ct_cstore", inputs.ct, storescu), ("us_cstore", inputs.us, storescu),
+                                          ("ct_cstore_each", inputs.each, storescu_each)):
                 before = len(list(out.iterdir()))
-                t.add(workload, target, storescu(files, port, "BARESCP", tls))
+                t.add(workload, target, send(files, port, "BARESCP", tls))
                 if (n := len(list(out.iterdir())) - before) != len(files):
                     raise server.fail(f"wrote {n} files for {workload}, expected {len(files)}")
 
@@ -1133,7 +1151,30 @@ def load_inputs(root: Path, ct_count: int) -> Inputs:
     workloads = {w.name: w for w in BENCH.make_workloads(root, ct_count)}
     ct, us = workloads["ct"].files, workloads["us"].files
     study, series = _uids(ct[0])
-    return Inputs(ct, us, [p.read_bytes() for p in ct], study, series, {_sop_uid(p): p.stat().st_size for p in ct})
+    return Inputs(ct, us, [p.read_bytes() for p in ct], study, series, {_sop_uid(p): p.stat().st_size for p in ct},
+                  _study_of_their_own(ct[:EACH], root / "each"))
+
+
+EACH = 20
+"""Slices sent one per association (``ct_cstore_each``)."""
+
+
+def _study_of_their_own(files: list[Path], folder: Path) -> list[Path]:
+    """Copies of ``files`` in a new study and series, each with a new SOP Instance UID (derived, so the same every run)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    study, series = (generate_uid(entropy_srcs=["bench-each", kind]) for kind in ("study", "series"))
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["bench-each", str(i)])
+        target = folder / path.name
+        ds.save_as(target, enforce_file_format=True)
+        out.append(target)
+    return out
 
 
 def main() -> None:
