@@ -127,6 +127,20 @@ def test_memory_spool_never_touches_a_file(start) -> None:  # type: ignore[no-un
     assert sink.seen[0][0] == "bytes"
 
 
+def test_each_association_negotiates_on_its_own_cheap_copy_of_the_contexts(start) -> None:  # type: ignore[no-untyped-def]
+    from dicomguard.dimse.contexts import AcceptorContexts
+
+    listener, _ = start(StubAllowList({("CT1", "127.0.0.1")}), RecordingSink(), None)
+    templates = listener._server.contexts
+    assert isinstance(templates, AcceptorContexts)
+    before = [vars(c) | {"_transfer_syntax": list(c.transfer_syntax)} for c in templates]
+    for _ in range(2):
+        assoc = _associate(listener.address[1])
+        assert assoc.is_established and assoc.send_c_store(_dataset()).Status == 0x0000
+        assoc.release()
+    assert [vars(c) | {"_transfer_syntax": list(c.transfer_syntax)} for c in templates] == before
+
+
 def test_a_failing_store_is_never_acknowledged(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     listener, _ = start(StubAllowList({("CT1", "127.0.0.1")}), RecordingSink(fail=True), tmp_path / "spool")
     assoc = _associate(listener.address[1])

@@ -49,6 +49,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomguard.dimse.contexts import AcceptorContexts
 from dicomguard.gateway.allowlist import AllowList
 from dicomguard.gateway.config import GatewayConfig, normalize_ip
 from dicomguard.gateway.queue import DurableQueue, Incoming, QueueFull
@@ -163,6 +164,7 @@ class Listener:
             (evt.EVT_ABORTED, self._on_closed),
         ]
         self._server = self._ae.start_server(self._config.listen, block=False, evt_handlers=handlers)
+        self._server.contexts = AcceptorContexts(self._server.contexts)  # no deepcopy per association
 
     def stop_accepting(self) -> None:
         """Close the listening socket; established associations go on."""
