@@ -258,3 +258,62 @@ def test_scoped_token_is_limited_before_any_policy(tmp_path: Path) -> None:
     nothing = user("svc.none", "radiologist", token_scopes=())
     assert not allow_all.decide(nothing, Action.STORE, Resource.archive(), ctx()).allowed
     assert allow_all.decide(user("svc.all", "radiologist"), Action.RETRIEVE, study(), ctx()).allowed  # unscoped
+
+
+# -- recent answers ----------------------------------------------------------------------------------------------
+
+ADMIN = user("it.admin", "admin")
+ASKS = [
+    (RAD, Action.RETRIEVE, study("RADIOLOGY"), ctx()),
+    (RAD, Action.RETRIEVE, study("CARDIOLOGY"), ctx()),  # another resource attribute
+    (CARDIO, Action.RETRIEVE, study("RADIOLOGY"), ctx()),  # another principal
+    (RAD, Action.RETRIEVE, study(), ctx(studies_in_window=500)),  # another context: a step-up
+    (RAD, Action.RETRIEVE, study(), ctx(studies_in_window=500, mfa_age_s=10)),
+    (ADMIN, Action.ERASE, Resource.patient("p1"), ctx(mfa_age_s=301)),
+    (ADMIN, Action.ERASE, Resource.patient("p1"), ctx(mfa_age_s=30)),
+    (ADMIN, Action.ERASE, Resource.patient("p1"), RequestContext(NOW + timedelta(seconds=1), mfa_age_s=30)),
+    (device("CT1", "store", department="RADIOLOGY"), Action.STORE, Resource.archive(), ctx()),
+]
+
+
+def test_a_request_asked_again_gets_the_answer_a_fresh_engine_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cedarpy
+
+    fresh = [PolicyEngine.defaults().decide(*ask) for ask in ASKS]  # each from an engine that remembers nothing
+    assert len({(d.allowed, d.step_up, d.policies) for d in fresh}) >= 4  # the asks differ in what they get
+    engine = PolicyEngine.defaults()
+    evaluated: list[int] = []
+    real = cedarpy.is_authorized_batch
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", lambda requests, *rest: evaluated.append(len(requests)) or real(requests, *rest))
+    first = [engine.decide(*ask) for ask in ASKS]
+    assert first == fresh and len(evaluated) >= len(ASKS)  # every differing input was evaluated
+    before = len(evaluated)
+    assert [engine.decide(*ask) for ask in reversed(ASKS)] == list(reversed(fresh))
+    assert len(evaluated) == before  # asked again with exactly the same inputs: answered as before, not evaluated
+
+
+def test_batches_are_always_evaluated_and_recent_answers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cedarpy
+
+    from dicomguard.policy import engine as policy_engine
+
+    engine = PolicyEngine.defaults()
+    evaluated: list[int] = []
+    real = cedarpy.is_authorized_batch
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", lambda requests, *rest: evaluated.append(len(requests)) or real(requests, *rest))
+    studies = [study("RADIOLOGY", patient=f"p{i}") for i in range(3)]
+    assert engine.decide_many(RAD, Action.RETRIEVE, studies, ctx()) == engine.decide_many(RAD, Action.RETRIEVE, studies, ctx())
+    assert evaluated == [3, 3]
+    for i in range(policy_engine.RECENT_ANSWERS + 20):
+        engine.decide(RAD, Action.QUERY, study(), ctx(studies_in_window=i))
+    assert len(engine._answers) == policy_engine.RECENT_ANSWERS
+
+
+def test_a_reloaded_policy_set_answers_for_itself(tmp_path: Path) -> None:
+    install_default_policies(tmp_path)
+    permitted = PolicyEngine.load(tmp_path)
+    ask = (RAD, Action.RETRIEVE, study("RADIOLOGY"), ctx())
+    assert permitted.decide(*ask).allowed
+    (tmp_path / "local.cedar").write_text('@id("no-reading")\nforbid (principal, action == Action::"retrieve", resource);\n')
+    assert not PolicyEngine.load(tmp_path).decide(*ask).allowed  # a new engine, nothing remembered from the old one
+    assert permitted.decide(*ask).allowed

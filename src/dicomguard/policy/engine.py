@@ -26,6 +26,12 @@ Two annotations give a policy a meaning beyond permit/forbid:
 Administration actions (``account-create``, ``device-revoke`` ...) are members
 of the action group ``administer``: ``action in Action::"administer"`` matches
 them all, ``action == Action::"account-create"`` one of them.
+
+Every request is evaluated; a single request with exactly the inputs (entities,
+request, context with its time in seconds) of one evaluated lately gets that
+evaluation's answer again (ADR 0003, amended): Cedar's answer is a function of
+the policy set, the schema and those inputs alone, and an engine holds one
+policy set for its lifetime (a reload builds a new engine).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -57,6 +65,8 @@ from dicomguard.policy.scope import scope_of_residuals
 log = logging.getLogger(__name__)
 
 POLICY_SUFFIX = ".cedar"
+RECENT_ANSWERS = 256
+"""Single-request answers an engine remembers (each one second's question of one principal, at most a few KB)."""
 
 
 class PolicyError(ConfigurationError):
@@ -125,6 +135,8 @@ class PolicyEngine:
                 self.policies[policy_id] = LoadedPolicy(policy_id, name, str(policy["effect"]), annotations)
                 combined[policy_id] = policy
         self._policy_set = cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": combined, "templates": {}, "templateLinks": []}))
+        self._answers: OrderedDict[str, list[cedarpy.AuthzResult]] = OrderedDict()
+        self._answers_lock = threading.Lock()
 
     def _parse_file(self, name: str, text: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
         try:
@@ -200,7 +212,7 @@ class PolicyEngine:
                 "principal": p_entity["uid"], "action": {"type": "Action", "id": action.value},
                 "resource": r_entity["uid"], "context": context.to_cedar(),
             }))
-        results = cedarpy.is_authorized_batch([r for _, r in requests], self._policy_set, entities, self._schema) if requests else []
+        results = self._evaluate([r for _, r in requests], entities) if requests else []
         decisions = dict(refused)
         retry: list[tuple[int, dict[str, object]]] = []
         for (i, request), result in zip(requests, results, strict=True):
@@ -209,7 +221,7 @@ class PolicyEngine:
                 retry.append((i, {**request, "context": {**request["context"], "mfa_age": 0}}))  # type: ignore[dict-item]
         if retry:
             # Step-up is offered only if a fresh MFA confirmation would actually permit the request.
-            confirmed = cedarpy.is_authorized_batch([r for _, r in retry], self._policy_set, entities, self._schema)
+            confirmed = self._evaluate([r for _, r in retry], entities)
             for (i, _), result in zip(retry, confirmed, strict=True):
                 if not result.allowed or result.diagnostics.errors:
                     decisions[i] = replace(decisions[i], step_up=False)
@@ -218,12 +230,32 @@ class PolicyEngine:
         if deid:
             # "De-identify it" is offered only if the same request for a de-identified copy would be permitted
             # (perhaps after a step-up).
-            again = cedarpy.is_authorized_batch([r for _, r in deid], self._policy_set, entities, self._schema)
+            again = self._evaluate([r for _, r in deid], entities)
             for (i, _), result in zip(deid, again, strict=True):
                 later = self._decision(result)
                 if not (later.allowed or later.step_up) or result.diagnostics.errors:
                     decisions[i] = replace(decisions[i], deidentify=False)
         return [decisions[i] for i in range(len(resources))]
+
+    def _evaluate(self, requests: list[dict[str, object]], entities: list[dict[str, object]]) -> list[cedarpy.AuthzResult]:
+        """Cedar's answers to ``requests``. A single request whose inputs are, as JSON, exactly those of one of the last
+        :data:`RECENT_ANSWERS` single requests gets that answer again (its time is in the context, to the second: a
+        device storing a series asks the same question for each object). Batches, whose inputs rarely repeat, are
+        always evaluated. The answers are only read."""
+        if len(requests) != 1:
+            return cedarpy.is_authorized_batch(requests, self._policy_set, entities, self._schema)
+        key = json.dumps([requests, entities], separators=(",", ":"))
+        with self._answers_lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+                return answer
+        answer = cedarpy.is_authorized_batch(requests, self._policy_set, entities, self._schema)
+        with self._answers_lock:
+            self._answers[key] = answer
+            if len(self._answers) > RECENT_ANSWERS:
+                self._answers.popitem(last=False)
+        return answer
 
     def study_scope(self, principal: Principal, action: Action, context: RequestContext | None = None) -> StudyScope:
         """The studies ``principal`` might be permitted ``action`` on, as far as the policies tell without looking at
