@@ -223,6 +223,12 @@ class InstanceRecord:
         return d
 
 
+_RECORD_COLUMNS = (Instance.sop_instance_uid, Instance.series_uid, Instance.study_uid, Instance.patient_ref, Instance.sop_class_uid,
+                   Instance.transfer_syntax, Instance.instance_number, Instance.number_of_frames, Instance.rows, Instance.columns,
+                   Instance.size, Instance.stored_at, Instance.pixel_sha256, Instance.header_sha256)
+"""The index columns of an :class:`InstanceRecord`."""
+
+
 class IndexQuery:
     """Read-side service; every method returns plain records with decrypted values."""
 
@@ -508,7 +514,8 @@ class IndexQuery:
     def _instances(self, study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None,
                    uids: list[str] | None, series_uids: Sequence[str] | None = None) -> list[InstanceRecord]:
         with read_session(self.ctx.engine) as s:
-            stmt = select(Instance, Series.modality).join(Series, Series.uid == Instance.series_uid).where(Instance.erased.is_(False))
+            # Plain rows of the columns a record holds, not ORM objects: building those cost more than the query.
+            stmt = select(*_RECORD_COLUMNS, Series.modality).join(Series, Series.uid == Instance.series_uid).where(Instance.erased.is_(False))
             if study_uid:
                 stmt = stmt.where(Instance.study_uid == study_uid)
             if series_uids is not None:
@@ -521,8 +528,8 @@ class IndexQuery:
                 stmt = stmt.where(Instance.sop_instance_uid.in_(uids))
             rows = s.execute(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
             return [
-                InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.patient_ref, modality or "", r.sop_class_uid,
+                InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.patient_ref, r.modality or "", r.sop_class_uid,
                                r.transfer_syntax, r.instance_number, r.number_of_frames, r.rows, r.columns, r.size,
                                r.stored_at, r.pixel_sha256.hex(), r.header_sha256.hex())
-                for r, modality in rows
+                for r in rows
             ]
