@@ -535,6 +535,22 @@ def test_a_worker_that_dies_is_an_error_not_a_wait(tmp_path: Path, monkeypatch: 
         list(events)
 
 
+def _unreadable() -> object:
+    raise TypeError("cannot be rebuilt")
+
+
+class _Unreadable:
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _unreadable, ()  # pickles in the worker, fails to unpickle in the reader
+
+
+def test_a_result_that_cannot_be_read_is_an_error_not_a_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ev, "_MIN_CHUNK", 2000)
+    monkeypatch.setattr(ev, "_chunk_events", lambda task: ([_Unreadable()], 1, None))
+    with pytest.raises(RuntimeError, match=r"could not be read \(TypeError\)"):
+        list(read_audit_files(_trail(tmp_path, 200), workers=2))
+
+
 def test_stopping_while_workers_send_large_results_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers killed in the middle of sending a result leave nothing the reader waits on (a shared pool queue
     lock held by a killed worker once hung the stop forever)."""

@@ -517,12 +517,17 @@ def _parse_ranges(tasks: list[tuple[str, int, int]], results: Connection) -> Non
 
 
 def _take_results(receiver: Connection, arrived: queue.SimpleQueue[object]) -> None:
+    """A worker's results onto ``arrived`` until its pipe ends, then :data:`_WORKER_ENDED`: the reader never waits
+    on a worker that is gone, whatever ended it."""
     try:
         while True:
             arrived.put(receiver.recv())
     except (EOFError, OSError):  # the worker finished or was killed (a partial message reads as EOF)
-        arrived.put(_WORKER_ENDED)
+        pass
+    except Exception as exc:  # a result that does not unpickle: an error for the reader
+        arrived.put(RuntimeError(f"a result of an audit parsing process could not be read ({type(exc).__name__})"))
     finally:
+        arrived.put(_WORKER_ENDED)
         receiver.close()
 
 
