@@ -272,3 +272,46 @@ def test_concurrent_feeds_lose_no_update(archive, issue, listener) -> None:
         t.join(60)
     assert codes == ["AA"] * 30
     assert {o.accession for o in context(archive).orders} == {f"{p}-{i}" for p in "AB" for i in range(15)}
+
+
+def test_a_feed_that_found_no_document_never_overwrites_one_created_meanwhile(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Forced interleaving: feed B reads (no orders document yet, so nothing to lock), feed A creates the document and
+    commits, then B writes. B must fail its insert and merge again into A's document, not upsert over it (an update
+    acknowledged to A would be lost). On PostgreSQL A commits while B waits; on SQLite B holds the write lock, so A
+    waits for B instead (B's pause ends after a bound) and the same no-loss result must hold."""
+    import threading
+
+    from dicomguard.detect import hl7v2
+
+    real_merge = hl7v2.merge
+    b_read = threading.Event()
+    a_done = threading.Event()
+    merges: list[str] = []
+
+    def merge(texts, updates):  # type: ignore[no-untyped-def]
+        merges.append(threading.current_thread().name)
+        if threading.current_thread().name == "feed-B" and not b_read.is_set():
+            b_read.set()
+            a_done.wait(3)  # A creates and commits the document while B's transaction holds its (empty) read
+        return real_merge(texts, updates)
+
+    monkeypatch.setattr(hl7v2, "merge", merge)
+    outcomes: dict[str, object] = {}
+
+    def feed(name: str, accession: str) -> None:
+        services = archive.services(Principal.operator(f"feed-{name}"))
+        outcomes[name] = [o.ack for o in services.detection.apply_hl7([M.orm(control=accession, accession=accession)])]
+
+    b = threading.Thread(target=feed, args=("B", "B-0"), name="feed-B")
+    b.start()
+    assert b_read.wait(10)
+    a = threading.Thread(target=feed, args=("A", "A-0"), name="feed-A")
+    a.start()
+    a.join(10 if archive.ctx.engine.dialect.name == "postgresql" else 0.5)
+    a_done.set()
+    b.join(30)
+    a.join(30)
+    assert outcomes == {"A": ["AA"], "B": ["AA"]}
+    assert {o.accession for o in context(archive).orders} == {"A-0", "B-0"}
+    if archive.ctx.engine.dialect.name == "postgresql":
+        assert merges.count("feed-B") == 2  # B's first insert failed against A's document and it merged again

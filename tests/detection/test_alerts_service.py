@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -141,3 +145,61 @@ def test_who_may_read_handle_and_raise_alerts(archive: Archive) -> None:
         officer.detection.raise_alert("dr.other", "forged", "critical", NOW, NOW, (), "", [])
     with read_session(archive.ctx.engine) as s:
         assert s.scalar(select(Containment)) is None
+
+
+def _paused_in(name: str, release: threading.Event) -> Callable[[Any], Any]:
+    """Wrap a method so that thread ``name`` waits in it (at most 3 s) until ``release`` is set, after it ran."""
+    def wrap(real: Any) -> Any:
+        def paused(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            if threading.current_thread().name == name and not getattr(paused, "done", False):
+                paused.done = True  # type: ignore[attr-defined]
+                release.wait(3)
+            return out
+        return paused
+    return wrap
+
+
+def test_concurrent_handlings_lose_no_note_and_no_feedback(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced interleavings: B has read an alert's notes (or found no feedback document) and waits while A handles
+    the same alert (or creates the feedback document). Neither A's note nor A's feedback may be lost when B writes."""
+    from dicomguard.app.detection.service import DetectionService
+
+    _user(archive, "dr.one", "radiologist")
+    _user(archive, "dr.two", "radiologist")
+    first, _ = _raise(archive, "dr.one", "low")
+    second, _ = _raise(archive, "dr.two", "low")
+    postgresql = archive.ctx.engine.dialect.name == "postgresql"
+
+    def race(b_call: Callable[[], None], a_call: Callable[[], None], pause: str) -> None:
+        release = threading.Event()
+        monkeypatch.setattr(DetectionService, pause, _paused_in("handler-B", release)(getattr(DetectionService, pause)))
+        errors: list[BaseException] = []
+
+        def run(call: Callable[[], None]) -> None:
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        b = threading.Thread(target=run, args=(b_call,), name="handler-B")
+        b.start()
+        time.sleep(0.3)  # B is inside its transaction, paused
+        a = threading.Thread(target=run, args=(a_call,), name="handler-A")
+        a.start()
+        a.join(1.0 if postgresql else 0.3)  # on PostgreSQL A either finishes (nothing locked) or waits for B's lock
+        release.set()
+        b.join(30)
+        a.join(30)
+        monkeypatch.undo()
+        assert errors == []
+
+    officer = archive.operator.detection
+    race(lambda: officer.handle(first, "acknowledge", note="note of B"),
+         lambda: officer.handle(first, "acknowledge", note="note of A"), "_noted")
+    notes = archive.operator.detection.show(first).notes
+    assert any("note of A" in n for n in notes) and any("note of B" in n for n in notes)
+    race(lambda: officer.handle(first, "resolve", "false-positive"),
+         lambda: officer.handle(second, "resolve", "false-positive"), "_seal")
+    users = {u for u, _ in archive.operator.detection.context_files()["feedback"]}
+    assert users == {"dr.one", "dr.two"}

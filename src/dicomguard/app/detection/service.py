@@ -179,8 +179,15 @@ class DetectionService(Service):
             whole = {**texts, **merged}
             ctxfiles.context_from_texts(whole.get("users", ""), whole.get("patients", ""), whole.get("orders", ""))
             for kind, raw in merged.items():
-                s.merge(DetectionContext(kind=kind, sealed=self._seal("detection_context", kind, raw), rows=counts[kind],
-                                         imported_at=now))
+                sealed = self._seal("detection_context", kind, raw)
+                row = stored.get(kind)
+                if row is not None:  # locked when read: no other feed changed it since
+                    row.sealed, row.rows, row.imported_at = sealed, counts[kind], now
+                else:
+                    # Absent when read, so nothing was locked: insert, never upsert. A feed that created this kind's
+                    # document meanwhile makes the insert fail (IntegrityError), and the caller merges into that one;
+                    # an upsert would overwrite it with a merge that never saw it (an acknowledged update lost).
+                    s.add(DetectionContext(kind=kind, sealed=sealed, rows=counts[kind], imported_at=now))
             types = "+".join(dict.fromkeys(u.message_type for u in updates))
             self.record(s, ContextImported(self.principal, f"hl7:{types}"[:120], sum(u.changes for u in updates), now))
 
@@ -274,14 +281,20 @@ class DetectionService(Service):
         if action == "resolve" and disposition not in DISPOSITIONS:
             raise ValueError(f"resolve needs --disposition {' or '.join(DISPOSITIONS)}")
         now = self._handling()
-        with self.change() as s:
-            row = self._alert(s, alert_id)
-            doc = self._noted(row, note, now)
-            row.status = "acknowledged" if action == "acknowledge" else "resolved"
-            row.disposition = disposition if action == "resolve" else row.disposition
-            if disposition == "false-positive":
-                self._explain(s, row.user_name, doc["patients"], now)
-            self.record(s, AlertHandled(self.principal, alert_id, row.status, row.disposition, now))
+        for attempt in range(3):
+            try:
+                with self.change() as s:
+                    row = self._alert(s, alert_id)
+                    doc = self._noted(row, note, now)
+                    row.status = "acknowledged" if action == "acknowledge" else "resolved"
+                    row.disposition = disposition if action == "resolve" else row.disposition
+                    if disposition == "false-positive":
+                        self._explain(s, row.user_name, doc["patients"], now)
+                    self.record(s, AlertHandled(self.principal, alert_id, row.status, row.disposition, now))
+                return
+            except IntegrityError:  # another handling created the first feedback document meanwhile: add to it
+                if attempt == 2:
+                    raise
 
     def _handling(self) -> datetime:
         """Decide ``alerts-handle`` (the row key made first: never inside the write transaction); the time of the handling."""
@@ -291,7 +304,10 @@ class DetectionService(Service):
 
     @staticmethod
     def _alert(s: Any, alert_id: int) -> AlertRow:
-        row = s.get(AlertRow, alert_id)
+        """The alert's row, locked for this write transaction: its sealed notes are read, appended to and sealed back,
+        and a concurrent handling must not write back a document that lacks this one's note (PostgreSQL; SQLite's
+        write transactions already run one at a time)."""
+        row = s.get(AlertRow, alert_id, with_for_update=True)
         if row is None:
             raise NotFoundError(f"no alert {alert_id}")
         return row
@@ -305,10 +321,17 @@ class DetectionService(Service):
         return doc
 
     def _explain(self, s: Any, user: str, patients: list[str], now: datetime) -> None:
-        stored = s.get(DetectionContext, FEEDBACK)
+        """Add (user, patient) pairs to the feedback document, locked while read and written back. A first document
+        is inserted, never upserted: one created meanwhile by another handling fails this one (IntegrityError,
+        nothing of it applied) rather than being overwritten without its pairs."""
+        stored = s.get(DetectionContext, FEEDBACK, with_for_update=True)
         pairs = self._open("detection_context", FEEDBACK, stored.sealed) if stored else []
         pairs = sorted({*map(tuple, pairs), *((user, p) for p in patients)})
-        s.merge(DetectionContext(kind=FEEDBACK, sealed=self._seal("detection_context", FEEDBACK, pairs), rows=len(pairs), imported_at=now))
+        sealed = self._seal("detection_context", FEEDBACK, pairs)
+        if stored is not None:
+            stored.sealed, stored.rows, stored.imported_at = sealed, len(pairs), now
+        else:
+            s.add(DetectionContext(kind=FEEDBACK, sealed=sealed, rows=len(pairs), imported_at=now))
 
     def contain(self, alert_id: int, level: str, note: str = "") -> str:
         """Contain the alert's user now (``alerts-handle``): ``step-up`` or ``suspend``, as configured levels do.
