@@ -111,18 +111,25 @@ def series_of_eight(archive):
     return archive, [archive.operator.store.ingest(d).sop_instance_uid for d in ct_series(ALICE, n=8, seed=3)]
 
 
-def test_verified_ahead_yet_delivered_in_order_with_a_failure_in_its_place(series_of_eight) -> None:
-    """Objects are verified on several threads ahead of delivery, and delivered in the order asked; a tampered one
-    is its error in its place, the objects after it are still delivered."""
-    from dicomguard.core.retrieve import retrieve_each
+SMALL_AND_LARGE = pytest.mark.parametrize("thread_from", [0, 1 << 40], ids=["on-threads", "by-the-caller"])
+"""Every object verified ahead on the threads (as large objects are), or every one by the caller (as small ones are)."""
+
+
+@SMALL_AND_LARGE
+def test_verified_ahead_yet_delivered_in_order_with_a_failure_in_its_place(series_of_eight, monkeypatch, thread_from) -> None:
+    """Objects are verified (on several threads ahead of delivery, or by the caller in groups) and delivered in the
+    order asked; a tampered one is its error in its place, the objects after it are still delivered."""
+    from dicomguard.core import retrieve as r
 
     archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", thread_from)
+    monkeypatch.setattr(r, "GROUP_OBJECTS", 3)
     path = _blob_path(archive, uids[3])
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))
     asked = [uids[5], "1.2.3.404", *uids[:5], *uids[6:]]
-    got = list(retrieve_each(archive.ctx, asked))
+    got = list(r.retrieve_each(archive.ctx, asked))
     assert [uid for uid, _ in got] == asked
     for uid, outcome in got:
         if uid == uids[3]:
@@ -133,27 +140,36 @@ def test_verified_ahead_yet_delivered_in_order_with_a_failure_in_its_place(serie
             assert outcome.sop_instance_uid == uid and outcome.data == archive.operator.retrieve.instance(uid).data
 
 
-def test_verification_ahead_is_bounded_and_stops_when_delivery_stops(series_of_eight, monkeypatch) -> None:
-    """At most READ_AHEAD_OBJECTS objects are verified beyond the one delivered, and what was queued ahead is
-    cancelled when the caller stops taking objects (a client gone): memory and work stay bounded."""
+def _count_started(monkeypatch, r):  # type: ignore[no-untyped-def]
+    """Make each verification slow and list (uid, thread name) as each starts."""
     import threading
+    import time
+
+    started: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    real = r._outcome
+
+    def slow(ctx, row):  # type: ignore[no-untyped-def]
+        with lock:
+            started.append((row.sop_instance_uid, threading.current_thread().name))
+        time.sleep(0.05)
+        return real(ctx, row)
+
+    monkeypatch.setattr(r, "_outcome", slow)
+    return started, lock
+
+
+def test_verification_ahead_is_bounded_and_stops_when_delivery_stops(series_of_eight, monkeypatch) -> None:
+    """Large objects: at most READ_AHEAD_OBJECTS are verified beyond the one delivered, and what was queued ahead is
+    cancelled when the caller stops taking objects (a client gone): memory and work stay bounded."""
     import time
 
     from dicomguard.core import retrieve as r
 
     archive, uids = series_of_eight
     monkeypatch.setattr(r, "READ_AHEAD_OBJECTS", 2)
-    started: list[str] = []
-    lock = threading.Lock()
-    real = r._outcome
-
-    def slow(ctx, row):  # type: ignore[no-untyped-def]
-        with lock:
-            started.append(row.sop_instance_uid)
-        time.sleep(0.05)
-        return real(ctx, row)
-
-    monkeypatch.setattr(r, "_outcome", slow)
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 0)  # every object counts as large
+    started, lock = _count_started(monkeypatch, r)
     delivered = 0
     each = r.retrieve_each(archive.ctx, uids)
     for _ in each:
@@ -164,7 +180,89 @@ def test_verification_ahead_is_bounded_and_stops_when_delivery_stops(series_of_e
             break
     each.close()
     time.sleep(0.3)  # anything not cancelled would have started by now
-    assert len(started) <= 2 + 2 and set(started) < set(uids)
+    assert len(started) <= 2 + 2 and {uid for uid, _ in started} < set(uids)
+    assert all(name.startswith("verify") for _, name in started)
+
+
+def test_small_objects_are_verified_by_the_caller_a_group_at_a_time(series_of_eight, monkeypatch) -> None:
+    """Small objects from a local disk: verified by the caller's thread, one group of GROUP_OBJECTS when its first
+    object's turn comes, nothing beyond it; a caller that stops leaves the rest unverified."""
+    import threading
+
+    from dicomguard.core import retrieve as r
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 1 << 40)  # every object counts as small
+    monkeypatch.setattr(r, "GROUP_OBJECTS", 3)
+    started, lock = _count_started(monkeypatch, r)
+    seen = []
+    each = r.retrieve_each(archive.ctx, uids)
+    for uid, _ in each:
+        seen.append(uid)
+        with lock:
+            assert len(started) == 3 * (1 + (len(seen) - 1) // 3)  # the group of the object delivered, no more
+        if len(seen) == 4:
+            break
+    each.close()
+    assert len(started) == 6 and [uid for uid, _ in started] == uids[:6]
+    assert {name for _, name in started} == {threading.current_thread().name}
+
+
+def test_small_objects_of_concurrent_retrievals_are_verified_one_group_at_a_time(series_of_eight, monkeypatch) -> None:
+    """Several request threads retrieving small objects at once never verify them at the same time (each group
+    holds the process's lock), and each still gets every object of its own, in order."""
+    import threading
+    import time
+
+    from dicomguard.core import retrieve as r
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 1 << 40)
+    monkeypatch.setattr(r, "GROUP_OBJECTS", 2)
+    active, most = [0], [0]
+    lock = threading.Lock()
+    real = r._outcome
+
+    def counted(ctx, row):  # type: ignore[no-untyped-def]
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.01)
+        try:
+            return real(ctx, row)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(r, "_outcome", counted)
+    results: dict[int, list[str]] = {}
+
+    def retrieve(i: int) -> None:
+        asked = uids[i:] + uids[:i]
+        results[i] = [uid for uid, outcome in r.retrieve_each(archive.ctx, asked) if outcome.sop_instance_uid == uid]
+
+    threads = [threading.Thread(target=retrieve, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert results == {i: uids[i:] + uids[:i] for i in range(3)}
+
+
+def test_an_object_store_verifies_even_small_objects_on_the_threads(series_of_eight, monkeypatch) -> None:
+    """Where a read mostly waits on the network (more reads in flight than cores), small objects are read ahead on
+    the verifying threads too: one at a time in the caller would wait for every GET in turn."""
+    import os
+
+    from dicomguard.core import retrieve as r
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 1 << 40)
+    monkeypatch.setattr(archive.ctx.store, "reads_in_flight", (os.cpu_count() or 1) + 1)
+    started, _ = _count_started(monkeypatch, r)
+    assert [uid for uid, _ in r.retrieve_each(archive.ctx, uids)] == uids
+    assert len(started) == 8 and all(name.startswith("verify") for _, name in started)
 
 
 def _layout(archive, uid) -> tuple:

@@ -10,6 +10,7 @@ equal those recorded at ingest. Anything else raises
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -145,8 +146,22 @@ ROW_COLUMNS = (Instance.sop_instance_uid, Instance.series_uid, Instance.study_ui
 READ_AHEAD_BYTES = 64 * 1024 * 1024
 """Stored bytes of the objects being verified ahead of the one delivered (the next one always is, whatever its size)."""
 READ_AHEAD_OBJECTS = 8
-"""Objects verified ahead at most: enough to keep every verifying thread busy with small objects."""
+"""Objects verified ahead at most: enough to keep every verifying thread busy."""
+THREAD_FROM_BYTES = 256 * 1024
+"""Objects of at least this many stored bytes are verified ahead on the verifying threads, where their reading, AES-GCM
+and SHA-256 run beside the delivery; smaller ones from a local disk are verified by the caller when delivered (see
+:data:`GROUP_OBJECTS`). Measured in-process on 2 cores, per object: a 33 KB object 0.13 ms by the caller against 0.23 ms
+on the threads, a 131 KB one 0.24 against 0.27 ms, a 0.5 MB one 0.65 against 0.44 ms."""
+GROUP_OBJECTS = 16
+"""Small objects are verified in groups of this many, one group at a time per process (:data:`_small_objects`).
 
+A small object's verification is mostly interpreter work between short system calls (open, read, close), each of which
+releases the interpreter lock. Handed to a thread, a 10 KB slice costs twice what it costs in the caller; verified by
+several request threads at once, every one of those calls becomes a contended hand-over of the lock (about 80 futex
+calls per object, a third of the server's CPU in system time). One group at a time keeps that to one hand-over per
+group and leaves the lock to the event loop in between."""
+
+_small_objects = threading.Lock()
 _verifiers: dict[int, ThreadPoolExecutor] = {}
 _verifiers_lock = threading.Lock()
 
@@ -154,7 +169,7 @@ _verifiers_lock = threading.Lock()
 def _verifier_pool(threads: int) -> ThreadPoolExecutor:
     """Threads shared by every retrieval from a store with ``threads`` reads in flight (``BlobStore.reads_in_flight``:
     one per core for a disk, more for an object store): reading, AES-GCM and SHA-256 release the interpreter lock, so
-    objects are read and verified on every core while the caller delivers the one before (a network write, a TLS record)."""
+    large objects are read and verified on every core while the caller delivers the one before (a network write, a TLS record)."""
     with _verifiers_lock:
         pool = _verifiers.get(threads)
         if pool is None:
@@ -162,7 +177,10 @@ def _verifier_pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _outcome(ctx: ArchiveContext, row: IndexedObject) -> RetrievedObject | DicomGuardError:
+Outcome = RetrievedObject | DicomGuardError
+
+
+def _outcome(ctx: ArchiveContext, row: IndexedObject) -> Outcome:
     try:
         data, structure = load_verified(ctx, row)
     except DicomGuardError as exc:
@@ -171,18 +189,42 @@ def _outcome(ctx: ArchiveContext, row: IndexedObject) -> RetrievedObject | Dicom
                            data, structure)
 
 
-def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, RetrievedObject | DicomGuardError]]:
+def _small_outcomes(ctx: ArchiveContext, rows: list[IndexedObject]) -> list[Outcome]:
+    with _small_objects:
+        return [_outcome(ctx, row) for row in rows]
+
+
+def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, Outcome]]:
     """Each object verified, in order; a failure is yielded in its place (not raised).
 
-    The objects after the one being delivered are read and verified ahead on the verifying threads, up to
-    :data:`READ_AHEAD_OBJECTS` objects and :data:`READ_AHEAD_BYTES` stored bytes (the next object always), so memory
-    stays bounded by those plus the object delivered. Nothing is delivered unverified: each outcome is yielded only
-    once its verification finished, in the order asked. Verification ahead that the caller never takes (a client gone)
-    is cancelled when the iteration ends.
+    Large objects (:data:`THREAD_FROM_BYTES`) after the one being delivered are read and verified ahead on the
+    verifying threads, up to :data:`READ_AHEAD_OBJECTS` objects and :data:`READ_AHEAD_BYTES` stored bytes (the next
+    object always); small ones are verified by the caller, :data:`GROUP_OBJECTS` at a time, when their turn comes.
+    Memory stays bounded by those plus the objects delivered. Nothing is delivered unverified: each outcome is yielded
+    only once its verification finished, in the order asked. Verification ahead that the caller never takes (a client
+    gone) is cancelled when the iteration ends.
     """
     pool = _verifier_pool(max(1, ctx.store.reads_in_flight)) if len(sop_instance_uids) > 1 else None
-    ahead: deque[tuple[str, Future[RetrievedObject | DicomGuardError] | DicomGuardError, int]] = deque()
+    # Where a read mostly waits on the network (more reads in flight than cores: an object store), every object is
+    # worth a thread; where it is CPU work (a disk's page cache), only a large one is.
+    small_below = THREAD_FROM_BYTES if ctx.store.reads_in_flight <= (os.cpu_count() or 1) else 0
+    ahead: deque[tuple[str, Future[Outcome], int]] = deque()
     queued = 0
+    small: list[IndexedObject] = []
+
+    def oldest() -> tuple[str, Outcome]:
+        nonlocal queued
+        uid, outcome, size = ahead.popleft()
+        queued -= size
+        return uid, outcome.result()
+
+    def small_ones() -> Iterator[tuple[str, Outcome]]:
+        """Everything before the small objects held, then they, verified here."""
+        while ahead:
+            yield oldest()
+        yield from zip([r.sop_instance_uid for r in small], _small_outcomes(ctx, small), strict=True)
+        small.clear()
+
     try:
         for start in range(0, len(sop_instance_uids), ROW_BATCH):
             part = sop_instance_uids[start:start + ROW_BATCH]
@@ -190,25 +232,29 @@ def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator
                 rows = {r.sop_instance_uid: r for r in s.execute(select(*ROW_COLUMNS).where(Instance.sop_instance_uid.in_(set(part))))}
             for uid in part:
                 row = rows.get(uid)
-                if row is None:
-                    ahead.append((uid, NotFoundError(f"no instance {uid}"), 0))
-                elif pool is None:
-                    yield uid, _outcome(ctx, row)
+                if row is not None and row.size < small_below:
+                    small.append(row)
+                    if len(small) >= GROUP_OBJECTS:
+                        yield from small_ones()
                     continue
-                else:
-                    ahead.append((uid, pool.submit(_outcome, ctx, row), row.size))
-                    queued += row.size
-                while ahead and (queued > READ_AHEAD_BYTES or len(ahead) > READ_AHEAD_OBJECTS):
-                    uid_, outcome, size = ahead.popleft()
-                    queued -= size
-                    yield uid_, outcome.result() if isinstance(outcome, Future) else outcome
+                if small:
+                    yield from small_ones()
+                if row is None or pool is None:
+                    while ahead:
+                        yield oldest()
+                    yield uid, NotFoundError(f"no instance {uid}") if row is None else _outcome(ctx, row)
+                    continue
+                while ahead and (queued + row.size > READ_AHEAD_BYTES or len(ahead) >= READ_AHEAD_OBJECTS):
+                    yield oldest()
+                ahead.append((uid, pool.submit(_outcome, ctx, row), row.size))
+                queued += row.size
+        if small:
+            yield from small_ones()
         while ahead:
-            uid_, outcome, _ = ahead.popleft()
-            yield uid_, outcome.result() if isinstance(outcome, Future) else outcome
+            yield oldest()
     finally:
         for _, outcome, _ in ahead:
-            if isinstance(outcome, Future):
-                outcome.cancel()
+            outcome.cancel()
 
 
 def _violation(ctx: ArchiveContext, uid: str, kind: str) -> IntegrityError:

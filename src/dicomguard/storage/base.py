@@ -34,7 +34,8 @@ class BlobStore(Protocol):
 
     reads_in_flight: int
     """How many reads a bulk reader (a retrieval verifying ahead) keeps going at once: one per core where a read is
-    CPU work (a local disk's page cache), more where it mostly waits on the network (an object store)."""
+    CPU work (a local disk's page cache), more where it mostly waits on the network (an object store). A retrieval
+    hands small objects to threads only where this exceeds the cores (``core.retrieve.THREAD_FROM_BYTES``)."""
 
     def put(self, blob_id: str, chunks: Iterable[bytes], durable: bool = True) -> int:
         """Store the blob; returns its size. Refuses to overwrite an existing id (:class:`BlobExistsError`)."""
