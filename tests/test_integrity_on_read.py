@@ -141,13 +141,13 @@ def test_verified_ahead_yet_delivered_in_order_with_a_failure_in_its_place(serie
 
 
 def _count_started(monkeypatch, r):  # type: ignore[no-untyped-def]
-    """Make each verification slow and list (uid, thread name) as each starts."""
+    """Make each verification slow and list (uid, thread name) as each starts (before any alert is written)."""
     import threading
     import time
 
     started: list[tuple[str, str]] = []
     lock = threading.Lock()
-    real = r._outcome
+    real = r._checked
 
     def slow(ctx, row):  # type: ignore[no-untyped-def]
         with lock:
@@ -155,7 +155,7 @@ def _count_started(monkeypatch, r):  # type: ignore[no-untyped-def]
         time.sleep(0.05)
         return real(ctx, row)
 
-    monkeypatch.setattr(r, "_outcome", slow)
+    monkeypatch.setattr(r, "_checked", slow)
     return started, lock
 
 
@@ -221,7 +221,7 @@ def test_small_objects_of_concurrent_retrievals_are_verified_one_group_at_a_time
     monkeypatch.setattr(r, "GROUP_OBJECTS", 2)
     active, most = [0], [0]
     lock = threading.Lock()
-    real = r._outcome
+    real = r._checked
 
     def counted(ctx, row):  # type: ignore[no-untyped-def]
         with lock:
@@ -234,7 +234,7 @@ def test_small_objects_of_concurrent_retrievals_are_verified_one_group_at_a_time
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(r, "_outcome", counted)
+    monkeypatch.setattr(r, "_checked", counted)
     results: dict[int, list[str]] = {}
 
     def retrieve(i: int) -> None:
@@ -320,3 +320,22 @@ def test_index_backfill_records_the_layout_of_rows_stored_without_one(series_of_
     assert all(archive.operator.retrieve.instance(uid).data == served[uid] for uid in uids if uid != uids[5])
     again = archive.operator.index_maintenance.backfill()
     assert (again.instances, again.unreadable) == (0, 1)  # the tampered one is tried again, and refused again
+
+
+def test_the_alert_of_a_small_object_is_written_after_the_group_lock_is_released(series_of_eight, monkeypatch) -> None:
+    """A thread holding ``small_object_work`` never waits for the index writer: a tampered small object's
+    IntegrityViolation is published (a write transaction) once the group's lock is released, and is still refused."""
+    from dicomguard.core import retrieve as r
+    from dicomguard.core.small_objects import small_object_work
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 1 << 40)
+    path = _blob_path(archive, uids[2])
+    path.write_bytes(path.read_bytes()[:-7])
+    held_while_published: list[bool] = []
+    archive.ctx.bus.subscribe(lambda s, e: held_while_published.append(small_object_work.locked())
+                              if isinstance(e, IntegrityViolation) else None)
+    got = dict(r.retrieve_each(archive.ctx, uids))
+    assert isinstance(got[uids[2]], IntegrityError) and got[uids[2]].kind == IntegrityKind.BLOB_UNAUTHENTIC
+    assert held_while_published == [False]
+    assert all(got[u].sop_instance_uid == u for u in uids if u != uids[2])

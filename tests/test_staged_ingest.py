@@ -71,3 +71,58 @@ def test_staged_objects_commit_in_batches_and_a_resent_uid_is_a_duplicate(archiv
     statuses = [o.result.status if o.result else None for o in outcomes]
     assert statuses == [IngestStatus.STORED] * 4 + [IngestStatus.DUPLICATE]
     assert _stored(archive) == sorted(dataset_of(d).SOPInstanceUID for d in objects)
+
+
+def _concurrent_adds(archive, monkeypatch, size: int | None, wait) -> list[int]:  # type: ignore[no-untyped-def]
+    """Two request threads staging one object each at once, ``wait`` run inside each preparation; returns the most
+    preparations seen running at once."""
+    import threading
+
+    from dicomguard.core.ingest import IngestPipeline
+
+    active, most = [0], [0]
+    lock = threading.Lock()
+    real = IngestPipeline._prepare
+
+    def watched(self, *args):  # type: ignore[no-untyped-def]
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            wait()
+            return real(self, *args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(IngestPipeline, "_prepare", watched)
+    objects = ct_series(ALICE, n=2, seed=11)
+    stagings = [archive.operator.store.staged(source="test") for _ in objects]
+    threads = [threading.Thread(target=st.add, args=(str(i), lambda d=d: d, size)) for i, (st, d) in enumerate(zip(stagings, objects))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [o.result.status for st in stagings for o in st.commit() if o.result] == [IngestStatus.STORED] * 2
+    return most
+
+
+def test_small_objects_of_concurrent_requests_are_prepared_one_at_a_time(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A small object's preparation is interpreter work: two requests staging small objects take turns
+    (``core.small_objects``), and both are stored."""
+    import time
+
+    assert _concurrent_adds(archive, monkeypatch, 10_000, lambda: time.sleep(0.1)) == [1]
+
+
+def test_large_objects_or_unknown_sizes_are_prepared_side_by_side(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Large objects (and objects whose size the caller does not give) are prepared at the same time: each waits
+    inside its preparation for the other to arrive, which two turns one after the other never would."""
+    import threading
+
+    from dicomguard.core.small_objects import SMALL_OBJECT_BYTES
+
+    for size in (SMALL_OBJECT_BYTES, None):
+        both = threading.Barrier(2, timeout=10)
+        assert _concurrent_adds(archive, monkeypatch, size, both.wait) == [2]
+        monkeypatch.undo()

@@ -18,6 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -45,6 +46,7 @@ from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, Ins
 from dicomguard.core.group_commit import GroupEntry
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
+from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
 from dicomguard.core.study_dates import study_date_token
 from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_released, live_tokens, token_of, writer_owner
 from dicomguard.crypto.blind_index import BlindField
@@ -435,12 +437,17 @@ class StagedIngest:
         self._pipeline = pipeline
         self._batches: list[_StagedBatch] = []
 
-    def add(self, label: str, load: Loader) -> None:
-        """Prepare one object; a refusal becomes its outcome, an error of the archive (a full disk) is raised."""
+    def add(self, label: str, load: Loader, size: int | None = None) -> None:
+        """Prepare one object; a refusal becomes its outcome, an error of the archive (a full disk) is raised.
+
+        ``size``: the object's length where the caller knows it. A small object's preparation is interpreter work
+        from parse to blob write, done by one request thread at a time (``core.small_objects``); a large one (or
+        one of unknown size) is prepared beside the others, its cryptography on every core."""
         batches, limit = self._batches, self._pipeline.ctx.settings.ingest.batch_size
         if not batches or batches[-1].size >= limit:
             batches.append(_StagedBatch())
-        with read_session(self._pipeline.ctx.engine) as lookup:
+        small = size is not None and size < SMALL_OBJECT_BYTES
+        with small_object_work if small else contextlib.nullcontext(), read_session(self._pipeline.ctx.engine) as lookup:
             self._pipeline._stage(batches[-1], [(label, load)], lookup)
 
     def commit(self) -> list[IngestOutcome]:

@@ -26,6 +26,7 @@ from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import FileStructure, indexed_structure, walk_part10
 from dicomguard.core.events import IntegrityViolation
 from dicomguard.core.hashing import digest_object
+from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blob_cipher import blob_identity, decrypt_blob
 from dicomguard.errors import DicomGuardError, ErasedError, IntegrityError, NotFoundError, RejectedObject
@@ -94,11 +95,27 @@ class IndexedObject(Protocol):
     def pixel_end(self) -> int | None: ...
 
 
+class _Unverified(Exception):
+    """An object that failed verification, before its ``IntegrityViolation`` is published (:func:`_violation`)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
 def load_verified(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileStructure]:
     """Decrypt and verify one indexed object; raises :class:`IntegrityError` on any mismatch.
 
     The digests are recomputed over the layout ingest recorded in the row (``indexed_structure``); a row without one,
     or one that does not fit the object, is walked as at ingest (with the widest limits, :data:`READ_LIMITS`)."""
+    try:
+        return _verify(ctx, row)
+    except _Unverified as exc:
+        raise _violation(ctx, row.sop_instance_uid, exc.kind) from None
+
+
+def _verify(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileStructure]:
+    """:func:`load_verified` without publishing: a mismatch raises :class:`_Unverified` (nothing written here)."""
     uid = row.sop_instance_uid
     if row.erased:
         raise ErasedError(f"{uid} was erased")
@@ -106,24 +123,24 @@ def load_verified(ctx: ArchiveContext, row: IndexedObject) -> tuple[bytes, FileS
     try:
         blob = ctx.store.read(row.blob_id)
     except BlobMissingError:
-        raise _violation(ctx, uid, IntegrityKind.BLOB_MISSING) from None
+        raise _Unverified(IntegrityKind.BLOB_MISSING) from None
     identity = blob_identity(uid, row.series_uid, row.study_uid, row.patient_ref)
     try:
         data = decrypt_blob(key, identity, blob)
     except DecryptionError:
-        raise _violation(ctx, uid, IntegrityKind.BLOB_UNAUTHENTIC) from None
+        raise _Unverified(IntegrityKind.BLOB_UNAUTHENTIC) from None
     pixels = (row.pixel_start, row.pixel_end) if row.pixel_start is not None and row.pixel_end is not None else None
     structure = indexed_structure(data, row.transfer_syntax, row.dataset_offset, pixels)
     if structure is None:
         try:
             structure = walk_part10(data, READ_LIMITS)
         except RejectedObject:
-            raise _violation(ctx, uid, IntegrityKind.STRUCTURE) from None
+            raise _Unverified(IntegrityKind.STRUCTURE) from None
     digests = digest_object(data, structure)
     if digests.pixel_sha256 != row.pixel_sha256:
-        raise _violation(ctx, uid, IntegrityKind.PIXEL_CHANGED)
+        raise _Unverified(IntegrityKind.PIXEL_CHANGED)
     if digests.header_sha256 != row.header_sha256:
-        raise _violation(ctx, uid, IntegrityKind.HEADER_CHANGED)
+        raise _Unverified(IntegrityKind.HEADER_CHANGED)
     return data, structure
 
 
@@ -147,21 +164,14 @@ READ_AHEAD_BYTES = 64 * 1024 * 1024
 """Stored bytes of the objects being verified ahead of the one delivered (the next one always is, whatever its size)."""
 READ_AHEAD_OBJECTS = 8
 """Objects verified ahead at most: enough to keep every verifying thread busy."""
-THREAD_FROM_BYTES = 256 * 1024
+THREAD_FROM_BYTES = SMALL_OBJECT_BYTES
 """Objects of at least this many stored bytes are verified ahead on the verifying threads, where their reading, AES-GCM
-and SHA-256 run beside the delivery; smaller ones from a local disk are verified by the caller when delivered (see
-:data:`GROUP_OBJECTS`). Measured in-process on 2 cores, per object: a 33 KB object 0.13 ms by the caller against 0.23 ms
-on the threads, a 131 KB one 0.24 against 0.27 ms, a 0.5 MB one 0.65 against 0.44 ms."""
+and SHA-256 run beside the delivery; smaller ones from a local disk are verified by the caller when delivered, a
+group of :data:`GROUP_OBJECTS` at a time under ``small_object_work`` (``core.small_objects``): handed to a thread,
+a 10 KB slice costs twice what it costs in the caller."""
 GROUP_OBJECTS = 16
-"""Small objects are verified in groups of this many, one group at a time per process (:data:`_small_objects`).
+"""Small objects verified per hold of ``small_object_work``: one hand-over of the interpreter lock per group."""
 
-A small object's verification is mostly interpreter work between short system calls (open, read, close), each of which
-releases the interpreter lock. Handed to a thread, a 10 KB slice costs twice what it costs in the caller; verified by
-several request threads at once, every one of those calls becomes a contended hand-over of the lock (about 80 futex
-calls per object, a third of the server's CPU in system time). One group at a time keeps that to one hand-over per
-group and leaves the lock to the event loop in between."""
-
-_small_objects = threading.Lock()
 _verifiers: dict[int, ThreadPoolExecutor] = {}
 _verifiers_lock = threading.Lock()
 
@@ -180,18 +190,32 @@ def _verifier_pool(threads: int) -> ThreadPoolExecutor:
 Outcome = RetrievedObject | DicomGuardError
 
 
-def _outcome(ctx: ArchiveContext, row: IndexedObject) -> Outcome:
+def _checked(ctx: ArchiveContext, row: IndexedObject) -> Outcome | _Unverified:
+    """One object verified; a failed verification is returned, not yet published."""
     try:
-        data, structure = load_verified(ctx, row)
+        data, structure = _verify(ctx, row)
+    except _Unverified as exc:
+        return exc
     except DicomGuardError as exc:
         return exc
     return RetrievedObject(row.sop_instance_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax,  # type: ignore[attr-defined]
                            data, structure)
 
 
+def _published(ctx: ArchiveContext, row: IndexedObject, checked: Outcome | _Unverified) -> Outcome:
+    return _violation(ctx, row.sop_instance_uid, checked.kind) if isinstance(checked, _Unverified) else checked
+
+
+def _outcome(ctx: ArchiveContext, row: IndexedObject) -> Outcome:
+    return _published(ctx, row, _checked(ctx, row))
+
+
 def _small_outcomes(ctx: ArchiveContext, rows: list[IndexedObject]) -> list[Outcome]:
-    with _small_objects:
-        return [_outcome(ctx, row) for row in rows]
+    """Small objects verified under ``small_object_work``, which is therefore held over file reads, cryptography and
+    index reads only: a failure's alert is written after it is released, so no writer waits on it."""
+    with small_object_work:
+        checked = [_checked(ctx, row) for row in rows]
+    return [_published(ctx, row, c) for row, c in zip(rows, checked, strict=True)]
 
 
 def retrieve_each(ctx: ArchiveContext, sop_instance_uids: list[str]) -> Iterator[tuple[str, Outcome]]:

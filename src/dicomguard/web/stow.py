@@ -203,7 +203,7 @@ class _Stager:
         if kind is False:
             result.failure = CANNOT_UNDERSTAND
         elif kind is True:
-            self._staged.add(str(part.index), part.content.read)
+            self._staged.add(str(part.index), part.content.read, part.content.size)
         # A provenance manifest from a client that is no peer archive is not stored (answered as a failed part).
 
     def finish(self) -> list[_PartResult]:
