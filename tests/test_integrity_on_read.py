@@ -339,3 +339,19 @@ def test_the_alert_of_a_small_object_is_written_after_the_group_lock_is_released
     assert isinstance(got[uids[2]], IntegrityError) and got[uids[2]].kind == IntegrityKind.BLOB_UNAUTHENTIC
     assert held_while_published == [False]
     assert all(got[u].sop_instance_uid == u for u in uids if u != uids[2])
+
+
+def test_a_slow_reader_holds_no_lock_while_its_small_objects_are_delivered(series_of_eight, monkeypatch) -> None:
+    """A client that reads its answer slowly (or never) cannot keep other requests from their small objects: the
+    group's lock is released before its first object is handed out, and stays free while the caller holds them."""
+    from dicomguard.core import retrieve as r
+    from dicomguard.core.small_objects import small_object_work
+
+    archive, uids = series_of_eight
+    monkeypatch.setattr(r, "THREAD_FROM_BYTES", 1 << 40)
+    monkeypatch.setattr(r, "GROUP_OBJECTS", 3)
+    each = r.retrieve_each(archive.ctx, uids)
+    for uid, outcome in each:
+        assert outcome.sop_instance_uid == uid
+        assert not small_object_work.locked()
+    each.close()
