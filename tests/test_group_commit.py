@@ -190,3 +190,91 @@ def _uid(data: bytes) -> str:
     from tests.dicom_factory import dataset_of
 
     return str(dataset_of(data).SOPInstanceUID)
+
+
+# -- events recorded alone (queries, accesses) ---------------------------------------------
+
+
+def _record_from_threads(archive, events_to_record: list, first_held: Callable[[], None]) -> dict[int, object]:  # type: ignore[no-untyped-def]
+    """``record_alone`` of each event from its own thread; the first thread's transaction is held inside the bus
+    (``first_held``) until the others have queued. Returns None or the exception per thread."""
+    outcomes: dict[int, object] = {}
+    held = threading.Event()
+
+    def hold(s, e) -> None:  # type: ignore[no-untyped-def]
+        if e is events_to_record[0] and not held.is_set():
+            held.set()
+            first_held()
+
+    archive.ctx.bus.subscribe(hold)
+
+    def one(n: int, event) -> None:  # type: ignore[no-untyped-def]
+        try:
+            archive.operator.query.record_alone(event)
+            outcomes[n] = None
+        except Exception as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=one, args=(n, e)) for n, e in enumerate(events_to_record)]
+    threads[0].start()
+    _until(held.is_set)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcomes
+
+
+def _query_records(archive) -> list:  # type: ignore[no-untyped-def,type-arg]
+    from dicomguard.audit.store import AuditFilter
+
+    return archive.operator.audit.search(AuditFilter(user=TECH.name, event="110112"))
+
+
+def _queries(n: int) -> list:  # type: ignore[type-arg]
+    from datetime import UTC, datetime
+
+    from dicomguard.core.events import QueryPerformed
+
+    return [QueryPerformed(TECH, "STUDY", (("PatientID", f"GROUP-{k}"),), k, datetime.now(UTC)) for k in range(n)]
+
+
+def test_concurrent_records_share_a_transaction_and_each_is_recorded(archive) -> None:  # type: ignore[no-untyped-def]
+    """Queries recorded by concurrent threads while another's record commits are committed together, each with its
+    own audit record and ledger leaf, before any of their callers returns."""
+    sessions: dict[int, int] = {}
+    queued = _queries(6)
+    archive.ctx.bus.subscribe(lambda s, e: sessions.__setitem__(queued.index(e), id(s)) if e in queued else None)
+    def first_held() -> None:
+        _until(lambda: archive.ctx._record_commits is not None and len(archive.ctx._record_commits._queue) >= 5)
+
+    outcomes = _record_from_threads(archive, queued, first_held)
+    assert outcomes == {n: None for n in range(6)}
+    assert sorted(sessions) == list(range(6))
+    assert len({sessions[n] for n in range(1, 6)}) == 1 and sessions[0] != sessions[1]  # one group of 5 after the first
+    assert len(_query_records(archive)) == 6
+    report = archive.operator.verify.run()
+    assert report.ok, report.problems
+
+
+def test_a_record_that_cannot_be_written_fails_only_its_own_caller(archive) -> None:  # type: ignore[no-untyped-def]
+    """One event of a group whose recording fails makes the group's transaction fail: the others are then recorded
+    alone and their callers return; only the failing one's caller gets the error."""
+    queued = _queries(4)
+    doomed = queued[2]
+
+    def refuse(s, e) -> None:  # type: ignore[no-untyped-def]
+        if e is doomed:
+            raise RuntimeError("this event cannot be recorded")
+
+    archive.ctx.bus.subscribe(refuse)
+
+    def first_held() -> None:
+        _until(lambda: archive.ctx._record_commits is not None and len(archive.ctx._record_commits._queue) >= 3)
+
+    outcomes = _record_from_threads(archive, queued, first_held)
+    assert isinstance(outcomes[2], RuntimeError)
+    assert [outcomes[n] for n in (0, 1, 3)] == [None, None, None]
+    assert len(_query_records(archive)) == 3  # the group's failed transaction left nothing; each other one alone
+    report = archive.operator.verify.run()
+    assert report.ok, report.problems

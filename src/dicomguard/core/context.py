@@ -99,6 +99,7 @@ class ArchiveContext:
     """Seen set once every patient row carries suffix indexes (``core.wildcard_tokens``); it never becomes unset."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
     _index_commits: GroupCommit[Any] | None = field(default=None, init=False, repr=False)
+    _record_commits: GroupCommit[Any] | None = field(default=None, init=False, repr=False)
 
     def close_writers(self) -> None:
         if self._blob_ids is not None:
@@ -111,6 +112,14 @@ class ArchiveContext:
             if self._index_commits is None:
                 self._index_commits = GroupCommit(commit)
             return self._index_commits
+
+    def record_commits(self, commit: Callable[[Sequence[GroupEntry[Any]]], None]) -> GroupCommit[Any]:
+        """This process's group commit of events recorded alone (``Service.record_alone``), made with ``commit`` on
+        first use: concurrent queries and accesses share one durable commit of their records."""
+        with _CONTEXT_LOCK:
+            if self._record_commits is None:
+                self._record_commits = GroupCommit(commit)
+            return self._record_commits
 
     def blob_id_pool(self, owner: str) -> BlobIdPool:
         if self._blob_ids is None:

@@ -1,4 +1,4 @@
-"""Group commit: the index transactions of concurrent ingests of one process share one commit.
+"""Group commit: concurrent ingests of one process share one index transaction, and so do events recorded alone.
 
 Every stored object is acknowledged only after the index transaction that makes it
 visible, with its ledger leaf and audit record, committed (and its blob is on disk).

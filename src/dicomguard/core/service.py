@@ -16,7 +16,7 @@ returned: a crash can lose an answer, never the trace of one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from dicomguard.core.access import Principal
 from dicomguard.core.access_control import AccessControl
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.events import Event
+from dicomguard.core.group_commit import GroupEntry
 from dicomguard.index.db import write_session
 
 
@@ -50,6 +51,31 @@ class Service:
         self.ctx.bus.publish(session, event)
 
     def record_alone(self, event: Event) -> None:
-        """An event with no state change of its own (a query, an access): its own transaction, committed on return."""
-        with self.change() as s:
-            self.record(s, event)
+        """An event with no state change of its own (a query, an access), committed before this returns.
+
+        Events recorded alone by concurrent threads of the process share one transaction (``core.group_commit``):
+        each commit costs a durable write of the database's log, the write lock and a ledger checkpoint, which
+        concurrent queries otherwise paid one after the other. A group whose commit fails records each event alone,
+        so one that cannot be recorded fails only its own caller."""
+        self.ctx.record_commits(_commit_records).run((self.ctx, event))
+
+
+def _commit_records(group: Sequence[GroupEntry[None]]) -> None:
+    ctx: ArchiveContext = group[0].work[0]
+    try:
+        with write_session(ctx.engine) as s:
+            for entry in group:
+                ctx.bus.publish(s, entry.work[1])
+    except Exception:
+        if len(group) == 1:
+            raise
+        for entry in group:
+            try:
+                with write_session(ctx.engine) as s:
+                    ctx.bus.publish(s, entry.work[1])
+            except Exception as exc:  # noqa: BLE001 - this entry's own failure, raised in its own thread
+                entry.error = exc
+            entry.done = True
+        return
+    for entry in group:
+        entry.done = True
