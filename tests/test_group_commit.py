@@ -242,16 +242,16 @@ def _queries(n: int) -> list:  # type: ignore[type-arg]
 def test_concurrent_records_share_a_transaction_and_each_is_recorded(archive) -> None:  # type: ignore[no-untyped-def]
     """Queries recorded by concurrent threads while another's record commits are committed together, each with its
     own audit record and ledger leaf, before any of their callers returns."""
-    sessions: dict[int, int] = {}
+    sessions: dict[int, object] = {}  # the sessions themselves: kept alive, no two can share an id
     queued = _queries(6)
-    archive.ctx.bus.subscribe(lambda s, e: sessions.__setitem__(queued.index(e), id(s)) if e in queued else None)
+    archive.ctx.bus.subscribe(lambda s, e: sessions.__setitem__(queued.index(e), s) if e in queued else None)
     def first_held() -> None:
         _until(lambda: archive.ctx._record_commits is not None and len(archive.ctx._record_commits._queue) >= 5)
 
     outcomes = _record_from_threads(archive, queued, first_held)
     assert outcomes == {n: None for n in range(6)}
     assert sorted(sessions) == list(range(6))
-    assert len({sessions[n] for n in range(1, 6)}) == 1 and sessions[0] != sessions[1]  # one group of 5 after the first
+    assert len({id(sessions[n]) for n in range(1, 6)}) == 1 and sessions[0] is not sessions[1]  # one group of 5 after the first
     assert len(_query_records(archive)) == 6
     report = archive.operator.verify.run()
     assert report.ok, report.problems
