@@ -115,7 +115,7 @@ def _held_groups(monkeypatch, archive, waiting: int) -> list[int]:  # type: igno
     def together(works):  # type: ignore[no-untyped-def]
         sizes.append(len(works))
         if len(sizes) == 1:
-            _until(lambda: archive.ctx._index_commits is not None and len(archive.ctx._index_commits._queue) >= waiting)
+            _until(lambda: "index" in archive.ctx._group_commits and len(archive.ctx._group_commits["index"]._queue) >= waiting)
         return real(works)
 
     monkeypatch.setattr(ingest, "_index_together", together)
@@ -133,7 +133,7 @@ def _store_from_threads(archive, objects: list[tuple[Principal, bytes]]) -> dict
 
     threads = [threading.Thread(target=one, args=(n, p, d)) for n, (p, d) in enumerate(objects)]
     threads[0].start()
-    _until(lambda: archive.ctx._index_commits is not None and archive.ctx._index_commits._leading)
+    _until(lambda: "index" in archive.ctx._group_commits and archive.ctx._group_commits["index"]._leading)
     for t in threads[1:]:
         t.start()
     for t in threads:
@@ -246,7 +246,7 @@ def test_concurrent_records_share_a_transaction_and_each_is_recorded(archive) ->
     queued = _queries(6)
     archive.ctx.bus.subscribe(lambda s, e: sessions.__setitem__(queued.index(e), s) if e in queued else None)
     def first_held() -> None:
-        _until(lambda: archive.ctx._record_commits is not None and len(archive.ctx._record_commits._queue) >= 5)
+        _until(lambda: "records" in archive.ctx._group_commits and len(archive.ctx._group_commits["records"]._queue) >= 5)
 
     outcomes = _record_from_threads(archive, queued, first_held)
     assert outcomes == {n: None for n in range(6)}
@@ -270,7 +270,7 @@ def test_a_record_that_cannot_be_written_fails_only_its_own_caller(archive) -> N
     archive.ctx.bus.subscribe(refuse)
 
     def first_held() -> None:
-        _until(lambda: archive.ctx._record_commits is not None and len(archive.ctx._record_commits._queue) >= 3)
+        _until(lambda: "records" in archive.ctx._group_commits and len(archive.ctx._group_commits["records"]._queue) >= 3)
 
     outcomes = _record_from_threads(archive, queued, first_held)
     assert isinstance(outcomes[2], RuntimeError)

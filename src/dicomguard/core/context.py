@@ -98,28 +98,20 @@ class ArchiveContext:
     suffix_tokens_complete: bool = field(default=False, repr=False)
     """Seen set once every patient row carries suffix indexes (``core.wildcard_tokens``); it never becomes unset."""
     _blob_ids: BlobIdPool | None = field(default=None, init=False, repr=False)
-    _index_commits: GroupCommit[Any] | None = field(default=None, init=False, repr=False)
-    _record_commits: GroupCommit[Any] | None = field(default=None, init=False, repr=False)
+    _group_commits: dict[str, GroupCommit[Any]] = field(default_factory=dict, init=False, repr=False)
 
     def close_writers(self) -> None:
         if self._blob_ids is not None:
             self._blob_ids.close()
 
-    def index_commits(self, commit: Callable[[Sequence[GroupEntry[Any]]], None]) -> GroupCommit[Any]:
-        """This process's group commit of ingest index transactions (``core.group_commit``), made with ``commit`` on
-        first use: concurrent ingests share one durable commit."""
+    def group_commit(self, name: str, commit: Callable[[Sequence[GroupEntry[Any]]], None]) -> GroupCommit[Any]:
+        """This process's group commit called ``name`` (``core.group_commit``), made with ``commit`` on first use:
+        concurrent transactions of one kind (ingests' index rows, events recorded alone) share one durable commit."""
         with _CONTEXT_LOCK:
-            if self._index_commits is None:
-                self._index_commits = GroupCommit(commit)
-            return self._index_commits
-
-    def record_commits(self, commit: Callable[[Sequence[GroupEntry[Any]]], None]) -> GroupCommit[Any]:
-        """This process's group commit of events recorded alone (``Service.record_alone``), made with ``commit`` on
-        first use: concurrent queries and accesses share one durable commit of their records."""
-        with _CONTEXT_LOCK:
-            if self._record_commits is None:
-                self._record_commits = GroupCommit(commit)
-            return self._record_commits
+            group = self._group_commits.get(name)
+            if group is None:
+                group = self._group_commits[name] = GroupCommit(commit)
+            return group
 
     def blob_id_pool(self, owner: str) -> BlobIdPool:
         if self._blob_ids is None:

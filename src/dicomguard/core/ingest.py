@@ -224,7 +224,7 @@ class IngestPipeline:
                 # The blobs are made durable while the index transaction is built; it commits only once they
                 # are (``_index_together``): every blob of the batch is on disk before any of it is visible.
                 durable = _syncer().submit(self.ctx.store.sync, [p.blob_id for _, p in staged.prepared])
-            committed = self.ctx.index_commits(_commit_index_group).run(_IndexWork(self, staged.prepared, staged.blob_ids, durable))
+            committed = self.ctx.group_commit("index", _commit_index_group).run(_IndexWork(self, staged.prepared, staged.blob_ids, durable))
         except BaseException as exc:
             # Nothing of this batch became visible: remove its blobs and journal entries (once no sync uses them).
             if durable is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -57,22 +58,21 @@ class Service:
         each commit costs a durable write of the database's log, the write lock and a ledger checkpoint, which
         concurrent queries otherwise paid one after the other. A group whose commit fails records each event alone,
         so one that cannot be recorded fails only its own caller."""
-        self.ctx.record_commits(_commit_records).run((self.ctx, event))
+        self.ctx.group_commit("records", partial(_commit_records, self.ctx)).run(event)
 
 
-def _commit_records(group: Sequence[GroupEntry[None]]) -> None:
-    ctx: ArchiveContext = group[0].work[0]
+def _commit_records(ctx: ArchiveContext, group: Sequence[GroupEntry[None]]) -> None:
     try:
         with write_session(ctx.engine) as s:
             for entry in group:
-                ctx.bus.publish(s, entry.work[1])
+                ctx.bus.publish(s, entry.work)
     except Exception:
         if len(group) == 1:
             raise
         for entry in group:
             try:
                 with write_session(ctx.engine) as s:
-                    ctx.bus.publish(s, entry.work[1])
+                    ctx.bus.publish(s, entry.work)
             except Exception as exc:  # noqa: BLE001 - this entry's own failure, raised in its own thread
                 entry.error = exc
             entry.done = True
