@@ -126,3 +126,37 @@ def test_large_objects_or_unknown_sizes_are_prepared_side_by_side(archive, monke
         both = threading.Barrier(2, timeout=10)
         assert _concurrent_adds(archive, monkeypatch, size, both.wait) == [2]
         monkeypatch.undo()
+
+
+def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones_outside_the_lock(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``add_many``: a run of small objects is prepared in one hold of the lock with one lookup session, at most
+    ``GROUP_OBJECTS`` at a time; a large object between them is prepared without the lock. Each is stored, in order,
+    in batches of ``ingest.batch_size`` as one ``add`` after another would store it."""
+    from dicomguard.core import ingest as ingest_module
+    from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
+
+    ingest = archive.settings.ingest.model_copy(update={"batch_size": 3})
+    archive.ctx.settings = archive.settings.model_copy(update={"ingest": ingest})
+    monkeypatch.setattr(ingest_module, "GROUP_OBJECTS", 2)
+    sessions, held = [], []
+    real_session, real_prepare = ingest_module.read_session, ingest_module.IngestPipeline._prepare
+
+    def counted_session(engine):  # type: ignore[no-untyped-def]
+        sessions.append(engine)
+        return real_session(engine)
+
+    def watched(self, label, *args):  # type: ignore[no-untyped-def]
+        held.append((label, small_object_work.locked(), len(sessions)))
+        return real_prepare(self, label, *args)
+
+    monkeypatch.setattr(ingest_module, "read_session", counted_session)
+    monkeypatch.setattr(ingest_module.IngestPipeline, "_prepare", watched)
+    objects = ct_series(ALICE, n=6, seed=13)
+    sizes = [100, 100, 100, SMALL_OBJECT_BYTES, 100, 100]
+    staged = archive.operator.store.staged(source="test")
+    staged.add_many([(str(i), lambda d=d: d, size) for i, (d, size) in enumerate(zip(objects, sizes, strict=True))])
+    assert held == [("0", True, 1), ("1", True, 1), ("2", True, 2), ("3", False, 3), ("4", True, 4), ("5", True, 4)]
+    outcomes = staged.commit()
+    assert [o.label for o in outcomes] == [str(i) for i in range(6)]
+    assert [o.result.status for o in outcomes if o.result] == [IngestStatus.STORED] * 6
+    assert _stored(archive) == sorted(dataset_of(d).SOPInstanceUID for d in objects)

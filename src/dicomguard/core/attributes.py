@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from dicomguard.core.plain_values import plain_int as _plain_int
+from dicomguard.core.plain_values import plain_text as _plain_text
 from dicomguard.errors import RejectedObject, RejectReason
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
@@ -93,6 +95,9 @@ def department_from_header(value: str) -> str:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
+    plain = _plain_text(ds, keyword)
+    if plain is not None:
+        return plain
     try:
         value = ds.get(keyword)
     except Exception:  # a malformed value must not abort ingest of an otherwise valid object
@@ -109,6 +114,9 @@ _INT32 = range(-(2**31), 2**31)
 
 def _int(ds: Dataset, keyword: str) -> int | None:
     """An IS/US value as indexed, or None when absent, unreadable or outside the 32-bit range IS allows (PS3.5 6.2)."""
+    plain = _plain_int(ds, keyword)
+    if plain is not None:
+        return plain if plain in _INT32 else None
     text = _text(ds, keyword)
     try:
         value = int(float(text)) if text else None

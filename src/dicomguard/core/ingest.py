@@ -46,7 +46,8 @@ from dicomguard.core.events import ConflictRefused, IdentityConflictRefused, Ins
 from dicomguard.core.group_commit import GroupEntry
 from dicomguard.core.hashing import DigestPass, ObjectDigests, digest_object
 from dicomguard.core.phi import RowSealer
-from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
+from dicomguard.core.plain_values import plain_text
+from dicomguard.core.small_objects import GROUP_OBJECTS, SMALL_OBJECT_BYTES, small_object_work
 from dicomguard.core.study_dates import study_date_token
 from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_released, live_tokens, token_of, writer_owner
 from dicomguard.crypto.blind_index import BlindField
@@ -443,12 +444,33 @@ class StagedIngest:
         ``size``: the object's length where the caller knows it. A small object's preparation is interpreter work
         from parse to blob write, done by one request thread at a time (``core.small_objects``); a large one (or
         one of unknown size) is prepared beside the others, its cryptography on every core."""
-        batches, limit = self._batches, self._pipeline.ctx.settings.ingest.batch_size
-        if not batches or batches[-1].size >= limit:
+        self.add_many([(label, load, size)])
+
+    def add_many(self, items: Sequence[tuple[str, Loader, int | None]]) -> None:
+        """Prepare several objects that arrived whole, in order, as :meth:`add` would one by one.
+
+        Small objects next to each other are prepared in one hold of ``small_object_work`` with one lookup
+        session, at most :data:`~dicomguard.core.small_objects.GROUP_OBJECTS` at a time: a body of small parts
+        that queued up while the interpreter was busy costs one hand-over of the lock and one session per group,
+        not per part."""
+        engine = self._pipeline.ctx.engine
+        start = 0
+        while start < len(items):
+            small = _is_small(items[start][2])
+            end = start + 1
+            while small and end < len(items) and end - start < GROUP_OBJECTS and _is_small(items[end][2]):
+                end += 1
+            with small_object_work if small else contextlib.nullcontext(), read_session(engine) as lookup:
+                for label, load, _size in items[start:end]:
+                    self._pipeline._stage(self._open_batch(), [(label, load)], lookup)
+            start = end
+
+    def _open_batch(self) -> _StagedBatch:
+        """The batch the next object joins: a new one once the last holds ``ingest.batch_size`` objects."""
+        batches = self._batches
+        if not batches or batches[-1].size >= self._pipeline.ctx.settings.ingest.batch_size:
             batches.append(_StagedBatch())
-        small = size is not None and size < SMALL_OBJECT_BYTES
-        with small_object_work if small else contextlib.nullcontext(), read_session(self._pipeline.ctx.engine) as lookup:
-            self._pipeline._stage(batches[-1], [(label, load)], lookup)
+        return batches[-1]
 
     def commit(self) -> list[IngestOutcome]:
         """Every object's outcome, in the order added; if a batch cannot be indexed, the rest are discarded and it raises."""
@@ -569,6 +591,9 @@ def identity_of(ds: pydicom.Dataset) -> ObjectIdentity:
     """The object's UIDs as far as they are present and well-formed (a malformed one is left out, not echoed)."""
 
     def uid(keyword: str) -> str:
+        plain = plain_text(ds, keyword)
+        if plain is not None:
+            return plain if is_valid_uid(plain) else ""
         try:
             value = str(ds.get(keyword, "") or "").strip(" \x00")
         except Exception:  # noqa: BLE001 - a malformed value is simply unknown
@@ -626,6 +651,10 @@ _DIGESTS_OF = select(_instances.c.sop_instance_uid, _instances.c.pixel_sha256, _
 _INSERT_INSTANCES = _instances.insert()
 _STUDY_OWNER = select(Study.__table__.c.patient_ref).where(Study.__table__.c.uid == bindparam("uid"))
 _SERIES_OWNER = select(Series.__table__.c.study_uid).where(Series.__table__.c.uid == bindparam("uid"))
+
+
+def _is_small(size: int | None) -> bool:
+    return size is not None and size < SMALL_OBJECT_BYTES
 
 
 def _stored_digests(s: Session, uid: str) -> tuple[ObjectDigests, bool] | None:

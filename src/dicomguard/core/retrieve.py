@@ -26,7 +26,7 @@ from dicomguard.core.context import ArchiveContext
 from dicomguard.core.dicom_structure import FileStructure, indexed_structure, walk_part10
 from dicomguard.core.events import IntegrityViolation
 from dicomguard.core.hashing import digest_object
-from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
+from dicomguard.core.small_objects import GROUP_OBJECTS, SMALL_OBJECT_BYTES, small_object_work
 from dicomguard.crypto.aead import DecryptionError
 from dicomguard.crypto.blob_cipher import blob_identity, decrypt_blob
 from dicomguard.errors import DicomGuardError, ErasedError, IntegrityError, NotFoundError, RejectedObject
@@ -169,8 +169,6 @@ THREAD_FROM_BYTES = SMALL_OBJECT_BYTES
 and SHA-256 run beside the delivery; smaller ones from a local disk are verified by the caller when delivered, a
 group of :data:`GROUP_OBJECTS` at a time under ``small_object_work`` (``core.small_objects``): handed to a thread,
 a 10 KB slice costs twice what it costs in the caller."""
-GROUP_OBJECTS = 16
-"""Small objects verified per hold of ``small_object_work``: one hand-over of the interpreter lock per group."""
 
 _verifiers: dict[int, ThreadPoolExecutor] = {}
 _verifiers_lock = threading.Lock()

@@ -18,5 +18,9 @@ SMALL_OBJECT_BYTES = 256 * 1024
 in 0.13 ms by one thread against 0.23 ms handed to a pool, a 131 KB one 0.24 against 0.27 ms, a 0.5 MB one 0.65
 against 0.44 ms)."""
 
+GROUP_OBJECTS = 16
+"""Small objects worked on per hold of :data:`small_object_work` where several are ready (a retrieval's next objects,
+STOW-RS parts that arrived while the interpreter was busy): one hand-over of the lock per group, a bounded hold."""
+
 small_object_work = threading.Lock()
 """Held by a thread while it ingests or verifies small objects (a few at a time, never a whole request)."""

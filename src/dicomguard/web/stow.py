@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomguard.app.services import Services
 from dicomguard.core.ingest import IngestOutcome, Loader, ObjectIdentity
+from dicomguard.core.small_objects import GROUP_OBJECTS
 from dicomguard.errors import RejectReason
 from dicomguard.transfer.provenance import MAX_PROVENANCE_BYTES, PROVENANCE_MEDIA_TYPE
 from dicomguard.web.auth import Caller
@@ -187,24 +188,33 @@ class _Stager:
             self._queue.put(part)
 
     def _run(self) -> None:
-        while (part := self._queue.get()) is not None:
+        stopped = False
+        while not stopped:
+            parts = _waiting(self._queue)
+            if parts[-1] is None:
+                stopped = True
+                parts.pop()
             try:
-                if self._failure is None and not self._stopping:
-                    self._stage(part)
+                if parts and self._failure is None and not self._stopping:
+                    self._stage(parts)
             except BaseException as exc:  # noqa: BLE001 - raised by finish(); nothing more is staged
                 self._failure = exc
             finally:
-                part.content.close()  # its bytes are prepared or not needed: released before the body ends
+                for part in parts:
+                    part.content.close()  # its bytes are prepared or not needed: released before the body ends
 
-    def _stage(self, part: ReceivedPart) -> None:
-        result = _PartResult(ObjectIdentity())
-        self._results.append(result)  # parts arrive in order: the result of part i is at index i
-        kind = _part_to_store(part)
-        if kind is False:
-            result.failure = CANNOT_UNDERSTAND
-        elif kind is True:
-            self._staged.add(str(part.index), part.content.read, part.content.size)
-        # A provenance manifest from a client that is no peer archive is not stored (answered as a failed part).
+    def _stage(self, parts: list[ReceivedPart]) -> None:
+        items: list[tuple[str, Loader, int | None]] = []
+        for part in parts:
+            result = _PartResult(ObjectIdentity())
+            self._results.append(result)  # parts arrive in order: the result of part i is at index i
+            kind = _part_to_store(part)
+            if kind is False:
+                result.failure = CANNOT_UNDERSTAND
+            elif kind is True:
+                items.append((str(part.index), part.content.read, part.content.size))
+            # A provenance manifest from a client that is no peer archive is not stored (answered as a failed part).
+        self._staged.add_many(items)
 
     def finish(self) -> list[_PartResult]:
         """Blocking: once every part is staged, index them all (or raise, storing nothing of a failed stage)."""
@@ -222,6 +232,18 @@ class _Stager:
         self._queue.put(None)
         self._done.result()
         self._staged.discard()
+
+
+def _waiting(parts: queue.SimpleQueue[ReceivedPart | None]) -> list[ReceivedPart | None]:
+    """The next part (waiting for it), with those queued behind it, up to ``GROUP_OBJECTS`` and the end marker: parts
+    that arrived while the interpreter was busy are prepared together (``StagedIngest.add_many``)."""
+    taken = [parts.get()]
+    while taken[-1] is not None and len(taken) < GROUP_OBJECTS:
+        try:
+            taken.append(parts.get_nowait())
+        except queue.Empty:
+            break
+    return taken
 
 
 def _ingest_from_peer(services: Services, parts: list[ReceivedPart], study_uid: str | None, peer: str) -> list[_PartResult]:
