@@ -425,14 +425,15 @@ def _setup_dicomguard_home(home: Path, device_dir: Path, database: str = "", ini
 
 @contextlib.contextmanager
 def dicomguard_target(folder: Path, database: str = "", init_env: dict[str, str] | None = None,
-                      with_device: bool = True) -> Iterator[DicomguardTarget]:
+                      with_device: bool = True, workers: int = 1) -> Iterator[DicomguardTarget]:
     folder.mkdir(parents=True)
     home, device = folder / "home", folder / "device"
     t0 = time.perf_counter()
     token = _setup_dicomguard_home(home, device, database, init_env, with_device)
     setup_s = time.perf_counter() - t0
     dimse_port, https_port = free_port(), free_port()
-    cmd = [*_dicomguard_cli(), "serve", "--dimse-port", str(dimse_port), "--https-port", str(https_port), "--host", "127.0.0.1"]
+    cmd = [*_dicomguard_cli(), "serve", "--dimse-port", str(dimse_port), "--https-port", str(https_port), "--host", "127.0.0.1",
+           *(("--workers", str(workers)) if workers > 1 else ())]
     server = Server("dicomguard", cmd, folder, _dicomguard_env(home))
     try:
         startup = server.wait_until(lambda: server.stdout_has("READY dimse="), "READY line")

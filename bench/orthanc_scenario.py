@@ -52,6 +52,10 @@ ports, new scratch database, new SeaweedFS) and stopped afterwards:
   nodes, PostgreSQL, SeaweedFS and the clients share the cores, so the ratio
   against one node measures the cost or gain of coordination here, not what a
   second host adds.
+* ``dicomguard_sqlite_workers2``: ``dicomguard_sqlite`` served by ``serve --workers 2``
+  (two worker processes on the shared ports, docs/operations.md), the deployment
+  for a 2-core host; only with ``--target``. Orthanc's threads use every core;
+  one dicomguard process runs its Python work on one core at a time.
 
 dicomguard runs with its defaults and every guarantee on: DICOMweb over HTTPS
 (clients verify against the home's CA), a bearer token checked per request and
@@ -75,7 +79,8 @@ against ``orthanc_pg``, ``dicomguard_sqlite`` against ``orthanc_sqlite``),
 Orthanc's median seconds / dicomguard's, i.e. dicomguard's throughput as a
 multiple of Orthanc's (2.0 = twice as fast, 0.5 = half as fast); and
 ``dicomguard_pg_s3_2nodes/dicomguard_pg_s3``, two nodes' throughput as a
-multiple of one node's under the same client load.
+multiple of one node's under the same client load, and
+``dicomguard_sqlite_workers2`` against ``orthanc_sqlite`` and against ``dicomguard_sqlite``.
 
 Caveat: clients, servers, PostgreSQL and SeaweedFS share the machine's cores.
 """
@@ -112,12 +117,14 @@ from bench_scripts import load_script  # noqa: E402
 NET = load_script("dicomguard_bench_network", "network.py")
 RUN = NET.BENCH  # bench/run.py, loaded by network.py
 
-TARGETS = ("orthanc_sqlite", "orthanc_pg", "dicomguard_pg_disk", "dicomguard_pg_s3", "dicomguard_sqlite", "dicomguard_pg_s3_2nodes")
+TARGETS = ("orthanc_sqlite", "orthanc_pg", "dicomguard_pg_disk", "dicomguard_pg_s3", "dicomguard_sqlite", "dicomguard_pg_s3_2nodes",
+           "dicomguard_sqlite_workers2")
 DEFAULT_TARGETS = TARGETS[:5]
-"""Run when no ``--target`` is given; the two-node target is run on request (it adds a sixth session per round)."""
+"""Run when no ``--target`` is given; the two-node and two-worker targets are run on request (each adds a session per round)."""
 PAIRINGS = (("dicomguard_pg_disk", "orthanc_pg"), ("dicomguard_pg_s3", "orthanc_pg"), ("dicomguard_sqlite", "orthanc_sqlite"),
-            ("dicomguard_pg_s3_2nodes", "dicomguard_pg_s3"))
-"""(measured, anchor): the anchor's median seconds / the measured target's (the last: two nodes against one)."""
+            ("dicomguard_pg_s3_2nodes", "dicomguard_pg_s3"), ("dicomguard_sqlite_workers2", "orthanc_sqlite"),
+            ("dicomguard_sqlite_workers2", "dicomguard_sqlite"))
+"""(measured, anchor): the anchor's median seconds / the measured target's (two nodes against one, two workers against one)."""
 WORKLOADS = ("ingest", "retrieve", "query")
 PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 S3_BUCKET = "bench"
@@ -349,9 +356,9 @@ def second_node(folder: Path, home: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def dicomguard(folder: Path, name: str, database: str, init_env: dict[str, str] | None, extras: dict[str, float],
-               nodes: int = 1) -> Iterator[Endpoint]:
+               nodes: int = 1, workers: int = 1) -> Iterator[Endpoint]:
     ref: list[Endpoint] = []
-    with NET.dicomguard_target(folder, database, init_env, with_device=False) as dg, \
+    with NET.dicomguard_target(folder, database, init_env, with_device=False, workers=workers) as dg, \
             contextlib.ExitStack() as more:  # DICOMweb only: no storescu device
         others = tuple(more.enter_context(second_node(folder / f"node-{n}", folder / "home")) for n in range(1, nodes))
         config = (folder / "home" / "config.toml").read_text(encoding="utf-8")
@@ -362,7 +369,7 @@ def dicomguard(folder: Path, name: str, database: str, init_env: dict[str, str] 
         if bool(init_env) != checks["storage_kind_s3"]:
             raise dg.server.fail("storage kind in config.toml is not the one asked for")
         ep = Endpoint(name, dg.base, dg.token, dg.ca, _dicomguard_count(ref),
-                      extras | {"startup_s": dg.startup_s, "setup_s": dg.setup_s}, checks | {"nodes": nodes}, others)
+                      extras | {"startup_s": dg.startup_s, "setup_s": dg.setup_s}, checks | {"nodes": nodes, "workers": workers}, others)
         ref.append(ep)
         yield ep
     if dg.server.proc.returncode not in (0, None):
@@ -380,8 +387,8 @@ def start_target(target: str, folder: Path, admin_url: str) -> Iterator[tuple[En
     elif target == "orthanc_pg":
         with scratch_pg(admin_url, "orthanc_bench_") as (db, _url), orthanc(folder / "orthanc", db, admin_url) as ep:
             yield ep, none
-    elif target == "dicomguard_sqlite":
-        with dicomguard(folder / "dg", target, "", None, {}) as ep:
+    elif target in ("dicomguard_sqlite", "dicomguard_sqlite_workers2"):
+        with dicomguard(folder / "dg", target, "", None, {}, workers=2 if target.endswith("_workers2") else 1) as ep:
             yield ep, none
     elif target == "dicomguard_pg_disk":
         with scratch_pg(admin_url, "dgbench_") as (_db, url), dicomguard(folder / "dg", target, url, None, {}) as ep:
@@ -552,8 +559,10 @@ def measure(targets: tuple[str, ...], sc: Scenario, warm: Scenario | None, root:
                 rec.errors.append({"rep": label, "target": target, "error": f"{type(exc).__name__}: {exc}"[:4000]})
                 print(f"  {label} {target}: FAILED: {type(exc).__name__}: {str(exc)[:600]}", flush=True)
                 continue
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            # The session's files stay until the run ends (``root`` is removed then). Removing thousands of files
+            # between sessions slowed the next session's file creations: on ext4 without a journal (as on this
+            # machine) each new inode skips every inode deleted in the last 60-300 s, and both servers write
+            # one file per instance.
             took = time.perf_counter() - t0
             shown = ", ".join(f"{w} {s:.2f} s" for w, s in secs.items())
             print(f"  {label} {target}: {shown} (session {took:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
