@@ -526,7 +526,7 @@ class IndexQuery:
                 stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
             if uids is not None:
                 stmt = stmt.where(Instance.sop_instance_uid.in_(uids))
-            rows = s.execute(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
+            rows = s.connection().execute(stmt.order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)).all()
             return [
                 InstanceRecord(r.sop_instance_uid, r.series_uid, r.study_uid, r.patient_ref, r.modality or "", r.sop_class_uid,
                                r.transfer_syntax, r.instance_number, r.number_of_frames, r.rows, r.columns, r.size,
