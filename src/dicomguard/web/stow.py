@@ -39,7 +39,7 @@ from dicomguard.transfer.provenance import MAX_PROVENANCE_BYTES, PROVENANCE_MEDI
 from dicomguard.web.auth import Caller
 from dicomguard.web.dicomjson import JsonObject, attribute
 from dicomguard.web.media import DICOM, DICOM_JSON, MULTIPART_RELATED, parse_media_type
-from dicomguard.web.multipart import MultipartReader, ReceivedPart, valid_boundary
+from dicomguard.web.multipart import EncryptedSpool, MultipartReader, ReceivedPart, valid_boundary
 from dicomguard.web.uids import DICOMWEB_PREFIX, StudyUID, dicomweb_base
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class _Stager:
             if kind is False:
                 result.failure = CANNOT_UNDERSTAND
             elif kind is True:
-                items.append((str(part.index), part.content.read, part.content.size))
+                items.append((str(part.index), functools.partial(_read_and_release, part.content), part.content.size))
             # A provenance manifest from a client that is no peer archive is not stored (answered as a failed part).
         self._staged.add_many(items)
 
@@ -232,6 +232,14 @@ class _Stager:
         self._queue.put(None)
         self._done.result()
         self._staged.discard()
+
+
+def _read_and_release(content: EncryptedSpool) -> bytes:
+    """A part's bytes, its sealed spool released as soon as they are read (not when the rest of its group is staged)."""
+    try:
+        return content.read()
+    finally:
+        content.close()
 
 
 def _waiting(parts: queue.SimpleQueue[ReceivedPart | None]) -> list[ReceivedPart | None]:
