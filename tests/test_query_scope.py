@@ -251,3 +251,48 @@ def test_migration_0020_stores_departments_in_the_form_policies_compare(archive)
     assert [stored[u] for u in uids] == ["CARDIOLOGY UNIT", "A" * 63, RADIO]
     unit = archive.services(_user("dr.unit", "radiologist", department="Cardiology Unit")).query
     assert [s.uid for s in unit.find_studies()] == [uids[0]]
+
+
+def test_a_scope_asked_again_with_the_same_inputs_is_the_one_a_fresh_engine_gives_and_not_evaluated_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Searches of one principal within one second ask the same partial evaluation: the engine answers it from its
+    recent scopes. Another principal, another second or another context is evaluated; failures are not remembered;
+    the memory is bounded."""
+    import cedarpy
+
+    from dicomguard.policy import engine as policy_engine
+
+    engine = PolicyEngine(default_policy_files())
+    evaluated: list[str] = []
+    real = cedarpy.is_authorized_partial
+    monkeypatch.setattr(cedarpy, "is_authorized_partial", lambda request, *rest: evaluated.append(request["principal"]) or real(request, *rest))
+    card, radio = _user("dr.c", "radiologist", department=CARD), _user("dr.r", "radiologist", department=RADIO)
+    now = RequestContext.now_for(card)
+    first = engine.study_scope(card, Action.QUERY, now)
+    fresh = PolicyEngine(default_policy_files()).study_scope(card, Action.QUERY, now)
+    assert _canonical(first) == _canonical(fresh) and first != EVERYTHING  # Cedar may order the residuals either way
+    assert engine.study_scope(card, Action.QUERY, now) == first and len(evaluated) == 2  # (one by the fresh engine)
+    assert _canonical(engine.study_scope(radio, Action.QUERY, now)) != _canonical(first) and len(evaluated) == 3
+    later = replace(now, now=now.now + timedelta(seconds=1))
+    assert _canonical(engine.study_scope(card, Action.QUERY, later)) == _canonical(first) and len(evaluated) == 4
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("experimental feature changed")
+
+    monkeypatch.setattr(cedarpy, "is_authorized_partial", broken)
+    other = replace(now, studies_in_window=7)
+    assert isinstance(engine.study_scope(card, Action.QUERY, other), Everything)
+    monkeypatch.setattr(cedarpy, "is_authorized_partial", real)
+    assert _canonical(engine.study_scope(card, Action.QUERY, other)) == _canonical(first)  # the failure was not remembered
+    for i in range(policy_engine.RECENT_ANSWERS + 20):
+        engine.study_scope(card, Action.QUERY, replace(now, studies_in_window=100 + i))
+    assert len(engine._scopes) == policy_engine.RECENT_ANSWERS
+
+
+def _canonical(scope: object) -> object:
+    """A scope with the parts of every AllOf/AnyOf in a fixed order (equal scopes, equal forms)."""
+    parts = getattr(scope, "parts", None)
+    if parts is not None:
+        return type(scope).__name__, tuple(sorted((_canonical(p) for p in parts), key=repr))
+    if hasattr(scope, "part"):
+        return "Not", _canonical(scope.part)  # type: ignore[attr-defined]
+    return scope

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import cedarpy
 
@@ -66,7 +67,9 @@ log = logging.getLogger(__name__)
 
 POLICY_SUFFIX = ".cedar"
 RECENT_ANSWERS = 256
-"""Single-request answers an engine remembers (each one second's question of one principal, at most a few KB)."""
+"""Single-request answers an engine remembers (each one second's question of one principal, at most a few KB), and as
+many search scopes."""
+_Answer = TypeVar("_Answer")
 
 
 class PolicyError(ConfigurationError):
@@ -135,8 +138,8 @@ class PolicyEngine:
                 self.policies[policy_id] = LoadedPolicy(policy_id, name, str(policy["effect"]), annotations)
                 combined[policy_id] = policy
         self._policy_set = cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": combined, "templates": {}, "templateLinks": []}))
-        self._answers: OrderedDict[str, list[cedarpy.AuthzResult]] = OrderedDict()
-        self._answers_lock = threading.Lock()
+        self._answers: _Recent[list[cedarpy.AuthzResult]] = _Recent()
+        self._scopes: _Recent[StudyScope] = _Recent()
 
     def _parse_file(self, name: str, text: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
         try:
@@ -245,16 +248,10 @@ class PolicyEngine:
         if len(requests) != 1:
             return cedarpy.is_authorized_batch(requests, self._policy_set, entities, self._schema)
         key = json.dumps([requests, entities], separators=(",", ":"))
-        with self._answers_lock:
-            answer = self._answers.get(key)
-            if answer is not None:
-                self._answers.move_to_end(key)
-                return answer
-        answer = cedarpy.is_authorized_batch(requests, self._policy_set, entities, self._schema)
-        with self._answers_lock:
-            self._answers[key] = answer
-            if len(self._answers) > RECENT_ANSWERS:
-                self._answers.popitem(last=False)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = cedarpy.is_authorized_batch(requests, self._policy_set, entities, self._schema)
+            self._answers.put(key, answer)
         return answer
 
     def study_scope(self, principal: Principal, action: Action, context: RequestContext | None = None) -> StudyScope:
@@ -270,10 +267,18 @@ class PolicyEngine:
         uid = p_entity["uid"]
         request = {"principal": f'{uid["type"]}::{json.dumps(uid["id"])}', "action": f"Action::{json.dumps(action.value)}",  # type: ignore[index]
                    "context": context.to_cedar()}
+        # The same inputs, as JSON, as one of the last RECENT_ANSWERS scopes (its time in the context, to the second:
+        # a client paging or searching again asks the same): that scope again. Scopes are immutable.
+        key = json.dumps([request, p_entity], separators=(",", ":"))
+        known = self._scopes.get(key)
+        if known is not None:
+            return known
         try:
             result = cedarpy.is_authorized_partial(request, self._policy_set, [p_entity], self._schema)
-            return scope_of_residuals(result.decision.value, list(result.diagnostics.reasons), list(result.diagnostics.errors),
-                                      dict(result.residuals), {pid: p.effect for pid, p in self.policies.items()})
+            scope = scope_of_residuals(result.decision.value, list(result.diagnostics.reasons), list(result.diagnostics.errors),
+                                       dict(result.residuals), {pid: p.effect for pid, p in self.policies.items()})
+            self._scopes.put(key, scope)
+            return scope
         except Exception:  # an experimental upstream feature: whatever it does, searches stay correct, only wider
             log.warning("partial evaluation of the policies failed; searches read every candidate", exc_info=True)
             return EVERYTHING
@@ -294,6 +299,31 @@ class PolicyEngine:
         # "De-identify it" (perhaps then with a step-up) when only such guards forbid: confirmed by a re-run for a copy.
         deidentify = any(p.deidentify for p in policies) and all(p.deidentify or p.step_up for p in policies)
         return Decision(False, "forbidden by " + ", ".join(reasons), reasons, step_up=step_up, deidentify=deidentify)
+
+
+class _Recent(Generic[_Answer]):
+    """The last :data:`RECENT_ANSWERS` answers of one engine by the JSON of their inputs (thread-safe); an answer is
+    only ever read, so one may be handed to several callers."""
+
+    def __init__(self) -> None:
+        self._answers: OrderedDict[str, _Answer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: str) -> _Answer | None:
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+            return answer
+
+    def put(self, key: str, answer: _Answer) -> None:
+        with self._lock:
+            self._answers[key] = answer
+            if len(self._answers) > RECENT_ANSWERS:
+                self._answers.popitem(last=False)
 
 
 def _in_scope(action: Action, scopes: Sequence[str]) -> bool:
