@@ -129,3 +129,29 @@ def test_each_failure_publishes_an_event(archive) -> None:
             auth.login("dr.house", "wrong", acct.code(), "10.9.9.9")
     kinds = [e.kind for e in seen if isinstance(e, UserAuthentication)]
     assert kinds == ["failure"] * 4 + ["lockout"]
+
+
+def test_a_token_speaks_for_the_account_role_and_every_role_granted_at_verification_time(archive) -> None:  # type: ignore[no-untyped-def]
+    """One statement reads the token, its account and the granted roles (a row per granted role): none, one or two
+    granted give exactly those, a revoked one is gone at the next request, another account's grants never count."""
+    from dicomguard.identity.tokens import create_token
+    from dicomguard.index.db import write_session
+
+    add_user(archive, "dr.roles")
+    add_user(archive, "dr.other")
+    with write_session(archive.ctx.engine) as s:
+        token = create_token(s, "dr.roles", timedelta(hours=1))
+        users.grant_role(s, "dr.other", "researcher", "it.admin")
+    engine = archive.ctx.engine
+    assert verify_token(engine, token).roles == {"radiologist"}
+    with write_session(engine) as s:
+        users.grant_role(s, "dr.roles", "cardiologist", "it.admin")
+        users.grant_role(s, "dr.roles", "sonographer", "it.admin")
+    principal = verify_token(engine, token)
+    assert principal.roles == {"radiologist", "cardiologist", "sonographer"} and principal.role == "radiologist"
+    assert principal.user_name == "dr.roles"
+    with write_session(engine) as s:
+        users.revoke_role(s, "dr.roles", "sonographer")
+    assert verify_token(engine, token).roles == {"radiologist", "cardiologist"}
+    with pytest.raises(InvalidToken):
+        verify_token(engine, token[:-1] + ("A" if token[-1] != "A" else "B"))

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.errors import DicomGuardError, NotFoundError
@@ -152,20 +152,12 @@ def verify_token(
     digest = token_digest(token)
     now = now or datetime.now(UTC)
     with read_session(engine) as s:
-        row = s.execute(
-            select(
-                ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id, ApiToken.scopes,
-                User.name, User.role, User.disabled, User.department, User.attributes,
-                AuthSession.revoked_at.label("session_revoked_at"), AuthSession.expires_at.label("session_expires_at"),
-                AuthSession.last_seen_at, AuthSession.mfa_at,
-            )
-            .join(User, User.name == ApiToken.user_name)
-            .outerjoin(AuthSession, AuthSession.id == ApiToken.session_id)
-            .where(ApiToken.token_sha256 == digest)
-        ).first()
-        granted = s.scalars(select(UserRole.role).where(UserRole.user_name == row.name)).all() if row is not None else []
+        # One statement per request: a row per role granted beyond the account's own (at least one row).
+        rows = s.connection().execute(_TOKEN_ROWS, {"digest": digest}).all()
+    row = rows[0] if rows else None
     if row is None or not hmac.compare_digest(bytes(row.token_sha256), digest):
         raise InvalidToken()
+    granted = [r.granted_role for r in rows if r.granted_role is not None]
     expires_at = as_utc(row.expires_at)
     if row.revoked_at is not None or expires_at <= now or row.disabled or row.kind not in _KINDS[browser]:
         raise InvalidToken()
@@ -190,6 +182,21 @@ def verify_token(
     scopes = tuple(filter(None, row.scopes.split(","))) if row.scopes is not None else None
     return TokenPrincipal(row.name, row.role, expires_at, roles, row.session_id, row.department, decode_attributes(row.attributes), mfa_at,
                           scopes)
+
+
+_TOKEN_ROWS = (
+    select(
+        ApiToken.token_sha256, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.kind, ApiToken.session_id, ApiToken.scopes,
+        User.name, User.role, User.disabled, User.department, User.attributes,
+        AuthSession.revoked_at.label("session_revoked_at"), AuthSession.expires_at.label("session_expires_at"),
+        AuthSession.last_seen_at, AuthSession.mfa_at, UserRole.role.label("granted_role"),
+    )
+    .join(User, User.name == ApiToken.user_name)
+    .outerjoin(AuthSession, AuthSession.id == ApiToken.session_id)
+    .outerjoin(UserRole, UserRole.user_name == User.name)
+    .where(ApiToken.token_sha256 == bindparam("digest"))
+)
+"""A token's row with its account and session, once per role granted to the account beyond its own (once if none)."""
 
 
 def end_session(engine: Engine, session_id: str, now: datetime | None = None) -> None:
