@@ -8,8 +8,9 @@ PS3.5 6.1.2.5; ESC is what would switch it, PS3.5 6.1.2.5.3), so its text is kno
 return exactly what :func:`dicomguard.core.attributes._text` and ``_int`` return through pydicom for such a value
 (each rule is the one of ``pydicom.values`` for its VR, with pydicom's reading validation off as the archive sets
 it), and ``None`` for anything else, which then takes pydicom's way: a non-ASCII or ESC byte, an explicit VR other
-than the data dictionary's, a value already converted, several values where the rule differs, pydicom's date and
-time conversion switched on. ``tests/test_plain_values.py`` holds each rule against pydicom on generated values.
+than the data dictionary's, a value already converted, several values (a backslash), ISO 2022 code extensions for
+names and text, pydicom's date and time conversion switched on (ADR 0023). ``tests/test_plain_values.py`` holds
+each rule against pydicom on generated headers.
 """
 
 from __future__ import annotations
