@@ -125,3 +125,38 @@ def test_a_caller_pausing_the_reactor_waits_until_it_really_stopped() -> None:
     checkpoint.set()  # the caller resumes it
     t.join(5)
     assert stopped.is_set() and not checkpoint.holding
+
+
+def test_a_reactor_released_and_paused_again_before_it_moves_stays_stopped() -> None:
+    """The other half of the race, replayed: the reactor is released (``set``) and, before it takes the guard again,
+    a caller clears the checkpoint; that caller saw "paused" (the reactor was stopped at it) and sends. The reactor
+    must stay stopped until the caller resumes it, or it takes the caller's answer off the queue (seen in CI as
+    "Received unexpected C-ECHO service message" and a DIMSE timeout)."""
+    import threading
+
+    assoc = _Assoc()
+    checkpoint = quiet_reactor._Checkpoint(assoc)  # type: ignore[arg-type]
+    passed = threading.Event()
+
+    def reactor() -> None:
+        assoc._is_paused = True
+        checkpoint.wait()
+        passed.set()
+
+    t = threading.Thread(target=reactor)
+    t.start()
+    for _ in range(500):
+        if checkpoint.holding:
+            break
+        time.sleep(0.002)
+    assert checkpoint.holding and assoc._is_paused is True
+    with checkpoint._guard:  # the reactor, woken by set(), cannot take the guard yet
+        threading.Event.set(checkpoint)  # the previous caller resumes it ...
+        time.sleep(0.05)  # ... the reactor wakes and waits for the guard ...
+        threading.Event.clear(checkpoint)  # ... and the next caller pauses it first (clear() holds the guard too)
+        assert checkpoint.holding and assoc._is_paused is True  # so that caller sees it stopped and sends
+    t.join(0.3)
+    assert t.is_alive() and not passed.is_set() and checkpoint.holding  # still stopped: the answer stays the caller's
+    checkpoint.set()  # the caller resumes it
+    t.join(5)
+    assert passed.is_set() and not checkpoint.holding

@@ -104,8 +104,10 @@ class _Checkpoint(threading.Event):
     reactor passed ``wait()`` still sees True, sends, and the running reactor may take the answer off the queue as
     an "unexpected" message: the caller then waits out its DIMSE timeout. The faster the peer answers, the likelier
     (seen with the archive's own waiting reactor as the peer). Here clearing the event also resets ``_is_paused``
-    unless the reactor is stopped at it, and a reactor that stops at it sets it: "paused" now means stopped. The
-    reactor thread clearing its own checkpoint (its release on a network timeout) is left as pynetdicom has it.
+    unless the reactor is stopped at it, and a reactor that stops at it sets it: "paused" now means stopped. A
+    reactor released by ``set()`` leaves only if the checkpoint is still set once it holds the guard again: a caller
+    that cleared it in between found it "paused" and is already sending. The reactor thread clearing its own
+    checkpoint (its release on a network timeout) is left as pynetdicom has it.
     ``wake``: called after each clear (an accepted association's reactor wakes and stops at once).
     """
 
@@ -124,10 +126,18 @@ class _Checkpoint(threading.Event):
             self.holding = True
             self._assoc._is_paused = True  # type: ignore[attr-defined]
         try:
-            return super().wait(timeout)
-        finally:
+            while True:
+                released = super().wait(timeout)
+                with self._guard:
+                    # Released, then cleared again by a caller before this thread took the guard: that caller saw
+                    # "paused" and is sending, so the reactor must stay stopped (it would take the caller's answer).
+                    if not released or self.is_set():
+                        self.holding = False
+                        return released
+        except BaseException:
             with self._guard:
                 self.holding = False
+            raise
 
     def clear(self) -> None:
         with self._guard:
