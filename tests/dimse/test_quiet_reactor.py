@@ -93,11 +93,32 @@ class _Assoc:
     _is_paused = False
 
 
+def _reactor_stopped_at(assoc, checkpoint):  # type: ignore[no-untyped-def]
+    """A reactor round on its own thread, stopped at the (cleared) checkpoint; the thread and the event it sets once
+    it passes."""
+    import threading
+
+    passed = threading.Event()
+
+    def reactor_round() -> None:
+        assoc._is_paused = True
+        checkpoint.wait()
+        passed.set()
+
+    t = threading.Thread(target=reactor_round)
+    t.start()
+    for _ in range(500):
+        if checkpoint.holding:
+            break
+        time.sleep(0.002)
+    assert checkpoint.holding and assoc._is_paused is True
+    return t, passed
+
+
 def test_a_caller_pausing_the_reactor_waits_until_it_really_stopped() -> None:
     """pynetdicom's race, replayed step by step: the reactor has passed the checkpoint (its flag still says paused)
     when the caller clears it. The caller must not see "paused" until the reactor comes round and stops; with
     pynetdicom's own event it did, and the running reactor could take the caller's answer off the queue."""
-    import threading
 
     assoc = _Assoc()
     checkpoint = quiet_reactor._Checkpoint(assoc)  # type: ignore[arg-type]
@@ -107,20 +128,7 @@ def test_a_caller_pausing_the_reactor_waits_until_it_really_stopped() -> None:
     checkpoint.clear()  # the caller pauses it now
     assert assoc._is_paused is False  # pynetdicom would still report True here
     assoc._is_paused = False  # the reactor's own reset after wait()
-    stopped = threading.Event()
-
-    def reactor_next_round() -> None:
-        assoc._is_paused = True
-        checkpoint.wait()
-        stopped.set()
-
-    t = threading.Thread(target=reactor_next_round)
-    t.start()
-    for _ in range(500):
-        if checkpoint.holding:
-            break
-        time.sleep(0.002)
-    assert checkpoint.holding and assoc._is_paused is True  # stopped at the cleared checkpoint: now paused
+    t, stopped = _reactor_stopped_at(assoc, checkpoint)  # its next round stops at the cleared checkpoint: now paused
     assert not stopped.is_set()
     checkpoint.set()  # the caller resumes it
     t.join(5)
@@ -136,20 +144,7 @@ def test_a_reactor_released_and_paused_again_before_it_moves_stays_stopped() -> 
 
     assoc = _Assoc()
     checkpoint = quiet_reactor._Checkpoint(assoc)  # type: ignore[arg-type]
-    passed = threading.Event()
-
-    def reactor() -> None:
-        assoc._is_paused = True
-        checkpoint.wait()
-        passed.set()
-
-    t = threading.Thread(target=reactor)
-    t.start()
-    for _ in range(500):
-        if checkpoint.holding:
-            break
-        time.sleep(0.002)
-    assert checkpoint.holding and assoc._is_paused is True
+    t, passed = _reactor_stopped_at(assoc, checkpoint)
     with checkpoint._guard:  # the reactor, woken by set(), cannot take the guard yet
         threading.Event.set(checkpoint)  # the previous caller resumes it ...
         time.sleep(0.05)  # ... the reactor wakes and waits for the guard ...
