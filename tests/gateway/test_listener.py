@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import socket
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,9 @@ import pydicom
 import pytest
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
 
 from dicomguard.gateway.config import GatewayConfig
 from dicomguard.gateway.listener import Listener, purge_spool
@@ -86,6 +91,34 @@ def _associate(port: int, calling: str = "CT1") -> Association:
     return ae.associate("127.0.0.1", port, ae_title=GATEWAY_AE)
 
 
+def _answer_to_request(port: int, calling: str = "CT1") -> A_ASSOCIATE_RJ:
+    """The PDU the listener answers an A-ASSOCIATE-RQ with, read off the wire (PS3.8 9.3.4).
+
+    A pynetdicom requestor can report a fast rejection as an abort: its DUL thread may read the A-ASSOCIATE-RJ and
+    close the transport (AE-4) before the calling thread checks that the transport is connected, which then
+    aborts. Reading the answer from a plain socket asserts what the listener sent.
+    """
+    request = A_ASSOCIATE()
+    request.application_context_name = "1.2.840.10008.3.1.1.1"
+    request.calling_ae_title, request.called_ae_title = calling, GATEWAY_AE
+    echo = build_context("1.2.840.10008.1.1")
+    echo.context_id = 1
+    request.presentation_context_definition_list = [echo]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16382
+    request.user_information = [max_length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(request)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as peer:
+        peer.sendall(pdu.encode())
+        head = peer.recv(6, socket.MSG_WAITALL)
+        assert head[:1] == b"\x03", f"expected an A-ASSOCIATE-RJ, got PDU type {head[:1]!r}"
+        body = peer.recv(struct.unpack(">I", head[2:6])[0], socket.MSG_WAITALL)
+    answer = A_ASSOCIATE_RJ()
+    answer.decode(head + body)
+    return answer
+
+
 def _dataset() -> pydicom.Dataset:
     return pydicom.dcmread(io.BytesIO(ct_series(ALICE, n=1)[0]))
 
@@ -150,18 +183,14 @@ def test_a_failing_store_is_never_acknowledged(start, tmp_path: Path) -> None:  
 
 def test_unknown_peer_is_rejected_permanently(start) -> None:  # type: ignore[no-untyped-def]
     listener, stats = start(StubAllowList({("CT1", "127.0.0.2")}), RecordingSink(), None)
-    assoc = _associate(listener.address[1])
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, 0x03)
+    rj = _answer_to_request(listener.address[1])
+    assert (rj.result, rj.source, rj.reason_diagnostic) == (0x01, 0x01, 0x03)
     assert stats.snapshot()["refused_associations"] == 1
 
 
 def test_unreadable_allow_list_fails_closed(start) -> None:  # type: ignore[no-untyped-def]
     listener, _ = start(StubAllowList(set(), broken=True), RecordingSink(), None)
-    assoc = _associate(listener.address[1])
-    assert assoc.is_rejected
-    assert assoc.acceptor.primitive.result == 0x02  # transient: try again later
+    assert _answer_to_request(listener.address[1]).result == 0x02  # transient: try again later
 
 
 def test_deny_takes_effect_inside_a_running_association(start) -> None:  # type: ignore[no-untyped-def]
