@@ -129,7 +129,7 @@ def test_large_objects_or_unknown_sizes_are_prepared_side_by_side(archive, monke
 
 
 def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones_outside_the_lock(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """``add_many``: a run of small objects is prepared in one hold of the lock with one lookup session, at most
+    """``add_many``: a run of small objects is prepared in one hold of the lock with one lookup connection, at most
     ``GROUP_OBJECTS`` at a time; a large object between them is prepared without the lock. Each is stored, in order,
     in batches of ``ingest.batch_size`` as one ``add`` after another would store it."""
     from dicomguard.core import ingest as ingest_module
@@ -139,7 +139,7 @@ def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones
     archive.ctx.settings = archive.settings.model_copy(update={"ingest": ingest})
     monkeypatch.setattr(ingest_module, "GROUP_OBJECTS", 2)
     sessions, held = [], []
-    real_session, real_prepare = ingest_module.read_session, ingest_module.IngestPipeline._prepare
+    real_session, real_prepare = ingest_module.read_connection, ingest_module.IngestPipeline._prepare
 
     def counted_session(engine):  # type: ignore[no-untyped-def]
         sessions.append(engine)
@@ -149,7 +149,7 @@ def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones
         held.append((label, small_object_work.locked(), len(sessions)))
         return real_prepare(self, label, *args)
 
-    monkeypatch.setattr(ingest_module, "read_session", counted_session)
+    monkeypatch.setattr(ingest_module, "read_connection", counted_session)
     monkeypatch.setattr(ingest_module.IngestPipeline, "_prepare", watched)
     objects = ct_series(ALICE, n=6, seed=13)
     sizes = [100, 100, 100, SMALL_OBJECT_BYTES, 100, 100]

@@ -54,7 +54,8 @@ from dicomguard.core.phi import RowSealer
 from dicomguard.crypto.aead import DecryptionError, derive_key, open_sealed, seal
 from dicomguard.crypto.blind_index import BlindField, BlindIndexer
 from dicomguard.errors import ErasedError
-from dicomguard.index.db import read_session
+from dicomguard.index.db import connection_of, read_session
+from dicomguard.index.direct import DirectStatement
 from dicomguard.index.models import (
     ArchiveMeta,
     AuditPatient,
@@ -349,17 +350,18 @@ class AuditTrail:
         _insert_pending(session)
 
 
-_LAST_SEQ = select(func.max(AuditRecord.__table__.c.seq))
-_INSERT_RECORDS = AuditRecord.__table__.insert()
-_INSERT_PATIENTS = AuditPatient.__table__.insert()
+# Compiled once and run on the transaction's DBAPI cursor (ADR 0024): every audited action inserts.
+_LAST_SEQ = DirectStatement(select(func.max(AuditRecord.__table__.c.seq)))
+_INSERT_RECORDS = DirectStatement(AuditRecord.__table__.insert())
+_INSERT_PATIENTS = DirectStatement(AuditPatient.__table__.insert())
 
 
 def _insert_pending(session: Session) -> None:
     pending: list[tuple[RecordFields, bytes]] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    conn = session.connection()
-    top = int(conn.execute(_LAST_SEQ).scalar() or 0)
+    conn = connection_of(session)
+    top = int(_LAST_SEQ.scalar(conn) or 0)
     rows, tokens = [], []
     for i, (f, body) in enumerate(pending, 1):
         seq = top + i
@@ -369,7 +371,7 @@ def _insert_pending(session: Session) -> None:
             "user_token": f.user_token, "dedup_token": f.dedup_token, "body": body,
         })
         tokens += [{"record_seq": seq, "token": t} for t in f.patient_tokens]
-    conn.execute(_INSERT_RECORDS, rows)  # Core executemany: no ORM bookkeeping per row
+    _INSERT_RECORDS.execute_many(conn, rows)
     if tokens:
-        conn.execute(_INSERT_PATIENTS, tokens)
+        _INSERT_PATIENTS.execute_many(conn, tokens)
     session.info[_WROTE] = True

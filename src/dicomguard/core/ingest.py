@@ -33,7 +33,7 @@ from enum import StrEnum
 import pydicom
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,8 @@ from dicomguard.core.writers import JournalReclaimed, forget_expired, journal_re
 from dicomguard.crypto.blind_index import BlindField
 from dicomguard.crypto.blob_cipher import BlobEncryptor, blob_identity
 from dicomguard.errors import RejectedObject, RejectReason
-from dicomguard.index.db import before_commit, insert_ignore, is_sqlite, read_session, write_session
+from dicomguard.index.db import before_commit, connection_of, insert_ignore, is_sqlite, read_connection, read_session, write_session
+from dicomguard.index.direct import DirectStatement
 from dicomguard.index.models import Conflict, IngestJournal, Instance, Series, Study
 
 log = logging.getLogger(__name__)
@@ -193,14 +194,14 @@ class IngestPipeline:
     def _ingest_batch(self, batch: list[tuple[str, Loader]]) -> list[IngestOutcome]:
         staged = _StagedBatch()
         try:
-            with read_session(self.ctx.engine) as lookup:
+            with read_connection(self.ctx.engine) as lookup:
                 self._stage(staged, batch, lookup)
         except BaseException:
             self._discard(staged.blob_ids)  # nothing of this batch became visible
             raise
         return self._commit(staged)
 
-    def _stage(self, staged: _StagedBatch, items: list[tuple[str, Loader]], lookup: Session) -> None:
+    def _stage(self, staged: _StagedBatch, items: list[tuple[str, Loader]], lookup: Connection) -> None:
         """1-6 for ``items``: each object refused with its reason, or prepared (its blob written, not yet durable)."""
         blob_ids = self.ctx.blob_id_pool(writer_owner()).take(len(items))
         staged.blob_ids.extend(blob_ids)  # journalled before any is written: a crash leaves nothing recovery misses
@@ -237,7 +238,7 @@ class IngestPipeline:
         staged.outcomes.update(committed)
         return [staged.outcomes[i] for i in range(staged.size)]
 
-    def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Session) -> _Prepared | IngestOutcome:
+    def _prepare(self, label: str, load: Loader, blob_id: str, lookup: Connection) -> _Prepared | IngestOutcome:
         identity = ObjectIdentity()
         try:
             data = load()
@@ -305,7 +306,7 @@ class IngestPipeline:
         uids = [p.attrs.instance.sop_instance_uid for _, p in prepared]
         # Stored meanwhile by another writer: decided like a re-send.
         seen: dict[str, ObjectDigests] = {
-            uid: ObjectDigests(px, hd) for uid, px, hd in s.connection().execute(_DIGESTS_OF, {"uids": uids})
+            uid: ObjectDigests(px, hd) for uid, px, hd in _DIGESTS_OF.all(connection_of(s), {"uids": uids})
         } if uids else {}
         owners: dict[str, tuple[str, str]] = {}
         rows: list[dict[str, object]] = []
@@ -335,7 +336,7 @@ class IngestPipeline:
                 p.label, result=IngestResult(IngestStatus.STORED, uid, a.series.uid, a.study.uid, p.size), identity=_identity(a)
             )
         if rows:
-            s.connection().execute(_INSERT_INSTANCES, rows)
+            _INSERT_INSTANCES.execute_many(connection_of(s), rows)
         if not journal_released(s, blob_ids):
             raise JournalReclaimed()  # rolls back: recovery took this writer for dead and removes its blobs
         return outcomes, unused, owners
@@ -364,10 +365,10 @@ class IngestPipeline:
         owner = owners.get(a.series.uid) or (mine if self.ctx.known_series.get(a.series.uid) == mine else None)
         if owner is None:
             insert_ignore(s, Study, **p.study_row, created_at=now)
-            study_owner = s.connection().execute(_STUDY_OWNER, {"uid": a.study.uid}).scalar()
+            study_owner = _STUDY_OWNER.scalar(connection_of(s), {"uid": a.study.uid})
             if study_owner == p.patient_ref:
                 insert_ignore(s, Series, **p.series_row, created_at=now)
-                owner = (s.connection().execute(_SERIES_OWNER, {"uid": a.series.uid}).scalar() or "", p.patient_ref)
+                owner = (_SERIES_OWNER.scalar(connection_of(s), {"uid": a.series.uid}) or "", p.patient_ref)
             else:
                 owner = ("", study_owner or "")
             owners[a.series.uid] = owner
@@ -450,8 +451,8 @@ class StagedIngest:
         """Prepare several objects that arrived whole, in order, as :meth:`add` would one by one.
 
         Small objects next to each other are prepared in one hold of ``small_object_work`` with one lookup
-        session, at most :data:`~dicomguard.core.small_objects.GROUP_OBJECTS` at a time: a body of small parts
-        that queued up while the interpreter was busy costs one hand-over of the lock and one session per group,
+        connection, at most :data:`~dicomguard.core.small_objects.GROUP_OBJECTS` at a time: a body of small parts
+        that queued up while the interpreter was busy costs one hand-over of the lock and one lookup per group,
         not per part."""
         engine = self._pipeline.ctx.engine
         start = 0
@@ -460,7 +461,7 @@ class StagedIngest:
             end = start + 1
             while small and end < len(items) and end - start < GROUP_OBJECTS and _is_small(items[end][2]):
                 end += 1
-            with small_object_work if small else contextlib.nullcontext(), read_session(engine) as lookup:
+            with small_object_work if small else contextlib.nullcontext(), read_connection(engine) as lookup:
                 for label, load, _size in items[start:end]:
                     self._pipeline._stage(self._open_batch(), [(label, load)], lookup)
             start = end
@@ -641,24 +642,24 @@ def layout_columns(structure: FileStructure) -> dict[str, int | None]:
             "pixel_end": pixels[1] if pixels else None}
 
 
-# The statements every stored object runs, built once and executed as Core on the session's connection: the ORM's
-# per-statement work (cache keys, the bulk-persistence path) cost more than the database's own (bench/README.md).
+# The statements every stored object runs, compiled once and run on the transaction's DBAPI cursor (ADR 0024):
+# SQLAlchemy's per-execution work cost more than the database's own (bench/README.md).
 _instances = Instance.__table__
-_STORED = select(_instances.c.pixel_sha256, _instances.c.header_sha256, _instances.c.erased).where(
-    _instances.c.sop_instance_uid == bindparam("uid"))
-_DIGESTS_OF = select(_instances.c.sop_instance_uid, _instances.c.pixel_sha256, _instances.c.header_sha256).where(
-    _instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
-_INSERT_INSTANCES = _instances.insert()
-_STUDY_OWNER = select(Study.__table__.c.patient_ref).where(Study.__table__.c.uid == bindparam("uid"))
-_SERIES_OWNER = select(Series.__table__.c.study_uid).where(Series.__table__.c.uid == bindparam("uid"))
+_STORED = DirectStatement(select(_instances.c.pixel_sha256, _instances.c.header_sha256, _instances.c.erased).where(
+    _instances.c.sop_instance_uid == bindparam("uid")))
+_DIGESTS_OF = DirectStatement(select(_instances.c.sop_instance_uid, _instances.c.pixel_sha256, _instances.c.header_sha256).where(
+    _instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True))), expanding="uids")
+_INSERT_INSTANCES = DirectStatement(_instances.insert())
+_STUDY_OWNER = DirectStatement(select(Study.__table__.c.patient_ref).where(Study.__table__.c.uid == bindparam("uid")))
+_SERIES_OWNER = DirectStatement(select(Series.__table__.c.study_uid).where(Series.__table__.c.uid == bindparam("uid")))
 
 
 def _is_small(size: int | None) -> bool:
     return size is not None and size < SMALL_OBJECT_BYTES
 
 
-def _stored_digests(s: Session, uid: str) -> tuple[ObjectDigests, bool] | None:
-    row = s.connection().execute(_STORED, {"uid": uid}).first()
+def _stored_digests(lookup: Connection, uid: str) -> tuple[ObjectDigests, bool] | None:
+    row = _STORED.first(lookup, {"uid": uid})
     return (ObjectDigests(row[0], row[1]), bool(row[2])) if row is not None else None
 
 

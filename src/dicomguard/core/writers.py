@@ -36,7 +36,8 @@ from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from dicomguard.errors import DicomGuardError
-from dicomguard.index.db import insert_ignore, is_sqlite, write_session
+from dicomguard.index.db import connection_of, insert_ignore, is_sqlite, write_session
+from dicomguard.index.direct import DirectStatement
 from dicomguard.index.models import IngestJournal, TaskLease
 
 log = logging.getLogger(__name__)
@@ -150,12 +151,13 @@ def forget_expired(engine: Engine) -> None:
                                           TaskLease.lease_until < func.now() - timedelta(seconds=TTL_S)))
 
 
-_RELEASE = IngestJournal.__table__.delete().where(IngestJournal.__table__.c.blob_id.in_(bindparam("ids", expanding=True)))
-"""Built once, run as Core: every ingest transaction releases its journal rows."""
+_RELEASE = DirectStatement(IngestJournal.__table__.delete().where(IngestJournal.__table__.c.blob_id.in_(bindparam("ids", expanding=True))),
+                           expanding="ids")
+"""Compiled once, run on the DBAPI cursor (ADR 0024): every ingest transaction releases its journal rows."""
 
 
 def journal_released(s: Session, blob_ids: list[str]) -> bool:
     """Delete the journal rows of ``blob_ids`` in the index transaction; False if recovery claimed any (the fence)."""
     if not blob_ids:
         return True
-    return s.connection().execute(_RELEASE, {"ids": blob_ids}).rowcount == len(blob_ids)
+    return _RELEASE.execute(connection_of(s), {"ids": blob_ids}) == len(blob_ids)

@@ -158,11 +158,34 @@ def _immediate(engine: Engine) -> Engine:
     return bound  # type: ignore[no-any-return]
 
 
+_CONNECTION = "dicomguard.connection"
+
+
+def connection_of(session: Session) -> Connection:
+    """``session.connection()``, looked up once per transaction: the ORM walks its transaction state on every call,
+    and the per-object write path asks a dozen times per transaction (ADR 0024)."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CONNECTION)
+    if cached is not None and transaction is not None and cached[0] is transaction and transaction.is_active:
+        return cached[1]  # type: ignore[no-any-return]
+    conn = session.connection()
+    session.info[_CONNECTION] = (session.get_transaction(), conn)
+    return conn
+
+
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
     """A read-only snapshot (deferred transaction on SQLite)."""
     with Session(bind=engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A read-only snapshot on a Core connection, without an ORM session: for the lookups of the per-object path,
+    where building and closing a session cost more than the query (ADR 0024)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
 
 
 def alembic_config(engine: Engine | None) -> Config:
@@ -201,12 +224,13 @@ def checkpoint_and_shrink(engine: Engine) -> None:
 
 def insert_ignore(session: Session, model: type, **values: object) -> None:
     """INSERT that does nothing if the primary key exists (safe under concurrent writers)."""
-    session.connection().execute(_insert_ignore_statement(session.get_bind().dialect.name, model.__table__), values)  # type: ignore[attr-defined]
+    session.connection().execute(insert_ignore_statement(session.get_bind().dialect.name, model.__table__), values)  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _insert_ignore_statement(dialect: str, table: Table) -> Executable:
-    """Built once per table: the statement's cache key is then computed once, and it runs as Core (no ORM bulk path)."""
+def insert_ignore_statement(dialect: str, table: Table) -> Executable:
+    """Built once per table and dialect: the statement's cache key is then computed once, and it runs as Core (no ORM
+    bulk path); ``index.direct.DirectStatement`` compiles it for the hot path."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from dicomguard.core.context import ArchiveContext
 from dicomguard.core.keyring import META_ARCHIVE_ID, PURPOSE_LEDGER
 from dicomguard.errors import NotFoundError
-from dicomguard.index.db import insert_ignore, read_session, write_session
+from dicomguard.index.db import connection_of, insert_ignore_statement, read_session, write_session
+from dicomguard.index.direct import DirectStatement
 from dicomguard.index.models import ArchiveMeta, LedgerCheckpoint, LedgerLeaf, TrustedCheckpoint
 from dicomguard.ledger import merkle
 from dicomguard.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointSigner, CheckpointVerifier
@@ -30,6 +31,8 @@ from dicomguard.ledger.proofs import BUNDLE_FORMAT
 from dicomguard.ledger.store import Frontier, LedgerStore
 
 _PENDING = "dicomguard.ledger.pending"
+_INSERT_CHECKPOINT = DirectStatement(lambda dialect: insert_ignore_statement(dialect, LedgerCheckpoint.__table__))
+"""Every append signs one: compiled once, run on the transaction's DBAPI cursor (ADR 0024)."""
 
 
 def origin_for(archive_id: str) -> str:
@@ -83,7 +86,7 @@ class Ledger:
 
     def _record_checkpoint(self, session: Session, size: int, root: bytes, now: datetime) -> bytes:
         note = self.signer.sign(Checkpoint(self.origin, size, root))
-        insert_ignore(session, LedgerCheckpoint, size=size, note=note, created_at=now)
+        _INSERT_CHECKPOINT.execute(connection_of(session), {"size": size, "note": note, "created_at": now})
         return note
 
     # -- reading -----------------------------------------------------------------------

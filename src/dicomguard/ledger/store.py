@@ -15,19 +15,21 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from dicomguard.index.db import connection_of
+from dicomguard.index.direct import DirectStatement
 from dicomguard.index.models import LedgerHead, LedgerLeaf, LedgerNode
 from dicomguard.ledger import merkle
 
 _CHUNK = 500  # rows per IN (...) query
 
-# Built once and run as Core on the session's connection: every ingest appends, and the ORM's per-statement
-# work (cache key, bulk-persistence path) cost more than SQLite's own.
+# Compiled once and run on the transaction's DBAPI cursor (ADR 0024): every ingest appends, and SQLAlchemy's
+# per-execution work cost more than SQLite's own.
 _head = LedgerHead.__table__
-_SIZE = select(_head.c.size).where(_head.c.id == 1)
-_SIZE_LOCKED = _SIZE.with_for_update()
-_SET_SIZE = _head.update().where(_head.c.id == 1).values(size=bindparam("new_size"))
-_INSERT_LEAVES = LedgerLeaf.__table__.insert()
-_INSERT_NODES = LedgerNode.__table__.insert()
+_SIZE = DirectStatement(select(_head.c.size).where(_head.c.id == 1))
+_SIZE_LOCKED = DirectStatement(select(_head.c.size).where(_head.c.id == 1).with_for_update())
+_SET_SIZE = DirectStatement(_head.update().where(_head.c.id == 1).values(size=bindparam("new_size")))
+_INSERT_LEAVES = DirectStatement(LedgerLeaf.__table__.insert())
+_INSERT_NODES = DirectStatement(LedgerNode.__table__.insert())
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class LedgerStore:
         self.s = session
 
     def size(self, lock: bool = False) -> int:
-        value = self.s.connection().execute(_SIZE_LOCKED if lock else _SIZE).scalar()
+        value = (_SIZE_LOCKED if lock else _SIZE).scalar(connection_of(self.s))
         return int(value or 0)
 
     def nodes(self, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
@@ -95,13 +97,13 @@ class LedgerStore:
             reader = self._reader(merkle.frontier_nodes(size)) if size else None
         appender = merkle.TreeAppender(size, reader)
         new_nodes = appender.append(merkle.leaf_hash(data) for _, _, data in entries)
-        conn = self.s.connection()
-        conn.execute(
-            _INSERT_LEAVES,
+        conn = connection_of(self.s)
+        _INSERT_LEAVES.execute_many(
+            conn,
             [{"idx": size + i, "kind": k, "subject": sub, "data": d, "created_at": now} for i, (k, sub, d) in enumerate(entries)],
         )
-        conn.execute(_INSERT_NODES, [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
-        conn.execute(_SET_SIZE, {"new_size": appender.size})
+        _INSERT_NODES.execute_many(conn, [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in new_nodes])
+        _SET_SIZE.execute(conn, {"new_size": appender.size})
         return appender.size, appender.root(), Frontier.of(appender)
 
     def root(self, size: int) -> bytes:
