@@ -81,41 +81,42 @@ class AccessControl:
 
         Only users have grants and a window; devices and the operator get the
         bare context without a database round trip. Each is read at most once per
-        ``CONTEXT_TTL``; grants only for actions on studies, the window only for
-        retrieve/export.
+        ``CONTEXT_TTL``, the ones due together in one snapshot; grants only for
+        actions on studies, the window only for retrieve/export.
         """
         now = datetime.now(UTC)
         bulk = action in BULK_ACTIONS
-        emergency: frozenset[str] = frozenset()
-        counted = 0
-        if self.principal.kind is PrincipalKind.USER:
-            if action is None or action in STUDY_ACTIONS:
-                emergency = self._cached("emergency", now, lambda s: emergency_patients(s, self.principal.name, now))
-            if bulk:
-                since = now - timedelta(seconds=self.ctx.settings.policy.step_up_window_s)
-                window = self._cached("window", now, lambda s: frozenset(s.scalars(select(StudyAccessWindow.study_uid).where(
-                    StudyAccessWindow.principal == self.principal.label(), StudyAccessWindow.last_at > since))))
-                counted = len(window | self._accessed | set(studies))
-        elif bulk:
-            counted = len(self._accessed | set(studies))
-        contained = False
-        if self.principal.kind is PrincipalKind.USER:
-            name = self.principal.name
-            contained = bool(self._cached("contained", now, lambda s: frozenset(
-                s.scalars(select(Containment.user_name).where(Containment.user_name == name, Containment.level != "record")))))
-        read_only = False
+        user = self.principal.kind is PrincipalKind.USER
+        name = self.principal.name
+        since = now - timedelta(seconds=self.ctx.settings.policy.step_up_window_s)
+        loaders: dict[str, Callable[[Session], frozenset[str]]] = {}
+        if user and (action is None or action in STUDY_ACTIONS):
+            loaders["emergency"] = lambda s: emergency_patients(s, name, now)
+        if user and bulk:
+            loaders["window"] = lambda s: frozenset(s.scalars(select(StudyAccessWindow.study_uid).where(
+                StudyAccessWindow.principal == self.principal.label(), StudyAccessWindow.last_at > since)))
+        if user:
+            loaders["contained"] = lambda s: frozenset(
+                s.scalars(select(Containment.user_name).where(Containment.user_name == name, Containment.level != "record")))
         if action in CHANGE_ACTIONS:
-            read_only = bool(self._cached("read_only", now, lambda s: frozenset(
-                s.scalars(select(ArchiveMeta.value).where(ArchiveMeta.key == READ_ONLY_KEY)))))
+            loaders["read_only"] = lambda s: frozenset(s.scalars(select(ArchiveMeta.value).where(ArchiveMeta.key == READ_ONLY_KEY)))
+        loaded = self._cached(now, loaders)
+        emergency = loaded.get("emergency", frozenset())
+        counted = 0
+        if bulk:
+            counted = len(loaded.get("window", frozenset()) | self._accessed | set(studies))
+        contained = bool(loaded.get("contained"))
+        read_only = bool(loaded.get("read_only"))
         return RequestContext(now, mfa_age_of(self.principal, now), emergency, counted, contained=contained, read_only=read_only)
 
-    def _cached(self, key: str, now: datetime, load: Callable[[Session], frozenset[str]]) -> frozenset[str]:
-        hit = self._context_cache.get(key)
-        if hit is None or now - hit[0] > self.CONTEXT_TTL:
+    def _cached(self, now: datetime, loaders: dict[str, Callable[[Session], frozenset[str]]]) -> dict[str, frozenset[str]]:
+        """Each value of ``loaders`` as cached for up to ``CONTEXT_TTL``; the ones to read again in one snapshot."""
+        stale = [key for key in loaders if (hit := self._context_cache.get(key)) is None or now - hit[0] > self.CONTEXT_TTL]
+        if stale:
             with read_session(self.ctx.engine) as s:
-                hit = (now, load(s))
-            self._context_cache[key] = hit
-        return hit[1]
+                for key in stale:
+                    self._context_cache[key] = (now, loaders[key](s))
+        return {key: self._context_cache[key][1] for key in loaders}
 
     def forget_context(self) -> None:
         """Drop cached grants and decisions (after this principal claimed a break-glass grant)."""
