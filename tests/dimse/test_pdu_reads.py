@@ -8,6 +8,7 @@ import socket
 import threading
 import tracemalloc
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynetdicom.pdu import P_DATA_TF, PDU
@@ -124,3 +125,35 @@ def test_the_values_are_views_of_the_pdu() -> None:
     value = pdu.presentation_data_value_items[0].presentation_data_value
     assert isinstance(value, memoryview) and value.obj is raw  # no copy of the fragment
     assert bytes(pdu.to_primitive().presentation_data_value_list[0][1]) == b"\x02" + b"x" * 100_000
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = socket.create_connection(server.getsockname())
+        receiver, _ = server.accept()
+    return receiver, sender
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_each_pdu_read_leaves_the_connection_acknowledging_at_once() -> None:
+    """A sender with Nagle on waits for the ACK of what it sent before it sends an object's last short segment;
+    the receiver must not be delaying that ACK (``dimse.sockets.acknowledge_at_once``)."""
+    receiver, sender = _tcp_pair()
+    try:
+        for _ in range(3):
+            receiver.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)  # what answering each object leads to
+            assert receiver.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0  # delayed ACKs: the kernel's mode
+            sender.sendall(b"0123456789")
+            assert read_exactly(receiver, 10) == b"0123456789"
+            assert receiver.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def test_a_socket_that_is_not_tcp_reads_as_before() -> None:
+    receiver = _sent_in_pieces(b"abc", [1, 1, 1])
+    try:
+        assert read_exactly(receiver, 3) == b"abc"  # the option is refused by a Unix socket, and ignored
+    finally:
+        receiver.close()

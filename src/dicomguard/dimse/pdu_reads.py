@@ -28,13 +28,19 @@ from pynetdicom.pdu_items import PresentationDataValueItem
 from pynetdicom.transport import AssociationSocket
 
 from dicomguard.dimse.pynetdicom_patch import ProcessPatch
+from dicomguard.dimse.sockets import acknowledge_at_once
 
 FIRST_BYTES = 1024 * 1024
 """Bytes allocated before any has arrived (a PDU this size or smaller is read without growing its buffer)."""
 
 
 def read_exactly(sock, nr_bytes: int) -> bytearray:  # type: ignore[no-untyped-def]
-    """``nr_bytes`` from ``sock`` (fewer if the peer closed the connection first), read into one growing buffer."""
+    """``nr_bytes`` from ``sock`` (fewer if the peer closed the connection first), read into one growing buffer.
+
+    Before each PDU it reads, the connection is told to acknowledge at once (:func:`dimse.sockets.acknowledge_at_once`):
+    a sender that keeps Nagle's algorithm on would otherwise hold the last segment of every object back until a
+    delayed ACK."""
+    acknowledge_at_once(sock)
     buffer = bytearray(min(nr_bytes, FIRST_BYTES))
     received = 0
     while received < nr_bytes:
