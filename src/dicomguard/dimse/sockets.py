@@ -33,7 +33,8 @@ def acknowledge_at_once(sock: Any) -> None:
     that ACK (40 ms or more) once it takes the connection for an interactive one, as it does when each received
     object is answered by a C-STORE response. A C-STORE of 200 CT slices then took three times as long in some
     rounds (``bench/README.md``, session 24). The kernel drops the option again when it goes back to delaying, so
-    it is set before every PDU read: one system call per PDU. Errors are ignored (a socket that is not TCP).
+    it is set before every read of a PDU's header and of its body: two system calls per PDU. Errors are ignored
+    (a socket that is not TCP).
     """
     if _QUICKACK is None:
         return

@@ -128,6 +128,9 @@ class DirectStatement:
             cursor.close()
             raise exc.DBAPIError.instance(compiled.sql, None, error, compiled.dialect.loaded_dbapi.Error,
                                           dialect=compiled.dialect) from error
+        except BaseException:
+            cursor.close()
+            raise
         return cursor
 
     def _too_long(self, values: Mapping[str, Any]) -> bool:
