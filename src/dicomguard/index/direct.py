@@ -83,8 +83,7 @@ class DirectStatement:
         values = values or {}
         if self._too_long(values):
             return sum(self.execute(conn, part) for part in self._chunks(values))
-        compiled = self._get(conn.dialect, values)
-        cursor = self._run(conn, compiled, lambda cur, sql: cur.execute(sql, compiled.parameters(self._expand(values))))
+        compiled, cursor = self._execute(conn, values)
         try:
             return int(cursor.rowcount)
         finally:
@@ -102,8 +101,7 @@ class DirectStatement:
         values = values or {}
         if self._too_long(values):
             return [row for part in self._chunks(values) for row in self.all(conn, part)]
-        compiled = self._get(conn.dialect, values)
-        cursor = self._run(conn, compiled, lambda cur, sql: cur.execute(sql, compiled.parameters(self._expand(values))))
+        compiled, cursor = self._execute(conn, values)
         try:
             return [compiled.row(r) for r in cursor.fetchall()]
         finally:
@@ -116,6 +114,12 @@ class DirectStatement:
     def scalar(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
         row = self.first(conn, values)
         return row[0] if row is not None else None
+
+    def _execute(self, conn: Connection, values: Mapping[str, Any]) -> tuple[_Compiled, Any]:
+        """One run with ``values`` (a list parameter no longer than :data:`MAX_LIST`): the compiled form and its open cursor."""
+        compiled = self._get(conn.dialect, values)
+        params = compiled.parameters(self._expand(values))
+        return compiled, self._run(conn, compiled, lambda cur, sql: cur.execute(sql, params))
 
     @staticmethod
     def _run(conn: Connection, compiled: _Compiled, call: Callable[[Any, str], Any]) -> Any:
