@@ -1,5 +1,6 @@
-"""STOW-RS parts wait for ingest sealed: held as ciphertext segments while small, in an anonymous temporary file past
-1 MiB; either way every byte comes back unchanged whatever the chunking, and no plaintext is kept."""
+"""STOW-RS parts wait for ingest sealed: held as ciphertext segments while small and while the request's memory bound
+allows, else in an anonymous temporary file; either way every byte comes back unchanged whatever the chunking, and no
+plaintext is kept."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 
 import pytest
 
-from dicomguard.web.multipart import MultipartReader
+from dicomguard.web.multipart import MAX_HELD_BYTES, MultipartReader
 
 MiB = 1024 * 1024
 SIZES = [0, 1, MiB // 2, MiB - 16, MiB, MiB + 1, 5 * MiB // 2]
@@ -54,3 +55,25 @@ def test_small_parts_are_held_sealed_and_large_ones_go_to_an_anonymous_file_seal
     assert marker[:64] not in second._file.read()
     assert first.read() == small and second.read() == large
     reader.close()
+
+
+def test_a_request_holds_at_most_its_bound_in_memory_and_the_rest_waits_in_files() -> None:
+    """An insider's body of many parts, sent faster than they are stored: the memory the request holds stays within
+    its bound, every part still comes back whole, and a part closed (stored) gives its share back."""
+    size = MiB // 2
+    parts = [os.urandom(size) for _ in range(MAX_HELD_BYTES // size + 8)]
+    reader = MultipartReader("b")
+    body = _body(parts, "b")
+    for i in range(0, len(body), 256 * 1024):
+        reader.feed(body[i:i + 256 * 1024])
+        assert reader._memory.held <= MAX_HELD_BYTES
+    received = reader.finish()
+    held = [p.content for p in received if p.content._held]
+    assert len(received) - len(held) >= 8 and all(p.content._file is not None for p in received if not p.content._held)
+    assert reader._memory.held == sum(s._held_bytes for s in held) > MAX_HELD_BYTES - MiB
+    assert [p.content.read() for p in received] == parts
+    before = reader._memory.held
+    held[0].close()
+    assert reader._memory.held == before - size - 16  # its share (one sealed segment) is free for parts still to come
+    reader.close()
+    assert reader._memory.held == 0

@@ -2,9 +2,11 @@
 
 Guarantees:
 
-* **Bounded memory.** The body is parsed as it arrives; part contents go to
-  spooled temporary files, never to one big buffer. Headers of a part are
-  capped (:data:`MAX_PART_HEADER_BYTES`), and so is the number of parts.
+* **Bounded memory.** The body is parsed as it arrives, never into one big
+  buffer: a part's sealed content waits in memory up to 1 MiB, and while the
+  request holds less than :data:`MAX_HELD_BYTES` so, else in a temporary file.
+  Headers of a part are capped (:data:`MAX_PART_HEADER_BYTES`), and so is the
+  number of parts.
 * **No plaintext PHI at rest, even transiently.** Each part is encrypted with
   AES-256-GCM under a key that exists only in this process's memory for the
   duration of one request before it touches a temporary file; the file is
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 import struct
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
@@ -30,6 +33,9 @@ MAX_PARTS = 10_000
 MAX_PREAMBLE_BYTES = 64 * 1024
 _SEGMENT = 1024 * 1024
 _MEMORY_SPOOL = 1024 * 1024
+"""A part's sealed segments wait in memory up to this size, past it in an anonymous file."""
+MAX_HELD_BYTES = 64 * 1024 * 1024
+"""At most this much of one request's parts waits in memory (:class:`RequestMemory`)."""
 # RFC 2046 5.1.1: 1-70 characters from bchars, not ending in a space.
 _BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
 
@@ -42,12 +48,42 @@ def valid_boundary(boundary: str) -> bool:
     return bool(_BOUNDARY.match(boundary))
 
 
-class EncryptedSpool:
-    """One part's content, sealed in 1 MiB AES-GCM segments while it waits for ingest."""
+class RequestMemory:
+    """The bytes of one request's parts held in memory while they wait for ingest, bounded by a limit.
 
-    def __init__(self, aead: AESGCM, part_index: int) -> None:
+    Taken by the thread that parses the body, given back by the thread that stores the parts: a client that sends
+    parts faster than they are stored fills anonymous spool files (bounded by the request's size limit), not the
+    server's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self._held + n > self._limit:
+                return False
+            self._held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._held -= n
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
+class EncryptedSpool:
+    """One part's content, sealed in 1 MiB AES-GCM segments while it waits for ingest: in memory while it is small
+    and the request's :class:`RequestMemory` allows, else in an anonymous temporary file."""
+
+    def __init__(self, aead: AESGCM, part_index: int, memory: RequestMemory) -> None:
         self._aead = aead
         self._part = part_index
+        self._memory = memory
         self._held: list[bytes] | None = []
         """Sealed segments kept as they are while they fit in :data:`_MEMORY_SPOOL` (no copy into a file buffer)."""
         self._held_bytes = 0
@@ -64,7 +100,7 @@ class EncryptedSpool:
     def _seal(self, plain: bytes | bytearray | memoryview) -> None:
         sealed = self._aead.encrypt(self._nonce(self._segments), plain, None)
         self._segments += 1
-        if self._held is not None and self._held_bytes + len(sealed) <= _MEMORY_SPOOL:
+        if self._held is not None and self._held_bytes + len(sealed) <= _MEMORY_SPOOL and self._memory.take(len(sealed)):
             self._held.append(sealed)
             self._held_bytes += len(sealed)
             return
@@ -73,6 +109,8 @@ class EncryptedSpool:
             for held in self._held or ():
                 self._write_segment(held)
             self._held = None
+            self._memory.give(self._held_bytes)
+            self._held_bytes = 0
         self._write_segment(sealed)
 
     def _write_segment(self, sealed: bytes) -> None:
@@ -118,7 +156,9 @@ class EncryptedSpool:
 
     def close(self) -> None:
         self._pending = bytearray()
-        self._held = []
+        if self._held is not None:
+            self._memory.give(self._held_bytes)
+            self._held, self._held_bytes = [], 0
         if self._file is not None:
             self._file.close()
 
@@ -143,6 +183,7 @@ class MultipartReader:
         self._state = self._PREAMBLE
         self._seen_preamble = 0
         self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._memory = RequestMemory(MAX_HELD_BYTES)
         self._current: ReceivedPart | None = None
         self.parts: list[ReceivedPart] = []
 
@@ -203,7 +244,7 @@ class MultipartReader:
             if len(self.parts) >= MAX_PARTS:
                 raise MalformedMultipart(f"more than {MAX_PARTS} parts")
             index = len(self.parts)
-            self._current = ReceivedPart(index, headers, EncryptedSpool(self._aead, index), headers.get("content-type", ""))
+            self._current = ReceivedPart(index, headers, EncryptedSpool(self._aead, index, self._memory), headers.get("content-type", ""))
             self.parts.append(self._current)
             self._state = self._BODY
             return True
