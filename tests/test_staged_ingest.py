@@ -130,14 +130,16 @@ def test_large_objects_or_unknown_sizes_are_prepared_side_by_side(archive, monke
 
 def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones_outside_the_lock(archive, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """``add_many``: a run of small objects is prepared in one hold of the lock with one lookup connection, at most
-    ``GROUP_OBJECTS`` at a time; a large object between them is prepared without the lock. Each is stored, in order,
-    in batches of ``ingest.batch_size`` as one ``add`` after another would store it."""
+    ``GROUP_OBJECTS`` at a time; large objects between them are prepared without the lock, with one lookup
+    connection for a run of known size up to ``_GROUP_BYTES``, and alone when their size is unknown. Each is
+    stored, in order, in batches of ``ingest.batch_size`` as one ``add`` after another would store it."""
     from dicomguard.core import ingest as ingest_module
     from dicomguard.core.small_objects import SMALL_OBJECT_BYTES, small_object_work
 
     ingest = archive.settings.ingest.model_copy(update={"batch_size": 3})
     archive.ctx.settings = archive.settings.model_copy(update={"ingest": ingest})
-    monkeypatch.setattr(ingest_module, "GROUP_OBJECTS", 2)
+    monkeypatch.setattr(ingest_module, "GROUP_OBJECTS", 3)
+    monkeypatch.setattr(ingest_module, "_GROUP_BYTES", 2 * SMALL_OBJECT_BYTES)
     sessions, held = [], []
     real_session, real_prepare = ingest_module.read_connection, ingest_module.IngestPipeline._prepare
 
@@ -151,12 +153,15 @@ def test_small_objects_that_queued_are_prepared_in_bounded_groups_and_large_ones
 
     monkeypatch.setattr(ingest_module, "read_connection", counted_session)
     monkeypatch.setattr(ingest_module.IngestPipeline, "_prepare", watched)
-    objects = ct_series(ALICE, n=6, seed=13)
-    sizes = [100, 100, 100, SMALL_OBJECT_BYTES, 100, 100]
+    objects = ct_series(ALICE, n=9, seed=13)
+    large = SMALL_OBJECT_BYTES
+    sizes = [100, 100, 100, 100, large, large, large, None, 100]
     staged = archive.operator.store.staged(source="test")
     staged.add_many([(str(i), lambda d=d: d, size) for i, (d, size) in enumerate(zip(objects, sizes, strict=True))])
-    assert held == [("0", True, 1), ("1", True, 1), ("2", True, 2), ("3", False, 3), ("4", True, 4), ("5", True, 4)]
+    assert held == [("0", True, 1), ("1", True, 1), ("2", True, 1), ("3", True, 2),  # small: 3 per hold, then 1
+                    ("4", False, 3), ("5", False, 3), ("6", False, 4),  # large: 2 per snapshot (the byte bound)
+                    ("7", False, 5), ("8", True, 6)]  # unknown size: alone
     outcomes = staged.commit()
-    assert [o.label for o in outcomes] == [str(i) for i in range(6)]
-    assert [o.result.status for o in outcomes if o.result] == [IngestStatus.STORED] * 6
+    assert [o.label for o in outcomes] == [str(i) for i in range(9)]
+    assert [o.result.status for o in outcomes if o.result] == [IngestStatus.STORED] * 9
     assert _stored(archive) == sorted(dataset_of(d).SOPInstanceUID for d in objects)

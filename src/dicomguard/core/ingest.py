@@ -132,13 +132,36 @@ class _Prepared:
     size: int
     digests: ObjectDigests
     blob_salt: bytes
-    study_row: dict[str, object]
-    series_row: dict[str, object]
-    """Index rows of the study and series, computed (sealed, tokenized) per object: a value that cannot be indexed
+    parents: _ParentRows
+    """Index rows of the study and series, computed (tokenized, encoded) per object: a value that cannot be indexed
     fails its own object in ``_prepare``, never the batch's transaction."""
     layout: dict[str, int | None]
     """Where the walk found the data set and its Pixel Data (``layout_columns``): indexed, so a verified read hashes without
     walking again. Only the offsets: the batch holds no object's bytes until it is indexed."""
+
+
+class _ParentRows:
+    """The study and series rows an object would create, their identifying attributes sealed only when the rows are
+    inserted.
+
+    An object of a series the archive already indexed creates neither row, and sealing costs a fresh random nonce,
+    a system call, per row. Everything that can refuse a value (tokens, the JSON documents) is done when the object
+    is prepared; what is left for the index transaction is AES-GCM over bytes already made."""
+
+    __slots__ = ("_study", "_series", "_pending")
+
+    def __init__(self, study: dict[str, object], series: dict[str, object], sealer: RowSealer, study_phi: bytes,
+                 series_phi: bytes) -> None:
+        self._study, self._series = study, series
+        self._pending: tuple[RowSealer, bytes, bytes] | None = (sealer, study_phi, series_phi)
+
+    def rows(self) -> tuple[dict[str, object], dict[str, object]]:
+        if self._pending is not None:
+            sealer, study_phi, series_phi = self._pending
+            self._study["phi"] = sealer.seal_document("studies", str(self._study["uid"]), study_phi)
+            self._series["phi"] = sealer.seal_document("series", str(self._series["uid"]), series_phi)
+            self._pending = None
+        return self._study, self._series
 
 
 Loader = Callable[[], bytes]
@@ -257,7 +280,7 @@ class IngestPipeline:
                 resent = self._resolve_resend(uid, attrs, digest_object(data, structure), existing)
                 return IngestOutcome(label, result=resent, identity=identity)
             patient_ref, data_key = self.ctx.patients.resolve(attrs.patient, self.source)
-            study_row, series_row = self._parent_rows(attrs, patient_ref, RowSealer(data_key))
+            parents = self._parent_rows(attrs, patient_ref, RowSealer(data_key))
         except RejectedObject as exc:
             raise _Refused(exc, identity) from None
         except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError, AttributeError) as exc:
@@ -269,10 +292,10 @@ class IngestPipeline:
         encryptor = BlobEncryptor(data_key, blob_identity(uid, attrs.series.uid, attrs.study.uid, patient_ref))
         digest = DigestPass(structure)
         size = self.ctx.store.put(blob_id, _seal_segments(memoryview(data), encryptor, digest), durable=False)
-        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, study_row, series_row,
+        return _Prepared(label, attrs, patient_ref, blob_id, size, digest.digests(), encryptor.salt, parents,
                          layout_columns(structure))
 
-    def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> tuple[dict[str, object], dict[str, object]]:
+    def _parent_rows(self, a: ObjectAttributes, patient_ref: str, sealer: RowSealer) -> _ParentRows:
         """The study and series rows this object would create (inserted only if they do not exist yet)."""
         st, se = a.study, a.series
         study = {
@@ -281,7 +304,7 @@ class IngestPipeline:
             "accession_token": self.ctx.indexer.token(BlindField.ACCESSION_NUMBER, st.accession_number),
             "study_year": year_of(st.date),
             "study_date_token": study_date_token(self.ctx.indexer, st.date),
-            "phi": sealer.seal("studies", st.uid, _study_phi(a)),
+            "phi": None,
             "department": self._department(st.department),
             "site": str(self.principal.attributes.get("site") or "")[:64] or None,
             "referring_token": self.ctx.indexer.token(BlindField.REFERRING_PHYSICIAN, st.referring_physician)
@@ -293,9 +316,10 @@ class IngestPipeline:
             "study_uid": st.uid,
             "modality": se.modality or None,
             "series_number": se.number,
-            "phi": sealer.seal("series", se.uid, {"description": se.description, "date": se.date}),
+            "phi": None,
         }
-        return study, series
+        return _ParentRows(study, series, sealer, sealer.document(_study_phi(a)),
+                           sealer.document({"description": se.description, "date": se.date}))
 
     def _index_rows(self, s: Session, prepared: list[tuple[int, _Prepared]], blob_ids: list[str],
                     now: datetime) -> tuple[dict[int, IngestOutcome], set[str], dict[str, tuple[str, str]]]:
@@ -364,10 +388,11 @@ class IngestPipeline:
         mine = (a.study.uid, p.patient_ref)
         owner = owners.get(a.series.uid) or (mine if self.ctx.known_series.get(a.series.uid) == mine else None)
         if owner is None:
-            insert_ignore(s, Study, **p.study_row, created_at=now)
+            study_row, series_row = p.parents.rows()
+            insert_ignore(s, Study, **study_row, created_at=now)
             study_owner = _STUDY_OWNER.scalar(connection_of(s), {"uid": a.study.uid})
             if study_owner == p.patient_ref:
-                insert_ignore(s, Series, **p.series_row, created_at=now)
+                insert_ignore(s, Series, **series_row, created_at=now)
                 owner = (_SERIES_OWNER.scalar(connection_of(s), {"uid": a.series.uid}) or "", p.patient_ref)
             else:
                 owner = ("", study_owner or "")
@@ -450,16 +475,20 @@ class StagedIngest:
     def add_many(self, items: Sequence[tuple[str, Loader, int | None]]) -> None:
         """Prepare several objects that arrived whole, in order, as :meth:`add` would one by one.
 
-        Small objects next to each other are prepared in one hold of ``small_object_work`` with one lookup
-        connection, at most :data:`~dicomguard.core.small_objects.GROUP_OBJECTS` at a time: a body of small parts
-        that queued up while the interpreter was busy costs one hand-over of the lock and one lookup per group,
-        not per part."""
+        Objects next to each other are prepared with one lookup connection, at most
+        :data:`~dicomguard.core.small_objects.GROUP_OBJECTS` at a time: a body of parts that queued up while the
+        interpreter was busy costs one lookup snapshot per group, not per part. Small ones are prepared in one hold of
+        ``small_object_work`` (one hand-over of the lock per group); large ones of known size are grouped up to
+        :data:`_GROUP_BYTES`, so a group's snapshot lasts as long as a few objects' preparation, never a cine's."""
         engine = self._pipeline.ctx.engine
         start = 0
         while start < len(items):
             small = _is_small(items[start][2])
-            end = start + 1
-            while small and end < len(items) and end - start < GROUP_OBJECTS and _is_small(items[end][2]):
+            end, grouped = start + 1, items[start][2] or 0
+            while (end < len(items) and end - start < GROUP_OBJECTS and items[start][2] is not None
+                   and _is_small(items[end][2]) == small and (size := items[end][2]) is not None
+                   and (small or grouped + size <= _GROUP_BYTES)):
+                grouped += size
                 end += 1
             with small_object_work if small else contextlib.nullcontext(), read_connection(engine) as lookup:
                 for label, load, _size in items[start:end]:
@@ -652,6 +681,10 @@ _DIGESTS_OF = DirectStatement(select(_instances.c.sop_instance_uid, _instances.c
 _INSERT_INSTANCES = DirectStatement(_instances.insert())
 _STUDY_OWNER = DirectStatement(select(Study.__table__.c.patient_ref).where(Study.__table__.c.uid == bindparam("uid")))
 _SERIES_OWNER = DirectStatement(select(Series.__table__.c.study_uid).where(Series.__table__.c.uid == bindparam("uid")))
+
+
+_GROUP_BYTES = 16 * 1024 * 1024
+"""Large objects of known size prepared under one lookup snapshot (``StagedIngest.add_many``): at most this many bytes."""
 
 
 def _is_small(size: int | None) -> bool:

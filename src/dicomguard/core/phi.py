@@ -25,7 +25,14 @@ class RowSealer:
         return f"{table}|{row_id}".encode()
 
     def seal(self, table: str, row_id: str, values: dict[str, Any]) -> bytes:
-        doc = json.dumps(values, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        return self.seal_document(table, row_id, self.document(values))
+
+    @staticmethod
+    def document(values: dict[str, Any]) -> bytes:
+        """The JSON document :meth:`seal` seals: made apart where a value that cannot be encoded must fail early."""
+        return json.dumps(values, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+    def seal_document(self, table: str, row_id: str, doc: bytes) -> bytes:
         return seal(self._key, doc, self._aad(table, row_id))
 
     def open(self, table: str, row_id: str, sealed: bytes) -> dict[str, Any]:

@@ -48,7 +48,7 @@ RENEW_S: Final = 10.0
 TTL_S: Final = 60.0
 """A writer whose heartbeat is older than this (by the database's clock) is dead for recovery."""
 
-_tokens: dict[int, str] = {}
+_owners: dict[int, str] = {}
 
 
 class JournalReclaimed(DicomGuardError):
@@ -60,10 +60,15 @@ class JournalReclaimed(DicomGuardError):
 
 
 def writer_owner() -> str:
-    """``hostname:pid:token`` of this process as a journal owner; a fork gets its own token."""
+    """``hostname:pid:token`` of this process as a journal owner; a fork gets its own token.
+
+    Made once per process (the host's name as it started): it is asked for every object stored, and one owner
+    string per process is what recovery expects, even if the host is renamed while the archive serves."""
     pid = os.getpid()
-    token = _tokens.get(pid) or _tokens.setdefault(pid, secrets.token_hex(8))
-    return f"{socket.gethostname()}:{pid}:{token}"[-128:]
+    owner = _owners.get(pid)
+    if owner is None:
+        owner = _owners.setdefault(pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(8)}"[-128:])
+    return owner
 
 
 def process_namespace() -> str:
