@@ -61,8 +61,8 @@ def test_the_real_call_is_made_on_linux(tmp_path: Path) -> None:
 
 def test_a_header_and_the_next_chunk_go_out_in_one_write_and_a_short_write_loses_nothing(tmp_path: Path,
                                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The small first chunk (a blob's header) is written with the next one by one writev(2); if the kernel takes
-    only part of it, the rest is written after it, in order."""
+    """The small first chunk (a blob's header) of a small blob is written with the next one by one writev(2) (a
+    large blob keeps two writes); if the kernel takes only part of it, the rest is written after it, in order."""
     real_writev, calls = os.writev, []
 
     def short_writev(fd: int, buffers) -> int:  # type: ignore[no-untyped-def]
@@ -72,7 +72,9 @@ def test_a_header_and_the_next_chunk_go_out_in_one_write_and_a_short_write_loses
     monkeypatch.setattr(filesystem.os, "writev", short_writev)
     store = FilesystemBlobStore(tmp_path / "blobs")
     header, body, tail = b"H" * 40, bytes(range(256)) * 300, b"T" * 7
-    for blob_id, chunks in (("ab" + "3" * 30, [header, body, tail]), ("ab" + "4" * 30, [header, body]), ("ab" + "5" * 30, [header])):
+    large = [header, b"L" * (256 * 1024), tail]
+    for blob_id, chunks in (("ab" + "3" * 30, [header, body, tail]), ("ab" + "4" * 30, [header, body]), ("ab" + "5" * 30, [header]),
+                            ("ab" + "6" * 30, large)):
         assert store.put(blob_id, iter(chunks)) == sum(map(len, chunks))
         assert store.read(blob_id) == b"".join(chunks)
-    assert calls == [[40, len(body)], [40, len(body)]]  # the first one was short; a header alone needs no writev
+    assert calls == [[40, len(body)], [40, len(body)]]  # the first one was short; a header alone or a large blob: none

@@ -79,9 +79,14 @@ class FilesystemBlobStore:
                 for chunk in chunks:
                     view = memoryview(chunk)
                     if size == 0 and held is None and len(view) < _COALESCE_BYTES:
-                        held = view  # a small first chunk (a blob's header) goes out with the next one
+                        held = view  # a small first chunk (a blob's header) may go out with the next one
                         continue
-                    size += _write_all(fd, view if held is None else (held, view))
+                    if held is not None and len(view) < _WRITEBACK_FROM:
+                        size += _write_all(fd, (held, view))  # a small blob: one writev(2)
+                    else:
+                        if held is not None:
+                            size += _write_all(fd, held)
+                        size += _write_all(fd, view)
                     held = None
                     if size - started >= _WRITEBACK_BYTES:
                         _start_writeback(fd, started, size - started)
@@ -188,6 +193,10 @@ def _syncfs(path: Path) -> None:
 
 
 _COALESCE_BYTES = 4096
+"""A first chunk this small (a blob's header) is written with the next one when that one is small too (below
+:data:`_WRITEBACK_FROM`): one system call fewer per small object. For a 0.5 MB CT slice the single writev(2) was
+measured slower than two writes (STOW-RS of 200 slices, 12 rounds a side: 0.07 s more system time), so a large
+blob keeps its two writes."""
 
 
 def _write_all(fd: int, data: memoryview | tuple[memoryview, memoryview]) -> int:
