@@ -9,6 +9,7 @@ through the same authorized, audited retrieve path.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,11 +35,18 @@ def tag_hex(keyword: str) -> str:
     return f"{tag:08X}"
 
 
-def attribute(keyword: str, *values: Any) -> tuple[str, JsonObject]:
-    """``(tag, {"vr": ..., "Value": [...]})`` for a dictionary keyword; empty values give no ``Value``."""
+@functools.cache
+def _tag_and_vr(keyword: str) -> tuple[str, str]:
+    """A dictionary keyword's tag (8 hex digits) and VR: looked up once per keyword (the archive's own, a bounded set),
+    not once per attribute of every answer."""
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
-    vr = dictionary_VR(tag)
+    return f"{tag:08X}", dictionary_VR(tag)
+
+
+def attribute(keyword: str, *values: Any) -> tuple[str, JsonObject]:
+    """``(tag, {"vr": ..., "Value": [...]})`` for a dictionary keyword; empty values give no ``Value``."""
+    tag, vr = _tag_and_vr(keyword)
     vals = [v for v in values if v is not None and v != ""]
     if vr == "PN":
         vals = [{"Alphabetic": str(v)} for v in vals]
@@ -47,7 +55,7 @@ def attribute(keyword: str, *values: Any) -> tuple[str, JsonObject]:
     obj: JsonObject = {"vr": vr}
     if vals:
         obj["Value"] = vals
-    return f"{tag:08X}", obj
+    return tag, obj
 
 
 def resolve_attribute(identifier: str) -> str | None:
