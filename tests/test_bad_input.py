@@ -240,17 +240,19 @@ def test_disk_full_while_writing_a_blob_stores_nothing(archive, monkeypatch) -> 
     import os
 
     kept = archive.operator.store.ingest(ct_series(ALICE, n=1, seed=5)[0])
-    real_write = os.write
+    real_write, real_writev = os.write, os.writev
 
     def full(fd, data):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(os, "writev", full)  # a small blob's header and body go out in one writev
     from dicomguard.storage.base import BlobStoreError
 
     with pytest.raises(BlobStoreError, match="No space left"):
         archive.operator.store.ingest(_ct())
     monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "writev", real_writev)
     instances, _, journal, blobs = _state(archive)
     assert (instances, journal, blobs) == (1, 0, 1)
     assert not [p for p in archive.ctx.store.root.rglob(".tmp-*")]

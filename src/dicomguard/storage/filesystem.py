@@ -1,8 +1,9 @@
 """Blob store on a local (or mounted) file system.
 
-Atomic write-once (POSIX): write to a temporary file in the target folder,
-``link`` it to the final name (fails if the name exists, so a stored blob is
-never replaced), remove the temporary name, then make data and names durable:
+Atomic write-once (POSIX): write to an anonymous file in the target folder
+(Linux ``O_TMPFILE``; elsewhere a temporary name, removed after), ``link`` it
+to the final name (fails if the name exists, so a stored blob is never
+replaced), then make data and names durable:
 ``fsync`` of file and folder for a single blob, or one ``syncfs(2)`` for a
 whole ingest batch (one journal commit instead of two per blob). The index
 row that makes a blob visible is committed only after that.
@@ -11,6 +12,7 @@ row that makes a blob visible is committed only after that.
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import os
 import stat
@@ -35,6 +37,8 @@ class FilesystemBlobStore:
         self.root = root
         self._root = os.fspath(root)
         self._folders: set[Path] = set()
+        self._anonymous = hasattr(os, "O_TMPFILE") and _linkat is not None and os.path.isdir("/proc/self/fd")
+        """Blobs are written as anonymous files until the file system refuses ``O_TMPFILE`` once."""
 
     def _file(self, blob_id: str) -> str:
         """The blob's file name as a string (the read path's; pathlib's joins cost more than a small read)."""
@@ -66,13 +70,10 @@ class FilesystemBlobStore:
         final = self._path(blob_id)
         folder = final.parent
         self._folder(folder)
-        # Unique per write, even between threads of one process (the pid stays last: remove_stale_temporaries).
-        # A counter, not random bytes: the name needs no secrecy, and reading the kernel's random source is one
-        # more system call per object.
-        tmp = folder / f"{_TMP_PREFIX}{blob_id}-{next(_WRITES):x}-{os.getpid()}"
         size = 0
+        tmp: Path | None = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, tmp = self._open_unnamed(folder, blob_id)
             try:
                 started = 0  # bytes handed to the device so far (``_start_writeback``)
                 held: memoryview | None = None
@@ -97,21 +98,45 @@ class FilesystemBlobStore:
                     _start_writeback(fd, started, size - started)
                 if durable:
                     os.fsync(fd)
+                if tmp is None:
+                    _link_open_file(fd, final)
+                else:
+                    os.link(tmp, final)
             finally:
                 os.close(fd)
-            os.link(tmp, final)
         except FileExistsError as exc:
             raise BlobExistsError(f"blob {blob_id} already exists") from exc
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob: {exc.strerror}") from exc
         finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
         if durable:
             fsync_dir(folder)
         return size
+
+    def _open_unnamed(self, folder: Path, blob_id: str) -> tuple[int, Path | None]:
+        """A file to write a blob into before it is linked to its name, and its temporary name if it has one.
+
+        Where the file system supports ``O_TMPFILE`` (Linux: ext4, XFS, Btrfs, tmpfs) the file has no name at all:
+        nothing of a write that fails or is killed is ever visible or left behind, and there is no name to remove
+        after the link (one system call fewer per object). Elsewhere a temporary name, removed after the link or,
+        if the writer died, at start-up (:meth:`remove_stale_temporaries`)."""
+        if self._anonymous:
+            try:
+                return os.open(folder, os.O_WRONLY | os.O_TMPFILE, 0o600), None
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._anonymous = False
+        # Unique per write, even between threads of one process (the pid stays last: remove_stale_temporaries).
+        # A counter, not random bytes: the name needs no secrecy, and reading the kernel's random source is one
+        # more system call per object.
+        tmp = folder / f"{_TMP_PREFIX}{blob_id}-{next(_WRITES):x}-{os.getpid()}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
 
     def sync(self, blob_ids: list[str]) -> None:
         """A few blobs: fsync each file and its folder; a batch: one syncfs(2) of the file system."""
@@ -243,6 +268,22 @@ _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     _sync_file_range.restype = ctypes.c_int
+_linkat = getattr(_libc, "linkat", None)
+if _linkat is not None:
+    _linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    _linkat.restype = ctypes.c_int
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+
+
+def _link_open_file(fd: int, name: Path) -> None:
+    """linkat(2) of an open anonymous file to ``name``, through /proc's link to it with ``AT_SYMLINK_FOLLOW`` (the
+    documented way for an ``O_TMPFILE`` file without privileges; ``os.link`` would link the /proc link itself).
+    Raises ``FileExistsError`` if the name exists: a stored blob is never replaced."""
+    assert _linkat is not None
+    if _linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(name), _AT_SYMLINK_FOLLOW) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(name))
 
 
 def read_private_file(path: Path, what: str) -> str:
