@@ -483,11 +483,13 @@ class StagedIngest:
         engine = self._pipeline.ctx.engine
         start = 0
         while start < len(items):
-            small = _is_small(items[start][2])
-            end, grouped = start + 1, items[start][2] or 0
-            while (end < len(items) and end - start < GROUP_OBJECTS and items[start][2] is not None
-                   and _is_small(items[end][2]) == small and (size := items[end][2]) is not None
-                   and (small or grouped + size <= _GROUP_BYTES)):
+            first = items[start][2]
+            small = _is_small(first)
+            end, grouped = start + 1, first or 0
+            while first is not None and end < len(items) and end - start < GROUP_OBJECTS:
+                size = items[end][2]
+                if size is None or _is_small(size) != small or (not small and grouped + size > _GROUP_BYTES):
+                    break  # an object of unknown size, of the other kind, or past the group's bytes starts a new group
                 grouped += size
                 end += 1
             with small_object_work if small else contextlib.nullcontext(), read_connection(engine) as lookup:
